@@ -1,0 +1,1 @@
+//! placeholder crate hibernate; see README.

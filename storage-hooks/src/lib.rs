@@ -1,0 +1,34 @@
+//! Maildir storage that tells the world about every real change.
+//!
+//! This crate owns the on-disk mail store (Maildir++, compatible with Dovecot's
+//! file names, `dovecot-uidlist` version 3 and `dovecot-keywords`) and the event
+//! model: after every *durable, real* change (delivery, append, expunge, flag
+//! change, mailbox create/delete/rename, subscribe) the store calls its
+//! [`ChangeHook`]s with a typed [`MailboxEvent`] that carries the mailbox's new
+//! [`MailboxStatus`]. Reads and writes to our own index, uidlist, status and lock
+//! files never produce events. Transport of events (UNIX datagram, NATS) lives
+//! in the `bus` crate; IMAP semantics (sequence numbers, sessions) live in `imap`.
+
+pub mod event;
+pub mod flags;
+pub mod hook;
+pub mod status;
+pub mod uid_set;
+
+pub use event::{EventKind, MailboxEvent, MessageSummary, EVENT_VERSION};
+pub use flags::{Flags, SystemFlags};
+pub use hook::{ChangeHook, CollectingHook, HookError, Hooks};
+pub use status::MailboxStatus;
+pub use uid_set::{UidRange, UidSet};
+pub mod error;
+pub mod mailbox;
+pub mod message;
+pub mod user_store;
+
+pub use error::StoreError;
+pub use mailbox::Mailbox;
+pub use message::{
+    AppendKind, AppendOptions, AppendResult, CopyResult, FlagOp, MailboxInfo, MessageMeta, StoreFlagsResult,
+    SyncChanges,
+};
+pub use user_store::UserStore;
