@@ -1,0 +1,253 @@
+//! FETCH / UID FETCH: all RFC 3501 items, BODY[section]<partial>, MODSEQ,
+//! CHANGEDSINCE and VANISHED (RFC 7162).
+
+use imap_types::command::FetchModifier;
+use imap_types::fetch::{MacroOrMessageDataItemNames, MessageDataItemName};
+use imap_types::sequence::SequenceSet;
+use storage_hooks::{FlagOp, Flags, MessageMeta, SystemFlags, UidRange, UidSet};
+
+use crate::fetch_render::{mime_tree, section, structure};
+use crate::session::response::{flag_list, literal, number_set};
+use crate::session::Session;
+
+/// A message's raw bytes and MIME tree, loaded on first use.
+struct Loaded {
+    raw: Vec<u8>,
+    tree: Option<mime_tree::MimeNode>,
+}
+
+impl Loaded {
+    fn tree(&mut self) -> &mime_tree::MimeNode {
+        if self.tree.is_none() {
+            self.tree = Some(mime_tree::parse(&self.raw));
+        }
+        // Set just above.
+        self.tree.as_ref().expect("tree parsed above")
+    }
+}
+
+/// INTERNALDATE as `"25-Nov-2026 11:45:48 +0000"`.
+pub(crate) fn internal_date(ts: i64) -> String {
+    match chrono::DateTime::from_timestamp(ts, 0) {
+        Some(d) => d.format("%d-%b-%Y %H:%M:%S +0000").to_string(),
+        None => "01-Jan-1970 00:00:00 +0000".to_string(),
+    }
+}
+
+impl Session {
+    /// FETCH.
+    pub(crate) fn op_fetch(
+        &mut self,
+        tag: &str,
+        set: &SequenceSet,
+        items: &MacroOrMessageDataItemNames<'_>,
+        uid: bool,
+        modifiers: &[FetchModifier],
+    ) {
+        let mut items: Vec<MessageDataItemName<'_>> = match items {
+            MacroOrMessageDataItemNames::Macro(m) => m.expand(),
+            MacroOrMessageDataItemNames::MessageDataItemNames(v) => v.clone(),
+        };
+        let mut changed_since = None;
+        let mut vanished = false;
+        for m in modifiers {
+            match m {
+                FetchModifier::ChangedSince(n) => changed_since = Some(n.get()),
+                FetchModifier::Vanished => vanished = true,
+            }
+        }
+        if vanished && (!uid || !self.enabled.qresync || changed_since.is_none()) {
+            return self.bad(tag, "VANISHED needs UID FETCH, QRESYNC enabled and CHANGEDSINCE.");
+        }
+        if changed_since.is_some() || items.iter().any(|i| matches!(i, MessageDataItemName::ModSeq)) {
+            self.enabled.condstore = true;
+        }
+        if changed_since.is_some() && !items.iter().any(|i| matches!(i, MessageDataItemName::ModSeq)) {
+            items.push(MessageDataItemName::ModSeq);
+        }
+        if items.iter().any(|i| matches!(i, MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. })) {
+            return self.bad(tag, "BINARY is not supported.");
+        }
+        if self.changes_pending {
+            self.sync_selected(uid);
+        }
+        let enabled = self.enabled;
+        let Some(sel) = self.selected.as_mut() else { return };
+        let idx = match sel.resolve(set, uid) {
+            Ok(i) => i,
+            Err(_) => return self.bad(tag, "Invalid message sequence number."),
+        };
+        if vanished {
+            if let Some(since) = changed_since {
+                let requested: Vec<u32> = idx.iter().map(|&i| sel.view[i].meta.uid).collect();
+                if let Ok(Some(gone)) = sel.mailbox.expunged_since(since) {
+                    let lo = requested.first().copied().unwrap_or(u32::MAX);
+                    let in_set: Vec<u32> = gone
+                        .iter()
+                        .filter(|&u| {
+                            set.0.as_ref().iter().any(|s| {
+                                let (a, b) = crate::op::select::seq_bounds(s, sel.mailbox.uidnext());
+                                (a.min(b)..=a.max(b)).contains(&u)
+                            }) || u >= lo
+                        })
+                        .filter(|u| sel.seq_of(*u).is_none())
+                        .collect();
+                    if !in_set.is_empty() {
+                        self.out
+                            .extend_from_slice(format!("* VANISHED (EARLIER) {}\r\n", number_set(&in_set)).as_bytes());
+                    }
+                }
+            }
+        }
+        let sets_seen = !sel.read_only
+            && items.iter().any(|i| match i {
+                MessageDataItemName::BodyExt { peek, .. } => !peek,
+                MessageDataItemName::Rfc822 | MessageDataItemName::Rfc822Text => true,
+                _ => false,
+            });
+        let needs_body = items.iter().any(|i| {
+            matches!(
+                i,
+                MessageDataItemName::BodyExt { .. }
+                    | MessageDataItemName::Rfc822
+                    | MessageDataItemName::Rfc822Text
+                    | MessageDataItemName::Rfc822Header
+                    | MessageDataItemName::Body
+                    | MessageDataItemName::BodyStructure
+                    | MessageDataItemName::Envelope
+            )
+        });
+        let mut missing = false;
+        for i in idx {
+            let seq = i + 1;
+            let meta: MessageMeta = sel.view[i].meta.clone();
+            if changed_since.is_some_and(|c| meta.modseq <= c) {
+                continue;
+            }
+            let mut loaded = if needs_body {
+                match sel.mailbox.read_message(meta.uid) {
+                    Ok(raw) => Some(Loaded { raw, tree: None }),
+                    Err(_) => {
+                        missing = true;
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            let mut meta = meta;
+            let mut flags_changed = false;
+            if sets_seen && !meta.flags.system.contains(SystemFlags::SEEN) && !sel.view[i].expunged {
+                let one = UidSet::from_ranges([UidRange { first: meta.uid, last: meta.uid }]);
+                if let Ok(r) = sel.mailbox.store_flags(&one, FlagOp::Add, &Flags::system(SystemFlags::SEEN), None) {
+                    for (u, f, m) in r.changed {
+                        sel.set_flags(u, f.clone(), m);
+                        if u == meta.uid {
+                            meta.flags = f;
+                            meta.modseq = m;
+                            flags_changed = true;
+                        }
+                    }
+                }
+            }
+            let recent = sel.recent.contains(&meta.uid);
+            let mut o = format!("* {seq} FETCH (").into_bytes();
+            let mut first = true;
+            let mut sep = |o: &mut Vec<u8>| {
+                if !first {
+                    o.push(b' ');
+                }
+                first = false;
+            };
+            let wants_uid = items.iter().any(|i| matches!(i, MessageDataItemName::Uid));
+            if uid || wants_uid || enabled.qresync && changed_since.is_some() {
+                sep(&mut o);
+                o.extend_from_slice(format!("UID {}", meta.uid).as_bytes());
+            }
+            let wants_flags = items.iter().any(|i| matches!(i, MessageDataItemName::Flags));
+            for item in &items {
+                match item {
+                    MessageDataItemName::Uid => {}
+                    MessageDataItemName::Flags => {
+                        sep(&mut o);
+                        o.extend_from_slice(b"FLAGS ");
+                        flag_list(&mut o, &meta.flags, recent);
+                    }
+                    MessageDataItemName::InternalDate => {
+                        sep(&mut o);
+                        o.extend_from_slice(format!("INTERNALDATE \"{}\"", internal_date(meta.internal_date)).as_bytes());
+                    }
+                    MessageDataItemName::Rfc822Size => {
+                        sep(&mut o);
+                        o.extend_from_slice(format!("RFC822.SIZE {}", meta.size).as_bytes());
+                    }
+                    MessageDataItemName::ModSeq => {
+                        sep(&mut o);
+                        o.extend_from_slice(format!("MODSEQ ({})", meta.modseq).as_bytes());
+                    }
+                    MessageDataItemName::Envelope => {
+                        let Some(l) = loaded.as_mut() else { continue };
+                        sep(&mut o);
+                        o.extend_from_slice(b"ENVELOPE ");
+                        let end = mime_tree::find_header_end(&l.raw);
+                        structure::envelope(&mut o, &l.raw[..end]);
+                    }
+                    MessageDataItemName::Body | MessageDataItemName::BodyStructure => {
+                        let Some(l) = loaded.as_mut() else { continue };
+                        let ext = matches!(item, MessageDataItemName::BodyStructure);
+                        sep(&mut o);
+                        o.extend_from_slice(if ext { b"BODYSTRUCTURE " } else { b"BODY " });
+                        let tree = l.tree().clone();
+                        structure::body_structure(&mut o, &l.raw, &tree, ext);
+                    }
+                    MessageDataItemName::Rfc822 | MessageDataItemName::Rfc822Header | MessageDataItemName::Rfc822Text => {
+                        let Some(l) = loaded.as_mut() else { continue };
+                        let end = mime_tree::find_header_end(&l.raw);
+                        let (name, bytes): (&[u8], &[u8]) = match item {
+                            MessageDataItemName::Rfc822 => (b"RFC822 ", &l.raw),
+                            MessageDataItemName::Rfc822Header => (b"RFC822.HEADER ", &l.raw[..end]),
+                            _ => (b"RFC822.TEXT ", &l.raw[end..]),
+                        };
+                        sep(&mut o);
+                        o.extend_from_slice(name);
+                        literal(&mut o, bytes);
+                    }
+                    MessageDataItemName::BodyExt { section: sec, partial, .. } => {
+                        let Some(l) = loaded.as_mut() else { continue };
+                        let raw = l.raw.clone();
+                        let tree = l.tree();
+                        let data = section::extract(&raw, tree, sec.as_ref());
+                        sep(&mut o);
+                        o.extend_from_slice(format!("BODY[{}]", section::section_name(sec.as_ref())).as_bytes());
+                        match (data, partial) {
+                            (None, _) => o.extend_from_slice(b" NIL"),
+                            (Some(d), None) => {
+                                o.push(b' ');
+                                literal(&mut o, &d);
+                            }
+                            (Some(d), Some((start, len))) => {
+                                let s = (*start as usize).min(d.len());
+                                let e = s.saturating_add(len.get() as usize).min(d.len());
+                                o.extend_from_slice(format!("<{start}> ").as_bytes());
+                                literal(&mut o, &d[s..e]);
+                            }
+                        }
+                    }
+                    MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. } => {}
+                }
+            }
+            if flags_changed && !wants_flags {
+                sep(&mut o);
+                o.extend_from_slice(b"FLAGS ");
+                flag_list(&mut o, &meta.flags, recent);
+            }
+            o.extend_from_slice(b")\r\n");
+            self.out.extend_from_slice(&o);
+        }
+        if missing {
+            self.no(tag, "Some of the requested messages no longer exist.");
+        } else {
+            self.ok(tag, "Fetch completed.");
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! One file per IMAP command (or closely related group), each an
+//! `impl Session` block that writes untagged and tagged responses.
+
+mod append;
+mod auth;
+mod close;
+mod copy_move;
+mod enable;
+mod expunge;
+mod fetch;
+mod idle;
+mod list;
+mod mailbox_name;
+mod manage;
+mod noop;
+mod search;
+mod select;
+mod status;
+mod store;

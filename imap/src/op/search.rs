@@ -1,0 +1,261 @@
+//! SEARCH / UID SEARCH over flags, dates, sizes, headers and text, with
+//! the CONDSTORE MODSEQ criterion.
+
+use chrono::{NaiveDate, TimeZone};
+use imap_types::core::Charset;
+use imap_types::search::SearchKey;
+use imap_types::sequence::SequenceSet;
+use mail_parser::{Address, HeaderValue, MessageParser, PartType};
+use storage_hooks::{MessageMeta, SystemFlags};
+
+use crate::fetch_render::mime_tree;
+use crate::op::select::seq_bounds;
+use crate::session::selected::Selected;
+use crate::session::Session;
+
+/// Lazily loaded message content for text criteria.
+struct Content {
+    raw: Vec<u8>,
+    /// Header fields: lower-case name, decoded value (lower-cased).
+    headers: Vec<(String, String)>,
+    /// Decoded text of the body parts (lower-cased).
+    body_text: String,
+    sent: Option<i64>,
+}
+
+fn load(sel: &Selected, uid: u32) -> Option<Content> {
+    let raw = sel.mailbox.read_message(uid).ok()?;
+    let mut headers = Vec::new();
+    let mut body_text = String::new();
+    let mut sent = None;
+    if let Some(msg) = MessageParser::default().parse(&raw) {
+        if let Some(root) = msg.parts.first() {
+            for h in &root.headers {
+                let s = (h.offset_start as usize).min(raw.len());
+                let e = (h.offset_end as usize).clamp(s, raw.len());
+                let mut v = mime_tree::unfold(&raw[s..e]);
+                v.push(' ');
+                v.push_str(&decoded(&h.value));
+                headers.push((h.name.as_str().to_ascii_lowercase(), v.to_lowercase()));
+            }
+        }
+        sent = msg.date().map(|d| d.to_timestamp());
+        for p in &msg.parts {
+            match &p.body {
+                PartType::Text(t) | PartType::Html(t) => {
+                    body_text.push_str(&t.to_lowercase());
+                    body_text.push('\n');
+                }
+                _ => {}
+            }
+        }
+    }
+    if body_text.is_empty() {
+        let end = mime_tree::find_header_end(&raw);
+        body_text = String::from_utf8_lossy(&raw[end..]).to_lowercase();
+    }
+    Some(Content { raw, headers, body_text, sent })
+}
+
+fn decoded(v: &HeaderValue<'_>) -> String {
+    match v {
+        HeaderValue::Text(t) => t.to_string(),
+        HeaderValue::TextList(l) => l.join(" "),
+        HeaderValue::Address(a) => {
+            let mut s = String::new();
+            let mut push = |n: Option<&str>, a: Option<&str>| {
+                for x in [n, a].into_iter().flatten() {
+                    s.push_str(x);
+                    s.push(' ');
+                }
+            };
+            match a {
+                Address::List(l) => l.iter().for_each(|x| push(x.name.as_deref(), x.address.as_deref())),
+                Address::Group(g) => g.iter().for_each(|grp| {
+                    push(grp.name.as_deref(), None);
+                    grp.addresses.iter().for_each(|x| push(x.name.as_deref(), x.address.as_deref()));
+                }),
+            }
+            s
+        }
+        _ => String::new(),
+    }
+}
+
+/// Evaluation context of one message.
+struct Candidate<'a> {
+    seq: u32,
+    meta: &'a MessageMeta,
+    recent: bool,
+    content: Option<Option<Content>>,
+}
+
+/// Midnight UTC of `d` as a UNIX timestamp.
+fn day_start(d: &NaiveDate) -> i64 {
+    chrono::Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).unwrap_or_default()).timestamp()
+}
+
+fn in_set(set: &SequenceSet, n: u32, star: u32) -> bool {
+    set.0.as_ref().iter().any(|s| {
+        let (a, b) = seq_bounds(s, star);
+        (a.min(b)..=a.max(b)).contains(&n)
+    })
+}
+
+struct Evaluator<'a> {
+    sel: &'a Selected,
+    max_seq: u32,
+    max_uid: u32,
+}
+
+impl Evaluator<'_> {
+    fn content<'c>(&self, c: &'c mut Candidate<'_>) -> Option<&'c Content> {
+        if c.content.is_none() {
+            c.content = Some(load(self.sel, c.meta.uid));
+        }
+        c.content.as_ref().and_then(Option::as_ref)
+    }
+
+    fn header_contains(&self, c: &mut Candidate<'_>, name: &str, needle: &[u8]) -> bool {
+        let needle = String::from_utf8_lossy(needle).to_lowercase();
+        let name = name.to_ascii_lowercase();
+        self.content(c).is_some_and(|ct| {
+            ct.headers.iter().any(|(n, v)| *n == name && (needle.is_empty() || v.contains(&needle)))
+        })
+    }
+
+    fn matches(&self, key: &SearchKey<'_>, c: &mut Candidate<'_>) -> bool {
+        let f = &c.meta.flags;
+        let has = |x: SystemFlags| f.system.contains(x);
+        match key {
+            SearchKey::And(keys) => keys.as_ref().iter().all(|k| self.matches(k, c)),
+            SearchKey::SequenceSet(s) => in_set(s, c.seq, self.max_seq),
+            SearchKey::Uid(s) => in_set(s, c.meta.uid, self.max_uid),
+            SearchKey::All => true,
+            SearchKey::Answered => has(SystemFlags::ANSWERED),
+            SearchKey::Unanswered => !has(SystemFlags::ANSWERED),
+            SearchKey::Deleted => has(SystemFlags::DELETED),
+            SearchKey::Undeleted => !has(SystemFlags::DELETED),
+            SearchKey::Draft => has(SystemFlags::DRAFT),
+            SearchKey::Undraft => !has(SystemFlags::DRAFT),
+            SearchKey::Flagged => has(SystemFlags::FLAGGED),
+            SearchKey::Unflagged => !has(SystemFlags::FLAGGED),
+            SearchKey::Seen => has(SystemFlags::SEEN),
+            SearchKey::Unseen => !has(SystemFlags::SEEN),
+            SearchKey::Recent => c.recent,
+            SearchKey::Old => !c.recent,
+            SearchKey::New => c.recent && !has(SystemFlags::SEEN),
+            SearchKey::Keyword(k) => keyword(f, k.as_ref()),
+            SearchKey::Unkeyword(k) => !keyword(f, k.as_ref()),
+            SearchKey::Larger(n) => c.meta.size > u64::from(*n),
+            SearchKey::Smaller(n) => c.meta.size < u64::from(*n),
+            SearchKey::Before(d) => c.meta.internal_date < day_start(d.as_ref()),
+            SearchKey::On(d) => {
+                let s = day_start(d.as_ref());
+                (s..s + 86_400).contains(&c.meta.internal_date)
+            }
+            SearchKey::Since(d) => c.meta.internal_date >= day_start(d.as_ref()),
+            SearchKey::SentBefore(d) => self.sent(c).is_some_and(|t| t < day_start(d.as_ref())),
+            SearchKey::SentOn(d) => {
+                let s = day_start(d.as_ref());
+                self.sent(c).is_some_and(|t| (s..s + 86_400).contains(&t))
+            }
+            SearchKey::SentSince(d) => self.sent(c).is_some_and(|t| t >= day_start(d.as_ref())),
+            SearchKey::From(s) => self.header_contains(c, "from", s.as_ref()),
+            SearchKey::To(s) => self.header_contains(c, "to", s.as_ref()),
+            SearchKey::Cc(s) => self.header_contains(c, "cc", s.as_ref()),
+            SearchKey::Bcc(s) => self.header_contains(c, "bcc", s.as_ref()),
+            SearchKey::Subject(s) => self.header_contains(c, "subject", s.as_ref()),
+            SearchKey::Header(name, value) => {
+                let name = String::from_utf8_lossy(name.as_ref()).into_owned();
+                self.header_contains(c, &name, value.as_ref())
+            }
+            SearchKey::Body(s) => {
+                let needle = String::from_utf8_lossy(s.as_ref()).to_lowercase();
+                self.content(c).is_some_and(|ct| ct.body_text.contains(&needle))
+            }
+            SearchKey::Text(s) => {
+                let needle = String::from_utf8_lossy(s.as_ref()).to_lowercase();
+                self.content(c).is_some_and(|ct| {
+                    ct.body_text.contains(&needle)
+                        || ct.headers.iter().any(|(n, v)| n.contains(&needle) || v.contains(&needle))
+                        || String::from_utf8_lossy(&ct.raw).to_lowercase().contains(&needle)
+                })
+            }
+            SearchKey::Not(k) => !self.matches(k, c),
+            SearchKey::Or(a, b) => self.matches(a, c) || self.matches(b, c),
+            SearchKey::ModSequence { modseq, .. } => c.meta.modseq >= *modseq,
+        }
+    }
+
+    fn sent(&self, c: &mut Candidate<'_>) -> Option<i64> {
+        self.content(c).and_then(|ct| ct.sent)
+    }
+}
+
+fn keyword(f: &storage_hooks::Flags, k: &str) -> bool {
+    match SystemFlags::from_imap_name(k) {
+        Some(sys) => f.system.contains(sys),
+        None => f.keywords.iter().any(|x| x == k),
+    }
+}
+
+fn uses_modseq(key: &SearchKey<'_>) -> bool {
+    match key {
+        SearchKey::ModSequence { .. } => true,
+        SearchKey::And(k) => k.as_ref().iter().any(uses_modseq),
+        SearchKey::Not(k) => uses_modseq(k),
+        SearchKey::Or(a, b) => uses_modseq(a) || uses_modseq(b),
+        _ => false,
+    }
+}
+
+impl Session {
+    /// SEARCH [CHARSET x] criteria.
+    pub(crate) fn op_search(&mut self, tag: &str, charset: Option<&Charset<'_>>, criteria: &[SearchKey<'_>], uid: bool) {
+        if let Some(cs) = charset {
+            let name = cs.as_ref().to_ascii_uppercase();
+            if name != "UTF-8" && name != "US-ASCII" {
+                return self.no(tag, "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset.");
+            }
+        }
+        let modseq = criteria.iter().any(uses_modseq);
+        if modseq {
+            self.enabled.condstore = true;
+        }
+        if self.changes_pending {
+            self.sync_selected(uid);
+        }
+        let Some(sel) = self.selected.as_ref() else { return };
+        let ev = Evaluator {
+            sel,
+            max_seq: u32::try_from(sel.view.len()).unwrap_or(u32::MAX),
+            max_uid: sel.view.last().map_or(0, |e| e.meta.uid),
+        };
+        let mut hits = Vec::new();
+        let mut max_modseq = 0;
+        for (i, e) in sel.view.iter().enumerate() {
+            let mut c = Candidate {
+                seq: u32::try_from(i + 1).unwrap_or(u32::MAX),
+                meta: &e.meta,
+                recent: sel.recent.contains(&e.meta.uid),
+                content: None,
+            };
+            if criteria.iter().all(|k| ev.matches(k, &mut c)) {
+                hits.push(if uid { e.meta.uid } else { c.seq });
+                max_modseq = max_modseq.max(e.meta.modseq);
+            }
+        }
+        let mut line = String::from("* SEARCH");
+        for h in &hits {
+            line.push(' ');
+            line.push_str(&h.to_string());
+        }
+        if modseq && !hits.is_empty() {
+            line.push_str(&format!(" (MODSEQ {max_modseq})"));
+        }
+        line.push_str("\r\n");
+        self.out.extend_from_slice(line.as_bytes());
+        self.ok(tag, "Search completed.");
+    }
+}

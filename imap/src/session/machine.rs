@@ -1,0 +1,548 @@
+//! The session state machine: framing, decoding, dispatch, timeouts.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use imap_codec::decode::Decoder;
+use imap_codec::{AuthenticateDataCodec, CommandCodec, IdleDoneCodec};
+use imap_types::command::{Command, CommandBody};
+use storage_hooks::{Hooks, MailboxEvent, StoreError, UserStore};
+
+use super::framer::{Frame, Framer};
+use super::selected::Selected;
+use super::{Authenticator, EnabledExtensions, HandOver, SessionEvent, SessionOptions};
+
+/// Errors creating a session.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The user's store could not be opened.
+    #[error("cannot open mail store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Protocol phase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Before LOGIN / AUTHENTICATE.
+    NotAuthenticated,
+    /// Waiting for the client's SASL PLAIN response line (tag kept).
+    SaslResponse(String),
+    /// Logged in (a mailbox may be selected, see `Session::selected`).
+    Authenticated,
+    /// Inside IDLE (tag kept); input is expected to be `DONE`.
+    Idle(String),
+    /// Logged out or closed; nothing more is processed.
+    Closed,
+    /// Master mode: handed over to a worker; nothing more is processed.
+    HandedOver,
+}
+
+/// One IMAP connection's protocol state (see the module docs).
+pub struct Session {
+    pub(crate) options: SessionOptions,
+    pub(crate) authenticator: Arc<dyn Authenticator>,
+    pub(crate) hooks: Hooks,
+    pub(crate) framer: Framer,
+    pub(crate) phase: Phase,
+    pub(crate) store: Option<UserStore>,
+    pub(crate) selected: Option<Selected>,
+    pub(crate) enabled: EnabledExtensions,
+    /// Bytes to output at the next `next` call.
+    pub(crate) out: Vec<u8>,
+    /// Events to return after `out` is flushed.
+    pub(crate) after: VecDeque<SessionEvent>,
+    /// A change event arrived for the selected mailbox since the last sync.
+    pub(crate) changes_pending: bool,
+    pub(crate) last_activity: Instant,
+    pub(crate) idle_since: Instant,
+    pub(crate) auth_failures: u32,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("phase", &self.phase)
+            .field("user", &self.user())
+            .field("selected", &self.selected_mailbox())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Command names we know, for a clearer BAD text on syntax errors.
+const KNOWN_COMMANDS: &[&str] = &[
+    "CAPABILITY", "NOOP", "LOGOUT", "STARTTLS", "AUTHENTICATE", "LOGIN", "SELECT", "EXAMINE", "CREATE", "DELETE",
+    "RENAME", "SUBSCRIBE", "UNSUBSCRIBE", "LIST", "LSUB", "STATUS", "APPEND", "CHECK", "CLOSE", "EXPUNGE", "SEARCH",
+    "FETCH", "STORE", "COPY", "MOVE", "UID", "IDLE", "ENABLE", "NAMESPACE", "ID", "UNSELECT",
+];
+
+impl Session {
+    /// A new, not yet authenticated session. `hooks` are given to the
+    /// user's store once logged in (the bus publisher, for example).
+    pub fn new(options: SessionOptions, authenticator: Arc<dyn Authenticator>, hooks: Hooks, now: Instant) -> Self {
+        let framer = Framer::new(options.limits.max_line);
+        Session {
+            options,
+            authenticator,
+            hooks,
+            framer,
+            phase: Phase::NotAuthenticated,
+            store: None,
+            selected: None,
+            enabled: EnabledExtensions::default(),
+            out: Vec::new(),
+            after: VecDeque::new(),
+            changes_pending: false,
+            last_activity: now,
+            idle_since: now,
+            auth_failures: 0,
+        }
+    }
+
+    /// An authenticated session continuing a connection handed over by the
+    /// pre-login stage: opens the user's store and queues the pending input.
+    /// Sends no greeting.
+    ///
+    /// # Errors
+    /// [`SessionError::Store`] if the Maildir cannot be opened.
+    pub fn resume(
+        mut options: SessionOptions,
+        handover: HandOver,
+        authenticator: Arc<dyn Authenticator>,
+        hooks: Hooks,
+        now: Instant,
+    ) -> Result<Self, SessionError> {
+        options.tls_active = handover.tls_active;
+        options.hand_over_on_auth = false;
+        let store = UserStore::open(&handover.user, handover.maildir, hooks.clone())?;
+        let mut s = Session::new(options, authenticator, hooks, now);
+        s.store = Some(store);
+        s.phase = Phase::Authenticated;
+        s.enabled = handover.enabled;
+        s.framer.enqueue(&handover.pending_input);
+        Ok(s)
+    }
+
+    /// The greeting line to send first: `* OK [CAPABILITY ...] <name> ready.`
+    pub fn greeting(&self) -> Vec<u8> {
+        format!("* OK [CAPABILITY {}] {} ready.\r\n", self.capabilities(), self.options.server_name).into_bytes()
+    }
+
+    /// Adds bytes received from the client.
+    pub fn enqueue_input(&mut self, bytes: &[u8]) {
+        self.framer.enqueue(bytes);
+    }
+
+    /// The driver finished the TLS handshake after [`SessionEvent::StartTls`].
+    pub fn tls_started(&mut self) {
+        self.options.tls_active = true;
+    }
+
+    /// Tells the session about a change in the user's store (from the bus or
+    /// a [`storage_hooks::CollectingHook`]). Changes to the selected mailbox
+    /// are reported at once while idling, otherwise with the next command.
+    pub fn on_mailbox_event(&mut self, event: &MailboxEvent) {
+        let Some(sel) = &self.selected else { return };
+        let mine = self.store.as_ref().is_some_and(|s| s.user() == event.user);
+        if mine && (event.mailbox == sel.name() || event.old_mailbox.as_deref() == Some(sel.name())) {
+            self.changes_pending = true;
+        }
+    }
+
+    /// Marks the selected mailbox as changed without an event (e.g. the
+    /// driver's watcher noticed something); same effect as a matching event.
+    pub fn poke_changes(&mut self) {
+        if self.selected.is_some() {
+            self.changes_pending = true;
+        }
+    }
+
+    /// The logged-in user, if any.
+    pub fn user(&self) -> Option<&str> {
+        self.store.as_ref().map(UserStore::user)
+    }
+
+    /// The selected mailbox name (UTF-8), if any.
+    pub fn selected_mailbox(&self) -> Option<&str> {
+        self.selected.as_ref().map(Selected::name)
+    }
+
+    /// True while in IDLE.
+    pub fn is_idle(&self) -> bool {
+        matches!(self.phase, Phase::Idle(_))
+    }
+
+    /// Extensions enabled so far.
+    pub fn enabled(&self) -> EnabledExtensions {
+        self.enabled
+    }
+
+    /// Advances the session; see [`SessionEvent`] for what to do with the result.
+    pub fn next(&mut self, now: Instant) -> SessionEvent {
+        loop {
+            if !self.out.is_empty() {
+                return SessionEvent::Output(std::mem::take(&mut self.out));
+            }
+            if let Some(ev) = self.after.pop_front() {
+                return ev;
+            }
+            match self.phase {
+                Phase::Closed | Phase::HandedOver => return SessionEvent::Close,
+                _ => {}
+            }
+            if now >= self.deadline() {
+                self.out.extend_from_slice(b"* BYE Disconnected for inactivity.\r\n");
+                self.close();
+                continue;
+            }
+            if let Phase::Idle(_) = self.phase {
+                if self.changes_pending {
+                    self.sync_selected(true);
+                    if !self.out.is_empty() {
+                        continue;
+                    }
+                }
+            }
+            let Some(frame) = self.framer.poll() else {
+                return SessionEvent::NeedMoreInput { deadline: self.deadline() };
+            };
+            self.last_activity = now;
+            self.handle_frame(frame, now);
+        }
+    }
+
+    /// When `next` must be called even without input.
+    fn deadline(&self) -> Instant {
+        let l = &self.options.limits;
+        match self.phase {
+            Phase::Idle(_) => self.idle_since + l.idle_timeout,
+            Phase::NotAuthenticated | Phase::SaslResponse(_) => self.last_activity + l.preauth_timeout,
+            _ => self.last_activity + l.autologout,
+        }
+    }
+
+    pub(crate) fn close(&mut self) {
+        self.phase = Phase::Closed;
+        self.selected = None;
+        self.after.push_back(SessionEvent::Close);
+    }
+
+    fn handle_frame(&mut self, frame: Frame, now: Instant) {
+        match frame {
+            Frame::LineTooLong(head) => {
+                let tag = tag_of(&head);
+                let text = format!("Command line too long (max {} bytes).", self.options.limits.max_line);
+                self.respond_bad(tag.as_deref(), &text);
+            }
+            Frame::Literal { length, non_sync, head } => self.decide_literal(length, non_sync, &head),
+            Frame::Complete(bytes) => match self.phase.clone() {
+                Phase::SaslResponse(tag) => self.sasl_response(&tag, &bytes),
+                Phase::Idle(tag) => self.idle_input(&tag, &bytes),
+                _ => self.command_bytes(&bytes, now),
+            },
+        }
+    }
+
+    fn decide_literal(&mut self, length: u32, non_sync: bool, head: &[u8]) {
+        let tag = tag_of(head);
+        let is_append = command_name_of(head).is_some_and(|c| c.eq_ignore_ascii_case("APPEND"));
+        let limits = self.options.limits;
+        let max = if is_append { limits.max_append_literal } else { limits.max_other_literal };
+        if length > max {
+            self.framer.reject_literal();
+            if is_append {
+                let text = format!("[TOOBIG] Message too large (max {max} bytes).");
+                self.respond(tag.as_deref(), "NO", &text);
+            } else {
+                self.respond_bad(tag.as_deref(), &format!("Literal too large (max {max} bytes)."));
+            }
+            return;
+        }
+        self.framer.accept_literal();
+        if !non_sync {
+            self.out.extend_from_slice(b"+ OK\r\n");
+        }
+    }
+
+    fn command_bytes(&mut self, bytes: &[u8], now: Instant) {
+        let line = trim_crlf(bytes);
+        if line.iter().all(|b| b.is_ascii_whitespace()) {
+            // Dovecot ignores empty lines too; nothing to answer.
+            return;
+        }
+        match CommandCodec::default().decode(bytes) {
+            Ok((rest, cmd)) if rest.is_empty() => {
+                let tag = cmd.tag.inner().to_string();
+                self.dispatch(&tag, cmd, now);
+            }
+            Ok((_, cmd)) => {
+                let tag = cmd.tag.inner().to_string();
+                self.respond_bad(Some(&tag), "Unexpected characters after the command.");
+            }
+            Err(_) => {
+                let tag = tag_of(bytes);
+                let text = match (&tag, command_name_of(bytes)) {
+                    (None, _) => "Invalid tag or command syntax.".to_string(),
+                    (Some(_), None) => "Missing command.".to_string(),
+                    (Some(_), Some(name)) => {
+                        if KNOWN_COMMANDS.iter().any(|c| c.eq_ignore_ascii_case(&name)) {
+                            format!("Error in IMAP command {}: invalid arguments.", name.to_ascii_uppercase())
+                        } else {
+                            "Unknown command.".to_string()
+                        }
+                    }
+                };
+                self.respond_bad(tag.as_deref(), &text);
+            }
+        }
+    }
+
+    fn dispatch(&mut self, tag: &str, cmd: Command<'_>, now: Instant) {
+        let body = cmd.body;
+        match (&self.phase, body) {
+            (_, CommandBody::Capability) => {
+                let caps = self.capabilities();
+                self.untagged(&format!("CAPABILITY {caps}"));
+                self.ok(tag, "Capability completed.");
+            }
+            (_, CommandBody::Noop) => self.op_noop(tag, "NOOP"),
+            (_, CommandBody::Logout) => {
+                self.out.extend_from_slice(b"* BYE Logging out.\r\n");
+                self.ok(tag, "Logout completed.");
+                self.close();
+            }
+            (_, CommandBody::Id { .. }) => {
+                self.out.extend_from_slice(b"* ID (\"name\" \"dormouse\")\r\n");
+                self.ok(tag, "ID completed.");
+            }
+            (Phase::NotAuthenticated, CommandBody::StartTLS) => self.op_starttls(tag),
+            (Phase::NotAuthenticated, CommandBody::Login { username, password }) => {
+                let user = username.as_ref().to_vec();
+                let pass = password.declassify().as_ref().to_vec();
+                self.op_login(tag, &user, &pass, now);
+            }
+            (Phase::NotAuthenticated, CommandBody::Authenticate { mechanism, initial_response }) => {
+                let ir = initial_response.map(|s| s.declassify().to_vec());
+                self.op_authenticate(tag, &mechanism.to_string(), ir, now);
+            }
+            (Phase::NotAuthenticated, _) => self.no(tag, "Please log in first."),
+            (_, CommandBody::StartTLS) => self.bad(tag, "STARTTLS is only allowed before login."),
+            (_, CommandBody::Login { .. } | CommandBody::Authenticate { .. }) => self.bad(tag, "Already logged in."),
+            (_, body) => self.dispatch_authenticated(tag, body, now),
+        }
+    }
+
+    fn dispatch_authenticated(&mut self, tag: &str, body: CommandBody<'_>, now: Instant) {
+        match body {
+            CommandBody::Select { mailbox, parameters } => self.op_select(tag, &mailbox, &parameters, false),
+            CommandBody::Examine { mailbox, parameters } => self.op_select(tag, &mailbox, &parameters, true),
+            CommandBody::Create { mailbox } => self.op_create(tag, &mailbox),
+            CommandBody::Delete { mailbox } => self.op_delete(tag, &mailbox),
+            CommandBody::Rename { from, to } => self.op_rename(tag, &from, &to),
+            CommandBody::Subscribe { mailbox } => self.op_subscribe(tag, &mailbox, true),
+            CommandBody::Unsubscribe { mailbox } => self.op_subscribe(tag, &mailbox, false),
+            CommandBody::List { reference, mailbox_wildcard } => {
+                self.op_list(tag, &reference, &mailbox_wildcard, false)
+            }
+            CommandBody::Lsub { reference, mailbox_wildcard } => {
+                self.op_list(tag, &reference, &mailbox_wildcard, true)
+            }
+            CommandBody::Namespace => {
+                self.out.extend_from_slice(b"* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n");
+                self.ok(tag, "Namespace completed.");
+            }
+            CommandBody::Status { mailbox, item_names } => self.op_status(tag, &mailbox, &item_names),
+            CommandBody::Append { mailbox, flags, date, message } => {
+                self.op_append(tag, &mailbox, &flags, date.as_ref(), &message)
+            }
+            CommandBody::Enable { capabilities } => self.op_enable(tag, capabilities.as_ref()),
+            CommandBody::Idle => self.op_idle(tag, now),
+            body if self.selected.is_none() => {
+                let name = body.name();
+                self.no(tag, &format!("{name} needs a selected mailbox."));
+            }
+            CommandBody::Check => self.op_noop(tag, "CHECK"),
+            CommandBody::Close => self.op_close(tag),
+            CommandBody::Unselect => {
+                self.selected = None;
+                self.ok(tag, "Unselect completed.");
+            }
+            CommandBody::Expunge => self.op_expunge(tag, None),
+            CommandBody::ExpungeUid { sequence_set } => self.op_expunge(tag, Some(&sequence_set)),
+            CommandBody::Search { charset, criteria, uid } => self.op_search(tag, charset.as_ref(), criteria.as_ref(), uid),
+            CommandBody::Fetch { sequence_set, macro_or_item_names, uid, modifiers } => {
+                self.op_fetch(tag, &sequence_set, &macro_or_item_names, uid, &modifiers)
+            }
+            CommandBody::Store { sequence_set, kind, response, flags, uid, modifiers } => {
+                self.op_store(tag, &sequence_set, &kind, &response, &flags, uid, &modifiers)
+            }
+            CommandBody::Copy { sequence_set, mailbox, uid } => self.op_copy_move(tag, &sequence_set, &mailbox, uid, false),
+            CommandBody::Move { sequence_set, mailbox, uid } => self.op_copy_move(tag, &sequence_set, &mailbox, uid, true),
+            other => {
+                let name = other.name();
+                self.bad(tag, &format!("Command {name} is not supported."));
+            }
+        }
+    }
+
+    /// The capability list for the current phase and connection.
+    pub(crate) fn capabilities(&self) -> String {
+        let mut caps = String::from("IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE");
+        let authed = !matches!(self.phase, Phase::NotAuthenticated | Phase::SaslResponse(_));
+        if authed {
+            caps.push_str(
+                " NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE CONDSTORE QRESYNC",
+            );
+        } else {
+            if self.options.starttls_available && !self.options.tls_active {
+                caps.push_str(" STARTTLS");
+            }
+            if self.plaintext_ok() {
+                caps.push_str(" AUTH=PLAIN");
+            } else {
+                caps.push_str(" LOGINDISABLED");
+            }
+        }
+        caps
+    }
+
+    pub(crate) fn plaintext_ok(&self) -> bool {
+        self.options.tls_active || self.options.allow_plaintext_auth
+    }
+
+    /// Writes `* <text>`.
+    pub(crate) fn untagged(&mut self, text: &str) {
+        self.out.extend_from_slice(b"* ");
+        self.out.extend_from_slice(text.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+    }
+
+    /// Writes `<tag> <status> <text>` (or `* ...` without a tag).
+    pub(crate) fn respond(&mut self, tag: Option<&str>, status: &str, text: &str) {
+        let line = format!("{} {status} {text}\r\n", tag.unwrap_or("*"));
+        self.out.extend_from_slice(line.as_bytes());
+    }
+
+    fn respond_bad(&mut self, tag: Option<&str>, text: &str) {
+        self.respond(tag, "BAD", text);
+    }
+
+    /// Tagged OK.
+    pub(crate) fn ok(&mut self, tag: &str, text: &str) {
+        self.respond(Some(tag), "OK", text);
+    }
+
+    /// Tagged NO.
+    pub(crate) fn no(&mut self, tag: &str, text: &str) {
+        self.respond(Some(tag), "NO", text);
+    }
+
+    /// Tagged BAD.
+    pub(crate) fn bad(&mut self, tag: &str, text: &str) {
+        self.respond(Some(tag), "BAD", text);
+    }
+
+    /// Tagged NO for a storage error, with a response code where one fits.
+    pub(crate) fn no_store(&mut self, tag: &str, err: &StoreError) {
+        let code = match err {
+            StoreError::NoSuchMailbox(_) => "[NONEXISTENT] ",
+            StoreError::MailboxExists(_) => "[ALREADYEXISTS] ",
+            StoreError::InvalidMailboxName { .. } | StoreError::NotAllowed(_) => "[CANNOT] ",
+            StoreError::LockTimeout(_) => "[INUSE] ",
+            StoreError::Io { .. } | StoreError::Corrupt { .. } => "[SERVERBUG] ",
+            StoreError::InvalidMessage(_) | StoreError::NoSuchMessage(_) => "",
+        };
+        tracing::warn!(error = %err, "storage error");
+        let text = match err {
+            // Paths are internal; do not show them to the client.
+            StoreError::Io { .. } | StoreError::Corrupt { .. } => "Internal error; try again later.".to_string(),
+            other => sanitize(&other.to_string()),
+        };
+        self.no(tag, &format!("{code}{text}"));
+    }
+
+    /// Syncs the selected mailbox and writes the untagged updates. EXPUNGE /
+    /// VANISHED are only written when `allow_expunge`.
+    pub(crate) fn sync_selected(&mut self, allow_expunge: bool) {
+        self.changes_pending = false;
+        let enabled = self.enabled;
+        let Some(sel) = self.selected.as_mut() else { return };
+        match sel.sync(allow_expunge, enabled, &mut self.out) {
+            Ok(true) => {}
+            Ok(false) => {
+                // UIDVALIDITY changed or the mailbox vanished: the client's
+                // view is void; Dovecot disconnects the same way.
+                self.out.extend_from_slice(b"* BYE Selected mailbox was deleted or its UIDVALIDITY changed.\r\n");
+                self.close();
+            }
+            Err(e) => tracing::warn!(error = %e, "mailbox sync failed"),
+        }
+    }
+}
+
+/// A line without its CRLF / LF.
+pub(crate) fn trim_crlf(bytes: &[u8]) -> &[u8] {
+    let b = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    b.strip_suffix(b"\r").unwrap_or(b)
+}
+
+/// Best-effort tag of a (possibly malformed) command, for error responses.
+pub(crate) fn tag_of(bytes: &[u8]) -> Option<String> {
+    let end = bytes.iter().position(|&b| b == b' ')?;
+    let tag = &bytes[..end];
+    let valid = !tag.is_empty()
+        && tag.len() <= 64
+        && tag
+            .iter()
+            .all(|&b| b.is_ascii_graphic() && !matches!(b, b'(' | b')' | b'{' | b'%' | b'*' | b'"' | b'\\' | b'+'));
+    valid.then(|| String::from_utf8_lossy(tag).into_owned())
+}
+
+/// Best-effort command name (second word).
+pub(crate) fn command_name_of(bytes: &[u8]) -> Option<String> {
+    let line = trim_crlf(bytes);
+    let start = line.iter().position(|&b| b == b' ')? + 1;
+    let rest = &line[start..];
+    let end = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
+    let name = &rest[..end];
+    (!name.is_empty() && name.len() <= 32 && name.iter().all(u8::is_ascii_alphabetic))
+        .then(|| String::from_utf8_lossy(name).into_owned())
+}
+
+/// Response text must be one line of printable characters.
+pub(crate) fn sanitize(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
+}
+
+impl Session {
+    /// Input while in IDLE: `DONE` ends it; anything else is a BAD.
+    fn idle_input(&mut self, tag: &str, bytes: &[u8]) {
+        match IdleDoneCodec::default().decode(bytes) {
+            Ok(_) => {
+                self.phase = Phase::Authenticated;
+                self.framer.set_line_only(false);
+                self.sync_selected(true);
+                self.ok(tag, "Idle completed.");
+            }
+            Err(_) => {
+                self.phase = Phase::Authenticated;
+                self.framer.set_line_only(false);
+                self.bad(tag, "Expected DONE.");
+            }
+        }
+    }
+
+    /// The client's answer to our `+ ` during AUTHENTICATE PLAIN.
+    fn sasl_response(&mut self, tag: &str, bytes: &[u8]) {
+        self.framer.set_line_only(false);
+        self.phase = Phase::NotAuthenticated;
+        match AuthenticateDataCodec::default().decode(bytes) {
+            Ok((_, imap_types::auth::AuthenticateData::Continue(data))) => {
+                let data = data.declassify().to_vec();
+                self.finish_plain(tag, &data);
+            }
+            Ok((_, imap_types::auth::AuthenticateData::Cancel)) => self.bad(tag, "Authentication aborted by client."),
+            Err(_) => self.bad(tag, "Invalid base64 in SASL response."),
+        }
+    }
+}
