@@ -32,3 +32,21 @@ pub use message::{
     SyncChanges,
 };
 pub use user_store::UserStore;
+
+pub mod dotlock;
+pub mod durable;
+pub mod expunge_log;
+pub mod index_file;
+pub mod keywords;
+pub mod locked_mailbox;
+pub mod mailbox_dir;
+pub mod mailbox_name;
+pub mod maildir_file;
+pub mod mutf7;
+pub mod status_record;
+pub mod subscriptions;
+pub mod summary;
+pub mod uidlist;
+pub mod uidvalidity;
+
+pub use mailbox_name::MailboxName;

@@ -1,7 +1,10 @@
 //! An opened mailbox: a synced snapshot of its messages plus write operations.
 
+use crate::event::{EventKind, MailboxEvent};
+use crate::locked_mailbox::{Committed, DiskMessage, LockedMailbox};
+use crate::mailbox_dir::{FileEntry, MailboxDir};
 use crate::message::{CopyResult, FlagOp, MessageMeta, StoreFlagsResult, SyncChanges};
-use crate::{Flags, StoreError, UidSet, UserStore};
+use crate::{durable, Flags, MailboxStatus, StoreError, UidSet, UserStore};
 
 /// An opened mailbox. Holds the message list (sorted by UID) as of the last
 /// [`Mailbox::sync`]; write operations update it and emit events.
@@ -13,9 +16,158 @@ pub struct Mailbox {
     uidnext: u32,
     highestmodseq: u64,
     messages: Vec<MessageMeta>,
+    dir: MailboxDir,
+    /// Basename and last known location of each message, parallel to `messages`.
+    files: Vec<(String, FileEntry)>,
+    status: MailboxStatus,
 }
 
 impl Mailbox {
+    /// Builds the view of a freshly opened mailbox.
+    pub(crate) fn open(store: UserStore, dir: MailboxDir) -> Result<Self, StoreError> {
+        let committed = LockedMailbox::load(&dir, &[])?.commit()?;
+        let mut mailbox = Mailbox {
+            store,
+            name: dir.name.to_string(),
+            uidvalidity: 0,
+            uidnext: 0,
+            highestmodseq: 0,
+            messages: Vec::new(),
+            dir,
+            files: Vec::new(),
+            status: MailboxStatus::default(),
+        };
+        mailbox.apply(committed);
+        Ok(mailbox)
+    }
+
+    /// Replaces the view with `committed`, returning the differences.
+    fn apply(&mut self, committed: Committed) -> SyncChanges {
+        let uidvalidity_changed = committed.status.uidvalidity != self.uidvalidity;
+        let mut changes = SyncChanges { uidvalidity_changed, ..Default::default() };
+        let mut old = std::mem::take(&mut self.messages).into_iter().zip(std::mem::take(&mut self.files)).peekable();
+        let mut messages = Vec::with_capacity(committed.messages.len());
+        let mut files = Vec::with_capacity(committed.messages.len());
+        for disk in committed.messages {
+            // Old messages below this UID are gone.
+            while let Some((meta, _)) = old.peek() {
+                if uidvalidity_changed || meta.uid < disk.uid {
+                    changes.expunged.push(meta.uid);
+                    old.next();
+                } else {
+                    break;
+                }
+            }
+            let previous = match old.peek() {
+                Some((meta, (basename, _))) if !uidvalidity_changed && meta.uid == disk.uid => {
+                    let same_file = *basename == disk.basename;
+                    let prev = old.next().map(|(m, _)| m);
+                    if same_file {
+                        prev
+                    } else {
+                        changes.expunged.push(disk.uid);
+                        None
+                    }
+                }
+                _ => None,
+            };
+            let meta = match previous {
+                Some(prev) => {
+                    if prev.flags != disk.flags || prev.modseq != disk.modseq {
+                        changes.flags_changed.push(disk.uid);
+                    }
+                    MessageMeta { flags: disk.flags.clone(), modseq: disk.modseq, recent: disk.entry.in_new, ..prev }
+                }
+                None => {
+                    changes.added.push(disk.uid);
+                    self.meta_of(&disk)
+                }
+            };
+            messages.push(meta);
+            files.push((disk.basename, disk.entry));
+        }
+        changes.expunged.extend(old.map(|(m, _)| m.uid));
+        changes.expunged.sort_unstable();
+        changes.expunged.dedup();
+        self.messages = messages;
+        self.files = files;
+        self.set_status(committed.status);
+        changes
+    }
+
+    fn meta_of(&self, disk: &DiskMessage) -> MessageMeta {
+        MessageMeta {
+            uid: disk.uid,
+            flags: disk.flags.clone(),
+            modseq: disk.modseq,
+            size: disk.vsize,
+            internal_date: self.dir.internal_date(&disk.entry),
+            recent: disk.entry.in_new,
+        }
+    }
+
+    fn set_status(&mut self, status: MailboxStatus) {
+        self.uidvalidity = status.uidvalidity;
+        self.uidnext = status.uidnext;
+        self.highestmodseq = status.highestmodseq;
+        self.status = status;
+    }
+
+    /// Updates known messages' flags, MODSEQ, recent state and file location
+    /// from a commit, without adding or removing messages (those are
+    /// reported by the next [`Mailbox::sync`]).
+    fn refresh_known(&mut self, committed: &Committed) {
+        let mut disk = committed.messages.iter().peekable();
+        for (meta, file) in self.messages.iter_mut().zip(self.files.iter_mut()) {
+            while disk.peek().is_some_and(|d| d.uid < meta.uid) {
+                disk.next();
+            }
+            if let Some(d) = disk.peek().filter(|d| d.uid == meta.uid && d.basename == file.0) {
+                meta.flags = d.flags.clone();
+                meta.modseq = d.modseq;
+                meta.recent = d.entry.in_new;
+                file.1 = d.entry.clone();
+            }
+        }
+        self.set_status(committed.status);
+    }
+
+    fn position(&self, uid: u32) -> Option<usize> {
+        self.messages.binary_search_by_key(&uid, |m| m.uid).ok()
+    }
+
+    /// Loads the mailbox under its lock, refusing if UIDVALIDITY changed
+    /// since our view was built (our UIDs would mean other messages).
+    fn lock(&self) -> Result<LockedMailbox<'_>, StoreError> {
+        let locked = LockedMailbox::load(&self.dir, &[])?;
+        if locked.uidvalidity() != self.uidvalidity {
+            return Err(StoreError::NotAllowed(format!(
+                "UIDVALIDITY of {} changed from {} to {}; sync first",
+                self.name,
+                self.uidvalidity,
+                locked.uidvalidity()
+            )));
+        }
+        Ok(locked)
+    }
+
+    fn event(&self, kind: EventKind, uids: UidSet, flags: Flags, modseq_before: u64) -> MailboxEvent {
+        MailboxEvent {
+            kind,
+            user: self.store.user().to_string(),
+            mailbox: self.name.clone(),
+            old_mailbox: None,
+            uidvalidity: self.status.uidvalidity,
+            uids,
+            flags,
+            status: self.status,
+            modseq_before,
+            modseq_after: self.status.highestmodseq,
+            summary: None,
+            timestamp_ms: durable::now_ms(),
+        }
+    }
+
     /// The mailbox name (UTF-8).
     pub fn name(&self) -> &str {
         &self.name
@@ -41,9 +193,19 @@ impl Mailbox {
         self.highestmodseq
     }
 
+    /// The mailbox status as of the last sync or write operation.
+    pub fn status(&self) -> MailboxStatus {
+        self.status
+    }
+
     /// Messages sorted by UID.
     pub fn messages(&self) -> &[MessageMeta] {
         &self.messages
+    }
+
+    /// The message with `uid`, if it is in the view.
+    pub fn message(&self, uid: u32) -> Option<&MessageMeta> {
+        self.position(uid).map(|i| &self.messages[i])
     }
 
     /// Re-reads the Maildir and uidlist; returns what changed since the last
@@ -53,7 +215,8 @@ impl Mailbox {
     /// # Errors
     /// I/O, `LockTimeout`.
     pub fn sync(&mut self) -> Result<SyncChanges, StoreError> {
-        todo!("storage helper")
+        let committed = LockedMailbox::load(&self.dir, &[])?.commit()?;
+        Ok(self.apply(committed))
     }
 
     /// Reads the full raw message (CRLF line endings).
@@ -61,8 +224,9 @@ impl Mailbox {
     /// # Errors
     /// `NoSuchMessage` if expunged meanwhile, I/O.
     pub fn read_message(&self, uid: u32) -> Result<Vec<u8>, StoreError> {
-        let _ = uid;
-        todo!("storage helper")
+        let idx = self.position(uid).ok_or(StoreError::NoSuchMessage(uid))?;
+        let (basename, entry) = &self.files[idx];
+        self.dir.read_message(uid, basename, entry)
     }
 
     /// Moves `\Recent` messages from `new/` to `cur/` (a SELECT, not EXAMINE,
@@ -71,7 +235,17 @@ impl Mailbox {
     /// # Errors
     /// I/O.
     pub fn clear_recent(&mut self) -> Result<Vec<u32>, StoreError> {
-        todo!("storage helper")
+        let mut locked = self.lock()?;
+        let mut cleared = Vec::new();
+        for idx in 0..locked.messages().len() {
+            let uid = locked.messages()[idx].uid;
+            if self.position(uid).is_some() && locked.move_to_cur(idx)? {
+                cleared.push(uid);
+            }
+        }
+        let committed = locked.commit()?;
+        self.refresh_known(&committed);
+        Ok(cleared)
     }
 
     /// Changes flags of `uids`. With `unchanged_since`, messages whose MODSEQ
@@ -79,8 +253,11 @@ impl Mailbox {
     /// Emits `FlagsSet` and/or `FlagsClear` for the messages that changed,
     /// each changed message getting a new MODSEQ.
     ///
+    /// Keywords get a `dovecot-keywords` letter while one of the 26 is free;
+    /// further keywords are kept in our index only (Dovecot does not see them).
+    ///
     /// # Errors
-    /// I/O, `LockTimeout`.
+    /// I/O, `LockTimeout`, `InvalidMessage` for an invalid keyword.
     pub fn store_flags(
         &mut self,
         uids: &UidSet,
@@ -88,28 +265,134 @@ impl Mailbox {
         flags: &Flags,
         unchanged_since: Option<u64>,
     ) -> Result<StoreFlagsResult, StoreError> {
-        let _ = (uids, op, flags, unchanged_since);
-        todo!("storage helper")
+        crate::user_store::check_keywords(flags)?;
+        let mut flags = flags.clone();
+        flags.normalize();
+        let mut locked = self.lock()?;
+        let before = locked.base_modseq;
+        let mut result = StoreFlagsResult::default();
+        let (mut set_uids, mut set_flags) = (UidSet::new(), Flags::default());
+        let (mut clear_uids, mut clear_flags) = (UidSet::new(), Flags::default());
+        for idx in 0..locked.messages().len() {
+            let msg = &locked.messages()[idx];
+            if !uids.contains(msg.uid) {
+                continue;
+            }
+            if unchanged_since.is_some_and(|since| msg.modseq > since) {
+                result.modified.insert(msg.uid);
+                continue;
+            }
+            let new = match op {
+                FlagOp::Add => msg.flags.union(&flags),
+                FlagOp::Remove => msg.flags.difference(&flags),
+                FlagOp::Replace => flags.clone(),
+            };
+            if new == msg.flags {
+                continue;
+            }
+            let (uid, added, removed) = (msg.uid, new.difference(&msg.flags), msg.flags.difference(&new));
+            if !locked.set_flags(idx, &new)? {
+                continue;
+            }
+            if !added.is_empty() {
+                set_uids.insert(uid);
+                set_flags = set_flags.union(&added);
+            }
+            if !removed.is_empty() {
+                clear_uids.insert(uid);
+                clear_flags = clear_flags.union(&removed);
+            }
+            let m = &locked.messages()[idx];
+            result.changed.push((uid, m.flags.clone(), m.modseq));
+        }
+        let committed = locked.commit()?;
+        self.refresh_known(&committed);
+        let mut before = before;
+        if !set_uids.is_empty() {
+            let ev = self.event(EventKind::FlagsSet, set_uids, set_flags, before);
+            self.store.hooks().emit(&ev);
+            // One MODSEQ per operation: a following FlagsClear starts where this ended.
+            before = ev.modseq_after;
+        }
+        if !clear_uids.is_empty() {
+            let ev = self.event(EventKind::FlagsClear, clear_uids, clear_flags, before);
+            self.store.hooks().emit(&ev);
+        }
+        Ok(result)
     }
 
     /// Expunges messages flagged `\Deleted` (only those in `uids` if given,
     /// for UID EXPUNGE). Emits `MessageExpunge`. Returns the expunged UIDs.
     ///
+    /// Only messages known to this view are expunged (a message delivered
+    /// since the last sync is left alone even if flagged `\Deleted`).
+    ///
     /// # Errors
     /// I/O, `LockTimeout`.
     pub fn expunge(&mut self, uids: Option<&UidSet>) -> Result<Vec<u32>, StoreError> {
-        let _ = uids;
-        todo!("storage helper")
+        self.expunge_where(|m| {
+            m.flags.system.contains(crate::SystemFlags::DELETED) && uids.is_none_or(|set| set.contains(m.uid))
+        })
     }
 
-    /// Copies messages to `target` keeping flags and INTERNALDATE. Emits
-    /// `MessageAppend` on the target.
+    fn expunge_where(&mut self, select: impl Fn(&DiskMessage) -> bool) -> Result<Vec<u32>, StoreError> {
+        let mut locked = self.lock()?;
+        let before = locked.base_modseq;
+        let targets: UidSet =
+            locked.messages().iter().filter(|m| self.position(m.uid).is_some() && select(m)).map(|m| m.uid).collect();
+        let removed = if targets.is_empty() { UidSet::new() } else { locked.expunge(&targets)? };
+        let committed = locked.commit()?;
+        let keep: Vec<bool> = self.messages.iter().map(|m| !removed.contains(m.uid)).collect();
+        let mut keep_iter = keep.iter();
+        self.messages.retain(|_| *keep_iter.next().unwrap_or(&true));
+        let mut keep_iter = keep.iter();
+        self.files.retain(|_| *keep_iter.next().unwrap_or(&true));
+        self.refresh_known(&committed);
+        if !removed.is_empty() {
+            let ev = self.event(EventKind::MessageExpunge, removed.clone(), Flags::default(), before);
+            self.store.hooks().emit(&ev);
+        }
+        Ok(removed.iter().collect())
+    }
+
+    /// Copies messages to `target` keeping flags and INTERNALDATE (hard
+    /// links when on the same filesystem). Emits `MessageAppend` on the target.
     ///
     /// # Errors
     /// `NoSuchMailbox` (target), I/O.
     pub fn copy_to(&self, uids: &UidSet, target: &str) -> Result<CopyResult, StoreError> {
-        let _ = (uids, target);
-        todo!("storage helper")
+        let target_dir = self.store.mailbox_dir(target)?;
+        target_dir.require()?;
+        let mut source_uids = Vec::new();
+        let mut own = Vec::new();
+        let mut first_raw = None;
+        for (idx, meta) in self.messages.iter().enumerate() {
+            if !uids.contains(meta.uid) {
+                continue;
+            }
+            let (basename, entry) = &self.files[idx];
+            let mut path = self.dir.file_path(entry.in_new, &entry.file_name);
+            if !path.exists() {
+                match self.dir.scan()?.remove(basename) {
+                    Some(e) => path = self.dir.file_path(e.in_new, &e.file_name),
+                    None => continue, // expunged meanwhile: nothing to copy
+                }
+            }
+            let name = target_dir.link_or_copy(&path, meta.size, meta.flags.system)?;
+            if first_raw.is_none() {
+                first_raw = Some(path);
+            }
+            source_uids.push(meta.uid);
+            own.push((name.basename, meta.flags.clone()));
+        }
+        if own.is_empty() {
+            let status = self.store.status(target)?;
+            return Ok(CopyResult { uidvalidity: status.uidvalidity, ..Default::default() });
+        }
+        durable::fsync_dir(&target_dir.path.join("new"))?;
+        let summary = first_raw.and_then(|p| std::fs::read(p).ok()).map(|raw| crate::summary::summarize(&raw));
+        let (uidvalidity, target_uids) = self.store.add_files(&target_dir, &own, EventKind::MessageAppend, summary)?;
+        Ok(CopyResult { uidvalidity, source_uids, target_uids })
     }
 
     /// Moves messages to `target`: copy then expunge from this mailbox, each
@@ -118,8 +401,12 @@ impl Mailbox {
     /// # Errors
     /// `NoSuchMailbox` (target), I/O.
     pub fn move_to(&mut self, uids: &UidSet, target: &str) -> Result<CopyResult, StoreError> {
-        let _ = (uids, target);
-        todo!("storage helper")
+        let result = self.copy_to(uids, target)?;
+        if !result.source_uids.is_empty() {
+            let moved: UidSet = result.source_uids.iter().copied().collect();
+            self.expunge_where(|m| moved.contains(m.uid))?;
+        }
+        Ok(result)
     }
 
     /// UIDs expunged after `modseq` (for QRESYNC `VANISHED (EARLIER)`), as far
@@ -128,7 +415,13 @@ impl Mailbox {
     /// # Errors
     /// I/O.
     pub fn expunged_since(&self, modseq: u64) -> Result<Option<UidSet>, StoreError> {
-        let _ = modseq;
-        todo!("storage helper")
+        let path = self.dir.path.join(crate::index_file::INDEX_FILE);
+        let Some(record) = durable::read_optional(&path)?.and_then(|b| crate::index_file::IndexRecord::decode(&b)) else {
+            return Ok(None);
+        };
+        if record.uidvalidity != self.uidvalidity {
+            return Ok(None);
+        }
+        Ok(record.expunge_log.since(modseq))
     }
 }

@@ -1,9 +1,19 @@
 //! One user's Maildir++ store: mailbox-level operations and delivery.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use crate::message::{AppendOptions, AppendResult, MailboxInfo};
-use crate::{Hooks, Mailbox, MailboxStatus, StoreError};
+use crate::dotlock::{DotLock, DotLockOptions};
+use crate::event::{EventKind, MailboxEvent, MessageSummary};
+use crate::locked_mailbox::{fresh_status, LockedMailbox, UIDLIST_FILE};
+use crate::mailbox_dir::{to_crlf, MailboxDir};
+use crate::mailbox_name::MailboxName;
+use crate::message::{AppendKind, AppendOptions, AppendResult, MailboxInfo};
+use crate::uidlist::UidList;
+use crate::{durable, subscriptions, summary, uidvalidity, Flags, Hooks, Mailbox, MailboxStatus, StoreError, UidSet};
+
+/// Lock serializing our own mailbox create/delete/rename at the root.
+const LIST_LOCK_TARGET: &str = "dormouse-mailboxes";
 
 /// A user's mail store rooted at their Maildir (INBOX at the root, folders
 /// as `.Name` directories). Cheap to clone; holds no open files. Safe to use
@@ -13,6 +23,24 @@ pub struct UserStore {
     user: String,
     root: PathBuf,
     hooks: Hooks,
+    host: String,
+}
+
+/// Refuses keywords that are not IMAP atoms (they would corrupt `dovecot-keywords`).
+pub(crate) fn check_keywords(flags: &Flags) -> Result<(), StoreError> {
+    if flags.keywords.iter().all(|k| crate::flags::is_valid_keyword(k)) {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidMessage("invalid keyword"))
+    }
+}
+
+fn create_dir_if_missing(path: &Path) -> Result<(), StoreError> {
+    match std::fs::create_dir(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::io(path, e)),
+    }
 }
 
 impl UserStore {
@@ -21,8 +49,12 @@ impl UserStore {
     /// # Errors
     /// I/O errors creating the directories.
     pub fn open(user: &str, root: impl Into<PathBuf>, hooks: Hooks) -> Result<Self, StoreError> {
-        let _ = (user, root.into(), hooks);
-        todo!("storage helper")
+        let root = root.into();
+        std::fs::create_dir_all(&root).map_err(|e| StoreError::io(&root, e))?;
+        for sub in ["cur", "new", "tmp"] {
+            create_dir_if_missing(&root.join(sub))?;
+        }
+        Ok(UserStore { user: user.to_string(), root, hooks, host: crate::dotlock::hostname() })
     }
 
     /// The user's login name.
@@ -40,12 +72,131 @@ impl UserStore {
         &self.hooks
     }
 
+    /// The directory of mailbox `name` (validated; may not exist).
+    pub(crate) fn mailbox_dir(&self, name: &str) -> Result<MailboxDir, StoreError> {
+        Ok(MailboxDir::new(&self.root, MailboxName::parse(name)?, &self.host))
+    }
+
+    /// The directory holding mailbox `name` on disk (the root for INBOX),
+    /// e.g. for a filesystem watcher.
+    ///
+    /// # Errors
+    /// `InvalidMailboxName`.
+    pub fn mailbox_path(&self, name: &str) -> Result<PathBuf, StoreError> {
+        Ok(self.mailbox_dir(name)?.path)
+    }
+
+    /// True if mailbox `name` exists.
+    pub fn mailbox_exists(&self, name: &str) -> bool {
+        self.mailbox_dir(name).is_ok_and(|d| d.exists())
+    }
+
+    fn event(&self, kind: EventKind, mailbox: &str, status: MailboxStatus, modseq_before: u64) -> MailboxEvent {
+        MailboxEvent {
+            kind,
+            user: self.user.clone(),
+            mailbox: mailbox.to_string(),
+            old_mailbox: None,
+            uidvalidity: status.uidvalidity,
+            uids: UidSet::new(),
+            flags: Flags::default(),
+            status,
+            modseq_before,
+            modseq_after: status.highestmodseq,
+            summary: None,
+            timestamp_ms: durable::now_ms(),
+        }
+    }
+
+    fn list_lock(&self) -> Result<DotLock, StoreError> {
+        DotLock::acquire(&self.root.join(LIST_LOCK_TARGET), DotLockOptions::default())
+    }
+
+    /// Names of all existing folders (not INBOX), from the root's `.Name` directories.
+    fn folder_names(&self) -> Result<Vec<MailboxName>, StoreError> {
+        let rd = std::fs::read_dir(&self.root).map_err(|e| StoreError::io(&self.root, e))?;
+        let mut names = Vec::new();
+        for entry in rd {
+            let entry = entry.map_err(|e| StoreError::io(&self.root, e))?;
+            let Some(file_name) = entry.file_name().to_str().map(str::to_string) else { continue };
+            let Some(name) = MailboxName::from_dir_name(&file_name) else { continue };
+            if entry.path().is_dir() {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
     /// Lists all mailboxes (INBOX first), with subscription state.
+    ///
+    /// A folder whose parent was deleted (Maildir++ keeps `.a.b` when `.a`
+    /// is deleted, as Dovecot does) is listed; its missing parent is not.
     ///
     /// # Errors
     /// I/O errors reading the Maildir root.
     pub fn list_mailboxes(&self) -> Result<Vec<MailboxInfo>, StoreError> {
-        todo!("storage helper")
+        let subscribed: std::collections::HashSet<String> = subscriptions::read(&self.root)?.into_iter().collect();
+        let mut names = vec![MailboxName::inbox()];
+        names.extend(self.folder_names()?);
+        Ok(names
+            .iter()
+            .map(|n| MailboxInfo {
+                name: n.to_string(),
+                special_use: n.special_use(),
+                has_children: names.iter().any(|c| c.is_descendant_of(n)),
+                subscribed: subscribed.contains(n.as_str()),
+            })
+            .collect())
+    }
+
+    /// Creates one folder directory atomically (built under a temp name,
+    /// then renamed into place without replacing anything).
+    fn create_folder(&self, dir: &MailboxDir) -> Result<MailboxStatus, StoreError> {
+        let tmp = self.root.join(format!("..dormouse-new.{}.{:08x}", std::process::id(), rand::random::<u32>()));
+        let build = || -> Result<(), StoreError> {
+            std::fs::create_dir(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
+            for sub in ["cur", "new", "tmp"] {
+                std::fs::create_dir(tmp.join(sub)).map_err(|e| StoreError::io(tmp.join(sub), e))?;
+            }
+            durable::replace_file(&tmp.join("maildirfolder"), b"", durable::Sync::Data)?;
+            let uidlist = UidList::new(uidvalidity::allocate(&self.root)?);
+            durable::replace_file(&tmp.join(UIDLIST_FILE), uidlist.serialize().as_bytes(), durable::Sync::Data)?;
+            durable::fsync_dir(&tmp)?;
+            rustix::fs::renameat_with(
+                rustix::fs::CWD,
+                &tmp,
+                rustix::fs::CWD,
+                &dir.path,
+                rustix::fs::RenameFlags::NOREPLACE,
+            )
+            .map_err(|e| match e {
+                rustix::io::Errno::EXIST | rustix::io::Errno::NOTEMPTY => StoreError::MailboxExists(dir.name.to_string()),
+                e => StoreError::io(&dir.path, e.into()),
+            })
+        };
+        if let Err(e) = build() {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        durable::fsync_dir(&self.root)?;
+        Ok(LockedMailbox::load(dir, &[])?.commit()?.status)
+    }
+
+    /// Creates missing ancestors of `name` (each emitting `MailboxCreate`).
+    fn create_ancestors(&self, name: &MailboxName) -> Result<(), StoreError> {
+        for parent in name.ancestors() {
+            let dir = MailboxDir::new(&self.root, parent, &self.host);
+            if dir.name.is_inbox() || dir.exists() {
+                continue;
+            }
+            match self.create_folder(&dir) {
+                Ok(status) => self.hooks.emit(&self.event(EventKind::MailboxCreate, dir.name.as_str(), status, 0)),
+                Err(StoreError::MailboxExists(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Creates a mailbox (and missing parents). Emits `MailboxCreate`.
@@ -53,27 +204,146 @@ impl UserStore {
     /// # Errors
     /// `MailboxExists`, `InvalidMailboxName`, I/O.
     pub fn create_mailbox(&self, name: &str) -> Result<(), StoreError> {
-        let _ = name;
-        todo!("storage helper")
+        let dir = self.mailbox_dir(name)?;
+        if dir.name.is_inbox() || dir.exists() {
+            return Err(StoreError::MailboxExists(dir.name.to_string()));
+        }
+        let _lock = self.list_lock()?;
+        self.create_ancestors(&dir.name)?;
+        let status = self.create_folder(&dir)?;
+        self.hooks.emit(&self.event(EventKind::MailboxCreate, dir.name.as_str(), status, 0));
+        Ok(())
     }
 
     /// Deletes a mailbox and its messages. Emits `MailboxDelete`.
     ///
+    /// Like Dovecot's Maildir++ layout, children are not touched: `.a.b`
+    /// stays when `a` is deleted.
+    ///
     /// # Errors
     /// `NoSuchMailbox`, `NotAllowed` for INBOX, I/O.
     pub fn delete_mailbox(&self, name: &str) -> Result<(), StoreError> {
-        let _ = name;
-        todo!("storage helper")
+        let dir = self.mailbox_dir(name)?;
+        if dir.name.is_inbox() {
+            return Err(StoreError::NotAllowed("INBOX cannot be deleted".into()));
+        }
+        let _lock = self.list_lock()?;
+        if !dir.exists() {
+            return Err(StoreError::NoSuchMailbox(dir.name.to_string()));
+        }
+        let last_status = fresh_status(&dir).unwrap_or_default();
+        let uidvalidity = durable::read_optional(&dir.path.join(UIDLIST_FILE))?
+            .and_then(|d| UidList::parse(&String::from_utf8_lossy(&d)).ok())
+            .map_or(last_status.uidvalidity, |l| l.uidvalidity);
+        // Rename out of sight first (atomic for readers), then remove.
+        let trash = self.root.join(format!("..dormouse-deleted.{}.{:08x}", std::process::id(), rand::random::<u32>()));
+        std::fs::rename(&dir.path, &trash).map_err(|e| StoreError::io(&dir.path, e))?;
+        durable::fsync_dir(&self.root)?;
+        if let Err(e) = std::fs::remove_dir_all(&trash) {
+            tracing::warn!(path = %trash.display(), error = %e, "removing deleted mailbox directory failed");
+        }
+        let status = MailboxStatus { uidvalidity, highestmodseq: last_status.highestmodseq, ..Default::default() };
+        self.hooks.emit(&self.event(EventKind::MailboxDelete, dir.name.as_str(), status, last_status.highestmodseq));
+        Ok(())
     }
 
     /// Renames a mailbox and its children. Emits `MailboxRename`.
     /// Renaming INBOX moves its messages to a new mailbox, per RFC 3501.
     ///
+    /// Renamed folders keep their UIDVALIDITY and UIDs (the directory moves
+    /// with its uidlist). Renaming INBOX creates `to` with a new UIDVALIDITY,
+    /// moves every message into it (UIDs in the old order) and leaves INBOX
+    /// empty; it emits `MailboxRename` (old `INBOX`) and `MessageExpunge` on INBOX.
+    ///
     /// # Errors
     /// `NoSuchMailbox`, `MailboxExists`, `InvalidMailboxName`, I/O.
     pub fn rename_mailbox(&self, from: &str, to: &str) -> Result<(), StoreError> {
-        let _ = (from, to);
-        todo!("storage helper")
+        let from_dir = self.mailbox_dir(from)?;
+        let to_dir = self.mailbox_dir(to)?;
+        if to_dir.name.is_inbox() || to_dir.exists() || from_dir.name == to_dir.name {
+            return Err(StoreError::MailboxExists(to_dir.name.to_string()));
+        }
+        if to_dir.name.is_descendant_of(&from_dir.name) {
+            return Err(StoreError::NotAllowed(format!("cannot move {} below itself", from_dir.name)));
+        }
+        let _lock = self.list_lock()?;
+        if !from_dir.exists() {
+            return Err(StoreError::NoSuchMailbox(from_dir.name.to_string()));
+        }
+        if from_dir.name.is_inbox() {
+            return self.rename_inbox(&from_dir, &to_dir);
+        }
+        let children: Vec<(MailboxName, MailboxName)> = self
+            .folder_names()?
+            .into_iter()
+            .filter_map(|c| c.reparent(&from_dir.name, &to_dir.name).map(|n| (c, n)))
+            .collect();
+        for (_, new) in &children {
+            if MailboxDir::new(&self.root, new.clone(), &self.host).exists() {
+                return Err(StoreError::MailboxExists(new.to_string()));
+            }
+        }
+        self.create_ancestors(&to_dir.name)?;
+        let mut renamed = vec![(from_dir.name.clone(), to_dir.name.clone())];
+        renamed.extend(children);
+        for (old, new) in &renamed {
+            let old_path = MailboxDir::new(&self.root, old.clone(), &self.host).path;
+            let new_path = MailboxDir::new(&self.root, new.clone(), &self.host).path;
+            rustix::fs::renameat_with(rustix::fs::CWD, &old_path, rustix::fs::CWD, &new_path, rustix::fs::RenameFlags::NOREPLACE)
+                .map_err(|e| match e {
+                    rustix::io::Errno::EXIST | rustix::io::Errno::NOTEMPTY => StoreError::MailboxExists(new.to_string()),
+                    e => StoreError::io(&old_path, e.into()),
+                })?;
+        }
+        durable::fsync_dir(&self.root)?;
+        for (old, new) in &renamed {
+            let status = self.status(new.as_str()).unwrap_or_default();
+            let mut ev = self.event(EventKind::MailboxRename, new.as_str(), status, status.highestmodseq);
+            ev.old_mailbox = Some(old.to_string());
+            self.hooks.emit(&ev);
+        }
+        Ok(())
+    }
+
+    fn rename_inbox(&self, inbox: &MailboxDir, to_dir: &MailboxDir) -> Result<(), StoreError> {
+        self.create_ancestors(&to_dir.name)?;
+        self.create_folder(to_dir)?;
+        // The target must map keyword letters like INBOX does.
+        if let Some(kw) = durable::read_optional(&inbox.path.join(crate::locked_mailbox::KEYWORDS_FILE))? {
+            durable::replace_file(&to_dir.path.join(crate::locked_mailbox::KEYWORDS_FILE), &kw, durable::Sync::Data)?;
+            durable::fsync_dir(&to_dir.path)?;
+        }
+        let mut locked = LockedMailbox::load(inbox, &[])?;
+        let before = locked.base_modseq;
+        let mut moved = Vec::new();
+        let mut moved_uids = UidSet::new();
+        for msg in locked.messages() {
+            let from = inbox.file_path(msg.entry.in_new, &msg.entry.file_name);
+            let to = to_dir.file_path(msg.entry.in_new, &msg.entry.file_name);
+            match std::fs::rename(&from, &to) {
+                Ok(()) => {
+                    moved.push((msg.basename.clone(), msg.flags.clone()));
+                    moved_uids.insert(msg.uid);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::io(from, e)),
+            }
+        }
+        durable::fsync_dir(&to_dir.path.join("new"))?;
+        durable::fsync_dir(&to_dir.path.join("cur"))?;
+        // The files are gone from INBOX: the expunge drops their records.
+        locked.expunge(&moved_uids)?;
+        let inbox_status = locked.commit()?.status;
+        let (_, _, status) = self.add_files_quiet(to_dir, &moved)?;
+        let mut ev = self.event(EventKind::MailboxRename, to_dir.name.as_str(), status, 0);
+        ev.old_mailbox = Some("INBOX".into());
+        self.hooks.emit(&ev);
+        if !moved_uids.is_empty() {
+            let mut ev = self.event(EventKind::MessageExpunge, "INBOX", inbox_status, before);
+            ev.uids = moved_uids;
+            self.hooks.emit(&ev);
+        }
+        Ok(())
     }
 
     /// Subscribes a mailbox (Dovecot's `subscriptions` file). Emits `MailboxSubscribe`.
@@ -81,8 +351,7 @@ impl UserStore {
     /// # Errors
     /// `InvalidMailboxName`, I/O.
     pub fn subscribe(&self, name: &str) -> Result<(), StoreError> {
-        let _ = name;
-        todo!("storage helper")
+        self.set_subscribed(name, true)
     }
 
     /// Unsubscribes a mailbox. Emits `MailboxUnsubscribe`.
@@ -90,8 +359,18 @@ impl UserStore {
     /// # Errors
     /// I/O.
     pub fn unsubscribe(&self, name: &str) -> Result<(), StoreError> {
-        let _ = name;
-        todo!("storage helper")
+        self.set_subscribed(name, false)
+    }
+
+    fn set_subscribed(&self, name: &str, subscribe: bool) -> Result<(), StoreError> {
+        let name = MailboxName::parse(name)?;
+        if !subscriptions::update(&self.root, name.as_str(), subscribe)? {
+            return Ok(());
+        }
+        let status = if self.mailbox_exists(name.as_str()) { self.status(name.as_str())? } else { MailboxStatus::default() };
+        let kind = if subscribe { EventKind::MailboxSubscribe } else { EventKind::MailboxUnsubscribe };
+        self.hooks.emit(&self.event(kind, name.as_str(), status, status.highestmodseq));
+        Ok(())
     }
 
     /// The mailbox's status record, read without scanning the Maildir
@@ -100,8 +379,11 @@ impl UserStore {
     /// # Errors
     /// `NoSuchMailbox`, I/O.
     pub fn status(&self, mailbox: &str) -> Result<MailboxStatus, StoreError> {
-        let _ = mailbox;
-        todo!("storage helper")
+        let dir = self.mailbox_dir(mailbox)?;
+        if let Some(status) = fresh_status(&dir) {
+            return Ok(status);
+        }
+        Ok(LockedMailbox::load(&dir, &[])?.commit()?.status)
     }
 
     /// Opens a mailbox: syncs the Maildir with the uidlist (new files get
@@ -110,8 +392,8 @@ impl UserStore {
     /// # Errors
     /// `NoSuchMailbox`, I/O, `LockTimeout`.
     pub fn open_mailbox(&self, name: &str) -> Result<Mailbox, StoreError> {
-        let _ = name;
-        todo!("storage helper")
+        let dir = self.mailbox_dir(name)?;
+        Mailbox::open(self.clone(), dir)
     }
 
     /// Adds a message durably (tmp/, fsync, rename, dir fsync, uidlist) and
@@ -121,7 +403,63 @@ impl UserStore {
     /// # Errors
     /// `NoSuchMailbox`, `InvalidMessage` (empty), I/O, `LockTimeout`.
     pub fn append(&self, mailbox: &str, raw: &[u8], opts: &AppendOptions) -> Result<AppendResult, StoreError> {
-        let _ = (mailbox, raw, opts);
-        todo!("storage helper")
+        let dir = self.mailbox_dir(mailbox)?;
+        dir.require()?;
+        if raw.is_empty() {
+            return Err(StoreError::InvalidMessage("empty message"));
+        }
+        check_keywords(&opts.flags)?;
+        let mut flags = opts.flags.clone();
+        flags.normalize();
+        let data = to_crlf(raw.to_vec());
+        let summary = summary::summarize(&data);
+        let name = dir.write_message(&data, flags.system, opts.internal_date)?;
+        let kind = match opts.kind {
+            AppendKind::Delivery => EventKind::MessageNew,
+            AppendKind::Append => EventKind::MessageAppend,
+        };
+        let (uidvalidity, uids) = self.add_files(&dir, &[(name.basename, flags)], kind, Some(summary))?;
+        Ok(AppendResult { uidvalidity, uid: uids[0] })
+    }
+
+    /// Assigns UIDs to files this process just put into `dir/new/`, gives
+    /// them their keywords, commits, and emits one `kind` event.
+    pub(crate) fn add_files(
+        &self,
+        dir: &MailboxDir,
+        own: &[(String, Flags)],
+        kind: EventKind,
+        summary: Option<MessageSummary>,
+    ) -> Result<(u32, Vec<u32>), StoreError> {
+        let (before, uids, status) = self.add_files_quiet(dir, own)?;
+        let mut ev = self.event(kind, dir.name.as_str(), status, before);
+        ev.uids = uids.iter().copied().collect();
+        ev.flags = own.iter().fold(Flags::default(), |acc, (_, f)| acc.union(f));
+        ev.summary = summary;
+        self.hooks.emit(&ev);
+        Ok((status.uidvalidity, uids))
+    }
+
+    /// [`UserStore::add_files`] without the event; returns HIGHESTMODSEQ
+    /// before, the UIDs and the status after.
+    fn add_files_quiet(&self, dir: &MailboxDir, own: &[(String, Flags)]) -> Result<(u64, Vec<u32>, MailboxStatus), StoreError> {
+        let basenames: Vec<String> = own.iter().map(|(b, _)| b.clone()).collect();
+        let mut locked = LockedMailbox::load(dir, &basenames)?;
+        let before = locked.base_modseq;
+        let positions: HashMap<String, usize> =
+            locked.messages().iter().enumerate().map(|(i, m)| (m.basename.clone(), i)).collect();
+        let mut uids = Vec::with_capacity(own.len());
+        for (basename, flags) in own {
+            let idx = *positions.get(basename).ok_or_else(|| StoreError::Corrupt {
+                path: dir.path.join("new").join(basename),
+                reason: "a message written just now vanished before it got a UID".into(),
+            })?;
+            if locked.messages()[idx].flags != *flags {
+                locked.set_flags(idx, flags)?;
+            }
+            uids.push(locked.messages()[idx].uid);
+        }
+        let status = locked.commit()?.status;
+        Ok((before, uids, status))
     }
 }

@@ -1,0 +1,491 @@
+//! A mailbox loaded under its `dovecot-uidlist.lock`: the Maildir listing
+//! reconciled with `dovecot-uidlist`, `dovecot-keywords` and our index, plus
+//! the mutations every write operation is built from. [`LockedMailbox::commit`]
+//! makes the result durable and refreshes the status record; the lock is
+//! released when it returns.
+//!
+//! Reconciliation rules (run on every load):
+//! - files without a uidlist record get the next UIDs, foreign ones sorted by
+//!   (mtime, name) (never by readdir order or name alone), then the caller's
+//!   own new files in the caller's order;
+//! - uidlist records whose file is gone (after two re-scans, to ride out
+//!   concurrent renames by other programs) are dropped and logged as expunged;
+//! - a message whose flags differ from the index (changed by another
+//!   program), or that is new, gets a new MODSEQ. Changes found here are
+//!   not events: outside changes are reported by the watcher.
+
+use std::collections::{HashMap, HashSet};
+use std::io::ErrorKind;
+use std::path::Path;
+
+use crate::dotlock::{DotLock, DotLockOptions};
+use crate::durable::{self, Sync};
+use crate::expunge_log::ExpungeLog;
+use crate::index_file::{IndexMessage, IndexRecord, INDEX_FILE};
+use crate::keywords::KeywordTable;
+use crate::mailbox_dir::{FileEntry, MailboxDir};
+use crate::maildir_file::MaildirFileName;
+use crate::status_record::{FsStamp, StatusRecord, STATUS_FILE};
+use crate::uidlist::UidList;
+use crate::{uidvalidity, Flags, MailboxStatus, StoreError, SystemFlags, UidSet};
+
+/// Shared UID map file name.
+pub const UIDLIST_FILE: &str = "dovecot-uidlist";
+/// Keyword letter map file name.
+pub const KEYWORDS_FILE: &str = "dovecot-keywords";
+
+/// One message as it is on disk now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskMessage {
+    /// UID.
+    pub uid: u32,
+    /// Stable basename (what the uidlist records).
+    pub basename: String,
+    /// Current location.
+    pub entry: FileEntry,
+    /// All flags, including index-only keywords.
+    pub flags: Flags,
+    /// Keywords without a Maildir letter (kept in our index only).
+    pub extra_keywords: Vec<String>,
+    /// MODSEQ of the last change.
+    pub modseq: u64,
+    /// Size with CRLF line endings.
+    pub vsize: u64,
+}
+
+/// Result of a commit.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// Status after the change.
+    pub status: MailboxStatus,
+    /// All messages, sorted by UID.
+    pub messages: Vec<DiskMessage>,
+}
+
+/// A mailbox held under its uidlist dot-lock.
+#[derive(Debug)]
+pub struct LockedMailbox<'a> {
+    dir: &'a MailboxDir,
+    _lock: DotLock,
+    uidlist: UidList,
+    keywords: KeywordTable,
+    highestmodseq: u64,
+    op_modseq: Option<u64>,
+    expunge_log: ExpungeLog,
+    messages: Vec<DiskMessage>,
+    uidlist_dirty: bool,
+    index_dirty: bool,
+    new_changed: bool,
+    cur_changed: bool,
+    /// HIGHESTMODSEQ after reconciling outside changes, before this operation.
+    pub base_modseq: u64,
+}
+
+fn read_text(path: &Path) -> Result<Option<String>, StoreError> {
+    Ok(durable::read_optional(path)?.map(|d| String::from_utf8_lossy(&d).into_owned()))
+}
+
+impl<'a> LockedMailbox<'a> {
+    /// Locks and loads `dir`. `own` lists basenames of files this operation
+    /// just put into `new/`; if still unlisted they get UIDs after all other
+    /// unlisted files, in the given order, and the operation's MODSEQ.
+    ///
+    /// # Errors
+    /// `NoSuchMailbox`, I/O, `LockTimeout`.
+    pub fn load(dir: &'a MailboxDir, own: &[String]) -> Result<Self, StoreError> {
+        dir.require()?;
+        let uidlist_path = dir.path.join(UIDLIST_FILE);
+        let lock = DotLock::acquire(&uidlist_path, DotLockOptions::default())?;
+        let (mut uidlist, mut uidlist_dirty) = match read_text(&uidlist_path)? {
+            None => (UidList::new(uidvalidity::allocate(&dir.root)?), true),
+            Some(text) => match UidList::parse(&text) {
+                Ok(l) => (l, false),
+                Err(e) => {
+                    let aside = dir.path.join(format!("{UIDLIST_FILE}.broken.{}", durable::now_ms()));
+                    tracing::error!(path = %uidlist_path.display(), error = %e, aside = %aside.display(),
+                        "unreadable dovecot-uidlist: moved aside, mailbox gets a new UIDVALIDITY");
+                    std::fs::rename(&uidlist_path, &aside).map_err(|e| StoreError::io(&uidlist_path, e))?;
+                    (UidList::new(uidvalidity::allocate(&dir.root)?), true)
+                }
+            },
+        };
+        let keywords = read_text(&dir.path.join(KEYWORDS_FILE))?.map(|t| KeywordTable::parse(&t)).unwrap_or_default();
+        let index = durable::read_optional(&dir.path.join(INDEX_FILE))?
+            .and_then(|b| IndexRecord::decode(&b))
+            .filter(|i| i.uidvalidity == uidlist.uidvalidity);
+        let fresh = index.is_none();
+        let (mut highestmodseq, mut expunge_log, mut index_map) = match index {
+            Some(i) => {
+                let map: HashMap<u32, IndexMessage> = i.messages.into_iter().map(|m| (m.uid, m)).collect();
+                (i.highestmodseq.max(1), i.expunge_log, map)
+            }
+            None => (1, ExpungeLog::starting_at(1), HashMap::new()),
+        };
+
+        // Listing, re-scanned when records seem to have lost their file.
+        let mut listing = dir.scan()?;
+        for _ in 0..2 {
+            if uidlist.records.iter().all(|r| listing.contains_key(&r.basename)) {
+                break;
+            }
+            listing = dir.scan()?;
+        }
+        let mut gone = UidSet::new();
+        uidlist.records.retain(|r| {
+            let keep = listing.contains_key(&r.basename);
+            if !keep {
+                gone.insert(r.uid);
+            }
+            keep
+        });
+        uidlist_dirty |= !gone.is_empty();
+
+        // Unlisted files: foreign ones by (mtime, name), then ours in order.
+        let listed: HashSet<&str> = uidlist.records.iter().map(|r| r.basename.as_str()).collect();
+        let own_set: HashSet<&str> = own.iter().map(String::as_str).collect();
+        let mut foreign: Vec<(std::time::SystemTime, String)> = listing
+            .iter()
+            .filter(|(b, _)| !listed.contains(b.as_str()) && !own_set.contains(b.as_str()))
+            .map(|(b, e)| {
+                let mtime = std::fs::metadata(dir.file_path(e.in_new, &e.file_name))
+                    .and_then(|m| m.modified())
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                (mtime, b.clone())
+            })
+            .collect();
+        foreign.sort();
+        let own_new: Vec<String> = own
+            .iter()
+            .filter(|b| listing.contains_key(b.as_str()) && !listed.contains(b.as_str()))
+            .cloned()
+            .collect();
+        let own_new_set: HashSet<String> = own_new.iter().cloned().collect();
+        for (_, b) in &foreign {
+            uidlist.push(b);
+            uidlist_dirty = true;
+        }
+        for b in &own_new {
+            uidlist.push(b);
+            uidlist_dirty = true;
+        }
+
+        let mut me = LockedMailbox {
+            dir,
+            _lock: lock,
+            uidlist,
+            keywords,
+            highestmodseq,
+            op_modseq: None,
+            expunge_log: ExpungeLog::default(),
+            messages: Vec::new(),
+            uidlist_dirty,
+            index_dirty: fresh,
+            new_changed: false,
+            cur_changed: false,
+            base_modseq: 0,
+        };
+
+        // Build messages and reconcile MODSEQs.
+        let mut foreign_modseq: Option<u64> = None;
+        let mut own_slots: Vec<usize> = Vec::new();
+        let records = me.uidlist.records.clone();
+        for rec in &records {
+            let Some(entry) = listing.get(&rec.basename).cloned() else { continue };
+            let Some(parsed) = MaildirFileName::parse(&entry.file_name) else { continue };
+            let prev = index_map.remove(&rec.uid);
+            let extra_keywords = prev.as_ref().map(|p| p.extra_keywords.clone()).unwrap_or_default();
+            let mut flags = Flags { system: parsed.system, keywords: extra_keywords.clone() };
+            flags.keywords.extend(parsed.keyword_indexes.iter().filter_map(|&i| me.keywords.name(i)).map(str::to_string));
+            flags.normalize();
+            let vsize = match (parsed.size_field('W'), &prev) {
+                (Some(w), _) => w,
+                (None, Some(p)) if p.vsize > 0 => p.vsize,
+                _ => match dir.vsize_of(&entry) {
+                    Ok(v) => v,
+                    Err(StoreError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => 0,
+                    Err(e) => return Err(e),
+                },
+            };
+            let modseq = if fresh {
+                1
+            } else if let Some(p) = prev.as_ref().filter(|p| p.flags == flags) {
+                p.modseq
+            } else if own_new_set.contains(&rec.basename) {
+                own_slots.push(me.messages.len());
+                0
+            } else {
+                me.index_dirty = true;
+                alloc(&mut highestmodseq, &mut foreign_modseq)
+            };
+            if prev.as_ref().is_none_or(|p| p.vsize != vsize) {
+                me.index_dirty = true;
+            }
+            me.messages.push(DiskMessage { uid: rec.uid, basename: rec.basename.clone(), entry, flags, extra_keywords, modseq, vsize });
+        }
+        // Index entries without a message any more were expunged outside.
+        for uid in index_map.keys() {
+            gone.insert(*uid);
+        }
+        if !gone.is_empty() {
+            let m = alloc(&mut highestmodseq, &mut foreign_modseq);
+            expunge_log.record(m, &gone);
+            me.index_dirty = true;
+        }
+        me.highestmodseq = highestmodseq;
+        me.expunge_log = expunge_log;
+        me.base_modseq = highestmodseq;
+        if !own_slots.is_empty() {
+            let m = me.op_modseq();
+            for i in own_slots {
+                me.messages[i].modseq = m;
+            }
+            me.index_dirty = true;
+        }
+        Ok(me)
+    }
+
+    /// The MODSEQ of this operation (allocated on first use).
+    pub fn op_modseq(&mut self) -> u64 {
+        alloc(&mut self.highestmodseq, &mut self.op_modseq)
+    }
+
+    /// UIDVALIDITY.
+    pub fn uidvalidity(&self) -> u32 {
+        self.uidlist.uidvalidity
+    }
+
+    /// HIGHESTMODSEQ now.
+    pub fn highestmodseq(&self) -> u64 {
+        self.highestmodseq
+    }
+
+    /// Messages sorted by UID.
+    pub fn messages(&self) -> &[DiskMessage] {
+        &self.messages
+    }
+
+    /// Position of `uid`.
+    pub fn find(&self, uid: u32) -> Option<usize> {
+        self.messages.binary_search_by_key(&uid, |m| m.uid).ok()
+    }
+
+    /// Position of the message with `basename`.
+    pub fn find_basename(&self, basename: &str) -> Option<usize> {
+        self.messages.iter().position(|m| m.basename == basename)
+    }
+
+    /// Renames `old` to `new_name` (same basename) in `new/` or `cur/`,
+    /// following the file if another program renamed it meanwhile. Returns
+    /// the new entry, or `None` if the file is gone.
+    fn rename_file(&mut self, idx: usize, to_new: bool, new_name: &str) -> Result<Option<FileEntry>, StoreError> {
+        let target = FileEntry { file_name: new_name.to_string(), in_new: to_new };
+        let mut current = self.messages[idx].entry.clone();
+        for _ in 0..3 {
+            if current == target {
+                return Ok(Some(target));
+            }
+            let from = self.dir.file_path(current.in_new, &current.file_name);
+            let to = self.dir.file_path(to_new, new_name);
+            match std::fs::rename(&from, &to) {
+                Ok(()) => {
+                    self.mark_changed(current.in_new);
+                    self.mark_changed(to_new);
+                    return Ok(Some(target));
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    match self.dir.scan()?.remove(&self.messages[idx].basename) {
+                        Some(found) => current = found,
+                        None => return Ok(None),
+                    }
+                }
+                Err(e) => return Err(StoreError::io(from, e)),
+            }
+        }
+        Ok(None)
+    }
+
+    fn mark_changed(&mut self, in_new: bool) {
+        if in_new {
+            self.new_changed = true;
+        } else {
+            self.cur_changed = true;
+        }
+    }
+
+    /// Gives message `idx` the flags `new` (renaming its file; keywords get
+    /// letters while there are free ones, the rest live in our index) and
+    /// this operation's MODSEQ. Returns false if the file is gone.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn set_flags(&mut self, idx: usize, new: &Flags) -> Result<bool, StoreError> {
+        let mut indexes = Vec::new();
+        let mut extra = Vec::new();
+        for k in &new.keywords {
+            match self.keywords.ensure(k) {
+                Some(i) => indexes.push(i),
+                None => extra.push(k.clone()),
+            }
+        }
+        if self.keywords.is_dirty() {
+            // The letter map must be durable before any file uses a new letter.
+            durable::replace_file(&self.dir.path.join(KEYWORDS_FILE), self.keywords.serialize().as_bytes(), Sync::Data)?;
+            durable::fsync_dir(&self.dir.path)?;
+            self.keywords.mark_clean();
+        }
+        indexes.sort_unstable();
+        let msg = &self.messages[idx];
+        let name = MaildirFileName { basename: msg.basename.clone(), system: new.system, keyword_indexes: indexes };
+        let in_new = msg.entry.in_new;
+        let keep_info = msg.entry.file_name.contains(":2,");
+        let file_name = name.file_name(!in_new || keep_info);
+        let Some(entry) = self.rename_file(idx, in_new, &file_name)? else { return Ok(false) };
+        let modseq = self.op_modseq();
+        let msg = &mut self.messages[idx];
+        msg.entry = entry;
+        msg.flags = new.clone();
+        msg.extra_keywords = extra;
+        msg.modseq = modseq;
+        self.index_dirty = true;
+        Ok(true)
+    }
+
+    /// Moves message `idx` from `new/` to `cur/` (adding the `:2,` info part).
+    /// Not a change to the message: its MODSEQ stays.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn move_to_cur(&mut self, idx: usize) -> Result<bool, StoreError> {
+        let msg = &self.messages[idx];
+        if !msg.entry.in_new {
+            return Ok(false);
+        }
+        let parsed = MaildirFileName::parse(&msg.entry.file_name)
+            .ok_or_else(|| StoreError::Corrupt { path: self.dir.path.clone(), reason: "bad file name".into() })?;
+        let Some(entry) = self.rename_file(idx, false, &parsed.file_name(true))? else { return Ok(false) };
+        self.messages[idx].entry = entry;
+        Ok(true)
+    }
+
+    /// Deletes the files of the messages in `uids` and drops them from the
+    /// uidlist; logs them in the expunge log at this operation's MODSEQ.
+    /// Returns the UIDs actually removed.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn expunge(&mut self, uids: &UidSet) -> Result<UidSet, StoreError> {
+        let mut removed = UidSet::new();
+        for idx in 0..self.messages.len() {
+            let msg = &self.messages[idx];
+            if !uids.contains(msg.uid) {
+                continue;
+            }
+            let mut entry = Some(msg.entry.clone());
+            for _ in 0..3 {
+                let Some(e) = entry.take() else { break };
+                let path = self.dir.file_path(e.in_new, &e.file_name);
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {
+                        self.mark_changed(e.in_new);
+                        break;
+                    }
+                    Err(err) if err.kind() == ErrorKind::NotFound => {
+                        entry = self.dir.scan()?.remove(&self.messages[idx].basename);
+                    }
+                    Err(err) => return Err(StoreError::io(path, err)),
+                }
+            }
+            removed.insert(self.messages[idx].uid);
+        }
+        if removed.is_empty() {
+            return Ok(removed);
+        }
+        self.messages.retain(|m| !removed.contains(m.uid));
+        self.uidlist.records.retain(|r| !removed.contains(r.uid));
+        let m = self.op_modseq();
+        self.expunge_log.record(m, &removed);
+        self.uidlist_dirty = true;
+        self.index_dirty = true;
+        Ok(removed)
+    }
+
+    /// Computes the status from the loaded state.
+    pub fn status(&self) -> MailboxStatus {
+        MailboxStatus {
+            messages: self.messages.len() as u32,
+            unseen: self.messages.iter().filter(|m| !m.flags.system.contains(SystemFlags::SEEN)).count() as u32,
+            recent: self.messages.iter().filter(|m| m.entry.in_new).count() as u32,
+            uidnext: self.uidlist.next_uid,
+            uidvalidity: self.uidlist.uidvalidity,
+            highestmodseq: self.highestmodseq,
+            size: self.messages.iter().map(|m| m.vsize).sum(),
+        }
+    }
+
+    /// Makes everything durable (directory fsyncs, uidlist, index), refreshes
+    /// the status record and releases the lock.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn commit(mut self) -> Result<Committed, StoreError> {
+        let path = self.dir.path.clone();
+        if self.new_changed {
+            durable::fsync_dir(&path.join("new"))?;
+        }
+        if self.cur_changed {
+            durable::fsync_dir(&path.join("cur"))?;
+        }
+        let mut wrote = false;
+        if self.uidlist_dirty {
+            let after_last = self.uidlist.records.last().map_or(1, |r| r.uid.saturating_add(1));
+            self.uidlist.next_uid = self.uidlist.next_uid.max(after_last);
+            durable::replace_file(&path.join(UIDLIST_FILE), self.uidlist.serialize().as_bytes(), Sync::Data)?;
+            wrote = true;
+        }
+        if self.index_dirty {
+            let record = IndexRecord {
+                uidvalidity: self.uidlist.uidvalidity,
+                highestmodseq: self.highestmodseq,
+                messages: self
+                    .messages
+                    .iter()
+                    .map(|m| IndexMessage {
+                        uid: m.uid,
+                        modseq: m.modseq,
+                        flags: m.flags.clone(),
+                        extra_keywords: m.extra_keywords.clone(),
+                        vsize: m.vsize,
+                    })
+                    .collect(),
+                expunge_log: std::mem::take(&mut self.expunge_log),
+            };
+            durable::replace_file(&path.join(INDEX_FILE), &record.encode(), Sync::Data)?;
+            wrote = true;
+        }
+        if wrote {
+            durable::fsync_dir(&path)?;
+        }
+        let status = self.status();
+        if let Some(stamp) = FsStamp::take(&path) {
+            let record = StatusRecord { status, stamp };
+            let current = durable::read_optional(&path.join(STATUS_FILE))?.and_then(|b| StatusRecord::decode(&b));
+            if current != Some(record) {
+                durable::replace_file(&path.join(STATUS_FILE), &record.encode(), Sync::Cache)?;
+            }
+        }
+        Ok(Committed { status, messages: std::mem::take(&mut self.messages) })
+    }
+}
+
+fn alloc(highestmodseq: &mut u64, slot: &mut Option<u64>) -> u64 {
+    *slot.get_or_insert_with(|| {
+        *highestmodseq += 1;
+        *highestmodseq
+    })
+}
+
+/// Reads the status record of `dir` if it is current (no scan).
+pub fn fresh_status(dir: &MailboxDir) -> Option<MailboxStatus> {
+    let record = StatusRecord::decode(&std::fs::read(dir.path.join(STATUS_FILE)).ok()?)?;
+    (FsStamp::take(&dir.path)? == record.stamp).then_some(record.status)
+}

@@ -1,0 +1,287 @@
+//! One Maildir folder on disk: paths, directory scans and durable message
+//! file creation (tmp/, fsync, rename into new/, fsync new/).
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+
+use crate::durable;
+use crate::mailbox_name::MailboxName;
+use crate::maildir_file::{new_basename, MaildirFileName};
+use crate::{StoreError, SystemFlags};
+
+/// Where a message file currently is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEntry {
+    /// Full file name (basename plus info).
+    pub file_name: String,
+    /// True if in `new/`, false if in `cur/`.
+    pub in_new: bool,
+}
+
+/// A mailbox directory: INBOX is the Maildir root, folders are `.Name`.
+#[derive(Debug, Clone)]
+pub struct MailboxDir {
+    /// The user's Maildir root.
+    pub root: PathBuf,
+    /// This mailbox's directory.
+    pub path: PathBuf,
+    /// The mailbox name.
+    pub name: MailboxName,
+    /// Host name used in new file names.
+    pub host: String,
+}
+
+impl MailboxDir {
+    /// The directory of `name` below `root` (does not touch the disk).
+    pub fn new(root: &Path, name: MailboxName, host: &str) -> Self {
+        let path = if name.is_inbox() { root.to_path_buf() } else { root.join(name.dir_name()) };
+        MailboxDir { root: root.to_path_buf(), path, name, host: host.to_string() }
+    }
+
+    /// True if the directory exists.
+    pub fn exists(&self) -> bool {
+        self.path.is_dir()
+    }
+
+    /// Fails with `NoSuchMailbox` unless the directory exists; creates
+    /// missing `cur/ new/ tmp/` (Maildir++ folders made by hand may lack them).
+    ///
+    /// # Errors
+    /// `NoSuchMailbox`, I/O.
+    pub fn require(&self) -> Result<(), StoreError> {
+        if !self.exists() {
+            return Err(StoreError::NoSuchMailbox(self.name.to_string()));
+        }
+        for sub in ["cur", "new", "tmp"] {
+            let p = self.path.join(sub);
+            if !p.is_dir() {
+                match std::fs::create_dir(&p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(StoreError::io(p, e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Path of a file in `new/` or `cur/`.
+    pub fn file_path(&self, in_new: bool, file_name: &str) -> PathBuf {
+        self.path.join(if in_new { "new" } else { "cur" }).join(file_name)
+    }
+
+    /// Lists `new/` then `cur/` (in that order, so a file moving from new/
+    /// to cur/ meanwhile is seen at least once), keyed by basename. A
+    /// basename present in both is reported in `cur/`.
+    ///
+    /// # Errors
+    /// I/O errors reading the directories.
+    pub fn scan(&self) -> Result<HashMap<String, FileEntry>, StoreError> {
+        let mut out = HashMap::new();
+        for (sub, in_new) in [("new", true), ("cur", false)] {
+            let dir = self.path.join(sub);
+            let rd = std::fs::read_dir(&dir).map_err(|e| StoreError::io(&dir, e))?;
+            for entry in rd {
+                let entry = entry.map_err(|e| StoreError::io(&dir, e))?;
+                let Some(file_name) = entry.file_name().to_str().map(str::to_string) else {
+                    tracing::warn!(dir = %dir.display(), "skipping non-UTF-8 file name");
+                    continue;
+                };
+                let Some(parsed) = MaildirFileName::parse(&file_name) else { continue };
+                out.insert(parsed.basename, FileEntry { file_name, in_new });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes a complete message durably into `new/` (with a `:2,` info
+    /// part if `system` is not empty) and returns its parsed file name. The
+    /// mtime is set to `internal_date` if given.
+    ///
+    /// # Errors
+    /// I/O errors; a partial temp file is removed.
+    pub fn write_message(
+        &self,
+        data: &[u8],
+        system: SystemFlags,
+        internal_date: Option<i64>,
+    ) -> Result<MaildirFileName, StoreError> {
+        let basename = new_basename(&self.host, data.len() as u64, data.len() as u64);
+        let tmp = self.path.join("tmp").join(&basename);
+        let result = (|| {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
+            f.write_all(data).map_err(|e| StoreError::io(&tmp, e))?;
+            if let Some(t) = internal_date {
+                set_mtime(&f, t).map_err(|e| StoreError::io(&tmp, e))?;
+            }
+            f.sync_all().map_err(|e| StoreError::io(&tmp, e))
+        })();
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        let name = MaildirFileName { basename, system, keyword_indexes: Vec::new() };
+        let target = self.file_path(true, &name.file_name(false));
+        if let Err(e) = std::fs::rename(&tmp, &target) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(StoreError::io(target, e));
+        }
+        durable::fsync_dir(&self.path.join("new"))?;
+        Ok(name)
+    }
+
+    /// Puts a copy of `source` into `new/`: a hard link when possible (same
+    /// filesystem; keeps the mtime, i.e. INTERNALDATE), else a durable copy
+    /// with the mtime carried over. Does not fsync `new/`; the caller does
+    /// once for a batch.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn link_or_copy(&self, source: &Path, vsize: u64, system: SystemFlags) -> Result<MaildirFileName, StoreError> {
+        let meta = std::fs::metadata(source).map_err(|e| StoreError::io(source, e))?;
+        let basename = new_basename(&self.host, meta.len(), vsize);
+        let name = MaildirFileName { basename, system, keyword_indexes: Vec::new() };
+        let target = self.file_path(true, &name.file_name(false));
+        match std::fs::hard_link(source, &target) {
+            Ok(()) => return Ok(name),
+            Err(e) => tracing::debug!(error = %e, "hard link failed, copying"),
+        }
+        let tmp = self.path.join("tmp").join(&name.basename);
+        let result = (|| {
+            std::fs::copy(source, &tmp).map_err(|e| StoreError::io(&tmp, e))?;
+            let f = File::options().write(true).open(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
+            if let Ok(m) = meta.modified() {
+                f.set_modified(m).map_err(|e| StoreError::io(&tmp, e))?;
+            }
+            f.sync_all().map_err(|e| StoreError::io(&tmp, e))?;
+            std::fs::rename(&tmp, &target).map_err(|e| StoreError::io(&target, e))
+        })();
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        Ok(name)
+    }
+
+    /// Reads a message by its last known location, looking it up again by
+    /// basename if it was renamed meanwhile (flag change, new/ -> cur/).
+    /// Returns the content converted to CRLF line endings.
+    ///
+    /// # Errors
+    /// `NoSuchMessage(uid)` if the file is gone, other I/O errors.
+    pub fn read_message(&self, uid: u32, basename: &str, last: &FileEntry) -> Result<Vec<u8>, StoreError> {
+        let first = self.file_path(last.in_new, &last.file_name);
+        match std::fs::read(&first) {
+            Ok(data) => return Ok(to_crlf(data)),
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io(first, e)),
+        }
+        for _ in 0..3 {
+            let Some(entry) = self.scan()?.remove(basename) else { continue };
+            let path = self.file_path(entry.in_new, &entry.file_name);
+            match std::fs::read(&path) {
+                Ok(data) => return Ok(to_crlf(data)),
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(StoreError::io(path, e)),
+            }
+        }
+        Err(StoreError::NoSuchMessage(uid))
+    }
+
+    /// mtime of a message file in seconds (INTERNALDATE); 0 if it vanished.
+    pub fn internal_date(&self, entry: &FileEntry) -> i64 {
+        std::fs::metadata(self.file_path(entry.in_new, &entry.file_name))
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .map(|t| match t.duration_since(UNIX_EPOCH) {
+                Ok(d) => d.as_secs() as i64,
+                Err(e) => -(e.duration().as_secs() as i64),
+            })
+            .unwrap_or(0)
+    }
+
+    /// CRLF size of a file (for files without a `W=` field).
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn vsize_of(&self, entry: &FileEntry) -> Result<u64, StoreError> {
+        let path = self.file_path(entry.in_new, &entry.file_name);
+        let data = std::fs::read(&path).map_err(|e| StoreError::io(path, e))?;
+        Ok(crlf_len(&data))
+    }
+}
+
+fn set_mtime(f: &File, secs: i64) -> std::io::Result<()> {
+    let t = if secs >= 0 {
+        UNIX_EPOCH + Duration::from_secs(secs as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+    };
+    f.set_times(std::fs::FileTimes::new().set_modified(t).set_accessed(t))
+}
+
+/// Length of `data` once bare LFs are turned into CRLF.
+pub fn crlf_len(data: &[u8]) -> u64 {
+    let bare = data.iter().enumerate().filter(|&(i, &b)| b == b'\n' && (i == 0 || data[i - 1] != b'\r')).count();
+    (data.len() + bare) as u64
+}
+
+/// Converts bare LF line endings to CRLF (existing CRLF are kept).
+pub fn to_crlf(data: Vec<u8>) -> Vec<u8> {
+    if crlf_len(&data) == data.len() as u64 {
+        return data;
+    }
+    let mut out = Vec::with_capacity(data.len() + data.len() / 32);
+    for (i, &b) in data.iter().enumerate() {
+        if b == b'\n' && (i == 0 || data[i - 1] != b'\r') {
+            out.push(b'\r');
+        }
+        out.push(b);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crlf_conversion() {
+        assert_eq!(to_crlf(b"a\nb\r\nc\n".to_vec()), b"a\r\nb\r\nc\r\n");
+        assert_eq!(to_crlf(b"\n".to_vec()), b"\r\n");
+        assert_eq!(crlf_len(b"a\nb\r\n"), 6);
+        assert_eq!(to_crlf(b"x\r\n".to_vec()), b"x\r\n");
+    }
+
+    #[test]
+    fn write_scan_and_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mb = MailboxDir::new(dir.path(), MailboxName::inbox(), "host");
+        std::fs::create_dir(dir.path().join("x")).unwrap();
+        mb.require().unwrap();
+        let name = mb.write_message(b"Subject: x\r\n\r\nbody\r\n", SystemFlags::SEEN, Some(1_000_000)).unwrap();
+        let listing = mb.scan().unwrap();
+        let entry = &listing[&name.basename];
+        assert!(entry.in_new);
+        assert!(entry.file_name.ends_with(":2,S"));
+        assert_eq!(mb.internal_date(entry), 1_000_000);
+        // Renamed behind our back: still found by basename.
+        let moved = FileEntry { file_name: format!("{}:2,ST", name.basename), in_new: false };
+        std::fs::rename(mb.file_path(true, &entry.file_name), mb.file_path(false, &moved.file_name)).unwrap();
+        assert_eq!(mb.read_message(1, &name.basename, entry).unwrap(), b"Subject: x\r\n\r\nbody\r\n");
+        let copy = mb.link_or_copy(&mb.file_path(false, &moved.file_name), 20, SystemFlags::empty()).unwrap();
+        assert_eq!(mb.scan().unwrap().len(), 2);
+        assert_eq!(mb.internal_date(&mb.scan().unwrap()[&copy.basename]), 1_000_000);
+        assert!(matches!(
+            mb.read_message(7, "gone", &FileEntry { file_name: "gone".into(), in_new: true }),
+            Err(StoreError::NoSuchMessage(7))
+        ));
+        assert!(matches!(
+            MailboxDir::new(dir.path(), MailboxName::parse("nope").unwrap(), "h").require(),
+            Err(StoreError::NoSuchMailbox(_))
+        ));
+    }
+}

@@ -1,0 +1,197 @@
+//! `dovecot-uidlist` version 3, the UID map Dovecot and we share.
+//!
+//! ```text
+//! 3 V1795607174 N4 G4d6be83486ca066bd62d000083ecc375
+//! 1 :1795607174.M887455P11734.vm,S=28,W=32
+//! 2 W1234 :1795607175.M1P2.vm,S=1200
+//! ```
+//!
+//! Header: version `3`, then space-separated fields keyed by one letter
+//! (`V` UIDVALIDITY, `N` next UID, `G` mailbox GUID in hex; others are kept
+//! verbatim). Records: `<uid>`, optional extension fields (kept verbatim),
+//! then `:<basename>`. Dovecot appends records without rewriting the header,
+//! so the next UID is `max(N, last UID + 1)`.
+
+use std::collections::HashMap;
+
+/// One record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UidRecord {
+    /// The UID.
+    pub uid: u32,
+    /// Extension fields as written (e.g. `W1234`), kept for Dovecot.
+    pub extensions: Vec<String>,
+    /// The file's basename (no `:2,` info).
+    pub basename: String,
+}
+
+/// A parsed uidlist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UidList {
+    /// UIDVALIDITY.
+    pub uidvalidity: u32,
+    /// The UID the next new message gets.
+    pub next_uid: u32,
+    /// Mailbox GUID (32 hex digits), kept as written.
+    pub guid: String,
+    /// Other header fields, verbatim.
+    pub other_header: Vec<String>,
+    /// Records sorted by UID.
+    pub records: Vec<UidRecord>,
+}
+
+/// Why a uidlist did not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UidListError {
+    /// The header is missing, of another version, or lacks `V`/`N`.
+    #[error("bad header: {0}")]
+    BadHeader(String),
+}
+
+impl UidList {
+    /// An empty list for a new mailbox.
+    pub fn new(uidvalidity: u32) -> Self {
+        let guid: String = (0..16).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
+        UidList { uidvalidity, next_uid: 1, guid, other_header: Vec::new(), records: Vec::new() }
+    }
+
+    /// Parses the file. Broken record lines (a torn write by a foreign
+    /// writer, a bad UID, UIDs not ascending) are skipped with a warning: the
+    /// file's messages then get new UIDs rather than losing mail.
+    ///
+    /// # Errors
+    /// [`UidListError::BadHeader`] if the header is unusable.
+    pub fn parse(text: &str) -> Result<Self, UidListError> {
+        let mut lines = text.split('\n');
+        let header = lines.next().unwrap_or("");
+        let mut fields = header.split(' ');
+        if fields.next() != Some("3") {
+            return Err(UidListError::BadHeader(format!("not version 3: {header:?}")));
+        }
+        let (mut uidvalidity, mut next_uid, mut guid) = (None, None, String::new());
+        let mut other_header = Vec::new();
+        for f in fields.filter(|f| !f.is_empty()) {
+            let (key, value) = f.split_at(f.chars().next().map_or(0, char::len_utf8));
+            match key {
+                "V" => uidvalidity = value.parse::<u32>().ok(),
+                "N" => next_uid = value.parse::<u32>().ok(),
+                "G" => guid = value.to_string(),
+                _ => other_header.push(f.to_string()),
+            }
+        }
+        let (Some(uidvalidity), Some(header_next)) = (uidvalidity, next_uid) else {
+            return Err(UidListError::BadHeader(format!("missing V or N: {header:?}")));
+        };
+        if uidvalidity == 0 {
+            return Err(UidListError::BadHeader("UIDVALIDITY 0".into()));
+        }
+        let mut records: Vec<UidRecord> = Vec::new();
+        let mut seen_names: HashMap<String, u32> = HashMap::new();
+        for line in lines.filter(|l| !l.is_empty()) {
+            let Some(rec) = Self::parse_record(line) else {
+                tracing::warn!(line, "skipping malformed dovecot-uidlist record");
+                continue;
+            };
+            if records.last().is_some_and(|last| rec.uid <= last.uid) {
+                tracing::warn!(uid = rec.uid, "skipping non-ascending dovecot-uidlist record");
+                continue;
+            }
+            if let Some(prev) = seen_names.insert(rec.basename.clone(), rec.uid) {
+                tracing::warn!(uid = rec.uid, prev, "duplicate file in dovecot-uidlist; keeping the first");
+                seen_names.insert(rec.basename.clone(), prev);
+                continue;
+            }
+            records.push(rec);
+        }
+        let after_last = records.last().map_or(1, |r| r.uid.saturating_add(1));
+        Ok(UidList { uidvalidity, next_uid: header_next.max(after_last), guid, other_header, records })
+    }
+
+    fn parse_record(line: &str) -> Option<UidRecord> {
+        let (head, basename) = line.split_once(" :")?;
+        let mut parts = head.split(' ');
+        let uid: u32 = parts.next()?.parse().ok()?;
+        if uid == 0 || basename.is_empty() || basename.contains('/') {
+            return None;
+        }
+        let extensions = parts.filter(|p| !p.is_empty()).map(str::to_string).collect();
+        Some(UidRecord { uid, extensions, basename: basename.to_string() })
+    }
+
+    /// Serializes with the header brought up to date.
+    pub fn serialize(&self) -> String {
+        let mut s = format!("3 V{} N{}", self.uidvalidity, self.next_uid);
+        if !self.guid.is_empty() {
+            s.push_str(&format!(" G{}", self.guid));
+        }
+        for f in &self.other_header {
+            s.push(' ');
+            s.push_str(f);
+        }
+        s.push('\n');
+        for r in &self.records {
+            s.push_str(&r.uid.to_string());
+            for e in &r.extensions {
+                s.push(' ');
+                s.push_str(e);
+            }
+            s.push_str(" :");
+            s.push_str(&r.basename);
+            s.push('\n');
+        }
+        s
+    }
+
+    /// Appends a record for `basename` with the next UID and returns the UID.
+    pub fn push(&mut self, basename: &str) -> u32 {
+        let uid = self.next_uid;
+        self.records.push(UidRecord { uid, extensions: Vec::new(), basename: basename.to_string() });
+        self.next_uid = self.next_uid.saturating_add(1);
+        uid
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOVECOT: &str = "3 V1795607174 N1 G4d6be83486ca066bd62d000083ecc375\n\
+        1 :1795607174.M887455P11734.vm,S=28,W=32\n\
+        2 :1795607174.M901406P11737.vm,S=30,W=34\n\
+        3 W34 :1795607174.M912555P11740.vm,S=30,W=34\n";
+
+    #[test]
+    fn reads_dovecot_output() {
+        let l = UidList::parse(DOVECOT).unwrap();
+        assert_eq!(l.uidvalidity, 1795607174);
+        assert_eq!(l.next_uid, 4, "Dovecot appends without updating N");
+        assert_eq!(l.guid, "4d6be83486ca066bd62d000083ecc375");
+        assert_eq!(l.records.len(), 3);
+        assert_eq!(l.records[2].extensions, ["W34"]);
+        assert_eq!(l.records[0].basename, "1795607174.M887455P11734.vm,S=28,W=32");
+    }
+
+    #[test]
+    fn round_trips_and_pushes() {
+        let mut l = UidList::parse(DOVECOT).unwrap();
+        assert_eq!(l.push("msg.abcd"), 4);
+        let text = l.serialize();
+        assert!(text.starts_with("3 V1795607174 N5 G4d6be83486ca066bd62d000083ecc375\n"));
+        assert!(text.ends_with("3 W34 :1795607174.M912555P11740.vm,S=30,W=34\n4 :msg.abcd\n"));
+        assert_eq!(UidList::parse(&text).unwrap(), l);
+        let fresh = UidList::new(7);
+        assert_eq!(fresh.guid.len(), 32);
+        assert_eq!(UidList::parse(&fresh.serialize()).unwrap(), fresh);
+    }
+
+    #[test]
+    fn tolerates_damage() {
+        assert!(UidList::parse("").is_err());
+        assert!(UidList::parse("1 123 4\n").is_err());
+        assert!(UidList::parse("3 N5\n").is_err());
+        let l = UidList::parse("3 V9 N2\n1 :a\ngarbage\n0 :zero\n5 :b\n4 :c\n6 :a\n7 :d").unwrap();
+        let names: Vec<&str> = l.records.iter().map(|r| r.basename.as_str()).collect();
+        assert_eq!(names, ["a", "b", "d"]);
+        assert_eq!(l.next_uid, 8);
+    }
+}
