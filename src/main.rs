@@ -1,2 +1,69 @@
-//! The `dormouse` binary.
-fn main() {}
+//! The `dormouse` binary: one executable with subcommands (`serve`, `deliver`,
+//! `config`, `user`). Argument parsing and dispatch only; the work is in
+//! [`cli`] and the library crates.
+
+mod cli;
+mod config;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::cli::exit;
+use crate::config::Config;
+
+/// An IMAP server where an idle session costs almost nothing.
+#[derive(Debug, Parser)]
+#[command(name = "dormouse", version, about)]
+struct Cli {
+    /// Configuration file (TOML). Default: $DORMOUSE_CONFIG, else built-in defaults.
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (LMTP, IMAP) in the foreground until SIGINT/SIGTERM.
+    Serve(cli::serve::ServeArgs),
+    /// Deliver one message read from stdin (local delivery agent, sysexits exit codes).
+    Deliver(cli::deliver::DeliverArgs),
+    /// Print the example configuration, or check / show the active one.
+    Config(cli::config_cmd::ConfigArgs),
+    /// Manage passwd-file users.
+    User(cli::user::UserArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(exit::USAGE) } else { ExitCode::SUCCESS };
+        }
+    };
+    // `config --example` needs no (valid) configuration.
+    if let Command::Config(args) = &cli.command {
+        if args.example {
+            return cli::config_cmd::print_example();
+        }
+    }
+    let (config, path) = match Config::load_or_default(cli.config.as_deref()) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("dormouse: {e}");
+            return ExitCode::from(exit::CONFIG);
+        }
+    };
+    let is_serve = matches!(cli.command, Command::Serve(_));
+    cli::logging::init(&config, is_serve);
+    match cli.command {
+        Command::Serve(args) => cli::report(cli::serve::run(config, args)),
+        Command::Deliver(args) => cli::deliver::run(&config, &args),
+        Command::Config(args) => cli::config_cmd::run(&config, path.as_deref(), &args),
+        Command::User(args) => cli::report(cli::user::run(&config, args)),
+    }
+}

@@ -1,0 +1,46 @@
+//! Users from a Dovecot-format passwd file: password schemes, the Maildir
+//! location template, and the reloading [`UserDb`] the IMAP login, LMTP and
+//! `deliver` share.
+
+mod mail_location;
+mod passwd_file;
+mod password;
+mod user_db;
+
+pub use mail_location::{MailLocation, MailLocationError};
+pub use passwd_file::{add_user, parse_passwd, PasswdEntry, PasswdLineError};
+pub use password::{constant_time_eq, HashError, PasswordScheme, StoredPassword};
+pub use user_db::{UserDb, UserRecord};
+
+/// Errors of the user database and password checks. Messages never
+/// contain passwords.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No such user.
+    #[error("unknown user {0}")]
+    UnknownUser(String),
+    /// The password does not match.
+    #[error("wrong password for user {0}")]
+    WrongPassword(String),
+    /// The user has no usable password (empty field): login is disabled.
+    #[error("login disabled for user {0} (no password set)")]
+    NoPassword(String),
+    /// A user of that name already exists.
+    #[error("user {0} already exists")]
+    UserExists(String),
+    /// The name cannot be used in a passwd file.
+    #[error("invalid user name {0:?}")]
+    InvalidUserName(String),
+    /// The mail location cannot be computed.
+    #[error(transparent)]
+    MailLocation(#[from] MailLocationError),
+    /// Reading or writing the passwd file failed.
+    #[error("passwd file {path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}

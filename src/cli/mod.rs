@@ -1,0 +1,37 @@
+//! Subcommand implementations of the `dormouse` binary.
+
+pub mod config_cmd;
+pub mod deliver;
+pub mod first_run;
+pub mod logging;
+pub mod serve;
+pub mod user;
+
+use std::process::ExitCode;
+
+/// Exit codes from `sysexits.h`, as `dovecot-lda` uses them.
+pub mod exit {
+    /// Command line usage error.
+    pub const USAGE: u8 = 64;
+    /// Input data was incorrect (empty or oversized message).
+    pub const DATAERR: u8 = 65;
+    /// Addressee unknown.
+    pub const NOUSER: u8 = 67;
+    /// Internal software error.
+    pub const SOFTWARE: u8 = 70;
+    /// Temporary failure: the sender should retry.
+    pub const TEMPFAIL: u8 = 75;
+    /// Configuration error.
+    pub const CONFIG: u8 = 78;
+}
+
+/// Prints an error chain and maps it to exit status 1.
+pub fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dormouse: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

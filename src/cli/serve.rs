@@ -1,0 +1,124 @@
+//! `dormouse serve`: prepare the data directory, start the listeners, run
+//! until SIGINT/SIGTERM, then shut down gracefully.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use imap::auth::{MailLocation, UserDb};
+use imap::delivery::Deliverer;
+use imap::lmtp::{LmtpLimits, LmtpServer, LmtpSettings};
+use storage_hooks::Hooks;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::first_run;
+use crate::config::Config;
+
+/// Arguments of `dormouse serve` (everything else comes from the config).
+#[derive(Debug, Args)]
+pub struct ServeArgs {}
+
+/// The hooks every store opened by this process calls. Empty for now:
+/// publishing events on the bus is wired in here once the `bus` crate's
+/// publisher exists, for both `serve` and `deliver`.
+pub fn store_hooks(_config: &Config) -> Hooks {
+    Hooks::new()
+}
+
+/// The host name for LMTP greetings and Received headers.
+fn hostname(config: &Config) -> String {
+    if !config.lmtp.hostname.is_empty() {
+        return config.lmtp.hostname.clone();
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Runs the server until a termination signal.
+///
+/// # Errors
+/// Preparation failures, unusable listen addresses, runtime errors.
+pub fn run(config: Config, _args: ServeArgs) -> anyhow::Result<()> {
+    first_run::prepare(&config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let location = MailLocation::parse(&config.users.mail_location)?;
+    let users = Arc::new(UserDb::open(config.passwd_file(), location)?);
+    let deliverer = Deliverer::new(users.clone(), store_hooks(&config), config.lmtp.max_message_size);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+
+    let settings = LmtpSettings {
+        hostname: hostname(&config),
+        limits: LmtpLimits {
+            max_message_size: config.lmtp.max_message_size,
+            max_recipients: config.lmtp.max_recipients,
+            ..LmtpLimits::default()
+        },
+        idle_timeout: Duration::from_secs(config.lmtp.timeout_secs),
+        domains: config.lmtp.domains.clone(),
+        shutdown_grace: Duration::from_secs(10),
+    };
+    let lmtp = LmtpServer::new(deliverer.clone(), settings);
+    if !config.lmtp.listen.is_empty() {
+        match TcpListener::bind(&config.lmtp.listen).await {
+            Ok(listener) => {
+                tracing::info!(address = %config.lmtp.listen, "LMTP listening");
+                tasks.push(tokio::spawn(lmtp.clone().serve_tcp(listener, shutdown_rx.clone())));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => tracing::warn!(
+                address = %config.lmtp.listen,
+                "cannot listen for LMTP (permission denied: ports below 1024 need root); \
+                 set lmtp.listen to e.g. 127.0.0.1:2424 or use lmtp.unix_socket"
+            ),
+            Err(e) => return Err(e).with_context(|| format!("cannot listen for LMTP on {}", config.lmtp.listen)),
+        }
+    }
+    let unix_socket = config.lmtp_unix_socket().map(|p| p.to_path_buf());
+    if let Some(path) = &unix_socket {
+        if std::fs::symlink_metadata(path).is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type())) {
+            std::fs::remove_file(path).with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+        }
+        let listener =
+            UnixListener::bind(path).with_context(|| format!("cannot listen for LMTP on {}", path.display()))?;
+        tracing::info!(path = %path.display(), "LMTP listening");
+        tasks.push(tokio::spawn(lmtp.clone().serve_unix(listener, shutdown_rx.clone())));
+    }
+
+    // IMAP listeners start here (imap-net helper): spawn them with
+    // `shutdown_rx.clone()` and push their handles into `tasks`.
+
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    let _ = shutdown_tx.send(true);
+    for task in tasks {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "listener task failed");
+        }
+    }
+    if let Some(path) = &unix_socket {
+        let _ = std::fs::remove_file(path);
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    Ok(())
+}

@@ -1,0 +1,374 @@
+//! The TOML configuration file: sections, documented defaults, and loading.
+//!
+//! Every field has a default, so an empty file (or no file at all) is a valid
+//! configuration. The commented example with all defaults is
+//! [`EXAMPLE_CONFIG`] (`examples/dormouse.toml`, printed by
+//! `dormouse config --example`); a test checks it parses and equals
+//! [`Config::default`]. Unknown keys are errors, so a typo never silently
+//! falls back to a default.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The commented example configuration, showing every default.
+pub const EXAMPLE_CONFIG: &str = include_str!("../examples/dormouse.toml");
+
+/// Environment variable naming the config file when `--config` is not given.
+pub const CONFIG_ENV: &str = "DORMOUSE_CONFIG";
+
+/// Errors loading a configuration file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown/ill-typed keys.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the TOML parser said (with line and column).
+        message: String,
+    },
+    /// A value parsed but makes no sense (e.g. a zero size limit).
+    #[error("invalid config value {key}: {reason}")]
+    Invalid {
+        /// The dotted key.
+        key: &'static str,
+        /// Why it is refused.
+        reason: String,
+    },
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// State directory: passwd file, mail homes, TLS pair.
+    pub data_dir: PathBuf,
+    /// Runtime sockets; empty means `<data_dir>/run`.
+    pub run_dir: PathBuf,
+    /// Logging.
+    pub log: LogConfig,
+    /// The passwd-file user database.
+    pub users: UsersConfig,
+    /// The LMTP listener and delivery limits.
+    pub lmtp: LmtpConfig,
+    /// IMAP listeners.
+    pub imap: ImapConfig,
+    /// TLS certificate and key.
+    pub tls: TlsConfig,
+    /// Event bus transport.
+    pub bus: BusConfig,
+    /// IDLE hibernation timing.
+    pub hibernate: HibernateConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("dormouse-data"),
+            run_dir: PathBuf::new(),
+            log: LogConfig::default(),
+            users: UsersConfig::default(),
+            lmtp: LmtpConfig::default(),
+            imap: ImapConfig::default(),
+            tls: TlsConfig::default(),
+            bus: BusConfig::default(),
+            hibernate: HibernateConfig::default(),
+        }
+    }
+}
+
+/// `[log]`: logging.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// tracing-subscriber filter used when `RUST_LOG` is unset.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: "info".into() }
+    }
+}
+
+/// `[users]`: the passwd-file user database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UsersConfig {
+    /// Dovecot-format passwd file; empty means `<data_dir>/passwd`.
+    pub passwd_file: PathBuf,
+    /// Maildir location template (`%h`, `%u`, `%n`, `%d`, `~/`).
+    pub mail_location: String,
+    /// Scheme for `user add` / `user hash` (ARGON2ID, SHA512-CRYPT, BLF-CRYPT, PLAIN).
+    pub default_scheme: String,
+}
+
+impl Default for UsersConfig {
+    fn default() -> Self {
+        UsersConfig {
+            passwd_file: PathBuf::new(),
+            mail_location: "%h/Maildir".into(),
+            default_scheme: "ARGON2ID".into(),
+        }
+    }
+}
+
+/// `[lmtp]`: the LMTP listener and delivery limits (also used by `deliver`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LmtpConfig {
+    /// TCP listen address; empty disables TCP.
+    pub listen: String,
+    /// UNIX socket path; empty means none.
+    pub unix_socket: PathBuf,
+    /// Largest accepted message, in bytes.
+    pub max_message_size: u64,
+    /// Most recipients per transaction.
+    pub max_recipients: usize,
+    /// Idle timeout per client, in seconds.
+    pub timeout_secs: u64,
+    /// Accepted recipient domains; empty accepts any.
+    pub domains: Vec<String>,
+    /// Host name for the greeting and Received header; empty: system host name.
+    pub hostname: String,
+}
+
+impl Default for LmtpConfig {
+    fn default() -> Self {
+        LmtpConfig {
+            listen: "127.0.0.1:24".into(),
+            unix_socket: PathBuf::new(),
+            max_message_size: 50 * 1024 * 1024,
+            max_recipients: 100,
+            timeout_secs: 300,
+            domains: Vec::new(),
+            hostname: String::new(),
+        }
+    }
+}
+
+/// `[imap]`: IMAP listeners (the IMAP server fills in its own settings here).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImapConfig {
+    /// Plain-text (STARTTLS) listener address; empty disables it.
+    pub listen: String,
+    /// Implicit-TLS listener address; empty disables it.
+    pub listen_tls: String,
+}
+
+impl Default for ImapConfig {
+    fn default() -> Self {
+        ImapConfig { listen: "127.0.0.1:1143".into(), listen_tls: "127.0.0.1:1993".into() }
+    }
+}
+
+/// `[tls]`: certificate and key paths.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain; empty means `<data_dir>/tls/cert.pem`.
+    pub cert: PathBuf,
+    /// PEM private key; empty means `<data_dir>/tls/key.pem`.
+    pub key: PathBuf,
+}
+
+/// Which event transport to use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BusTransport {
+    /// The embedded UNIX-datagram bus under `run_dir`.
+    #[default]
+    Unix,
+    /// A NATS server.
+    Nats,
+}
+
+/// `[bus]`: event transport.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BusConfig {
+    /// Transport kind.
+    pub transport: BusTransport,
+    /// NATS URL for `transport = "nats"`.
+    pub nats_url: String,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        BusConfig { transport: BusTransport::Unix, nats_url: "nats://127.0.0.1:4222".into() }
+    }
+}
+
+/// `[hibernate]`: IDLE hibernation timing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HibernateConfig {
+    /// Seconds in IDLE before hand-over to the hibernate process.
+    pub timeout_secs: u64,
+    /// Seconds without commands after which a session counts as idle.
+    pub idle_after_secs: u64,
+}
+
+impl Default for HibernateConfig {
+    fn default() -> Self {
+        HibernateConfig { timeout_secs: 10, idle_after_secs: 60 }
+    }
+}
+
+fn or_default(value: &Path, default: impl FnOnce() -> PathBuf) -> PathBuf {
+    if value.as_os_str().is_empty() {
+        default()
+    } else {
+        value.to_path_buf()
+    }
+}
+
+impl Config {
+    /// Parses TOML text; `origin` names the source in error messages.
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] for bad TOML or unknown keys,
+    /// [`ConfigError::Invalid`] for values that make no sense.
+    pub fn parse(text: &str, origin: &Path) -> Result<Self, ConfigError> {
+        let config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: origin.to_path_buf(), message: e.to_string() })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and parses a file.
+    ///
+    /// # Errors
+    /// [`ConfigError::Read`] plus the errors of [`Config::parse`].
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Self::parse(&text, path)
+    }
+
+    /// Loads `explicit` if given, else the file named by `DORMOUSE_CONFIG`,
+    /// else returns the defaults. Returns the path used, if any.
+    ///
+    /// # Errors
+    /// Those of [`Config::load`].
+    pub fn load_or_default(explicit: Option<&Path>) -> Result<(Self, Option<PathBuf>), ConfigError> {
+        let path = explicit
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty()).map(PathBuf::from));
+        match path {
+            Some(path) => Ok((Self::load(&path)?, Some(path))),
+            None => Ok((Config::default(), None)),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| Err(ConfigError::Invalid { key, reason: reason.to_string() });
+        if self.data_dir.as_os_str().is_empty() {
+            return invalid("data_dir", "must not be empty");
+        }
+        if self.lmtp.max_message_size == 0 {
+            return invalid("lmtp.max_message_size", "must be greater than 0");
+        }
+        if self.lmtp.max_recipients == 0 {
+            return invalid("lmtp.max_recipients", "must be greater than 0");
+        }
+        if self.lmtp.timeout_secs == 0 {
+            return invalid("lmtp.timeout_secs", "must be greater than 0");
+        }
+        if !self.lmtp.listen.is_empty() && self.lmtp.listen.parse::<std::net::SocketAddr>().is_err() {
+            return invalid("lmtp.listen", "must be an IP:port address such as 127.0.0.1:24");
+        }
+        if imap::auth::PasswordScheme::parse(&self.users.default_scheme).is_none() {
+            return invalid("users.default_scheme", "must be ARGON2ID, SHA512-CRYPT, BLF-CRYPT or PLAIN");
+        }
+        if let Err(e) = imap::auth::MailLocation::parse(&self.users.mail_location) {
+            return Err(ConfigError::Invalid { key: "users.mail_location", reason: e.to_string() });
+        }
+        Ok(())
+    }
+
+    /// The run directory (`run_dir`, or `<data_dir>/run`).
+    pub fn run_dir(&self) -> PathBuf {
+        or_default(&self.run_dir, || self.data_dir.join("run"))
+    }
+
+    /// The passwd file (`users.passwd_file`, or `<data_dir>/passwd`).
+    pub fn passwd_file(&self) -> PathBuf {
+        or_default(&self.users.passwd_file, || self.data_dir.join("passwd"))
+    }
+
+    /// Directory under which `user add` creates home directories.
+    pub fn homes_dir(&self) -> PathBuf {
+        self.data_dir.join("home")
+    }
+
+    /// The TLS certificate path.
+    pub fn tls_cert(&self) -> PathBuf {
+        or_default(&self.tls.cert, || self.data_dir.join("tls").join("cert.pem"))
+    }
+
+    /// The TLS private key path.
+    pub fn tls_key(&self) -> PathBuf {
+        or_default(&self.tls.key, || self.data_dir.join("tls").join("key.pem"))
+    }
+
+    /// The LMTP UNIX socket, if configured.
+    pub fn lmtp_unix_socket(&self) -> Option<&Path> {
+        (!self.lmtp.unix_socket.as_os_str().is_empty()).then_some(self.lmtp.unix_socket.as_path())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_parses_and_equals_defaults() {
+        let parsed = Config::parse(EXAMPLE_CONFIG, Path::new("examples/dormouse.toml")).unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        assert_eq!(Config::parse("", Path::new("x")).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let err = Config::parse("[lmtp]\nmax_mesage_size = 5\n", Path::new("x")).unwrap_err();
+        assert!(err.to_string().contains("max_mesage_size"), "{err}");
+    }
+
+    #[test]
+    fn nonsense_values_are_errors() {
+        for text in [
+            "[lmtp]\nmax_message_size = 0\n",
+            "[lmtp]\nlisten = \"nowhere\"\n",
+            "[users]\ndefault_scheme = \"MD5\"\n",
+            "[users]\nmail_location = \"%q/Maildir\"\n",
+            "[bus]\ntransport = \"carrier-pigeon\"\n",
+        ] {
+            assert!(Config::parse(text, Path::new("x")).is_err(), "accepted: {text}");
+        }
+    }
+
+    #[test]
+    fn derived_paths_follow_data_dir() {
+        let c = Config::parse("data_dir = \"/srv/dm\"\n", Path::new("x")).unwrap();
+        assert_eq!(c.passwd_file(), PathBuf::from("/srv/dm/passwd"));
+        assert_eq!(c.run_dir(), PathBuf::from("/srv/dm/run"));
+        assert_eq!(c.tls_cert(), PathBuf::from("/srv/dm/tls/cert.pem"));
+        assert_eq!(c.lmtp_unix_socket(), None);
+    }
+}
