@@ -1,0 +1,307 @@
+//! Subscriber-side filtering and delivery shared by both transports: keeps
+//! the set of subscribed users, checks each event's modseq chain, and hands
+//! messages to the application's queue without ever blocking the receive
+//! loop on a single slow application.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use storage_hooks::event::EventDecodeError;
+use storage_hooks::{EventKind, MailboxEvent};
+
+use crate::rate_log::RateLimitedLog;
+use crate::wire::{Record, WireError};
+use crate::{BusCounters, BusMessage, ResyncReason};
+
+/// Subscribed users, each with the last `modseq_after` seen per mailbox.
+#[derive(Debug, Default)]
+pub struct UserTable {
+    users: Mutex<HashMap<String, HashMap<String, u64>>>,
+}
+
+impl UserTable {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, HashMap<String, u64>>> {
+        self.users.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds `user`; true if it was not subscribed yet.
+    pub fn subscribe(&self, user: &str) -> bool {
+        let mut users = self.lock();
+        if users.contains_key(user) {
+            return false;
+        }
+        users.insert(user.to_owned(), HashMap::new());
+        true
+    }
+
+    /// Removes `user`; true if it was subscribed.
+    pub fn unsubscribe(&self, user: &str) -> bool {
+        self.lock().remove(user).is_some()
+    }
+
+    /// True if `user` is subscribed.
+    pub fn contains(&self, user: &str) -> bool {
+        self.lock().contains_key(user)
+    }
+
+    /// Number of subscribed users.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True if nobody is subscribed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forgets the modseq state of `user` (or of everyone), after a resync.
+    fn forget(&self, user: Option<&str>) {
+        let mut users = self.lock();
+        match user {
+            Some(u) => {
+                if let Some(m) = users.get_mut(u) {
+                    m.clear();
+                }
+            }
+            None => users.values_mut().for_each(HashMap::clear),
+        }
+    }
+}
+
+/// Outcome of checking an event against the subscribed users.
+enum Check {
+    NotSubscribed,
+    InOrder,
+    Gap,
+}
+
+/// Records the event's modseq; reports a gap if `modseq_before` is ahead of
+/// the last `modseq_after` seen for the mailbox.
+fn check_modseq(boxes: &mut HashMap<String, u64>, ev: &MailboxEvent) -> Check {
+    match ev.kind {
+        EventKind::MailboxDelete => {
+            boxes.remove(&ev.mailbox);
+            return Check::InOrder;
+        }
+        EventKind::MailboxRename => {
+            if let Some(old) = &ev.old_mailbox {
+                boxes.remove(old);
+            }
+        }
+        _ => {}
+    }
+    if ev.modseq_after == 0 {
+        return Check::InOrder;
+    }
+    match boxes.get_mut(&ev.mailbox) {
+        Some(last) => {
+            let gap = ev.modseq_before > *last;
+            *last = (*last).max(ev.modseq_after);
+            if gap {
+                Check::Gap
+            } else {
+                Check::InOrder
+            }
+        }
+        None => {
+            boxes.insert(ev.mailbox.clone(), ev.modseq_after);
+            Check::InOrder
+        }
+    }
+}
+
+/// Feeds decoded records into the application's queue.
+#[derive(Debug)]
+pub(crate) struct Dispatcher {
+    users: Arc<UserTable>,
+    tx: mpsc::Sender<BusMessage>,
+    counters: Arc<BusCounters>,
+    bad_log: RateLimitedLog,
+    overflowed: bool,
+}
+
+impl Dispatcher {
+    pub(crate) fn new(users: Arc<UserTable>, tx: mpsc::Sender<BusMessage>, counters: Arc<BusCounters>) -> Self {
+        Self { users, tx, counters, bad_log: RateLimitedLog::new(Duration::from_secs(10)), overflowed: false }
+    }
+
+    /// Counts and (rate-limited) logs a bad frame or record.
+    pub(crate) fn bad_input(&self, source: &str, err: &WireError) {
+        match err {
+            WireError::UnknownVersion(_) | WireError::Event(EventDecodeError::UnknownVersion(_)) => {
+                self.counters.add_dropped_unknown_version(1)
+            }
+            _ => self.counters.add_dropped_malformed(1),
+        }
+        if let Some(suppressed) = self.bad_log.allow() {
+            tracing::warn!(source, error = %err, suppressed, "bus: dropped undecodable input");
+        }
+    }
+
+    /// Handles one decoded record.
+    pub(crate) fn record(&mut self, source: &str, record: Result<Record, WireError>) {
+        match record {
+            Err(e) => self.bad_input(source, &e),
+            Ok(Record::Event(ev)) => {
+                let check = {
+                    let mut users = self.users.lock();
+                    match users.get_mut(&ev.user) {
+                        None => Check::NotSubscribed,
+                        Some(boxes) => check_modseq(boxes, &ev),
+                    }
+                };
+                match check {
+                    Check::NotSubscribed => self.counters.add_filtered(1),
+                    Check::InOrder => self.push_event(ev),
+                    Check::Gap => {
+                        self.counters.add_gaps(1);
+                        let (user, mailbox) = (ev.user.clone(), ev.mailbox.clone());
+                        self.push(BusMessage::Resync {
+                            user: Some(user),
+                            mailbox: Some(mailbox),
+                            reason: ResyncReason::ModseqGap,
+                        });
+                        self.push_event(ev);
+                    }
+                }
+            }
+            Ok(Record::Reference { user, mailbox }) => {
+                if self.users.contains(&user) {
+                    self.push(BusMessage::Resync {
+                        user: Some(user),
+                        mailbox: Some(mailbox),
+                        reason: ResyncReason::Oversized,
+                    });
+                } else {
+                    self.counters.add_filtered(1);
+                }
+            }
+        }
+    }
+
+    /// Asks the application to resync every subscribed user.
+    pub(crate) fn resync_all(&mut self, reason: ResyncReason) {
+        self.users.forget(None);
+        self.push(BusMessage::Resync { user: None, mailbox: None, reason });
+    }
+
+    fn push_event(&mut self, ev: MailboxEvent) {
+        self.counters.add_events_in(1);
+        self.push(BusMessage::Event(ev));
+    }
+
+    fn push(&mut self, msg: BusMessage) {
+        if let BusMessage::Resync { user, .. } = &msg {
+            self.counters.add_resyncs(1);
+            if let Some(u) = user {
+                self.users.forget(Some(u));
+            }
+        }
+        if self.overflowed {
+            self.counters.add_dropped_queue_full(1);
+            return;
+        }
+        match self.tx.try_send(msg) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.counters.add_dropped_queue_full(1);
+                self.overflowed = true;
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    /// Called after each receive batch: if messages were dropped because the
+    /// queue was full, waits for room and queues one resync of everyone.
+    /// Returns false once the application dropped its end of the queue.
+    pub(crate) async fn end_batch(&mut self) -> bool {
+        if self.overflowed {
+            self.overflowed = false;
+            self.users.forget(None);
+            self.counters.add_resyncs(1);
+            let msg = BusMessage::Resync { user: None, mailbox: None, reason: ResyncReason::QueueOverflow };
+            if self.tx.send(msg).await.is_err() {
+                return false;
+            }
+        }
+        !self.tx.is_closed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use storage_hooks::{Flags, MailboxStatus, UidSet};
+
+    fn ev(user: &str, before: u64, after: u64) -> MailboxEvent {
+        MailboxEvent {
+            kind: EventKind::MessageNew,
+            user: user.into(),
+            mailbox: "INBOX".into(),
+            old_mailbox: None,
+            uidvalidity: 1,
+            uids: UidSet::from_range(1, 1),
+            flags: Flags::default(),
+            status: MailboxStatus::default(),
+            modseq_before: before,
+            modseq_after: after,
+            summary: None,
+            timestamp_ms: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn filters_users_and_detects_modseq_gaps() {
+        let users = Arc::new(UserTable::default());
+        let counters = Arc::new(BusCounters::default());
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut d = Dispatcher::new(users.clone(), tx, counters.clone());
+        assert!(users.subscribe("a"));
+        assert!(!users.subscribe("a"));
+        d.record("t", Ok(Record::Event(ev("b", 1, 2))));
+        d.record("t", Ok(Record::Event(ev("a", 1, 2))));
+        d.record("t", Ok(Record::Event(ev("a", 2, 3))));
+        d.record("t", Ok(Record::Event(ev("a", 5, 6)))); // 3..5 missed
+        assert!(d.end_batch().await);
+        assert_eq!(rx.recv().await, Some(BusMessage::Event(ev("a", 1, 2))));
+        assert_eq!(rx.recv().await, Some(BusMessage::Event(ev("a", 2, 3))));
+        assert!(matches!(
+            rx.recv().await,
+            Some(BusMessage::Resync { reason: ResyncReason::ModseqGap, mailbox: Some(_), .. })
+        ));
+        assert_eq!(rx.recv().await, Some(BusMessage::Event(ev("a", 5, 6))));
+        let s = counters.snapshot();
+        assert_eq!((s.filtered, s.events_in, s.gaps, s.resyncs), (1, 3, 1, 1));
+        assert!(users.unsubscribe("a"));
+        d.record("t", Ok(Record::Event(ev("a", 6, 7))));
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn overflow_turns_into_one_resync() {
+        let users = Arc::new(UserTable::default());
+        let counters = Arc::new(BusCounters::default());
+        let (tx, mut rx) = mpsc::channel(2);
+        let mut d = Dispatcher::new(users.clone(), tx, counters.clone());
+        users.subscribe("a");
+        for i in 0..5 {
+            d.record("t", Ok(Record::Event(ev("a", i, i + 1))));
+        }
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(m) = rx.recv().await {
+                got.push(m);
+            }
+            got
+        });
+        assert!(d.end_batch().await);
+        drop(d);
+        let got = reader.await.unwrap();
+        assert_eq!(got.len(), 3);
+        assert!(matches!(got[2], BusMessage::Resync { user: None, reason: ResyncReason::QueueOverflow, .. }));
+        assert_eq!(counters.snapshot().dropped_queue_full, 3);
+    }
+}

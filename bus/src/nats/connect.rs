@@ -1,0 +1,52 @@
+//! Building a NATS connection from [`NatsConfig`].
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_nats::{Client, ConnectOptions, Event};
+
+use crate::{BusError, NatsConfig};
+
+/// Connects with the credentials and TLS settings of `cfg`; `on_event` sees
+/// connection events (disconnect, reconnect, slow consumer).
+pub(crate) async fn connect<F, Fut>(cfg: &NatsConfig, on_event: F) -> Result<Client, BusError>
+where
+    F: Fn(Event) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + Sync + 'static,
+{
+    let fail = |reason: String| BusError::NatsConnect { url: cfg.url.clone(), reason };
+    let mut opts = ConnectOptions::new()
+        .name(&cfg.client_name)
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(5))
+        .reconnect_delay_callback(|attempts| Duration::from_millis((50 * attempts as u64).min(2_000)))
+        .event_callback(on_event);
+    match (&cfg.user, &cfg.password) {
+        (Some(u), Some(p)) => opts = opts.user_and_password(u.clone(), p.clone()),
+        (None, None) => {}
+        _ => return Err(fail("nats.user and nats.password must be given together".into())),
+    }
+    if let Some(token) = &cfg.token {
+        opts = opts.token(token.clone());
+    }
+    if let Some(seed) = &cfg.nkey_seed {
+        opts = opts.nkey(seed.clone());
+    }
+    if let Some(path) = &cfg.credentials_file {
+        opts = opts.credentials_file(path).await.map_err(|e| fail(format!("credentials file {}: {e}", path.display())))?;
+    }
+    if let Some(ca) = &cfg.tls_ca {
+        opts = opts.add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&cfg.tls_cert, &cfg.tls_key) {
+        opts = opts.add_client_certificate(cert.clone(), key.clone());
+    }
+    if cfg.require_tls {
+        opts = opts.require_tls(true);
+    }
+    let urls: Vec<String> = cfg.url.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+    if urls.is_empty() {
+        return Err(fail("no server URL".into()));
+    }
+    opts.connect(urls.as_slice()).await.map_err(|e| fail(e.to_string()))
+}
