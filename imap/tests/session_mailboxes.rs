@@ -1,0 +1,104 @@
+//! Mailbox-level commands as byte scripts.
+mod session_support;
+
+use session_support::*;
+
+#[test]
+fn create_list_rename_delete_subscribe() {
+    let w = World::new();
+    let mut c = w.alice();
+    c.expect("a CREATE Archive/2024", &["a OK Create completed."]);
+    c.expect("b CREATE Archive/2024", &["b NO [ALREADYEXISTS] {}"]);
+    c.expect("c CREATE INBOX", &["c NO [ALREADYEXISTS] INBOX always exists."]);
+    c.expect("d CREATE &AOQ-rger/", &["d OK Create completed."]);
+    c.expect("d2 CREATE Sent", &["d2 OK Create completed."]);
+    c.expect(
+        "e LIST \"\" *",
+        &[
+            "* LIST (\\HasNoChildren) \"/\" \"INBOX\"",
+            "* LIST (\\HasChildren \\Archive) \"/\" \"Archive\"",
+            "* LIST (\\HasNoChildren) \"/\" \"Archive/2024\"",
+            "* LIST (\\HasNoChildren \\Sent) \"/\" \"Sent\"",
+            "* LIST (\\HasNoChildren) \"/\" \"&AOQ-rger\"",
+            "e OK List completed.",
+        ],
+    );
+    c.expect("f LIST \"\" %", &["* LIST {} \"INBOX\"", "* LIST (\\HasChildren \\Archive) \"/\" \"Archive\"", "* LIST {} \"Sent\"", "* LIST {} \"&AOQ-rger\"", "f OK List completed."]);
+    c.expect("g LIST Archive/ %", &["* LIST (\\HasNoChildren) \"/\" \"Archive/2024\"", "g OK List completed."]);
+    c.expect("h LIST \"\" \"\"", &["* LIST (\\Noselect) \"/\" \"\"", "h OK List completed."]);
+    c.expect("i RENAME Archive Old", &["i OK Rename completed."]);
+    c.expect("j LIST \"\" Old*", &["* LIST (\\HasChildren) \"/\" \"Old\"", "* LIST (\\HasNoChildren) \"/\" \"Old/2024\"", "j OK List completed."]);
+    c.expect("k RENAME Nope Other", &["k NO [NONEXISTENT] {}"]);
+    c.expect("l SUBSCRIBE Old/2024", &["l OK Subscribe completed."]);
+    c.expect("m LSUB \"\" *", &["* LSUB () \"/\" \"Old/2024\"", "m OK Lsub completed."]);
+    c.expect("n UNSUBSCRIBE Old/2024", &["n OK Unsubscribe completed."]);
+    c.expect("o LSUB \"\" *", &["o OK Lsub completed."]);
+    c.expect("p DELETE Old/2024", &["p OK Delete completed."]);
+    c.expect("q DELETE Old/2024", &["q NO [NONEXISTENT] {}"]);
+    c.expect("r DELETE INBOX", &["r NO [CANNOT] INBOX cannot be deleted."]);
+    c.expect("s CREATE &Jjo!", &["s NO [CANNOT] Mailbox name is not valid modified UTF-7."]);
+}
+
+#[test]
+fn status_append_select_examine() {
+    let w = World::new();
+    let mut c = w.alice();
+    c.expect("a STATUS INBOX (MESSAGES UIDNEXT UNSEEN RECENT)", &["* STATUS \"INBOX\" (MESSAGES 0 UIDNEXT 1 UNSEEN 0 RECENT 0)", "a OK Status completed."]);
+    let msg = simple_message("hi");
+    let out = c.raw(format!("b APPEND INBOX (\\Seen $Junk) \"25-Nov-2026 10:00:00 +0100\" {{{}+}}\r\n", msg.len()).as_bytes());
+    assert_eq!(out, "");
+    let mut rest = msg.clone();
+    rest.extend_from_slice(b"\r\n");
+    check(&c.raw(&rest), &["b OK [APPENDUID {} 1] Append completed."]);
+    c.expect("c APPEND Nope {2+}\r\nhi", &["c NO [TRYCREATE] Mailbox does not exist."]);
+    c.expect("d APPEND INBOX {0+}\r\n", &["d NO {}"]);
+    w.deliver("alice", "INBOX", &simple_message("two"));
+    c.expect(
+        "e STATUS INBOX (MESSAGES UIDNEXT UNSEEN UIDVALIDITY HIGHESTMODSEQ)",
+        &["* STATUS \"INBOX\" (MESSAGES 2 UIDNEXT 3 UNSEEN 1 UIDVALIDITY {} HIGHESTMODSEQ {})", "e OK Status completed."],
+    );
+    c.expect("f STATUS Nope (MESSAGES)", &["f NO [NONEXISTENT] {}"]);
+    c.expect(
+        "g EXAMINE INBOX",
+        &[
+            "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Junk)",
+            "* OK [PERMANENTFLAGS ()] Read-only mailbox.",
+            "* 2 EXISTS",
+            "* 2 RECENT",
+            "* OK [UNSEEN 2] First unseen.",
+            "* OK [UIDVALIDITY {}] UIDs valid",
+            "* OK [UIDNEXT 3] Predicted next UID",
+            "* OK [HIGHESTMODSEQ {}] Highest",
+            "g OK [READ-ONLY] Examine completed.",
+        ],
+    );
+    c.expect("h FETCH 1:2 (UID INTERNALDATE FLAGS)", &["* 1 FETCH (UID 1 INTERNALDATE \"25-Nov-2026 09:00:00 +0000\" FLAGS (\\Seen $Junk \\Recent))", "* 2 FETCH (UID 2 INTERNALDATE {} FLAGS (\\Recent))", "h OK Fetch completed."]);
+    c.expect("i STORE 1 +FLAGS (\\Flagged)", &["i NO [READ-ONLY] Mailbox is read-only."]);
+    c.expect("j FETCH 2 BODY[]", &["* 2 FETCH (BODY[] {{}}", "From: {}", "To: {}", "Subject: two", "Date: {}", "Message-ID: {}", "Hello two.", ")", "j OK Fetch completed."]);
+    c.expect("k FETCH 2 FLAGS", &["* 2 FETCH (FLAGS (\\Recent))", "k OK Fetch completed."]);
+    c.expect(
+        "l SELECT INBOX",
+        &["* OK [CLOSED] Previous mailbox closed.", "* FLAGS {}", "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Junk \\*)] Flags permitted.", "* 2 EXISTS", "* 2 RECENT", "* OK [UNSEEN 2] {}", "* OK [UIDVALIDITY {}", "* OK [UIDNEXT 3] {}", "* OK [HIGHESTMODSEQ {}", "l OK [READ-WRITE] Select completed."],
+    );
+    // A second SELECT: the recent message now belongs to the first selection.
+    c.expect("m SELECT INBOX", &["* OK [CLOSED] {}", "* FLAGS {}", "* OK [PERMANENTFLAGS {}", "* 2 EXISTS", "* 0 RECENT", "* OK [UNSEEN 2] {}", "* OK [UIDVALIDITY {}", "* OK [UIDNEXT 3] {}", "* OK [HIGHESTMODSEQ {}", "m OK [READ-WRITE] Select completed."]);
+    c.expect("n SELECT Nope", &["* OK [CLOSED] {}", "n NO [NONEXISTENT] {}"]);
+    assert_eq!(c.s.selected_mailbox(), None);
+    c.expect("o UNSELECT", &["o NO UNSELECT needs a selected mailbox."]);
+}
+
+#[test]
+fn enable_namespace_unselect_close() {
+    let w = World::new();
+    w.deliver("alice", "INBOX", &simple_message("x"));
+    let mut c = w.alice();
+    c.expect("a ENABLE CONDSTORE", &["* ENABLED CONDSTORE", "a OK Enabled."]);
+    c.expect("b ENABLE CONDSTORE QRESYNC FOO", &["* ENABLED QRESYNC", "b OK Enabled."]);
+    c.expect("c NAMESPACE", &["* NAMESPACE ((\"\" \"/\")) NIL NIL", "c OK Namespace completed."]);
+    c.expect("d SELECT INBOX", &["* FLAGS {}", "* OK {}", "* 1 EXISTS", "* 1 RECENT", "* OK [UNSEEN 1] {}", "* OK {}", "* OK {}", "* OK {}", "d OK [READ-WRITE] {}"]);
+    c.expect("e STORE 1 +FLAGS.SILENT (\\Deleted)", &["e OK Store completed."]);
+    c.expect("f UNSELECT", &["f OK Unselect completed."]);
+    c.expect("g SELECT INBOX", &["* FLAGS {}", "* OK {}", "* 1 EXISTS", "* 0 RECENT", "* OK [UNSEEN 1] {}", "* OK {}", "* OK {}", "* OK {}", "g OK [READ-WRITE] {}"]);
+    c.expect("h CLOSE", &["h OK Close completed."]);
+    c.expect("i STATUS INBOX (MESSAGES)", &["* STATUS \"INBOX\" (MESSAGES 0)", "i OK Status completed."]);
+}
