@@ -16,17 +16,20 @@
 //! | field | meaning |
 //! |---|---|
 //! | `session_id` | master-assigned id, unique per master run; appears in every log line |
-//! | `user` | the authenticated login name |
 //! | `peer` / `local` | the client's TCP addresses as the master saw them |
 //! | `transport` | plain TCP, or TLS terminated in the master (the fd is then a UNIX socket carrying plaintext) |
-//! | `enabled` | extensions switched on with `ENABLE` (upper-case names) |
-//! | `selected` | the selected mailbox, if any (always `None` from the master) |
-//! | `unprocessed_input` | bytes read from the client but not yet processed, e.g. commands pipelined after `LOGIN` |
 //! | `authenticated_at_ms` | wall-clock time of the login, ms since the UNIX epoch |
+//! | `session` | the protocol state from [`crate::session::HandOver`]: user, Maildir, enabled extensions, TLS flag, and the input read but not yet processed (e.g. commands pipelined after `LOGIN`) |
+//!
+//! The `session` part is embedded as a serde struct (not with its own
+//! version byte), so any incompatible change to
+//! [`crate::session::HandOver`] must bump [`HANDOVER_VERSION`] here too.
 
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
+
+use crate::session::HandOver;
 
 /// Version byte of the [`Handover`] wire format. Bump on any incompatible change.
 pub const HANDOVER_VERSION: u8 = 1;
@@ -51,43 +54,21 @@ impl Transport {
     }
 }
 
-/// The selected state of a session, for hand-overs of selected sessions
-/// (hibernation). The master never sets it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SelectedMailbox {
-    /// Mailbox name (UTF-8, `/`-separated).
-    pub name: String,
-    /// True for EXAMINE (read-only).
-    pub read_only: bool,
-    /// UIDVALIDITY the client knows.
-    pub uidvalidity: u32,
-    /// UIDs of the messages, in sequence order, as the client knows them.
-    pub uids: Vec<u32>,
-    /// HIGHESTMODSEQ the client was last told.
-    pub highestmodseq: u64,
-}
-
 /// Everything a receiver needs to continue an authenticated IMAP session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Handover {
     /// Session id assigned by the master.
     pub session_id: u64,
-    /// The authenticated user's login name.
-    pub user: String,
     /// The client's address.
     pub peer: SocketAddr,
     /// The local address the client connected to.
     pub local: SocketAddr,
     /// How the passed descriptor carries the client's bytes.
     pub transport: Transport,
-    /// Extensions enabled with `ENABLE`, upper-case.
-    pub enabled: Vec<String>,
-    /// The selected mailbox, if the session is in the selected state.
-    pub selected: Option<SelectedMailbox>,
-    /// Input already read from the client but not processed yet.
-    pub unprocessed_input: Vec<u8>,
     /// Time of authentication, milliseconds since the UNIX epoch.
     pub authenticated_at_ms: u64,
+    /// The IMAP protocol state to resume from.
+    pub session: HandOver,
 }
 
 /// Errors encoding or decoding a [`Handover`].
@@ -141,52 +122,50 @@ impl Handover {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::EnabledExtensions;
 
     fn sample() -> Handover {
         Handover {
             session_id: 42,
-            user: "alice@example.org".into(),
             peer: "192.0.2.7:51234".parse().unwrap(),
             local: "[::1]:993".parse().unwrap(),
             transport: Transport::TlsProxied { implicit: true },
-            enabled: vec!["CONDSTORE".into(), "UTF8=ACCEPT".into()],
-            selected: None,
-            unprocessed_input: b"a2 SELECT INBOX\r\na3 FETCH 1:* (FLAGS)\r\n".to_vec(),
             authenticated_at_ms: 1_764_000_000_000,
+            session: HandOver {
+                user: "alice@example.org".into(),
+                maildir: "/srv/mail/alice/Maildir".into(),
+                enabled: EnabledExtensions { condstore: true, qresync: false },
+                tls_active: true,
+                pending_input: b"a2 SELECT INBOX\r\na3 FETCH 1:* (FLAGS)\r\n".to_vec(),
+            },
         }
     }
 
     #[test]
     fn round_trip_plain() {
-        let h = Handover { transport: Transport::PlainTcp, unprocessed_input: Vec::new(), ..sample() };
+        let mut h = sample();
+        h.transport = Transport::PlainTcp;
+        h.session.tls_active = false;
+        h.session.pending_input.clear();
         let bytes = h.encode().unwrap();
         assert_eq!(bytes[0], HANDOVER_VERSION);
         assert_eq!(Handover::decode(&bytes).unwrap(), h);
     }
 
     #[test]
-    fn round_trip_with_pipelined_input_and_selected_state() {
-        let h = Handover {
-            selected: Some(SelectedMailbox {
-                name: "Archive/2024".into(),
-                read_only: true,
-                uidvalidity: 1_700_000_000,
-                uids: vec![1, 2, 5, 900],
-                highestmodseq: 77,
-            }),
-            ..sample()
-        };
-        let bytes = h.encode().unwrap();
-        let back = Handover::decode(&bytes).unwrap();
+    fn round_trip_with_pipelined_input() {
+        let h = sample();
+        let back = Handover::decode(&h.encode().unwrap()).unwrap();
         assert_eq!(back, h);
-        assert_eq!(back.unprocessed_input, b"a2 SELECT INBOX\r\na3 FETCH 1:* (FLAGS)\r\n");
+        assert_eq!(back.session.pending_input, b"a2 SELECT INBOX\r\na3 FETCH 1:* (FLAGS)\r\n");
     }
 
     #[test]
     fn binary_input_survives() {
         let all_bytes: Vec<u8> = (0..=255u8).cycle().take(4096).collect();
-        let h = Handover { unprocessed_input: all_bytes.clone(), ..sample() };
-        assert_eq!(Handover::decode(&h.encode().unwrap()).unwrap().unprocessed_input, all_bytes);
+        let mut h = sample();
+        h.session.pending_input = all_bytes.clone();
+        assert_eq!(Handover::decode(&h.encode().unwrap()).unwrap().session.pending_input, all_bytes);
     }
 
     #[test]
@@ -213,6 +192,13 @@ mod tests {
         let mut bytes = sample().encode().unwrap();
         bytes.push(0);
         assert!(Handover::decode(&bytes).is_err());
+    }
+
+    #[test]
+    fn fits_in_one_channel_message() {
+        let mut h = sample();
+        h.session.pending_input = vec![b'x'; crate::server::MAX_PENDING_INPUT];
+        assert!(h.encode().unwrap().len() <= crate::fd_passing::MAX_MESSAGE_LEN);
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod delivery;
 pub mod lmtp;
 pub mod fd_passing;
 pub mod handover;
+pub mod server;
 
 pub mod session;
 mod op;

@@ -1,0 +1,295 @@
+//! The master process: listeners, pre-login, worker supervision.
+//!
+//! The master binds the plain and implicit-TLS listeners, runs each new
+//! connection's pre-login stage ([`super::prelogin`]) and hands
+//! authenticated sessions to worker processes it spawns and restarts. Each
+//! worker is connected by a `SOCK_SEQPACKET` pair whose worker end is the
+//! child's standard input; hand-overs go down that channel (record + fd),
+//! [`WorkerReport`]s come back. When a worker dies the master logs how many
+//! sessions were lost, releases their limit counts and starts a new worker.
+
+use std::ffi::OsString;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::process::Command;
+use tokio_rustls::TlsAcceptor;
+
+use crate::fd_passing::{seqpacket_pair, FdChannel, FdPassingError};
+use crate::session::{Authenticator, SessionOptions};
+
+use super::config::ImapServerConfig;
+use super::counters::Counters;
+use super::limits::{ConnectionLimits, LoginDelay};
+use super::worker_pool::{WorkerLink, WorkerPool};
+use super::worker_report::WorkerReport;
+use super::{prelogin, session_options};
+
+/// Environment variable telling a worker its slot number.
+pub const WORKER_INDEX_ENV: &str = "DORMOUSE_WORKER_INDEX";
+
+/// How to start a worker process (the master adds the channel as stdin
+/// and [`WORKER_INDEX_ENV`]).
+#[derive(Debug, Clone)]
+pub struct WorkerCommand {
+    /// The executable (normally `std::env::current_exe()`).
+    pub program: PathBuf,
+    /// Its arguments, e.g. `["--config", PATH, "worker"]`.
+    pub args: Vec<OsString>,
+}
+
+/// Errors starting the master.
+#[derive(Debug, thiserror::Error)]
+pub enum MasterError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// Implicit-TLS listeners are configured but no TLS configuration was given.
+    #[error("listen_tls is set but no TLS certificate is configured")]
+    NoTls,
+    /// No listener at all.
+    #[error("no IMAP listener configured")]
+    NoListener,
+}
+
+/// State shared by the master's tasks.
+pub(crate) struct MasterShared {
+    pub(crate) config: ImapServerConfig,
+    pub(crate) session_options: SessionOptions,
+    pub(crate) authenticator: Arc<dyn Authenticator>,
+    pub(crate) tls: Option<TlsAcceptor>,
+    pub(crate) limits: Arc<ConnectionLimits>,
+    pub(crate) login_delay: LoginDelay,
+    pub(crate) pool: WorkerPool,
+    pub(crate) counters: Counters,
+    session_ids: AtomicU64,
+}
+
+impl MasterShared {
+    pub(crate) fn next_session_id(&self) -> u64 {
+        self.session_ids.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// A bound, not yet running master.
+pub struct Master {
+    shared: Arc<MasterShared>,
+    plain: Vec<TcpListener>,
+    implicit_tls: Vec<TcpListener>,
+    worker_command: WorkerCommand,
+}
+
+impl std::fmt::Debug for Master {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Master").field("addrs", &self.local_addrs()).finish_non_exhaustive()
+    }
+}
+
+impl Master {
+    /// Binds the configured listeners. `tls` is required when implicit-TLS
+    /// listeners are configured; it also enables STARTTLS on plain ones.
+    ///
+    /// # Errors
+    /// [`MasterError`].
+    pub async fn bind(
+        config: ImapServerConfig,
+        authenticator: Arc<dyn Authenticator>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        worker_command: WorkerCommand,
+    ) -> Result<Self, MasterError> {
+        if !config.listen_tls.is_empty() && tls.is_none() {
+            return Err(MasterError::NoTls);
+        }
+        if config.listen.is_empty() && config.listen_tls.is_empty() {
+            return Err(MasterError::NoListener);
+        }
+        let mut plain = Vec::new();
+        for addr in &config.listen {
+            plain.push(TcpListener::bind(addr).await.map_err(|source| MasterError::Bind { addr: *addr, source })?);
+        }
+        let mut implicit_tls = Vec::new();
+        for addr in &config.listen_tls {
+            implicit_tls.push(TcpListener::bind(addr).await.map_err(|source| MasterError::Bind { addr: *addr, source })?);
+        }
+        let shared = Arc::new(MasterShared {
+            session_options: session_options(&config),
+            authenticator,
+            tls: tls.map(TlsAcceptor::from),
+            limits: Arc::new(ConnectionLimits::new(config.max_connections_per_ip, config.max_sessions_per_user)),
+            login_delay: LoginDelay::new(
+                Duration::from_millis(config.login_failure_delay_ms),
+                Duration::from_millis(config.login_failure_delay_max_ms),
+            ),
+            pool: WorkerPool::new(config.workers),
+            counters: Counters::new(),
+            session_ids: AtomicU64::new(1),
+            config,
+        });
+        Ok(Self { shared, plain, implicit_tls, worker_command })
+    }
+
+    /// The bound addresses: plain listeners first, then implicit-TLS ones.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.plain.iter().chain(&self.implicit_tls).filter_map(|l| l.local_addr().ok()).collect()
+    }
+
+    /// Runs until `shutdown` completes; then stops accepting and stops the
+    /// workers (their sessions end). Logs counters on SIGUSR1 (and forwards
+    /// the signal to the workers), periodically, and at shutdown.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        let shared = self.shared;
+        let mut tasks = tokio::task::JoinSet::new();
+        for index in 0..shared.pool.len() {
+            tasks.spawn(supervise_worker(shared.clone(), index, self.worker_command.clone()));
+        }
+        for listener in self.plain {
+            tasks.spawn(accept_loop(shared.clone(), listener, false));
+        }
+        for listener in self.implicit_tls {
+            tasks.spawn(accept_loop(shared.clone(), listener, true));
+        }
+        tasks.spawn(counters_loop(shared.clone()));
+        tracing::info!(workers = shared.pool.len(), "IMAP master running");
+        shutdown.await;
+        shared.counters.log("master", "shutdown");
+        tracing::info!(sessions_in_workers = shared.pool.session_count(), "IMAP master stopping");
+        // Dropping the supervisors drops their `Child`ren, which kills them.
+        tasks.shutdown().await;
+    }
+}
+
+async fn accept_loop(shared: Arc<MasterShared>, listener: TcpListener, implicit_tls: bool) {
+    let local = listener.local_addr().ok();
+    tracing::info!(addr = ?local, tls = implicit_tls, "IMAP listener ready");
+    loop {
+        match listener.accept().await {
+            Ok((tcp, peer)) => {
+                let local = tcp.local_addr().unwrap_or_else(|_| local.unwrap_or(peer));
+                tokio::spawn(prelogin::serve(shared.clone(), tcp, peer, local, implicit_tls));
+            }
+            Err(e) => {
+                // EMFILE and friends: log and back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn counters_loop(shared: Arc<MasterShared>) {
+    let mut usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).ok();
+    let interval_secs = shared.config.counters_interval_secs;
+    let mut tick =
+        tokio::time::interval(Duration::from_secs(if interval_secs == 0 { 365 * 24 * 3600 } else { interval_secs }));
+    tick.tick().await;
+    loop {
+        let why = tokio::select! {
+            _ = tick.tick(), if interval_secs > 0 => "periodic",
+            Some(()) = async { match usr1.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => {
+                for pid in shared.pool.pids() {
+                    if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+                        let _ = rustix::process::kill_process(pid, rustix::process::Signal::USR1);
+                    }
+                }
+                "SIGUSR1"
+            }
+        };
+        shared.counters.log("master", why);
+        tracing::info!(sessions_in_workers = shared.pool.session_count(), "master sessions");
+    }
+}
+
+/// Keeps worker slot `index` running: spawn, serve its reports, restart on exit.
+async fn supervise_worker(shared: Arc<MasterShared>, index: usize, command: WorkerCommand) {
+    loop {
+        let started = Instant::now();
+        match run_worker_once(&shared, index, &command).await {
+            Ok(status) => {
+                let lost = shared.pool.worker_gone(index);
+                for entry in &lost {
+                    shared.limits.close_session(&entry.user);
+                    shared.limits.close_connection(entry.ip);
+                }
+                tracing::error!(worker = index, %status, lost_sessions = lost.len(), "IMAP worker exited; restarting it");
+            }
+            Err(e) => tracing::error!(worker = index, error = %e, "cannot start IMAP worker"),
+        }
+        // Do not spin if the worker dies at once (bad binary, bad config).
+        if started.elapsed() < Duration::from_secs(2) {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+async fn run_worker_once(
+    shared: &Arc<MasterShared>,
+    index: usize,
+    command: &WorkerCommand,
+) -> io::Result<std::process::ExitStatus> {
+    let (master_end, worker_end) = seqpacket_pair()?;
+    let mut child = Command::new(&command.program)
+        .args(&command.args)
+        .env(WORKER_INDEX_ENV, index.to_string())
+        .stdin(Stdio::from(worker_end))
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = child.id().unwrap_or(0);
+    let link = Arc::new(WorkerLink { index, pid, channel: FdChannel::new(master_end)? });
+    shared.pool.set(index, Some(link.clone()));
+    tracing::info!(worker = index, pid, "IMAP worker started");
+    let mut buf = vec![0u8; 4096];
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status,
+            received = link.channel.recv(&mut buf) => match received {
+                Ok(r) => handle_report(shared, index, &buf[..r.len]),
+                Err(FdPassingError::Closed) => {
+                    // The worker closed its channel: it is exiting.
+                    shared.pool.set(index, None);
+                    break child.wait().await;
+                }
+                Err(e) => {
+                    tracing::error!(worker = index, error = %e, "worker channel failed; killing the worker");
+                    let _ = child.start_kill();
+                    shared.pool.set(index, None);
+                    break child.wait().await;
+                }
+            },
+        }
+    };
+    shared.pool.set(index, None);
+    status
+}
+
+fn handle_report(shared: &MasterShared, index: usize, bytes: &[u8]) {
+    match WorkerReport::decode(bytes) {
+        Ok(WorkerReport::Ready { pid }) => tracing::debug!(worker = index, pid, "worker ready"),
+        Ok(WorkerReport::SessionEnded { session_id }) => release(shared, session_id),
+        Ok(WorkerReport::HandoverRejected { session_id, reason }) => {
+            tracing::error!(worker = index, ?session_id, %reason, "worker rejected a hand-over");
+            if let Some(id) = session_id {
+                release(shared, id);
+            }
+        }
+        Err(e) => tracing::error!(worker = index, error = %e, "bad report from worker"),
+    }
+}
+
+fn release(shared: &MasterShared, session_id: u64) {
+    if let Some(entry) = shared.pool.session_ended(session_id) {
+        shared.limits.close_session(&entry.user);
+        shared.limits.close_connection(entry.ip);
+    }
+}

@@ -1,0 +1,75 @@
+//! The IMAP server processes: a master that accepts connections and runs
+//! the pre-login stage, and worker processes that serve authenticated
+//! sessions. Everything here is a thin tokio driver around the sans-I/O
+//! [`crate::session::Session`].
+//!
+//! # Process model
+//!
+//! - **master** (`dormouse serve`): binds the plain (STARTTLS) and
+//!   implicit-TLS listeners, and for every connection runs a `Session` in
+//!   hand-over mode: greeting, CAPABILITY, STARTTLS, LOGIN, AUTHENTICATE
+//!   PLAIN (with SASL-IR), ID, NOOP, LOGOUT. Per-IP connection limits,
+//!   per-user session limits and the growing failed-login delay live here.
+//! - **workers** (`dormouse worker`, hidden; `workers` of them, default 2):
+//!   spawned and restarted by the master. Each serves many sessions on one
+//!   multi-threaded tokio runtime (one task per session).
+//! - **hand-over**: after a successful login the master sends the worker a
+//!   [`crate::handover::Handover`] record (postcard, versioned) with the
+//!   client's descriptor attached (`SCM_RIGHTS`, [`crate::fd_passing`]) over
+//!   a `SOCK_SEQPACKET` socket pair (the worker's standard input). The
+//!   record includes the bytes the client pipelined after its login command,
+//!   which the worker processes first.
+//! - **TLS** stays in the master (rustls cannot move a live TLS session to
+//!   another process, and workers hold no keys): for STARTTLS and port-993
+//!   sessions the master keeps the TLS connection and passes the worker one
+//!   end of a UNIX stream socket pair; [`tls_proxy`] copies plaintext between
+//!   the two. This is what Dovecot's `imap-login` does when it proxies.
+//! - **wake-ups**: [`wakeup`] — the worker's own writes reach its other
+//!   sessions through a storage hook, other processes' writes through the
+//!   event bus subscriber; an idle session is a parked task, nothing polls.
+//! - **counters**: [`counters`] per process, logged periodically, on
+//!   SIGUSR1 (the master forwards it to its workers) and at shutdown.
+
+pub mod client_stream;
+pub mod config;
+pub mod counters;
+pub mod limits;
+pub mod login_guard;
+pub mod master;
+mod prelogin;
+pub mod session_driver;
+pub mod tls;
+pub mod tls_proxy;
+pub mod wakeup;
+pub mod worker;
+pub mod worker_pool;
+pub mod worker_report;
+
+pub use config::ImapServerConfig;
+pub use master::{Master, MasterError, WorkerCommand, WORKER_INDEX_ENV};
+pub use worker::WorkerDeps;
+
+use crate::session::{Limits, SessionOptions};
+
+/// Most bytes of pipelined input carried in a hand-over record (the rest of
+/// the record fits well within [`crate::fd_passing::MAX_MESSAGE_LEN`]).
+pub const MAX_PENDING_INPUT: usize = 64 * 1024;
+
+/// Session options for this configuration (TLS flags set per connection).
+pub fn session_options(config: &ImapServerConfig) -> SessionOptions {
+    SessionOptions {
+        tls_active: false,
+        starttls_available: false,
+        allow_plaintext_auth: config.allow_plaintext_auth,
+        hand_over_on_auth: false,
+        server_name: "dormouse".to_string(),
+        limits: Limits {
+            max_line: config.max_line_length,
+            max_append_literal: u32::try_from(config.max_literal_size).unwrap_or(u32::MAX),
+            idle_timeout: config.idle_timeout(),
+            autologout: config.autologout(),
+            preauth_timeout: config.prelogin_timeout(),
+            ..Limits::default()
+        },
+    }
+}

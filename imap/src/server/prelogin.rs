@@ -1,0 +1,294 @@
+//! The master's pre-login stage for one connection: greeting, CAPABILITY,
+//! STARTTLS, LOGIN / AUTHENTICATE PLAIN, ID, NOOP, LOGOUT, driven by a
+//! [`Session`] in hand-over mode, then the hand-over to a worker.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use storage_hooks::Hooks;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+
+use crate::fd_passing::stream_pair;
+use crate::handover::{Handover, Transport};
+use crate::session::{HandOver, Session, SessionEvent};
+
+use super::login_guard::LoginGuard;
+use super::master::MasterShared;
+use super::tls_proxy;
+use super::MAX_PENDING_INPUT;
+
+/// The client connection during pre-login.
+enum PreloginStream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl PreloginStream {
+    async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            PreloginStream::Plain(s) => s.read(buf).await,
+            PreloginStream::Tls(s) => s.read(buf).await,
+        }
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            PreloginStream::Plain(s) => s.write_all(bytes).await,
+            PreloginStream::Tls(s) => {
+                s.write_all(bytes).await?;
+                s.flush().await
+            }
+        }
+    }
+
+    async fn close(mut self) {
+        let _ = match &mut self {
+            PreloginStream::Plain(s) => s.shutdown().await,
+            PreloginStream::Tls(s) => s.shutdown().await,
+        };
+    }
+}
+
+/// What the session asked for after a run.
+enum Next {
+    Wait(Instant),
+    StartTls,
+    HandOver(Box<HandOver>),
+    Close,
+}
+
+fn run_session(session: &mut Session, out: &mut Vec<u8>) -> Next {
+    loop {
+        match session.next(Instant::now()) {
+            SessionEvent::Output(bytes) => out.extend_from_slice(&bytes),
+            SessionEvent::NeedMoreInput { deadline } => return Next::Wait(deadline),
+            SessionEvent::StartTls => return Next::StartTls,
+            SessionEvent::Authenticated(h) => return Next::HandOver(h),
+            SessionEvent::Close => return Next::Close,
+        }
+    }
+}
+
+/// Serves one accepted connection until it is handed to a worker or closed.
+pub(crate) async fn serve(shared: Arc<MasterShared>, tcp: TcpStream, peer: SocketAddr, local: SocketAddr, implicit_tls: bool) {
+    let ip = peer.ip();
+    let session_id = shared.next_session_id();
+    let counted_ip = shared.limits.open_connection(ip);
+    shared.counters.session_opened();
+    let handed = serve_inner(&shared, tcp, peer, local, implicit_tls, session_id, counted_ip.clone())
+        .await;
+    shared.counters.session_closed();
+    if !handed && counted_ip.is_ok() {
+        shared.limits.close_connection(ip);
+    }
+}
+
+/// Returns true if the session was handed to a worker (which then owns the
+/// connection and its counts).
+async fn serve_inner(
+    shared: &Arc<MasterShared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    implicit_tls: bool,
+    session_id: u64,
+    ip_allowed: Result<(), super::limits::LimitExceeded>,
+) -> bool {
+    let _ = tcp.set_nodelay(true);
+    let mut stream = if implicit_tls {
+        let Some(acceptor) = shared.tls.clone() else { return false };
+        match tokio::time::timeout(shared.config.prelogin_timeout(), acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => PreloginStream::Tls(Box::new(tls)),
+            Ok(Err(e)) => {
+                tracing::info!(session = session_id, %peer, error = %e, "TLS handshake failed");
+                return false;
+            }
+            Err(_) => {
+                tracing::info!(session = session_id, %peer, "TLS handshake timed out");
+                return false;
+            }
+        }
+    } else {
+        PreloginStream::Plain(tcp)
+    };
+    if let Err(limit) = ip_allowed {
+        tracing::warn!(session = session_id, %peer, %limit, "connection refused");
+        let _ = stream.write_all(format!("* BYE [UNAVAILABLE] {limit}.\r\n").as_bytes()).await;
+        stream.close().await;
+        return false;
+    }
+
+    let guard = LoginGuard::new(shared.authenticator.clone(), shared.limits.clone());
+    let mut options = shared.session_options.clone();
+    options.tls_active = implicit_tls;
+    options.starttls_available = shared.tls.is_some() && !implicit_tls;
+    options.hand_over_on_auth = true;
+    let mut session = Session::new(options, guard.clone(), Hooks::new(), Instant::now());
+    if stream.write_all(&session.greeting()).await.is_err() {
+        return false;
+    }
+    let mut buf = vec![0u8; 4096];
+    let mut tls_via_starttls = false;
+    loop {
+        let mut out = Vec::new();
+        let next = tokio::task::block_in_place(|| run_session(&mut session, &mut out));
+        if guard.take_failure() {
+            let delay = shared.login_delay.record_failure(peer.ip(), Instant::now());
+            tracing::info!(session = session_id, %peer, delay_ms = delay.as_millis() as u64, "login failed");
+            tokio::time::sleep(delay).await;
+        }
+        if !out.is_empty() && stream.write_all(&out).await.is_err() {
+            release_counted_user(shared, &guard);
+            return false;
+        }
+        match next {
+            Next::Wait(deadline) => {
+                tokio::select! {
+                    read = stream.read(&mut buf) => match read {
+                        Ok(0) | Err(_) => {
+                            release_counted_user(shared, &guard);
+                            return false;
+                        }
+                        Ok(n) => session.enqueue_input(&buf[..n]),
+                    },
+                    () = tokio::time::sleep_until(deadline.into()) => {}
+                }
+            }
+            Next::StartTls => {
+                let (PreloginStream::Plain(tcp), Some(acceptor)) = (stream, shared.tls.clone()) else {
+                    tracing::error!(session = session_id, "STARTTLS on a connection that cannot do it");
+                    return false;
+                };
+                match tokio::time::timeout(shared.config.prelogin_timeout(), acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        stream = PreloginStream::Tls(Box::new(tls));
+                        session.tls_started();
+                        tls_via_starttls = true;
+                    }
+                    _ => {
+                        tracing::info!(session = session_id, %peer, "STARTTLS handshake failed");
+                        return false;
+                    }
+                }
+            }
+            Next::Close => {
+                stream.close().await;
+                release_counted_user(shared, &guard);
+                return false;
+            }
+            Next::HandOver(h) => {
+                shared.login_delay.record_success(peer.ip());
+                // The guard counted this user's session; from here the
+                // worker pool's session table owns that count.
+                let counted = guard.take_counted_user();
+                let transport = match &stream {
+                    PreloginStream::Plain(_) => Transport::PlainTcp,
+                    PreloginStream::Tls(_) => Transport::TlsProxied { implicit: !tls_via_starttls },
+                };
+                let record = Handover {
+                    session_id,
+                    peer,
+                    local,
+                    transport,
+                    authenticated_at_ms: SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map(|d| d.as_millis() as u64)
+                        .unwrap_or(0),
+                    session: *h,
+                };
+                let handed = hand_over(shared, record, stream, peer).await;
+                if !handed {
+                    if let Some(user) = counted {
+                        shared.limits.close_session(&user);
+                    }
+                }
+                return handed;
+            }
+        }
+    }
+}
+
+fn release_counted_user(shared: &MasterShared, guard: &LoginGuard) {
+    if let Some(user) = guard.take_counted_user() {
+        shared.limits.close_session(&user);
+    }
+}
+
+/// Passes the connection to a worker; on failure tells the client and closes.
+async fn hand_over(shared: &Arc<MasterShared>, record: Handover, stream: PreloginStream, peer: SocketAddr) -> bool {
+    let session_id = record.session_id;
+    let user = record.session.user.clone();
+    if record.session.pending_input.len() > MAX_PENDING_INPUT {
+        tracing::warn!(session = session_id, %user, bytes = record.session.pending_input.len(), "too much pipelined input at login");
+        let mut stream = stream;
+        let _ = stream.write_all(b"* BYE [LIMIT] Too much input pipelined after login.\r\n").await;
+        stream.close().await;
+        return false;
+    }
+    let result = match stream {
+        PreloginStream::Plain(tcp) => match tcp.into_std() {
+            Ok(std_tcp) => {
+                let fd = OwnedFd::from(std_tcp);
+                let sent = shared.pool.hand_over(&record, fd.as_fd(), peer.ip()).await;
+                if sent.is_err() {
+                    let mut back = std::net::TcpStream::from(fd);
+                    let _ = std::io::Write::write_all(
+                        &mut back,
+                        b"* BYE [UNAVAILABLE] No IMAP worker available, try again later.\r\n",
+                    );
+                }
+                sent
+            }
+            Err(e) => {
+                tracing::error!(session = session_id, error = %e, "cannot detach client socket");
+                return false;
+            }
+        },
+        PreloginStream::Tls(mut tls) => {
+            let pair = stream_pair().and_then(|(mine, theirs)| {
+                let std_mine = std::os::unix::net::UnixStream::from(mine);
+                std_mine.set_nonblocking(true)?;
+                Ok((tokio::net::UnixStream::from_std(std_mine)?, theirs))
+            });
+            let (mine, theirs) = match pair {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(session = session_id, error = %e, "cannot create proxy socket pair");
+                    let _ = tls.write_all(b"* BYE [UNAVAILABLE] Server error, try again later.\r\n").await;
+                    return false;
+                }
+            };
+            let sent = shared.pool.hand_over(&record, theirs.as_fd(), peer.ip()).await;
+            drop(theirs);
+            match sent {
+                Ok(worker) => {
+                    tokio::spawn(async move {
+                        let totals = tls_proxy::run(*tls, mine).await;
+                        tracing::debug!(session = session_id, to_worker = totals.to_worker, to_client = totals.to_client, "TLS proxy closed");
+                    });
+                    Ok(worker)
+                }
+                Err(e) => {
+                    let _ = tls.write_all(b"* BYE [UNAVAILABLE] No IMAP worker available, try again later.\r\n").await;
+                    let _ = tls.shutdown().await;
+                    Err(e)
+                }
+            }
+        }
+    };
+    match result {
+        Ok(worker) => {
+            tracing::info!(session = session_id, %user, worker, tls = record.transport.is_tls(), "handed to worker");
+            true
+        }
+        Err(e) => {
+            tracing::error!(session = session_id, %user, error = %e, "hand-over failed");
+            false
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! The worker's tokio driver around one authenticated [`Session`].
+//!
+//! The loop: let the session run until it needs input (storage calls block,
+//! so that part runs under `block_in_place`), write its output, then wait for
+//! whichever comes first: client bytes, a change event for the user (from
+//! the [`super::wakeup`] registry), or the session's deadline (IDLE timeout,
+//! autologout). Nothing polls: an idle session is one parked task.
+
+use std::io;
+use std::time::Instant;
+
+use crate::session::{Session, SessionEvent};
+
+use super::client_stream::{ClientStream, READ_CHUNK};
+use super::counters::Counters;
+use super::wakeup::Registration;
+
+/// Output collected before it is written, so one large response does not
+/// sit in memory in full next to the next one.
+const WRITE_BATCH: usize = 256 * 1024;
+
+/// How a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// The session said so (LOGOUT, timeout BYE, fatal protocol error).
+    Closed,
+    /// The client closed the connection.
+    ClientGone,
+    /// Reading or writing failed.
+    IoError,
+}
+
+/// Feeds queued change events into the session.
+fn deliver_events(session: &mut Session, registration: &Registration) {
+    let pending = registration.inbox().take();
+    for event in &pending.events {
+        session.on_mailbox_event(event);
+    }
+    if pending.overflowed {
+        session.poke_changes();
+    }
+}
+
+/// What the session asked for after a run.
+enum Step {
+    /// Write this, then run again.
+    Write(Vec<u8>),
+    /// Write this (may be empty), then wait for input or the deadline.
+    WriteThenWait(Vec<u8>, Instant),
+    /// Write this, then close.
+    WriteThenClose(Vec<u8>),
+}
+
+/// Runs the session until it needs input, closes, or has a batch of output.
+fn run_session(session: &mut Session) -> Step {
+    let mut out = Vec::new();
+    loop {
+        match session.next(Instant::now()) {
+            SessionEvent::Output(bytes) => {
+                if out.is_empty() {
+                    out = bytes;
+                } else {
+                    out.extend_from_slice(&bytes);
+                }
+                if out.len() >= WRITE_BATCH {
+                    return Step::Write(out);
+                }
+            }
+            SessionEvent::NeedMoreInput { deadline } => return Step::WriteThenWait(out, deadline),
+            SessionEvent::Close => return Step::WriteThenClose(out),
+            SessionEvent::StartTls | SessionEvent::Authenticated(_) => {
+                // Neither can happen after authentication (no STARTTLS is
+                // offered there, and a worker session does not hand over).
+                tracing::error!("worker session asked for STARTTLS or a hand-over; closing");
+                out.extend_from_slice(b"* BYE Internal server error.\r\n");
+                return Step::WriteThenClose(out);
+            }
+        }
+    }
+}
+
+/// Reads what is ready into the session; returns bytes read (0 = EOF).
+fn read_into(stream: &ClientStream, session: &mut Session) -> io::Result<usize> {
+    let mut buf = [0u8; READ_CHUNK];
+    let n = stream.try_read(&mut buf)?;
+    if n > 0 {
+        session.enqueue_input(&buf[..n]);
+    }
+    Ok(n)
+}
+
+async fn write(stream: &mut ClientStream, bytes: &[u8], counters: &Counters) -> io::Result<()> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    stream.write_all(bytes).await?;
+    counters.add_bytes_out(bytes.len() as u64);
+    Ok(())
+}
+
+/// Serves `session` on `stream` until it ends.
+pub async fn drive(
+    mut session: Session,
+    mut stream: ClientStream,
+    registration: Registration,
+    counters: &Counters,
+) -> SessionEnd {
+    loop {
+        deliver_events(&mut session, &registration);
+        let step = tokio::task::block_in_place(|| run_session(&mut session));
+        counters.add_commands(match &step {
+            Step::Write(b) | Step::WriteThenWait(b, _) | Step::WriteThenClose(b) => count_tagged_responses(b),
+        });
+        let deadline = match step {
+            Step::Write(bytes) => {
+                if write(&mut stream, &bytes, counters).await.is_err() {
+                    return SessionEnd::IoError;
+                }
+                continue;
+            }
+            Step::WriteThenClose(bytes) => {
+                let _ = write(&mut stream, &bytes, counters).await;
+                stream.shutdown().await;
+                return SessionEnd::Closed;
+            }
+            Step::WriteThenWait(bytes, deadline) => {
+                if write(&mut stream, &bytes, counters).await.is_err() {
+                    return SessionEnd::IoError;
+                }
+                deadline
+            }
+        };
+        tokio::select! {
+            ready = stream.readable() => {
+                if ready.is_err() {
+                    return SessionEnd::IoError;
+                }
+                match read_into(&stream, &mut session) {
+                    Ok(0) => return SessionEnd::ClientGone,
+                    Ok(n) => counters.add_bytes_in(n as u64),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => return SessionEnd::IoError,
+                }
+            }
+            () = registration.inbox().notified() => {}
+            () = tokio::time::sleep_until(deadline.into()) => {}
+        }
+    }
+}
+
+/// Counts tagged responses (command completions) in a chunk of server
+/// output made of complete responses, skipping literal data (`{n}\r\n` then
+/// n bytes) so message contents are never mistaken for response lines.
+pub fn count_tagged_responses(out: &[u8]) -> u64 {
+    let mut count = 0;
+    let mut pos = 0;
+    let mut at_response_start = true;
+    while pos < out.len() {
+        if at_response_start && out[pos] != b'*' && out[pos] != b'+' {
+            count += 1;
+        }
+        let Some(eol) = out[pos..].windows(2).position(|w| w == b"\r\n") else { break };
+        let line = &out[pos..pos + eol];
+        pos += eol + 2;
+        at_response_start = true;
+        if let Some(open) = line.iter().rposition(|&b| b == b'{') {
+            let inner = &line[open + 1..];
+            if let Some(digits) = inner.strip_suffix(b"}") {
+                let digits = digits.strip_suffix(b"+").unwrap_or(digits);
+                if let Some(n) = std::str::from_utf8(digits).ok().and_then(|d| d.parse::<usize>().ok()) {
+                    pos = pos.saturating_add(n);
+                    at_response_start = false;
+                }
+            }
+        }
+    }
+    count
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_tagged_lines_and_skips_literals() {
+        let out = b"* 1 FETCH (BODY[] {21}\r\na1 OK fake\r\nb2 NO x\r\n)\r\na1 OK FETCH done\r\n+ idling\r\n* 3 EXISTS\r\nb OK\r\n";
+        assert_eq!(count_tagged_responses(out), 2);
+        assert_eq!(count_tagged_responses(b""), 0);
+        assert_eq!(count_tagged_responses(b"* BYE bye\r\n"), 0);
+        assert_eq!(count_tagged_responses(b"x {99999999999999999999}\r\n"), 1);
+    }
+}

@@ -1,0 +1,134 @@
+//! The master's plaintext proxy for TLS sessions handed to a worker.
+//!
+//! TLS state (keys, sequence numbers) cannot move between processes with
+//! rustls, and workers should never hold key material. So, like Dovecot's
+//! `imap-login` proxying for `imap`, the master keeps the TLS connection
+//! after login and hands the worker one end of a UNIX stream socket pair;
+//! this task copies decrypted bytes between the TLS stream and the other end.
+//!
+//! Shutdown: when the worker closes its end (LOGOUT, timeout, worker
+//! death), the TLS side gets `close_notify` and is closed after a short grace
+//! period for the client's own close; when the client closes, the worker's
+//! end gets EOF and the session ends there.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+/// How long the proxy waits for the client to close after the worker did.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Bytes moved by a finished proxy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProxyTotals {
+    /// Client to worker.
+    pub to_worker: u64,
+    /// Worker to client.
+    pub to_client: u64,
+}
+
+/// Copies between the client's TLS stream and the worker's socket until
+/// both sides are done; see the module docs for the close rules.
+pub async fn run<S>(tls: S, worker: UnixStream) -> ProxyTotals
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut tls_read, mut tls_write) = tokio::io::split(tls);
+    let (mut worker_read, mut worker_write) = worker.into_split();
+    let mut totals = ProxyTotals::default();
+    {
+        let to_worker = &mut totals.to_worker;
+        let upstream = async {
+            let mut buf = vec![0u8; 8 * 1024];
+            loop {
+                match tls_read.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if worker_write.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        *to_worker += n as u64;
+                    }
+                }
+            }
+            let _ = worker_write.shutdown().await;
+        };
+        let to_client = &mut totals.to_client;
+        let downstream = async {
+            let mut buf = vec![0u8; 8 * 1024];
+            loop {
+                match worker_read.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if tls_write.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        *to_client += n as u64;
+                    }
+                }
+            }
+            // Sends close_notify and FIN.
+            let _ = tls_write.shutdown().await;
+        };
+        tokio::pin!(upstream);
+        tokio::pin!(downstream);
+        tokio::select! {
+            () = &mut upstream => {
+                // Client is done sending; let the worker finish its answers.
+                downstream.await;
+            }
+            () = &mut downstream => {
+                // Worker is done; give the client a moment to close cleanly.
+                let _ = tokio::time::timeout(CLOSE_GRACE, upstream).await;
+            }
+        }
+    }
+    totals
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn copies_both_ways_and_ends_when_worker_closes() {
+        let (client_side, proxy_side) = tokio::io::duplex(1024);
+        let (worker_end, proxy_worker_end) = UnixStream::pair().unwrap();
+        let proxy = tokio::spawn(run(proxy_side, proxy_worker_end));
+        let (mut client_read, mut client_write) = tokio::io::split(client_side);
+        let (mut worker_read, mut worker_write) = worker_end.into_split();
+
+        client_write.write_all(b"a1 NOOP\r\n").await.unwrap();
+        let mut got = [0u8; 9];
+        worker_read.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"a1 NOOP\r\n");
+
+        worker_write.write_all(b"a1 OK done\r\n").await.unwrap();
+        let mut answer = [0u8; 12];
+        client_read.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, b"a1 OK done\r\n");
+
+        drop(worker_write);
+        drop(worker_read);
+        let mut rest = Vec::new();
+        client_read.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty(), "worker close must end the client stream");
+        drop(client_write);
+        drop(client_read);
+        let totals = tokio::time::timeout(Duration::from_secs(10), proxy).await.unwrap().unwrap();
+        assert_eq!(totals, ProxyTotals { to_worker: 9, to_client: 12 });
+    }
+
+    #[tokio::test]
+    async fn client_close_reaches_worker_as_eof() {
+        let (client_side, proxy_side) = tokio::io::duplex(1024);
+        let (mut worker_end, proxy_worker_end) = UnixStream::pair().unwrap();
+        let proxy = tokio::spawn(run(proxy_side, proxy_worker_end));
+        drop(client_side);
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), worker_end.read_to_end(&mut rest)).await.unwrap().unwrap();
+        drop(worker_end);
+        tokio::time::timeout(Duration::from_secs(10), proxy).await.unwrap().unwrap();
+    }
+}

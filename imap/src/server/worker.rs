@@ -1,0 +1,216 @@
+//! The IMAP worker process: receives authenticated sessions from the master
+//! and serves many of them concurrently on one tokio runtime.
+//!
+//! The worker's channel to the master is its standard input (a
+//! `SOCK_SEQPACKET` socket; see [`channel_from_stdin`]). Each message
+//! carries a [`Handover`] record and the client's descriptor. When the
+//! channel closes (master gone) the worker logs its counters and exits;
+//! its sessions end with it.
+
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use storage_hooks::Hooks;
+use tokio::net::{TcpStream, UnixStream};
+
+use crate::fd_passing::{FdChannel, FdPassingError, MAX_MESSAGE_LEN};
+use crate::handover::{Handover, Transport};
+use crate::session::{Authenticator, Session};
+
+use super::client_stream::ClientStream;
+use super::config::ImapServerConfig;
+use super::counters::Counters;
+use super::session_driver::{self, SessionEnd};
+use super::session_options;
+use super::wakeup::{WakeupHook, WakeupRegistry};
+use super::worker_report::WorkerReport;
+
+/// What a worker needs besides its configuration.
+pub struct WorkerDeps {
+    /// Login checks (sessions arrive authenticated; kept for the Session API).
+    pub authenticator: Arc<dyn Authenticator>,
+    /// Extra storage hooks for this worker's stores, e.g. the bus publisher.
+    pub hooks: Hooks,
+    /// Session registry for wake-ups; the bus subscriber dispatches into it.
+    pub wakeups: Arc<WakeupRegistry>,
+}
+
+impl std::fmt::Debug for WorkerDeps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerDeps").field("hooks", &self.hooks).finish_non_exhaustive()
+    }
+}
+
+/// Takes the worker's channel from standard input (as set up by the master).
+///
+/// # Errors
+/// Standard input is not open.
+pub fn channel_from_stdin() -> io::Result<OwnedFd> {
+    std::io::stdin().as_fd().try_clone_to_owned()
+}
+
+/// Shared state of one worker.
+struct WorkerShared {
+    config: ImapServerConfig,
+    index: usize,
+    deps: WorkerDeps,
+    hooks: Hooks,
+    counters: Counters,
+    channel: FdChannel,
+}
+
+/// Runs the worker until the master closes the channel or `shutdown` completes.
+///
+/// # Errors
+/// The channel could not be set up.
+pub async fn run(
+    config: ImapServerConfig,
+    index: usize,
+    channel: OwnedFd,
+    deps: WorkerDeps,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let mut hooks = deps.hooks.clone();
+    hooks.push(WakeupHook::new(deps.wakeups.clone()));
+    let shared = Arc::new(WorkerShared {
+        config,
+        index,
+        deps,
+        hooks,
+        counters: Counters::new(),
+        channel: FdChannel::new(channel)?,
+    });
+    let ready = WorkerReport::Ready { pid: std::process::id() };
+    if let Ok(bytes) = ready.encode() {
+        let _ = shared.channel.send(&bytes, None).await;
+    }
+    tracing::info!(worker = index, pid = std::process::id(), "IMAP worker ready");
+    let counters_task = tokio::spawn(counters_loop(shared.clone()));
+    tokio::select! {
+        () = receive_loop(shared.clone()) => {}
+        () = shutdown => {}
+    }
+    counters_task.abort();
+    shared.counters.log(&format!("worker {index}"), "shutdown");
+    Ok(())
+}
+
+async fn receive_loop(shared: Arc<WorkerShared>) {
+    let mut buf = vec![0u8; MAX_MESSAGE_LEN];
+    loop {
+        match shared.channel.recv(&mut buf).await {
+            Ok(received) => accept_handover(&shared, &buf[..received.len], received.fd).await,
+            Err(FdPassingError::Closed) => {
+                tracing::info!(worker = shared.index, "master closed the channel; exiting");
+                return;
+            }
+            Err(e @ (FdPassingError::Truncated | FdPassingError::TooManyFds(_))) => {
+                tracing::error!(worker = shared.index, error = %e, "bad message from master");
+                report(&shared, &WorkerReport::HandoverRejected { session_id: None, reason: e.to_string() }).await;
+            }
+            Err(e) => {
+                tracing::error!(worker = shared.index, error = %e, "channel to master failed; exiting");
+                return;
+            }
+        }
+    }
+}
+
+async fn report(shared: &WorkerShared, report: &WorkerReport) {
+    match report.encode() {
+        Ok(bytes) => {
+            if let Err(e) = shared.channel.send(&bytes, None).await {
+                tracing::warn!(worker = shared.index, error = %e, "cannot report to master");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot encode worker report"),
+    }
+}
+
+async fn accept_handover(shared: &Arc<WorkerShared>, bytes: &[u8], fd: Option<OwnedFd>) {
+    let record = match Handover::decode(bytes) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(worker = shared.index, error = %e, "undecodable hand-over record");
+            report(shared, &WorkerReport::HandoverRejected { session_id: None, reason: e.to_string() }).await;
+            return;
+        }
+    };
+    let Some(fd) = fd else {
+        tracing::error!(worker = shared.index, session = record.session_id, "hand-over without a descriptor");
+        let reason = "no descriptor".to_string();
+        report(shared, &WorkerReport::HandoverRejected { session_id: Some(record.session_id), reason }).await;
+        return;
+    };
+    let stream = match client_stream(record.transport, fd) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(worker = shared.index, session = record.session_id, error = %e, "cannot register client socket");
+            let reason = e.to_string();
+            report(shared, &WorkerReport::HandoverRejected { session_id: Some(record.session_id), reason }).await;
+            return;
+        }
+    };
+    tokio::spawn(serve_session(shared.clone(), record, stream));
+}
+
+fn client_stream(transport: Transport, fd: OwnedFd) -> io::Result<ClientStream> {
+    Ok(match transport {
+        Transport::PlainTcp => {
+            let std_tcp = std::net::TcpStream::from(fd);
+            std_tcp.set_nonblocking(true)?;
+            ClientStream::Tcp(TcpStream::from_std(std_tcp)?)
+        }
+        Transport::TlsProxied { .. } => {
+            let std_unix = std::os::unix::net::UnixStream::from(fd);
+            std_unix.set_nonblocking(true)?;
+            ClientStream::Unix(UnixStream::from_std(std_unix)?)
+        }
+    })
+}
+
+async fn serve_session(shared: Arc<WorkerShared>, record: Handover, mut stream: ClientStream) {
+    let session_id = record.session_id;
+    let user = record.session.user.clone();
+    let peer = record.peer;
+    shared.counters.session_opened();
+    shared.counters.add_bytes_in(record.session.pending_input.len() as u64);
+    let options = session_options(&shared.config);
+    let resumed = tokio::task::block_in_place(|| {
+        Session::resume(options, record.session, shared.deps.authenticator.clone(), shared.hooks.clone(), Instant::now())
+    });
+    let end = match resumed {
+        Ok(session) => {
+            tracing::debug!(session = session_id, %user, %peer, "session started in worker");
+            let registration = shared.deps.wakeups.register(&user);
+            session_driver::drive(session, stream, registration, &shared.counters).await
+        }
+        Err(e) => {
+            tracing::error!(session = session_id, %user, error = %e, "cannot resume session");
+            let _ = stream.write_all(b"* BYE [UNAVAILABLE] Mail store unavailable, try again later.\r\n").await;
+            stream.shutdown().await;
+            SessionEnd::IoError
+        }
+    };
+    shared.counters.session_closed();
+    tracing::debug!(session = session_id, %user, ?end, "session ended");
+    report(&shared, &WorkerReport::SessionEnded { session_id }).await;
+}
+
+async fn counters_loop(shared: Arc<WorkerShared>) {
+    let role = format!("worker {}", shared.index);
+    let mut usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).ok();
+    let interval_secs = shared.config.counters_interval_secs;
+    let mut tick = tokio::time::interval(Duration::from_secs(interval_secs.max(1)));
+    tick.tick().await;
+    loop {
+        let why = tokio::select! {
+            _ = tick.tick(), if interval_secs > 0 => "periodic",
+            Some(()) = async { match usr1.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => "SIGUSR1",
+        };
+        shared.counters.log(&role, why);
+    }
+}

@@ -1,0 +1,196 @@
+//! The master's table of worker processes and of the sessions handed to them.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::os::fd::BorrowedFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::fd_passing::{FdChannel, FdPassingError};
+use crate::handover::{Handover, HandoverError};
+
+/// A live worker as the master sees it.
+#[derive(Debug)]
+pub struct WorkerLink {
+    /// Slot number (0-based).
+    pub index: usize,
+    /// Process id.
+    pub pid: u32,
+    /// The master's end of the worker's channel.
+    pub channel: FdChannel,
+}
+
+/// A session living in a worker, as the master tracks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionEntry {
+    /// Worker slot serving it.
+    pub worker: usize,
+    /// The user (counted against the per-user limit).
+    pub user: String,
+    /// The client's IP (counted against the per-IP limit).
+    pub ip: IpAddr,
+}
+
+/// Why a hand-over failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandOverFailed {
+    /// No worker is running right now (all restarting).
+    #[error("no IMAP worker is running")]
+    NoWorker,
+    /// Encoding the record failed.
+    #[error(transparent)]
+    Record(#[from] HandoverError),
+    /// Sending to the worker failed.
+    #[error(transparent)]
+    Send(#[from] FdPassingError),
+}
+
+/// Worker slots plus the sessions handed to each.
+#[derive(Debug)]
+pub struct WorkerPool {
+    slots: Vec<Mutex<Option<Arc<WorkerLink>>>>,
+    next: AtomicUsize,
+    sessions: Mutex<HashMap<u64, SessionEntry>>,
+}
+
+impl WorkerPool {
+    /// A pool with `count` empty slots.
+    pub fn new(count: usize) -> Self {
+        Self {
+            slots: (0..count.max(1)).map(|_| Mutex::new(None)).collect(),
+            next: AtomicUsize::new(0),
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Number of slots.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Always false (a pool has at least one slot).
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Marks slot `index` as served by `link` (or empty with `None`).
+    pub fn set(&self, index: usize, link: Option<Arc<WorkerLink>>) {
+        if let Some(slot) = self.slots.get(index) {
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = link;
+        }
+    }
+
+    /// The next live worker, round robin.
+    pub fn pick(&self) -> Option<Arc<WorkerLink>> {
+        let n = self.slots.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n).find_map(|i| self.slots[(start + i) % n].lock().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<u64, SessionEntry>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends `record` with the client's descriptor `fd` to a worker and
+    /// records the session. Returns the worker's slot.
+    ///
+    /// # Errors
+    /// [`HandOverFailed`]; the session is not recorded then.
+    pub async fn hand_over(&self, record: &Handover, fd: BorrowedFd<'_>, ip: IpAddr) -> Result<usize, HandOverFailed> {
+        let bytes = record.encode()?;
+        let link = self.pick().ok_or(HandOverFailed::NoWorker)?;
+        self.sessions()
+            .insert(record.session_id, SessionEntry { worker: link.index, user: record.session.user.clone(), ip });
+        if let Err(e) = link.channel.send(&bytes, Some(fd)).await {
+            self.sessions().remove(&record.session_id);
+            return Err(e.into());
+        }
+        Ok(link.index)
+    }
+
+    /// Forgets a session the worker reported as ended.
+    pub fn session_ended(&self, session_id: u64) -> Option<SessionEntry> {
+        self.sessions().remove(&session_id)
+    }
+
+    /// Forgets (and returns) every session of a worker that died.
+    pub fn worker_gone(&self, index: usize) -> Vec<SessionEntry> {
+        let mut sessions = self.sessions();
+        let lost: Vec<u64> = sessions.iter().filter(|(_, e)| e.worker == index).map(|(id, _)| *id).collect();
+        lost.iter().filter_map(|id| sessions.remove(id)).collect()
+    }
+
+    /// Sessions currently handed to workers.
+    pub fn session_count(&self) -> usize {
+        self.sessions().len()
+    }
+
+    /// Process ids of the live workers.
+    pub fn pids(&self) -> Vec<u32> {
+        self.slots
+            .iter()
+            .filter_map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|l| l.pid))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fd_passing::seqpacket_pair;
+    use crate::handover::Transport;
+    use crate::session::{EnabledExtensions, HandOver};
+    use std::os::fd::AsFd;
+
+    fn record(id: u64) -> Handover {
+        Handover {
+            session_id: id,
+            peer: "127.0.0.1:40000".parse().unwrap(),
+            local: "127.0.0.1:1143".parse().unwrap(),
+            transport: Transport::PlainTcp,
+            authenticated_at_ms: 0,
+            session: HandOver {
+                user: "alice".into(),
+                maildir: "/tmp/x".into(),
+                enabled: EnabledExtensions::default(),
+                tls_active: false,
+                pending_input: Vec::new(),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn hands_over_round_robin_and_forgets_dead_workers() {
+        let pool = WorkerPool::new(2);
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let (client, _keep) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert!(matches!(pool.hand_over(&record(1), client.as_fd(), ip).await, Err(HandOverFailed::NoWorker)));
+
+        let (m0, w0) = seqpacket_pair().unwrap();
+        let (m1, w1) = seqpacket_pair().unwrap();
+        pool.set(0, Some(Arc::new(WorkerLink { index: 0, pid: 10, channel: FdChannel::new(m0).unwrap() })));
+        pool.set(1, Some(Arc::new(WorkerLink { index: 1, pid: 11, channel: FdChannel::new(m1).unwrap() })));
+        let a = pool.hand_over(&record(1), client.as_fd(), ip).await.unwrap();
+        let b = pool.hand_over(&record(2), client.as_fd(), ip).await.unwrap();
+        assert_ne!(a, b);
+        assert_eq!(pool.session_count(), 2);
+        let mut pids = pool.pids();
+        pids.sort_unstable();
+        assert_eq!(pids, vec![10, 11]);
+
+        // Each worker end got one record with a descriptor.
+        for w in [&w0, &w1] {
+            let mut buf = vec![0u8; 4096];
+            let got = crate::fd_passing::recv_message(w.as_fd(), &mut buf).unwrap();
+            assert!(got.fd.is_some());
+            Handover::decode(&buf[..got.len]).unwrap();
+        }
+
+        assert_eq!(pool.session_ended(1).map(|e| e.user), Some("alice".into()));
+        assert_eq!(pool.session_ended(1), None);
+        pool.set(b, None);
+        assert_eq!(pool.worker_gone(b).len(), 1);
+        assert_eq!(pool.session_count(), 0);
+        assert_eq!(pool.hand_over(&record(3), client.as_fd(), ip).await.unwrap(), a);
+    }
+}
