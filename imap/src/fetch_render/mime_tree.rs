@@ -133,6 +133,11 @@ fn build(msg: &Message<'_>, id: usize, base: usize, limit: usize) -> MimeNode {
         ),
         None => ("text".to_string(), "plain".to_string(), vec![("charset".to_string(), "us-ascii".to_string())]),
     };
+    let mut params = params;
+    if media_type.eq_ignore_ascii_case("text") && !params.iter().any(|(k, _)| k.eq_ignore_ascii_case("charset")) {
+        // RFC 2045 default, reported explicitly like Dovecot does.
+        params.insert(0, ("charset".to_string(), "us-ascii".to_string()));
+    }
     let disposition = part.content_disposition().map(|d| {
         (
             d.c_type.to_string(),
@@ -171,11 +176,10 @@ fn build(msg: &Message<'_>, id: usize, base: usize, limit: usize) -> MimeNode {
             node.children = ids.iter().map(|&c| build(msg, c as usize, base, limit)).collect();
         }
         PartType::Message(inner) if !inner.parts.is_empty() => {
-            // mail-parser gives the inner message offsets relative to its own
-            // raw bytes, which start at this part's body.
-            let inner_base = node.body.start;
-            let inner_limit = node.body.end;
-            node.encapsulated = Some(Box::new(build(inner, 0, inner_base, inner_limit)));
+            // mail-parser 0.11 gives the inner message's offsets relative to
+            // the outermost raw message (its `raw_message` is the whole
+            // outer message), so the base stays the same.
+            node.encapsulated = Some(Box::new(build(inner, 0, base, node.body.end)));
         }
         _ => {}
     }

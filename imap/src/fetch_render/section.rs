@@ -98,7 +98,7 @@ pub(crate) fn section_name(section: Option<&Section<'_>>) -> String {
             .iter()
             .map(|n| {
                 let mut v = Vec::new();
-                crate::session::response::astring(&mut v, n.as_ref());
+                crate::session::response::astring(&mut v, &n.as_ref().to_ascii_uppercase());
                 String::from_utf8_lossy(&v).into_owned()
             })
             .collect::<Vec<_>>()

@@ -62,13 +62,9 @@ pub(crate) fn body_structure(out: &mut Vec<u8>, raw: &[u8], node: &MimeNode, ext
     out.push(b')');
 }
 
+/// Line count as Dovecot reports it: the number of LFs.
 fn count_lines(b: &[u8]) -> usize {
-    let n = b.iter().filter(|&&c| c == b'\n').count();
-    if b.last().is_some_and(|&c| c != b'\n') {
-        n + 1
-    } else {
-        n
-    }
+    b.iter().filter(|&&c| c == b'\n').count()
 }
 
 /// ` dsp lang loc` of the extension data.

@@ -219,8 +219,9 @@ impl Session {
                         let data = section::extract(&raw, tree, sec.as_ref());
                         sep(&mut o);
                         o.extend_from_slice(format!("BODY[{}]", section::section_name(sec.as_ref())).as_bytes());
-                        match (data, partial) {
-                            (None, _) => o.extend_from_slice(b" NIL"),
+                        // A part that does not exist is an empty string, as in Dovecot.
+                        match (Some(data.unwrap_or_default()), partial) {
+                            (None, _) => {}
                             (Some(d), None) => {
                                 o.push(b' ');
                                 literal(&mut o, &d);
