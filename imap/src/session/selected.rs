@@ -159,7 +159,7 @@ impl Selected {
         flag_uids.retain(|&u| self.seq_of(u).is_some_and(|s| !self.view[s - 1].expunged));
         for uid in flag_uids {
             if let Some(seq) = self.seq_of(uid) {
-                self.write_flags_fetch(seq, ext, true, out);
+                self.write_flags_fetch(seq, ext, false, out);
             }
         }
         self.view.extend(added);
