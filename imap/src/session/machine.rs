@@ -271,7 +271,7 @@ impl Session {
             return;
         }
         match CommandCodec::default().decode(bytes) {
-            Ok((rest, cmd)) if rest.is_empty() => {
+            Ok((b"", cmd)) => {
                 let tag = cmd.tag.inner().to_string();
                 self.dispatch(&tag, cmd, now);
             }
@@ -323,7 +323,7 @@ impl Session {
             }
             (Phase::NotAuthenticated, CommandBody::Authenticate { mechanism, initial_response }) => {
                 let ir = initial_response.map(|s| s.declassify().to_vec());
-                self.op_authenticate(tag, &mechanism.to_string(), ir, now);
+                self.op_authenticate(tag, mechanism.as_ref(), ir, now);
             }
             (Phase::NotAuthenticated, _) => self.no(tag, "Please log in first."),
             (_, CommandBody::StartTLS) => self.bad(tag, "STARTTLS is only allowed before login."),
