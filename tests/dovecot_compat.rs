@@ -1,0 +1,261 @@
+//! Cross-check against a real Dovecot 2.3 (apt `dovecot-imapd`) sharing the
+//! same passwd file and Maildir: mail delivered by `dormouse deliver` has
+//! the same UIDs, UIDVALIDITY and flags through Dovecot IMAP; flags set by
+//! dormouse (system flags and keywords) show in Dovecot; mail delivered by
+//! Dovecot's LDA and flags set through Dovecot IMAP show in dormouse; UIDs
+//! keep counting up whichever side delivers.
+//!
+//! Skipped (with a message) only if Dovecot is not installed. When run as
+//! root the mail user is `nobody` (Dovecot refuses root mail access), and the
+//! Maildir is handed to `nobody` after each dormouse write: on a real system
+//! both programs run as the mail user.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use storage_hooks::{FlagOp, Flags, SystemFlags, UidSet};
+use support::{free_port, TestEnv};
+
+const DOVECOT: &str = "/usr/sbin/dovecot";
+const LDA: &str = "/usr/lib/dovecot/dovecot-lda";
+
+/// uid/gid the mail user gets in the shared passwd file.
+fn mail_ids() -> (u32, u32) {
+    if rustix::process::geteuid().is_root() {
+        (65534, 65534)
+    } else {
+        (rustix::process::getuid().as_raw(), rustix::process::getgid().as_raw())
+    }
+}
+
+/// A throwaway Dovecot instance; stopped on drop.
+struct Dovecot {
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Dovecot {
+    fn start(dir: &Path, passwd: &Path) -> Dovecot {
+        let port = free_port();
+        for sub in ["run", "state"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        let users = if rustix::process::geteuid().is_root() {
+            String::new()
+        } else {
+            // Not root: every Dovecot service runs as the current user.
+            let me = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
+            format!("default_internal_user = {0}\ndefault_login_user = {0}\n", me.trim())
+        };
+        let conf = format!(
+            r#"base_dir = {d}/run
+state_dir = {d}/state
+log_path = {d}/dovecot.log
+protocols = imap
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+mail_location = maildir:~/Maildir
+{users}passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {passwd}
+}}
+userdb {{
+  driver = passwd-file
+  args = username_format=%u {passwd}
+}}
+namespace inbox {{
+  inbox = yes
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+"#,
+            d = dir.display(),
+            passwd = passwd.display(),
+        );
+        std::fs::write(dir.join("dovecot.conf"), conf).unwrap();
+        let status = Command::new(DOVECOT).arg("-c").arg(dir.join("dovecot.conf")).status().unwrap();
+        assert!(status.success(), "dovecot did not start");
+        let dovecot = Dovecot { dir: dir.to_path_buf(), port };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "dovecot never listened: {}", dovecot.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        dovecot
+    }
+
+    fn conf(&self) -> PathBuf {
+        self.dir.join("dovecot.conf")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("dovecot.log")).unwrap_or_default()
+    }
+
+    /// Delivers with dovecot-lda.
+    fn lda(&self, user: &str, message: &[u8]) {
+        let out = support::run_with_stdin(Command::new(LDA).arg("-c").arg(self.conf()).args(["-d", user]), message);
+        assert!(out.status.success(), "dovecot-lda failed: {:?} {}", out.status, self.log());
+    }
+
+    /// Logs in over IMAP, runs `+FLAGS` stores (`(uid, "flags")`), and
+    /// returns UIDVALIDITY and `uid -> sorted flags` (without `\Recent`).
+    fn imap_view(&self, stores: &[(u32, &str)]) -> (u32, BTreeMap<u32, Vec<String>>) {
+        const SCRIPT: &str = r#"
+import imaplib, json, re, sys
+c = imaplib.IMAP4("127.0.0.1", int(sys.argv[1]))
+c.login("u1", "pass")
+typ, _ = c.select("INBOX")
+assert typ == "OK"
+uidvalidity = int(c.response("UIDVALIDITY")[1][0])
+args = sys.argv[2:]
+for uid, flags in zip(args[0::2], args[1::2]):
+    typ, _ = c.uid("STORE", uid, "+FLAGS", "(" + flags + ")")
+    assert typ == "OK"
+typ, data = c.uid("FETCH", "1:*", "(UID FLAGS)")
+assert typ == "OK"
+msgs = {}
+for item in data:
+    if item is None:
+        continue
+    s = (item[0] if isinstance(item, tuple) else item).decode()
+    uid = re.search(r"UID (\d+)", s)
+    flags = re.search(r"FLAGS \(([^)]*)\)", s)
+    if uid:
+        msgs[uid.group(1)] = sorted(f for f in (flags.group(1).split() if flags else []) if f != "\\Recent")
+c.logout()
+print(json.dumps({"uidvalidity": uidvalidity, "messages": msgs}))
+"#;
+        let mut cmd = Command::new("python3");
+        cmd.args(["-c", SCRIPT, &self.port.to_string()]);
+        for (uid, flags) in stores {
+            cmd.arg(uid.to_string()).arg(flags);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "imaplib: {} / {}", String::from_utf8_lossy(&out.stderr), self.log());
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let msgs = v["messages"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, f)| {
+                let flags = f.as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect();
+                (k.parse().unwrap(), flags)
+            })
+            .collect();
+        (v["uidvalidity"].as_u64().unwrap() as u32, msgs)
+    }
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.dir.join("run/master.pid")) {
+            if let Some(pid) = pid.trim().parse().ok().and_then(rustix::process::Pid::from_raw) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+        }
+    }
+}
+
+/// Gives the Maildir to the mail user (only needed when the test runs as root).
+fn hand_over(home: &Path) {
+    if rustix::process::geteuid().is_root() {
+        let status = Command::new("chown").args(["-R", "65534:65534"]).arg(home).status().unwrap();
+        assert!(status.success());
+    }
+}
+
+/// dormouse's view: UIDVALIDITY and `uid -> sorted IMAP flag names`.
+fn dormouse_view(env: &TestEnv) -> (u32, BTreeMap<u32, Vec<String>>) {
+    let mbox = env.store("u1").open_mailbox("INBOX").unwrap();
+    let msgs = mbox
+        .messages()
+        .iter()
+        .map(|m| {
+            let mut names: Vec<String> =
+                m.flags.to_imap_string().split_whitespace().map(str::to_string).collect();
+            names.sort();
+            (m.uid, names)
+        })
+        .collect();
+    (mbox.uidvalidity(), msgs)
+}
+
+fn names(list: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = list.iter().map(|s| s.to_string()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn dormouse_and_dovecot_agree_on_uids_and_flags() {
+    if !Path::new(DOVECOT).exists() || !Path::new(LDA).exists() {
+        println!("SKIPPED: Dovecot is not installed ({DOVECOT}, {LDA}); apt-get install dovecot-imapd");
+        return;
+    }
+    let env = TestEnv::new("", "");
+    let (uid, gid) = mail_ids();
+    let home = env.home("u1");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(&env.passwd, format!("u1:{{PLAIN}}pass:{uid}:{gid}::{}::\n", home.display())).unwrap();
+
+    // 1. dormouse delivers; Dovecot sees the same UIDs and UIDVALIDITY.
+    for i in 1..=3 {
+        let out = env.deliver(&["--user", "u1"], format!("Subject: dormouse {i}\n\nbody {i}\n").as_bytes());
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    hand_over(&home);
+    let dovecot_dir = env.dir.path().join("dovecot");
+    let dovecot = Dovecot::start(&dovecot_dir, &env.passwd);
+    let ours = dormouse_view(&env);
+    assert_eq!(ours.1.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(dovecot.imap_view(&[]), ours, "Dovecot sees dormouse's deliveries as dormouse does");
+
+    // 2. Flags set by dormouse (system flags and a keyword) show in Dovecot.
+    {
+        let mut mbox = env.store("u1").open_mailbox("INBOX").unwrap();
+        mbox.store_flags(&UidSet::from_range(1, 1), FlagOp::Add, &Flags::system(SystemFlags::SEEN), None).unwrap();
+        let flagged = Flags::from_imap_names(["\\Flagged", "$Important"]).unwrap();
+        mbox.store_flags(&UidSet::from_range(2, 2), FlagOp::Add, &flagged, None).unwrap();
+    }
+    hand_over(&home);
+    let theirs = dovecot.imap_view(&[]);
+    assert_eq!(theirs.1[&1], names(&["\\Seen"]));
+    assert_eq!(theirs.1[&2], names(&["\\Flagged", "$Important"]));
+    assert_eq!(theirs.1[&3], Vec::<String>::new());
+
+    // 3. Flags set through Dovecot IMAP show in dormouse.
+    let theirs = dovecot.imap_view(&[(3, "\\Answered $Label1")]);
+    assert_eq!(theirs.1[&3], names(&["\\Answered", "$Label1"]));
+    assert_eq!(dormouse_view(&env), theirs);
+
+    // 4. Dovecot's LDA delivers; dormouse sees the same UIDs.
+    dovecot.lda("u1", b"Subject: dovecot-lda 1\n\nx\n");
+    dovecot.lda("u1", b"Subject: dovecot-lda 2\n\ny\n");
+    let theirs = dovecot.imap_view(&[]);
+    assert_eq!(theirs.1.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
+    assert_eq!(dormouse_view(&env), theirs, "dormouse sees Dovecot's deliveries as Dovecot does");
+
+    // 5. dormouse delivers after Dovecot: UIDs continue, no collision.
+    let out = env.deliver(&["--user", "u1"], b"Subject: dormouse again\n\nz\n");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    hand_over(&home);
+    let theirs = dovecot.imap_view(&[]);
+    assert_eq!(theirs.1.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(dormouse_view(&env), theirs);
+    let errors: Vec<String> = dovecot.log().lines().filter(|l| l.contains("Error") || l.contains("Panic")).map(str::to_string).collect();
+    assert!(errors.is_empty(), "Dovecot logged errors: {errors:#?}");
+}
