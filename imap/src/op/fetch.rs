@@ -77,25 +77,22 @@ impl Session {
             Ok(i) => i,
             Err(_) => return self.bad(tag, "Invalid message sequence number."),
         };
-        if vanished {
-            if let Some(since) = changed_since {
-                let requested: Vec<u32> = idx.iter().map(|&i| sel.view[i].meta.uid).collect();
-                if let Ok(Some(gone)) = sel.mailbox.expunged_since(since) {
-                    let lo = requested.first().copied().unwrap_or(u32::MAX);
-                    let in_set: Vec<u32> = gone
-                        .iter()
-                        .filter(|&u| {
-                            set.0.as_ref().iter().any(|s| {
-                                let (a, b) = crate::op::select::seq_bounds(s, sel.mailbox.uidnext());
-                                (a.min(b)..=a.max(b)).contains(&u)
-                            }) || u >= lo
+        if let (true, Some(since)) = (vanished, changed_since) {
+            // RFC 7162 3.2.6: UIDs in the requested set expunged after `since`.
+            if let Ok(Some(gone)) = sel.mailbox.expunged_since(since) {
+                let star = sel.mailbox.uidnext().saturating_sub(1);
+                let in_set: Vec<u32> = gone
+                    .iter()
+                    .filter(|&u| {
+                        set.0.as_ref().iter().any(|s| {
+                            let (a, b) = crate::op::select::seq_bounds(s, star);
+                            (a.min(b)..=a.max(b)).contains(&u)
                         })
-                        .filter(|u| sel.seq_of(*u).is_none())
-                        .collect();
-                    if !in_set.is_empty() {
-                        self.out
-                            .extend_from_slice(format!("* VANISHED (EARLIER) {}\r\n", number_set(&in_set)).as_bytes());
-                    }
+                    })
+                    .filter(|&u| sel.seq_of(u).is_none())
+                    .collect();
+                if !in_set.is_empty() {
+                    self.out.extend_from_slice(format!("* VANISHED (EARLIER) {}\r\n", number_set(&in_set)).as_bytes());
                 }
             }
         }
