@@ -40,6 +40,7 @@ mod prelogin;
 pub mod session_driver;
 pub mod tls;
 pub mod tls_proxy;
+pub mod user_db_auth;
 pub mod wakeup;
 pub mod worker;
 pub mod worker_pool;

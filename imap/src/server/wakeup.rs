@@ -42,6 +42,15 @@ pub struct SessionInbox {
 }
 
 impl SessionInbox {
+    fn poke(&self) {
+        {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            p.events.clear();
+            p.overflowed = true;
+        }
+        self.notify.notify_one();
+    }
+
     fn push(&self, event: &MailboxEvent) {
         {
             let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
@@ -183,6 +192,23 @@ impl WakeupRegistry {
         inboxes.len()
     }
 
+    /// Tells the sessions of `user` (all sessions with `None`) that something
+    /// may have changed without saying what (the bus lost events); they
+    /// resync their selected mailbox. Returns how many sessions were poked.
+    pub fn poke(&self, user: Option<&str>) -> usize {
+        let inboxes: Vec<Arc<SessionInbox>> = {
+            let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+            match user {
+                Some(u) => users.get(u).map(|l| l.iter().filter_map(Weak::upgrade).collect()).unwrap_or_default(),
+                None => users.values().flatten().filter_map(Weak::upgrade).collect(),
+            }
+        };
+        for inbox in &inboxes {
+            inbox.poke();
+        }
+        inboxes.len()
+    }
+
     /// Number of users with at least one session.
     pub fn user_count(&self) -> usize {
         self.users.lock().unwrap_or_else(|e| e.into_inner()).len()
@@ -275,6 +301,19 @@ mod tests {
         assert!(p.events.is_empty());
         let after = s.inbox().take();
         assert!(!after.overflowed);
+    }
+
+    #[test]
+    fn poke_marks_overflow_for_user_or_everyone() {
+        let reg = WakeupRegistry::new();
+        let a = reg.register("alice");
+        let b = reg.register("bob");
+        assert_eq!(reg.poke(Some("alice")), 1);
+        assert!(a.inbox().take().overflowed);
+        assert!(!b.inbox().take().overflowed);
+        assert_eq!(reg.poke(None), 2);
+        assert!(a.inbox().take().overflowed && b.inbox().take().overflowed);
+        assert_eq!(reg.poke(Some("nobody")), 0);
     }
 
     #[test]

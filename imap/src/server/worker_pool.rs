@@ -9,6 +9,9 @@ use std::sync::{Arc, Mutex};
 use crate::fd_passing::{FdChannel, FdPassingError};
 use crate::handover::{Handover, HandoverError};
 
+/// How long a hand-over waits for a worker while all are restarting.
+pub const WORKER_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// A live worker as the master sees it.
 #[derive(Debug)]
 pub struct WorkerLink {
@@ -87,6 +90,21 @@ impl WorkerPool {
         (0..n).find_map(|i| self.slots[(start + i) % n].lock().unwrap_or_else(|e| e.into_inner()).clone())
     }
 
+    /// Like [`WorkerPool::pick`], but waits up to [`WORKER_WAIT`] for a
+    /// worker that is being (re)started.
+    async fn pick_waiting(&self) -> Option<Arc<WorkerLink>> {
+        let give_up = tokio::time::Instant::now() + WORKER_WAIT;
+        loop {
+            if let Some(link) = self.pick() {
+                return Some(link);
+            }
+            if tokio::time::Instant::now() >= give_up {
+                return None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<u64, SessionEntry>> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -98,7 +116,7 @@ impl WorkerPool {
     /// [`HandOverFailed`]; the session is not recorded then.
     pub async fn hand_over(&self, record: &Handover, fd: BorrowedFd<'_>, ip: IpAddr) -> Result<usize, HandOverFailed> {
         let bytes = record.encode()?;
-        let link = self.pick().ok_or(HandOverFailed::NoWorker)?;
+        let link = self.pick_waiting().await.ok_or(HandOverFailed::NoWorker)?;
         self.sessions()
             .insert(record.session_id, SessionEntry { worker: link.index, user: record.session.user.clone(), ip });
         if let Err(e) = link.channel.send(&bytes, Some(fd)).await {
