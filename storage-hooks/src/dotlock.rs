@@ -93,7 +93,7 @@ impl DotLock {
             }
             let jitter = Duration::from_micros(rand::random::<u64>() % 200);
             std::thread::sleep(delay + jitter);
-            delay = (delay * 2).min(Duration::from_millis(20));
+            delay = (delay * 2).min(Duration::from_millis(5));
         }
     }
 

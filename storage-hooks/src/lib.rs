@@ -49,4 +49,5 @@ pub mod summary;
 pub mod uidlist;
 pub mod uidvalidity;
 
+pub use durable::Durability;
 pub use mailbox_name::MailboxName;

@@ -234,6 +234,11 @@ impl<'a> LockedMailbox<'a> {
         me.highestmodseq = highestmodseq;
         me.expunge_log = expunge_log;
         me.base_modseq = highestmodseq;
+        if !own.is_empty() {
+            // The caller's files were renamed into new/ without a directory
+            // fsync: the commit does it, in parallel with the uidlist's.
+            me.new_changed = true;
+        }
         if !own_slots.is_empty() {
             let m = me.op_modseq();
             for i in own_slots {
@@ -329,8 +334,9 @@ impl<'a> LockedMailbox<'a> {
         }
         if self.keywords.is_dirty() {
             // The letter map must be durable before any file uses a new letter.
-            durable::replace_file(&self.dir.path.join(KEYWORDS_FILE), self.keywords.serialize().as_bytes(), Sync::Data)?;
-            durable::fsync_dir(&self.dir.path)?;
+            let durability = self.dir.durability;
+            durable::replace_file(&self.dir.path.join(KEYWORDS_FILE), self.keywords.serialize().as_bytes(), durability.data())?;
+            durability.fsync_dir(&self.dir.path)?;
             self.keywords.mark_clean();
         }
         indexes.sort_unstable();
@@ -429,18 +435,18 @@ impl<'a> LockedMailbox<'a> {
     /// I/O errors.
     pub fn commit(mut self) -> Result<Committed, StoreError> {
         let path = self.dir.path.clone();
+        let mut dirs = Vec::new();
         if self.new_changed {
-            durable::fsync_dir(&path.join("new"))?;
+            dirs.push(path.join("new"));
         }
         if self.cur_changed {
-            durable::fsync_dir(&path.join("cur"))?;
+            dirs.push(path.join("cur"));
         }
-        let mut wrote = false;
+        let mut files = Vec::new();
         if self.uidlist_dirty {
             let after_last = self.uidlist.records.last().map_or(1, |r| r.uid.saturating_add(1));
             self.uidlist.next_uid = self.uidlist.next_uid.max(after_last);
-            durable::replace_file(&path.join(UIDLIST_FILE), self.uidlist.serialize().as_bytes(), Sync::Data)?;
-            wrote = true;
+            files.push((path.join(UIDLIST_FILE), self.uidlist.serialize().into_bytes()));
         }
         if self.index_dirty {
             let record = IndexRecord {
@@ -459,11 +465,15 @@ impl<'a> LockedMailbox<'a> {
                     .collect(),
                 expunge_log: std::mem::take(&mut self.expunge_log),
             };
-            durable::replace_file(&path.join(INDEX_FILE), &record.encode(), Sync::Data)?;
-            wrote = true;
+            files.push((path.join(INDEX_FILE), record.encode()));
         }
-        if wrote {
-            durable::fsync_dir(&path)?;
+        if !dirs.is_empty() || !files.is_empty() {
+            // Renames in new/ and cur/ and the new uidlist/index contents
+            // become durable together; then the uidlist/index renames.
+            durable::sync_batch(&dirs, &files, self.dir.durability)?;
+        }
+        if !files.is_empty() {
+            self.dir.durability.fsync_dir(&path)?;
         }
         let status = self.status();
         if let Some(stamp) = FsStamp::take(&path) {

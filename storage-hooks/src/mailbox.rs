@@ -389,7 +389,6 @@ impl Mailbox {
             let status = self.store.status(target)?;
             return Ok(CopyResult { uidvalidity: status.uidvalidity, ..Default::default() });
         }
-        durable::fsync_dir(&target_dir.path.join("new"))?;
         let summary = first_raw.and_then(|p| std::fs::read(p).ok()).map(|raw| crate::summary::summarize(&raw));
         let (uidvalidity, target_uids) = self.store.add_files(&target_dir, &own, EventKind::MessageAppend, summary)?;
         Ok(CopyResult { uidvalidity, source_uids, target_uids })

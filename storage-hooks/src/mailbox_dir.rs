@@ -7,7 +7,7 @@ use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::durable;
+use crate::durable::Durability;
 use crate::mailbox_name::MailboxName;
 use crate::maildir_file::{new_basename, MaildirFileName};
 use crate::{StoreError, SystemFlags};
@@ -32,13 +32,15 @@ pub struct MailboxDir {
     pub name: MailboxName,
     /// Host name used in new file names.
     pub host: String,
+    /// Whether writes are fsynced.
+    pub durability: Durability,
 }
 
 impl MailboxDir {
     /// The directory of `name` below `root` (does not touch the disk).
-    pub fn new(root: &Path, name: MailboxName, host: &str) -> Self {
+    pub fn new(root: &Path, name: MailboxName, host: &str, durability: Durability) -> Self {
         let path = if name.is_inbox() { root.to_path_buf() } else { root.join(name.dir_name()) };
-        MailboxDir { root: root.to_path_buf(), path, name, host: host.to_string() }
+        MailboxDir { root: root.to_path_buf(), path, name, host: host.to_string(), durability }
     }
 
     /// True if the directory exists.
@@ -97,9 +99,12 @@ impl MailboxDir {
         Ok(out)
     }
 
-    /// Writes a complete message durably into `new/` (with a `:2,` info
-    /// part if `system` is not empty) and returns its parsed file name. The
-    /// mtime is set to `internal_date` if given.
+    /// Writes a complete message into `new/` (with a `:2,` info part if
+    /// `system` is not empty) and returns its parsed file name. The data is
+    /// fsynced before the rename; the rename itself becomes durable with the
+    /// `new/` fsync done by [`crate::locked_mailbox::LockedMailbox::commit`]
+    /// (pass the basename as one of `own` to `load`). The mtime is set to
+    /// `internal_date` if given.
     ///
     /// # Errors
     /// I/O errors; a partial temp file is removed.
@@ -117,7 +122,7 @@ impl MailboxDir {
             if let Some(t) = internal_date {
                 set_mtime(&f, t).map_err(|e| StoreError::io(&tmp, e))?;
             }
-            f.sync_all().map_err(|e| StoreError::io(&tmp, e))
+            self.durability.fsync_file(&f, &tmp)
         })();
         if let Err(e) = result {
             let _ = std::fs::remove_file(&tmp);
@@ -129,14 +134,13 @@ impl MailboxDir {
             let _ = std::fs::remove_file(&tmp);
             return Err(StoreError::io(target, e));
         }
-        durable::fsync_dir(&self.path.join("new"))?;
         Ok(name)
     }
 
     /// Puts a copy of `source` into `new/`: a hard link when possible (same
-    /// filesystem; keeps the mtime, i.e. INTERNALDATE), else a durable copy
-    /// with the mtime carried over. Does not fsync `new/`; the caller does
-    /// once for a batch.
+    /// filesystem; keeps the mtime, i.e. INTERNALDATE), else a copy (data
+    /// fsynced) with the mtime carried over. Does not fsync `new/`: the
+    /// commit of the batch does.
     ///
     /// # Errors
     /// I/O errors.
@@ -156,7 +160,7 @@ impl MailboxDir {
             if let Ok(m) = meta.modified() {
                 f.set_modified(m).map_err(|e| StoreError::io(&tmp, e))?;
             }
-            f.sync_all().map_err(|e| StoreError::io(&tmp, e))?;
+            self.durability.fsync_file(&f, &tmp)?;
             std::fs::rename(&tmp, &target).map_err(|e| StoreError::io(&target, e))
         })();
         if let Err(e) = result {
@@ -259,7 +263,7 @@ mod tests {
     #[test]
     fn write_scan_and_read() {
         let dir = tempfile::tempdir().unwrap();
-        let mb = MailboxDir::new(dir.path(), MailboxName::inbox(), "host");
+        let mb = MailboxDir::new(dir.path(), MailboxName::inbox(), "host", Durability::Fsync);
         std::fs::create_dir(dir.path().join("x")).unwrap();
         mb.require().unwrap();
         let name = mb.write_message(b"Subject: x\r\n\r\nbody\r\n", SystemFlags::SEEN, Some(1_000_000)).unwrap();
@@ -280,7 +284,7 @@ mod tests {
             Err(StoreError::NoSuchMessage(7))
         ));
         assert!(matches!(
-            MailboxDir::new(dir.path(), MailboxName::parse("nope").unwrap(), "h").require(),
+            MailboxDir::new(dir.path(), MailboxName::parse("nope").unwrap(), "h", Durability::Fsync).require(),
             Err(StoreError::NoSuchMailbox(_))
         ));
     }

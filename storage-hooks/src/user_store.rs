@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::dotlock::{DotLock, DotLockOptions};
+use crate::durable::Durability;
 use crate::event::{EventKind, MailboxEvent, MessageSummary};
 use crate::locked_mailbox::{fresh_status, LockedMailbox, UIDLIST_FILE};
 use crate::mailbox_dir::{to_crlf, MailboxDir};
@@ -24,6 +25,7 @@ pub struct UserStore {
     root: PathBuf,
     hooks: Hooks,
     host: String,
+    durability: Durability,
 }
 
 /// Refuses keywords that are not IMAP atoms (they would corrupt `dovecot-keywords`).
@@ -54,7 +56,18 @@ impl UserStore {
         for sub in ["cur", "new", "tmp"] {
             create_dir_if_missing(&root.join(sub))?;
         }
-        Ok(UserStore { user: user.to_string(), root, hooks, host: crate::dotlock::hostname() })
+        Ok(UserStore { user: user.to_string(), root, hooks, host: crate::dotlock::hostname(), durability: Durability::Fsync })
+    }
+
+    /// The same store with another fsync policy (default: [`Durability::Fsync`]).
+    pub fn with_durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// The fsync policy.
+    pub fn durability(&self) -> Durability {
+        self.durability
     }
 
     /// The user's login name.
@@ -74,7 +87,7 @@ impl UserStore {
 
     /// The directory of mailbox `name` (validated; may not exist).
     pub(crate) fn mailbox_dir(&self, name: &str) -> Result<MailboxDir, StoreError> {
-        Ok(MailboxDir::new(&self.root, MailboxName::parse(name)?, &self.host))
+        Ok(MailboxDir::new(&self.root, MailboxName::parse(name)?, &self.host, self.durability))
     }
 
     /// The directory holding mailbox `name` on disk (the root for INBOX),
@@ -186,7 +199,7 @@ impl UserStore {
     /// Creates missing ancestors of `name` (each emitting `MailboxCreate`).
     fn create_ancestors(&self, name: &MailboxName) -> Result<(), StoreError> {
         for parent in name.ancestors() {
-            let dir = MailboxDir::new(&self.root, parent, &self.host);
+            let dir = MailboxDir::new(&self.root, parent, &self.host, self.durability);
             if dir.name.is_inbox() || dir.exists() {
                 continue;
             }
@@ -279,7 +292,7 @@ impl UserStore {
             .filter_map(|c| c.reparent(&from_dir.name, &to_dir.name).map(|n| (c, n)))
             .collect();
         for (_, new) in &children {
-            if MailboxDir::new(&self.root, new.clone(), &self.host).exists() {
+            if MailboxDir::new(&self.root, new.clone(), &self.host, self.durability).exists() {
                 return Err(StoreError::MailboxExists(new.to_string()));
             }
         }
@@ -287,8 +300,8 @@ impl UserStore {
         let mut renamed = vec![(from_dir.name.clone(), to_dir.name.clone())];
         renamed.extend(children);
         for (old, new) in &renamed {
-            let old_path = MailboxDir::new(&self.root, old.clone(), &self.host).path;
-            let new_path = MailboxDir::new(&self.root, new.clone(), &self.host).path;
+            let old_path = MailboxDir::new(&self.root, old.clone(), &self.host, self.durability).path;
+            let new_path = MailboxDir::new(&self.root, new.clone(), &self.host, self.durability).path;
             rustix::fs::renameat_with(rustix::fs::CWD, &old_path, rustix::fs::CWD, &new_path, rustix::fs::RenameFlags::NOREPLACE)
                 .map_err(|e| match e {
                     rustix::io::Errno::EXIST | rustix::io::Errno::NOTEMPTY => StoreError::MailboxExists(new.to_string()),
@@ -310,8 +323,8 @@ impl UserStore {
         self.create_folder(to_dir)?;
         // The target must map keyword letters like INBOX does.
         if let Some(kw) = durable::read_optional(&inbox.path.join(crate::locked_mailbox::KEYWORDS_FILE))? {
-            durable::replace_file(&to_dir.path.join(crate::locked_mailbox::KEYWORDS_FILE), &kw, durable::Sync::Data)?;
-            durable::fsync_dir(&to_dir.path)?;
+            durable::replace_file(&to_dir.path.join(crate::locked_mailbox::KEYWORDS_FILE), &kw, self.durability.data())?;
+            self.durability.fsync_dir(&to_dir.path)?;
         }
         let mut locked = LockedMailbox::load(inbox, &[])?;
         let before = locked.base_modseq;
@@ -329,8 +342,8 @@ impl UserStore {
                 Err(e) => return Err(StoreError::io(from, e)),
             }
         }
-        durable::fsync_dir(&to_dir.path.join("new"))?;
-        durable::fsync_dir(&to_dir.path.join("cur"))?;
+        self.durability.fsync_dir(&to_dir.path.join("new"))?;
+        self.durability.fsync_dir(&to_dir.path.join("cur"))?;
         // The files are gone from INBOX: the expunge drops their records.
         locked.expunge(&moved_uids)?;
         let inbox_status = locked.commit()?.status;
