@@ -1,0 +1,156 @@
+//! Both-ways interoperability with a real Dovecot 2.3 (dovecot-lda and
+//! doveadm from the system packages) on one Maildir: we keep Dovecot's UIDs,
+//! flags and keywords, and Dovecot keeps ours. Skipped (with a message) when
+//! Dovecot or `runuser` is missing or we are not root (Dovecot refuses to
+//! run mail processes as root, so it runs as `nobody`).
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use storage_hooks::{AppendOptions, FlagOp, Flags, Hooks, SystemFlags, UidSet, UserStore};
+
+const LDA: &str = "/usr/lib/dovecot/dovecot-lda";
+
+struct Dovecot {
+    conf: PathBuf,
+    home: PathBuf,
+}
+
+impl Dovecot {
+    fn setup(base: &Path) -> Option<Dovecot> {
+        let is_root = Command::new("id").arg("-u").output().ok().is_some_and(|o| o.stdout.starts_with(b"0\n"));
+        let have = Path::new(LDA).exists() && Path::new("/usr/bin/doveadm").exists() && Path::new("/usr/sbin/runuser").exists();
+        if !is_root || !have {
+            eprintln!("skipping Dovecot interop test: needs root, dovecot-lda, doveadm and runuser");
+            return None;
+        }
+        std::fs::set_permissions(base, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let home = base.join("home");
+        std::fs::create_dir(&home).unwrap();
+        let conf = base.join("dovecot.conf");
+        let b = base.display();
+        std::fs::write(
+            &conf,
+            format!(
+                "base_dir = {b}/home/run\nstate_dir = {b}/home/state\nlog_path = {b}/home/dovecot.log\n\
+                 mail_location = maildir:{b}/home/Maildir\nssl = no\n\
+                 passdb {{\n  driver = static\n  args = nopassword=y\n}}\n\
+                 userdb {{\n  driver = static\n  args = uid=65534 gid=65534 home={b}/home\n}}\n\
+                 namespace inbox {{\n  inbox = yes\n  separator = /\n}}\n"
+            ),
+        )
+        .unwrap();
+        let d = Dovecot { conf, home };
+        d.chown();
+        Some(d)
+    }
+
+    fn chown(&self) {
+        let ok = Command::new("chown").args(["-R", "nobody:nogroup"]).arg(&self.home).status().unwrap().success();
+        assert!(ok);
+    }
+
+    fn as_nobody(&self, program: &str) -> Command {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "nobody", "--", "env"])
+            .arg(format!("HOME={}", self.home.display()))
+            .args(["USER=nobody", program, "-c"])
+            .arg(&self.conf);
+        c
+    }
+
+    fn deliver(&self, raw: &str) {
+        self.chown();
+        let mut child = self.as_nobody(LDA).stdin(Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(raw.as_bytes()).unwrap();
+        assert!(child.wait().unwrap().success(), "dovecot-lda failed");
+    }
+
+    fn doveadm(&self, args: &[&str]) -> String {
+        self.chown();
+        let out = self.as_nobody("doveadm").args(args).output().unwrap();
+        assert!(out.status.success(), "doveadm {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// `uid -> flags` from `doveadm fetch`.
+    fn fetch_flags(&self, mailbox: &str) -> Vec<(u32, String)> {
+        let out = self.doveadm(&["-f", "tab", "fetch", "uid flags", "mailbox", mailbox, "all"]);
+        out.lines()
+            .skip(1)
+            .map(|l| {
+                let (uid, flags) = l.split_once('\t').unwrap();
+                (uid.parse().unwrap(), flags.to_string())
+            })
+            .collect()
+    }
+}
+
+fn has_all(flags: &str, wanted: &[&str]) -> bool {
+    wanted.iter().all(|w| flags.split(' ').any(|f| f == *w))
+}
+
+#[test]
+fn dovecot_and_we_keep_each_others_uids_flags_and_keywords() {
+    let base = tempfile::tempdir().unwrap();
+    let Some(dovecot) = Dovecot::setup(base.path()) else { return };
+    for n in 1..=3 {
+        dovecot.deliver(&format!("From: dovecot@example.org\nSubject: from dovecot {n}\n\nbody {n}\n"));
+    }
+    dovecot.doveadm(&["flags", "add", "\\Seen $Junk Kw2", "mailbox", "INBOX", "uid", "2"]);
+    dovecot.doveadm(&["mailbox", "create", "Sub"]);
+
+    // We read Dovecot's files.
+    let store = UserStore::open("nobody", dovecot.home.join("Maildir"), Hooks::new()).unwrap();
+    let mut inbox = store.open_mailbox("INBOX").unwrap();
+    let uids: Vec<u32> = inbox.messages().iter().map(|m| m.uid).collect();
+    assert_eq!(uids, [1, 2, 3], "Dovecot's UIDs are kept");
+    let dovecot_uidvalidity = inbox.uidvalidity();
+    assert_eq!(inbox.message(2).unwrap().flags, Flags::from_imap_names(["\\Seen", "$Junk", "Kw2"]).unwrap());
+    // Dovecot stores LF line endings; we serve CRLF.
+    assert_eq!(inbox.read_message(1).unwrap(), b"From: dovecot@example.org\r\nSubject: from dovecot 1\r\n\r\nbody 1\r\n");
+    assert_eq!(inbox.message(1).unwrap().size, inbox.read_message(1).unwrap().len() as u64);
+
+    // We write; Dovecot must see our UIDs, flags and keywords.
+    let ours = Flags::from_imap_names(["$Junk", "Ours"]).unwrap();
+    let r4 = store.append("INBOX", b"Subject: ours 4\n\nx\n", &AppendOptions { flags: ours.clone(), ..Default::default() }).unwrap();
+    let r5 = store.append("INBOX", b"Subject: ours 5\n\ny\n", &AppendOptions::default()).unwrap();
+    assert_eq!((r4.uid, r5.uid, r4.uidvalidity), (4, 5, dovecot_uidvalidity));
+    inbox.sync().unwrap();
+    inbox.store_flags(&UidSet::from_range(1, 1), FlagOp::Add, &Flags::system(SystemFlags::FLAGGED), None).unwrap();
+    inbox.store_flags(&UidSet::from_range(3, 3), FlagOp::Add, &Flags::system(SystemFlags::DELETED), None).unwrap();
+    assert_eq!(inbox.expunge(None).unwrap(), [3]);
+    let copy = inbox.copy_to(&UidSet::from_range(2, 2), "Sub").unwrap();
+    assert_eq!(copy.target_uids, [1]);
+    store.subscribe("Sub").unwrap();
+
+    let flags = dovecot.fetch_flags("INBOX");
+    let uids: Vec<u32> = flags.iter().map(|(u, _)| *u).collect();
+    assert_eq!(uids, [1, 2, 4, 5], "Dovecot keeps our UIDs: {flags:?}");
+    assert!(has_all(&flags[0].1, &["\\Flagged"]), "{flags:?}");
+    assert!(has_all(&flags[1].1, &["\\Seen", "$Junk", "Kw2"]), "{flags:?}");
+    assert!(has_all(&flags[2].1, &["$Junk", "Ours"]), "{flags:?}");
+    let sub = dovecot.fetch_flags("Sub");
+    assert_eq!(sub.len(), 1);
+    assert!(has_all(&sub[0].1, &["\\Seen", "$Junk", "Kw2"]), "{sub:?}");
+    let subscribed = dovecot.doveadm(&["mailbox", "list", "-s"]);
+    assert!(subscribed.lines().any(|l| l == "Sub"), "{subscribed}");
+    let status = dovecot.doveadm(&["-f", "tab", "mailbox", "status", "uidnext uidvalidity messages", "INBOX"]);
+    let mut lines = status.lines();
+    let header: Vec<&str> = lines.next().unwrap().split('\t').collect();
+    let values: Vec<&str> = lines.next().unwrap().split('\t').collect();
+    let field = |name: &str| values[header.iter().position(|h| *h == name).unwrap()].to_string();
+    assert_eq!(field("messages"), "4", "{status}");
+    assert_eq!(field("uidnext"), "6", "{status}");
+    assert_eq!(field("uidvalidity"), dovecot_uidvalidity.to_string(), "{status}");
+
+    // Dovecot delivers after us: UID 6, and we pick it up.
+    dovecot.deliver("Subject: from dovecot 6\n\nsix\n");
+    let changes = inbox.sync().unwrap();
+    assert_eq!(changes.added, [6]);
+    assert!(!changes.uidvalidity_changed);
+    let st = store.status("INBOX").unwrap();
+    assert_eq!((st.messages, st.uidnext), (5, 7));
+}
