@@ -35,6 +35,9 @@ enum Command {
     Config(cli::config_cmd::ConfigArgs),
     /// Manage passwd-file users.
     User(cli::user::UserArgs),
+    /// IMAP worker process, started by `serve` (internal).
+    #[command(hide = true)]
+    Worker(cli::worker::WorkerArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,12 +61,13 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::CONFIG);
         }
     };
-    let is_serve = matches!(cli.command, Command::Serve(_));
+    let is_serve = matches!(cli.command, Command::Serve(_) | Command::Worker(_));
     cli::logging::init(&config, is_serve);
     match cli.command {
         Command::Serve(args) => cli::report(cli::serve::run(config, args)),
         Command::Deliver(args) => cli::deliver::run(&config, &args),
         Command::Config(args) => cli::config_cmd::run(&config, path.as_deref(), &args),
         Command::User(args) => cli::report(cli::user::run(&config, args)),
+        Command::Worker(args) => cli::report(cli::worker::run(config, args)),
     }
 }

@@ -5,7 +5,9 @@ pub mod deliver;
 pub mod first_run;
 pub mod logging;
 pub mod serve;
+pub mod serve_imap;
 pub mod user;
+pub mod worker;
 
 use std::process::ExitCode;
 

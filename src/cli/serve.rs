@@ -94,8 +94,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tasks.push(tokio::spawn(lmtp.clone().serve_unix(listener, shutdown_rx.clone())));
     }
 
-    // IMAP listeners start here (imap-net helper): spawn them with
-    // `shutdown_rx.clone()` and push their handles into `tasks`.
+    // IMAP: the master (pre-login, TLS) and its worker processes.
+    tasks.push(super::serve_imap::start(&config, users.clone(), shutdown_rx.clone()).await?);
 
     wait_for_signal().await?;
     tracing::info!("shutting down");

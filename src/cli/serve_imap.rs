@@ -1,0 +1,89 @@
+//! The IMAP part of `dormouse serve`: builds the master from the
+//! configuration, writes the configuration the workers start with, and runs
+//! the master until shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use imap::auth::UserDb;
+use imap::server::tls::load_server_config;
+use imap::server::user_db_auth::UserDbAuthenticator;
+use imap::server::{ImapServerConfig, Master, WorkerCommand};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+
+/// File in the run directory holding the configuration workers start with
+/// (the master's effective configuration, so both always agree).
+pub const WORKER_CONFIG_FILE: &str = "imap-worker.toml";
+
+fn parse_listen(key: &str, value: &str) -> anyhow::Result<Vec<SocketAddr>> {
+    if value.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(vec![value.parse().with_context(|| format!("{key} = {value:?} is not an IP:port address"))?])
+}
+
+/// The IMAP server settings of `config`.
+///
+/// # Errors
+/// Unparsable listen addresses.
+pub fn imap_server_config(config: &Config) -> anyhow::Result<ImapServerConfig> {
+    let imap = &config.imap;
+    Ok(ImapServerConfig {
+        listen: parse_listen("imap.listen", &imap.listen)?,
+        listen_tls: parse_listen("imap.listen_tls", &imap.listen_tls)?,
+        tls_cert: Some(config.tls_cert()),
+        tls_key: Some(config.tls_key()),
+        workers: imap.workers,
+        max_line_length: imap.max_line_length,
+        max_literal_size: imap.max_literal_size,
+        prelogin_timeout_secs: imap.prelogin_timeout_secs,
+        idle_timeout_secs: imap.idle_timeout_secs,
+        autologout_secs: imap.autologout_secs,
+        max_connections_per_ip: imap.max_connections_per_ip,
+        max_sessions_per_user: imap.max_sessions_per_user,
+        login_failure_delay_ms: imap.login_failure_delay_ms,
+        login_failure_delay_max_ms: imap.login_failure_delay_max_ms,
+        allow_plaintext_auth: imap.allow_plaintext_auth,
+        counters_interval_secs: imap.counters_interval_secs,
+    })
+}
+
+/// Binds the IMAP listeners and starts the master (which spawns the
+/// workers). The returned task ends after `shutdown` turns true.
+///
+/// # Errors
+/// Bad listen addresses, unreadable TLS files, a port already in use.
+pub async fn start(config: &Config, users: Arc<UserDb>, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<JoinHandle<()>> {
+    let server_config = imap_server_config(config)?;
+    if server_config.listen.is_empty() && server_config.listen_tls.is_empty() {
+        tracing::info!("IMAP disabled (imap.listen and imap.listen_tls are empty)");
+        return Ok(tokio::spawn(async {}));
+    }
+    let (cert, key) = (config.tls_cert(), config.tls_key());
+    let tls = load_server_config(&cert, &key)
+        .with_context(|| format!("cannot load the TLS pair {} / {}", cert.display(), key.display()))?;
+
+    let worker_config = config.run_dir().join(WORKER_CONFIG_FILE);
+    let text = toml::to_string(config).context("cannot serialize the configuration for the IMAP workers")?;
+    std::fs::write(&worker_config, text).with_context(|| format!("cannot write {}", worker_config.display()))?;
+    let program: PathBuf = std::env::current_exe().context("cannot find the dormouse executable")?;
+    let command = WorkerCommand { program, args: vec!["--config".into(), worker_config.into_os_string(), "worker".into()] };
+
+    let authenticator = UserDbAuthenticator::new(users);
+    let master = Master::bind(server_config, authenticator, Some(tls), command).await?;
+    for addr in master.local_addrs() {
+        tracing::info!(%addr, "IMAP listening");
+    }
+    Ok(tokio::spawn(master.run(async move {
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                break;
+            }
+        }
+    })))
+}

@@ -1,0 +1,119 @@
+//! `dormouse worker` (hidden): an IMAP worker process. Started by the
+//! `serve` master with its channel on standard input; not for humans.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use bus::{BusMessage, BusSubscriber};
+use clap::Args;
+use imap::auth::{MailLocation, UserDb};
+use imap::server::user_db_auth::UserDbAuthenticator;
+use imap::server::wakeup::{UserSubscriptionListener, WakeupRegistry};
+use imap::server::worker::channel_from_stdin;
+use imap::server::{WorkerDeps, WORKER_INDEX_ENV};
+use tokio::sync::mpsc;
+
+use super::serve::store_hooks;
+use super::serve_imap::imap_server_config;
+use crate::config::{BusTransport, Config};
+
+/// Arguments of `dormouse worker` (none: the master passes the channel on
+/// stdin, the slot in `DORMOUSE_WORKER_INDEX`, the config with `--config`).
+#[derive(Debug, Args)]
+pub struct WorkerArgs {}
+
+/// The event-bus settings of `config`.
+pub fn bus_config(config: &Config) -> bus::BusConfig {
+    let mut cfg = bus::BusConfig::unix_in_run_dir(&config.run_dir());
+    match config.bus.transport {
+        BusTransport::Unix => cfg.transport = bus::Transport::Unix,
+        BusTransport::Nats => {
+            cfg.transport = bus::Transport::Nats;
+            cfg.nats.url = config.bus.nats_url.clone();
+        }
+    }
+    cfg
+}
+
+/// Runs the worker until the master goes away or SIGTERM.
+///
+/// # Errors
+/// A missing channel, an unreadable passwd file, runtime start-up failures.
+pub fn run(config: Config, _args: WorkerArgs) -> anyhow::Result<()> {
+    let index: usize = std::env::var(WORKER_INDEX_ENV).ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let channel = channel_from_stdin().context("the worker channel (stdin) is not open; `worker` is started by `serve`")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
+    runtime.block_on(async move {
+        let location = MailLocation::parse(&config.users.mail_location)?;
+        let users = Arc::new(UserDb::open(config.passwd_file(), location)?);
+        let wakeups = WakeupRegistry::new();
+        start_bus_subscriber(&config, wakeups.clone()).await;
+        let deps = WorkerDeps { authenticator: UserDbAuthenticator::new(users), hooks: store_hooks(&config), wakeups };
+        let server_config = imap_server_config(&config)?;
+        imap::server::worker::run(server_config, index, channel, deps, terminate_signal()).await?;
+        Ok(())
+    })
+}
+
+/// Waits for SIGTERM. SIGINT (a terminal's Ctrl-C reaching the whole process
+/// group) is ignored: the master shuts its workers down itself.
+async fn terminate_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt()).ok();
+    let Ok(mut term) = signal(SignalKind::terminate()) else { return std::future::pending().await };
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            Some(()) = async { match int.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => {}
+        }
+    }
+}
+
+/// Asks the subscriber task to (un)subscribe users as sessions come and go.
+struct SubscriptionRequests(mpsc::UnboundedSender<(String, bool)>);
+
+impl UserSubscriptionListener for SubscriptionRequests {
+    fn user_added(&self, user: &str) {
+        let _ = self.0.send((user.to_owned(), true));
+    }
+    fn user_removed(&self, user: &str) {
+        let _ = self.0.send((user.to_owned(), false));
+    }
+}
+
+/// Connects the bus subscriber to the wake-up registry: events of users with
+/// sessions here wake those sessions. Without a bus, sessions still see this
+/// worker's own changes at once and other changes with their next command.
+async fn start_bus_subscriber(config: &Config, wakeups: Arc<WakeupRegistry>) {
+    let mut subscriber = match BusSubscriber::from_config(&bus_config(config)).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "no event bus: IDLE sessions will not be woken by other processes' changes");
+            return;
+        }
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    wakeups.set_listener(Arc::new(SubscriptionRequests(tx)));
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                request = rx.recv() => match request {
+                    Some((user, true)) => subscriber.subscribe(&user),
+                    Some((user, false)) => subscriber.unsubscribe(&user),
+                    None => return,
+                },
+                message = subscriber.recv() => match message {
+                    Some(BusMessage::Event(event)) => { wakeups.dispatch(&event); }
+                    Some(BusMessage::Resync { user, reason, .. }) => {
+                        tracing::debug!(?user, reason = reason.as_str(), "bus resync");
+                        wakeups.poke(user.as_deref());
+                    }
+                    None => {
+                        tracing::warn!("event bus subscriber stopped");
+                        return;
+                    }
+                },
+            }
+        }
+    });
+}
