@@ -117,7 +117,7 @@ pub fn sync_batch(dirs: &[PathBuf], files: &[(PathBuf, Vec<u8>)], durability: Du
         }
         let mut results: Vec<Result<(), StoreError>> = dirs.first().map(|d| fsync_dir(d)).into_iter().collect();
         results.extend(handles.into_iter().map(|h| {
-            h.join().unwrap_or_else(|_| Err(StoreError::InvalidMessage("fsync thread panicked")))
+            h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         }));
         results
     });
