@@ -73,6 +73,11 @@ impl KeywordTable {
         Some(free as u8)
     }
 
+    /// True if every keyword of `other` has the same letter here.
+    pub fn is_superset_of(&self, other: &KeywordTable) -> bool {
+        other.slots.iter().enumerate().all(|(i, name)| name.is_none() || self.slots.get(i) == Some(name))
+    }
+
     /// True if [`KeywordTable::ensure`] added a keyword since parsing.
     pub fn is_dirty(&self) -> bool {
         self.dirty
@@ -110,6 +115,15 @@ mod tests {
         }
         assert_eq!(t.ensure("k26"), None);
         assert_eq!(t.ensure("k25"), Some(25));
+    }
+
+    #[test]
+    fn superset() {
+        let a = KeywordTable::parse("0 a\n2 c\n");
+        let b = KeywordTable::parse("0 a\n1 b\n2 c\n");
+        assert!(b.is_superset_of(&a));
+        assert!(!a.is_superset_of(&b));
+        assert!(!KeywordTable::parse("0 c\n").is_superset_of(&a));
     }
 
     #[test]

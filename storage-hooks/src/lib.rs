@@ -8,6 +8,25 @@
 //! [`MailboxStatus`]. Reads and writes to our own index, uidlist, status and lock
 //! files never produce events. Transport of events (UNIX datagram, NATS) lives
 //! in the `bus` crate; IMAP semantics (sequence numbers, sessions) live in `imap`.
+//!
+//! # On-disk format
+//!
+//! Full description: `storage-hooks/FORMAT.md`. In short, per mailbox
+//! directory (INBOX = the Maildir root, folders = `.Level1.Level2` in
+//! modified UTF-7):
+//!
+//! | file | owner | content |
+//! |---|---|---|
+//! | `cur/ new/ tmp/` | shared | messages `<basename>[:2,<DFPRST + keyword letters>]`, CRLF |
+//! | `dovecot-uidlist` | shared | version 3: `3 V<uidvalidity> N<next> G<guid>`, lines `<uid> [ext] :<basename>` |
+//! | `dovecot-uidlist.lock` | shared | dot-lock (`O_EXCL`, `<pid>:<host>`) guarding all per-mailbox writes |
+//! | `dovecot-keywords` | shared | `<index> <keyword>` lines, letter `a` = index 0 (26 letters) |
+//! | `dormouse-index` | ours | `DMIX` v1 postcard: MODSEQs, index-only keywords (beyond 26), expunge log |
+//! | `dormouse-status` | ours | `DMST` v1 postcard: [`MailboxStatus`] + stamp of cur/new/uidlist |
+//!
+//! At the root: `subscriptions` (Dovecot 2.3 `V\t2` format) and
+//! `dovecot-uidvalidity`. Events are [`MailboxEvent`] format version
+//! [`EVENT_VERSION`] (see [`event`]).
 
 pub mod event;
 pub mod flags;

@@ -324,6 +324,31 @@ impl<'a> LockedMailbox<'a> {
     /// # Errors
     /// I/O errors.
     pub fn set_flags(&mut self, idx: usize, new: &Flags) -> Result<bool, StoreError> {
+        if new.keywords.iter().any(|k| self.keywords.index_of(k).is_none()) {
+            return self.set_flags_new_keywords(idx, new);
+        }
+        self.set_flags_locked_keywords(idx, new)
+    }
+
+    /// [`LockedMailbox::set_flags`] when a keyword needs a new letter: the
+    /// table is re-read and extended under `dovecot-keywords.lock`, so a
+    /// Dovecot process adding keywords at the same time cannot hand the same
+    /// letter to another keyword.
+    fn set_flags_new_keywords(&mut self, idx: usize, new: &Flags) -> Result<bool, StoreError> {
+        let path = self.dir.path.join(KEYWORDS_FILE);
+        let _keywords_lock = DotLock::acquire(&path, DotLockOptions::default())?;
+        if let Some(text) = read_text(&path)? {
+            let disk = KeywordTable::parse(&text);
+            if disk.is_superset_of(&self.keywords) {
+                self.keywords = disk;
+            } else {
+                tracing::warn!(path = %path.display(), "dovecot-keywords changed letters under us; keeping ours");
+            }
+        }
+        self.set_flags_locked_keywords(idx, new)
+    }
+
+    fn set_flags_locked_keywords(&mut self, idx: usize, new: &Flags) -> Result<bool, StoreError> {
         let mut indexes = Vec::new();
         let mut extra = Vec::new();
         for k in &new.keywords {

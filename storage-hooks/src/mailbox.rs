@@ -25,6 +25,7 @@ pub struct Mailbox {
 impl Mailbox {
     /// Builds the view of a freshly opened mailbox.
     pub(crate) fn open(store: UserStore, dir: MailboxDir) -> Result<Self, StoreError> {
+        dir.clean_tmp();
         let committed = LockedMailbox::load(&dir, &[])?.commit()?;
         let mut mailbox = Mailbox {
             store,

@@ -70,6 +70,23 @@ impl MailboxDir {
         Ok(())
     }
 
+    /// Removes files in `tmp/` older than 36 hours (left by writers that
+    /// crashed before renaming into `new/`; the Maildir convention Dovecot
+    /// follows too). Errors are logged, not returned.
+    pub fn clean_tmp(&self) {
+        let tmp = self.path.join("tmp");
+        let Ok(rd) = std::fs::read_dir(&tmp) else { return };
+        let limit = std::time::SystemTime::now() - Duration::from_secs(36 * 3600);
+        for entry in rd.flatten() {
+            let old = entry.metadata().ok().and_then(|m| m.modified().ok()).is_some_and(|t| t < limit);
+            if old {
+                if let Err(e) = std::fs::remove_file(entry.path()) {
+                    tracing::warn!(path = %entry.path().display(), error = %e, "removing stale tmp file failed");
+                }
+            }
+        }
+    }
+
     /// Path of a file in `new/` or `cur/`.
     pub fn file_path(&self, in_new: bool, file_name: &str) -> PathBuf {
         self.path.join(if in_new { "new" } else { "cur" }).join(file_name)
@@ -276,6 +293,14 @@ mod tests {
         let moved = FileEntry { file_name: format!("{}:2,ST", name.basename), in_new: false };
         std::fs::rename(mb.file_path(true, &entry.file_name), mb.file_path(false, &moved.file_name)).unwrap();
         assert_eq!(mb.read_message(1, &name.basename, entry).unwrap(), b"Subject: x\r\n\r\nbody\r\n");
+        let stale = dir.path().join("tmp/stale");
+        std::fs::write(&stale, b"x").unwrap();
+        let fresh = dir.path().join("tmp/fresh");
+        std::fs::write(&fresh, b"x").unwrap();
+        let old = std::time::SystemTime::now() - Duration::from_secs(40 * 3600);
+        File::options().write(true).open(&stale).unwrap().set_modified(old).unwrap();
+        mb.clean_tmp();
+        assert!(!stale.exists() && fresh.exists());
         let copy = mb.link_or_copy(&mb.file_path(false, &moved.file_name), 20, SystemFlags::empty()).unwrap();
         assert_eq!(mb.scan().unwrap().len(), 2);
         assert_eq!(mb.internal_date(&mb.scan().unwrap()[&copy.basename]), 1_000_000);
