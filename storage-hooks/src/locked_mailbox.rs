@@ -206,13 +206,13 @@ impl<'a> LockedMailbox<'a> {
                     Err(e) => return Err(e),
                 },
             };
-            let modseq = if fresh {
+            let modseq = if own_new_set.contains(&rec.basename) {
+                own_slots.push(me.messages.len());
+                0
+            } else if fresh {
                 1
             } else if let Some(p) = prev.as_ref().filter(|p| p.flags == flags) {
                 p.modseq
-            } else if own_new_set.contains(&rec.basename) {
-                own_slots.push(me.messages.len());
-                0
             } else {
                 me.index_dirty = true;
                 alloc(&mut highestmodseq, &mut foreign_modseq)
@@ -523,4 +523,86 @@ fn alloc(highestmodseq: &mut u64, slot: &mut Option<u64>) -> u64 {
 pub fn fresh_status(dir: &MailboxDir) -> Option<MailboxStatus> {
     let record = StatusRecord::decode(&std::fs::read(dir.path.join(STATUS_FILE)).ok()?)?;
     (FsStamp::take(&dir.path)? == record.stamp).then_some(record.status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::durable::Durability;
+    use crate::mailbox_name::MailboxName;
+    use std::time::{Duration, SystemTime};
+
+    fn setup() -> (tempfile::TempDir, MailboxDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let mb = MailboxDir::new(dir.path(), MailboxName::inbox(), "host", Durability::NoFsync);
+        std::fs::create_dir_all(dir.path()).unwrap();
+        mb.require().unwrap();
+        (dir, mb)
+    }
+
+    fn put(mb: &MailboxDir, name: &str, age_secs: u64) {
+        let path = mb.path.join("new").join(name);
+        std::fs::write(&path, b"Subject: x\n\nbody\n").unwrap();
+        let t = SystemTime::now() - Duration::from_secs(age_secs);
+        std::fs::File::options().write(true).open(&path).unwrap().set_modified(t).unwrap();
+    }
+
+    #[test]
+    fn foreign_files_by_mtime_then_own_files_in_order() {
+        let (_d, mb) = setup();
+        put(&mb, "b-oldest", 300);
+        put(&mb, "a-newer", 100);
+        put(&mb, "c-middle", 200);
+        put(&mb, "own2", 1000);
+        put(&mb, "own1", 1000);
+        let locked = LockedMailbox::load(&mb, &["own1".into(), "own2".into()]).unwrap();
+        let names: Vec<&str> = locked.messages().iter().map(|m| m.basename.as_str()).collect();
+        assert_eq!(names, ["b-oldest", "c-middle", "a-newer", "own1", "own2"]);
+        let committed = locked.commit().unwrap();
+        assert_eq!(committed.status.uidnext, 6);
+        assert_eq!(committed.status.size, 5 * 20, "vsize counts CRLF");
+        assert_eq!(committed.messages[0].vsize, 20);
+        // Fresh index: everything at MODSEQ 1 except our own new files.
+        assert_eq!(committed.messages[0].modseq, 1);
+        assert_eq!(committed.messages[3].modseq, 2);
+        assert_eq!(fresh_status(&mb), Some(committed.status));
+    }
+
+    #[test]
+    fn vanished_files_are_logged_and_corrupt_uidlist_is_recovered() {
+        let (_d, mb) = setup();
+        put(&mb, "one", 10);
+        put(&mb, "two", 5);
+        let c = LockedMailbox::load(&mb, &[]).unwrap().commit().unwrap();
+        let uv = c.status.uidvalidity;
+        std::fs::remove_file(mb.path.join("new/one")).unwrap();
+        let locked = LockedMailbox::load(&mb, &[]).unwrap();
+        assert_eq!(locked.messages().len(), 1);
+        assert_eq!(locked.base_modseq, 2, "outside expunge got a MODSEQ");
+        let c = locked.commit().unwrap();
+        let index = IndexRecord::decode(&std::fs::read(mb.path.join(INDEX_FILE)).unwrap()).unwrap();
+        assert_eq!(index.expunge_log.since(1).unwrap().to_imap_string(), "1");
+        assert_eq!(c.status.uidnext, 3);
+        // A broken uidlist is moved aside; mail is kept under a new UIDVALIDITY.
+        std::fs::write(mb.path.join(UIDLIST_FILE), "garbage\n").unwrap();
+        let c = LockedMailbox::load(&mb, &[]).unwrap().commit().unwrap();
+        assert_ne!(c.status.uidvalidity, uv);
+        assert_eq!(c.messages.len(), 1);
+        assert_eq!(c.messages[0].uid, 1);
+        let aside = std::fs::read_dir(&mb.path)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("dovecot-uidlist.broken."))
+            .count();
+        assert_eq!(aside, 1);
+    }
+
+    #[test]
+    fn stale_status_is_noticed_and_lock_is_released() {
+        let (_d, mb) = setup();
+        let c = LockedMailbox::load(&mb, &[]).unwrap().commit().unwrap();
+        assert_eq!(fresh_status(&mb), Some(c.status));
+        assert!(!mb.path.join("dovecot-uidlist.lock").exists());
+        put(&mb, "outside", 0);
+        assert_eq!(fresh_status(&mb), None);
+    }
 }

@@ -54,6 +54,10 @@ fn append_read_status_and_crlf() {
     assert_eq!(summary.subject, "message 1");
     assert_eq!(summary.snippet, "Hello number 1.");
     assert_eq!(events[1].flags, seen());
+    for ev in &events {
+        assert!(ev.modseq_after > ev.modseq_before, "even the first append of a new mailbox: {ev:?}");
+    }
+    assert_eq!(events[1].modseq_before, events[0].modseq_after);
     assert_eq!(events[1].uids.to_imap_string(), "2");
 
     let status = store.status("INBOX").unwrap();
