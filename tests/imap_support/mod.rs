@@ -40,6 +40,8 @@ pub struct ServerOptions {
     pub imap_extra: String,
     /// Users to create (name, password) with the PLAIN scheme.
     pub users: Vec<(String, String)>,
+    /// More config sections appended at the end (e.g. `[users]` settings).
+    pub sections_extra: String,
 }
 
 impl Default for ServerOptions {
@@ -48,6 +50,7 @@ impl Default for ServerOptions {
             workers: 2,
             imap_extra: "login_failure_delay_ms = 50\nlogin_failure_delay_max_ms = 400\n".into(),
             users: vec![("alice".into(), "secret-a".into()), ("bob".into(), "secret-b".into())],
+            sections_extra: String::new(),
         }
     }
 }
@@ -64,8 +67,8 @@ impl Server {
             &config,
             format!(
                 "data_dir = {data:?}\n[log]\nlevel = \"info,imap=debug\"\n[lmtp]\nlisten = \"127.0.0.1:{lmtp}\"\n\
-                 [imap]\nlisten = \"127.0.0.1:{imap}\"\nlisten_tls = \"127.0.0.1:{imaps}\"\nworkers = {}\n{}",
-                options.workers, options.imap_extra
+                 [imap]\nlisten = \"127.0.0.1:{imap}\"\nlisten_tls = \"127.0.0.1:{imaps}\"\nworkers = {}\n{}\n{}",
+                options.workers, options.imap_extra, options.sections_extra
             ),
         )
         .unwrap();
