@@ -116,3 +116,14 @@ fn qresync_select_and_vanished() {
     c.expect(&format!("l FETCH 1:* (FLAGS) (CHANGEDSINCE {modseq} VANISHED)"), &["l BAD {}"]);
     let _ = w;
 }
+
+#[test]
+fn esearch_return_options() {
+    let (_w, mut c) = three_messages();
+    c.expect("a SEARCH RETURN (MIN MAX COUNT) ALL", &["* ESEARCH (TAG \"a\") MIN 1 MAX 3 COUNT 3", "a OK Search completed."]);
+    c.expect("b UID SEARCH RETURN () 2:*", &["* ESEARCH (TAG \"b\") UID ALL 2:3", "b OK Search completed."]);
+    c.expect("c SEARCH RETURN (COUNT ALL) DELETED", &["* ESEARCH (TAG \"c\") COUNT 0", "c OK Search completed."]);
+    c.expect("d SEARCH RETURN (ALL) MODSEQ 1", &["* ESEARCH (TAG \"d\") ALL 1:3 MODSEQ {}", "d OK Search completed."]);
+    c.expect("e SEARCH RETURN (SAVE) ALL", &["e BAD Invalid SEARCH RETURN options."]);
+    c.expect("f SEARCH RETURN MIN ALL", &["f BAD Invalid SEARCH RETURN options."]);
+}

@@ -6,6 +6,7 @@ mod auth;
 mod close;
 mod copy_move;
 mod enable;
+pub(crate) mod esearch;
 mod expunge;
 mod fetch;
 mod idle;

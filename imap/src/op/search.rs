@@ -246,16 +246,47 @@ impl Session {
                 max_modseq = max_modseq.max(e.meta.modseq);
             }
         }
-        let mut line = String::from("* SEARCH");
-        for h in &hits {
-            line.push(' ');
-            line.push_str(&h.to_string());
-        }
-        if modseq && !hits.is_empty() {
-            line.push_str(&format!(" (MODSEQ {max_modseq})"));
-        }
-        line.push_str("\r\n");
+        let line = match self.search_return.take() {
+            Some(r) => esearch_line(tag, uid, &hits, r, modseq.then_some(max_modseq)),
+            None => {
+                let mut line = String::from("* SEARCH");
+                for h in &hits {
+                    line.push(' ');
+                    line.push_str(&h.to_string());
+                }
+                if modseq && !hits.is_empty() {
+                    line.push_str(&format!(" (MODSEQ {max_modseq})"));
+                }
+                line.push_str("\r\n");
+                line
+            }
+        };
         self.out.extend_from_slice(line.as_bytes());
         self.ok(tag, "Search completed.");
     }
+}
+
+/// `* ESEARCH (TAG "t") [UID] [MIN n] [MAX n] [COUNT n] [ALL set] [MODSEQ n]`.
+fn esearch_line(tag: &str, uid: bool, hits: &[u32], r: crate::op::esearch::ReturnOptions, modseq: Option<u64>) -> String {
+    let mut line = format!("* ESEARCH (TAG \"{tag}\")");
+    if uid {
+        line.push_str(" UID");
+    }
+    if let (true, Some(min)) = (r.min, hits.first()) {
+        line.push_str(&format!(" MIN {min}"));
+    }
+    if let (true, Some(max)) = (r.max, hits.last()) {
+        line.push_str(&format!(" MAX {max}"));
+    }
+    if r.count {
+        line.push_str(&format!(" COUNT {}", hits.len()));
+    }
+    if r.all && !hits.is_empty() {
+        line.push_str(&format!(" ALL {}", crate::session::response::number_set(hits)));
+    }
+    if let (Some(m), false) = (modseq, hits.is_empty()) {
+        line.push_str(&format!(" MODSEQ {m}"));
+    }
+    line.push_str("\r\n");
+    line
 }

@@ -57,6 +57,8 @@ pub struct Session {
     pub(crate) last_activity: Instant,
     pub(crate) idle_since: Instant,
     pub(crate) auth_failures: u32,
+    /// ESEARCH options of the command being executed (`SEARCH RETURN`).
+    pub(crate) search_return: Option<crate::op::esearch::ReturnOptions>,
 }
 
 impl std::fmt::Debug for Session {
@@ -96,6 +98,7 @@ impl Session {
             last_activity: now,
             idle_since: now,
             auth_failures: 0,
+            search_return: None,
         }
     }
 
@@ -270,6 +273,23 @@ impl Session {
             // Dovecot ignores empty lines too; nothing to answer.
             return;
         }
+        use crate::op::esearch::{split_search_return, SearchReturn};
+        let rewritten;
+        let bytes = match split_search_return(bytes) {
+            SearchReturn::None => {
+                self.search_return = None;
+                bytes
+            }
+            SearchReturn::Found(b, opts) => {
+                self.search_return = Some(opts);
+                rewritten = b;
+                &rewritten
+            }
+            SearchReturn::Invalid => {
+                let tag = tag_of(bytes);
+                return self.respond_bad(tag.as_deref(), "Invalid SEARCH RETURN options.");
+            }
+        };
         match CommandCodec::default().decode(bytes) {
             Ok((b"", cmd)) => {
                 let tag = cmd.tag.inner().to_string();
@@ -391,7 +411,7 @@ impl Session {
         let authed = !matches!(self.phase, Phase::NotAuthenticated | Phase::SaslResponse(_));
         if authed {
             caps.push_str(
-                " NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE CONDSTORE QRESYNC",
+                " NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE CONDSTORE QRESYNC ESEARCH",
             );
         } else {
             if self.options.starttls_available && !self.options.tls_active {
