@@ -125,3 +125,42 @@ fn concurrent_deliveries_never_duplicate_uids() {
         .collect();
     assert_eq!(subjects.len(), WORKERS * EACH);
 }
+
+#[test]
+fn a_delivery_publishes_exactly_one_message_new_event_on_the_bus() {
+    let env = env();
+    let run_dir = env.passwd.parent().unwrap().join("run");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let events = runtime.block_on(async move {
+        let mut sub = bus::UnixSubscriber::bind(&bus::UnixConfig::in_run_dir(&run_dir), 64).unwrap();
+        sub.subscribe("alice");
+        // `_env` keeps the temp dir until the events are in.
+        let (out, _env) = tokio::task::spawn_blocking(move || {
+            let out = env.deliver(&["--user", "alice"], b"From: a@b\nSubject: ping\n\nhello\n");
+            (out, env)
+        })
+        .await
+        .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let mut events = Vec::new();
+        // The first event may take a moment; after it, any duplicate would follow quickly.
+        let mut wait = std::time::Duration::from_secs(20);
+        while let Ok(Some(msg)) = tokio::time::timeout(wait, sub.recv()).await {
+            events.push(msg);
+            wait = std::time::Duration::from_millis(500);
+        }
+        events
+    });
+    let news: Vec<_> = events
+        .iter()
+        .filter_map(|m| match m {
+            bus::BusMessage::Event(ev) => Some(ev),
+            bus::BusMessage::Resync { .. } => None,
+        })
+        .collect();
+    assert_eq!(news.len(), 1, "{events:?}");
+    assert_eq!(news[0].kind, storage_hooks::EventKind::MessageNew);
+    assert_eq!((news[0].user.as_str(), news[0].mailbox.as_str()), ("alice", "INBOX"));
+    assert!(news[0].uids.contains(1));
+    assert_eq!(news[0].summary.as_ref().map(|s| s.subject.as_str()), Some("ping"));
+}

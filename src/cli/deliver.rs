@@ -14,7 +14,9 @@
 //! | 78 | configuration error (bad config, unreadable passwd file) |
 //!
 //! A `--mailbox` that does not exist falls back to INBOX (like dovecot-lda
-//! without mailbox auto-creation); stderr says so.
+//! without mailbox auto-creation); stderr says so. A successful delivery
+//! publishes one `MessageNew` event on the configured bus (a bus that cannot
+//! be opened is logged and does not fail the delivery).
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -24,6 +26,7 @@ use clap::Args;
 use imap::auth::{MailLocation, UserDb};
 use imap::delivery::{Deliverer, DeliveryError, TraceHeaders, INBOX};
 
+use super::event_hooks::EventHooks;
 use super::exit;
 use crate::config::Config;
 
@@ -68,9 +71,17 @@ pub fn run(config: &Config, args: &DeliverArgs) -> ExitCode {
     if let Err(e) = std::io::stdin().lock().take(limit.saturating_add(1)).read_to_end(&mut message) {
         return fail(exit::TEMPFAIL, format_args!("cannot read the message from stdin: {e}"));
     }
-    let deliverer = Deliverer::new(users, super::serve::store_hooks(config), limit);
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(exit::TEMPFAIL, format_args!("cannot start the async runtime: {e}")),
+    };
+    let events = runtime.block_on(EventHooks::open(config));
+    let deliverer = Deliverer::new(users, events.hooks.clone(), limit);
     let trace = TraceHeaders { return_path: args.from.clone(), delivered_to: args.recipient.clone(), received: None };
-    match deliverer.deliver(&user, &args.mailbox, &message, &trace) {
+    let outcome = deliverer.deliver(&user, &args.mailbox, &message, &trace);
+    // The MessageNew event leaves before the process does.
+    runtime.block_on(events.flush());
+    match outcome {
         Ok(d) => {
             if d.fell_back_to_inbox {
                 eprintln!("dormouse deliver: mailbox {:?} does not exist; delivered to INBOX", args.mailbox);

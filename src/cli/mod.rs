@@ -2,6 +2,7 @@
 
 pub mod config_cmd;
 pub mod deliver;
+pub mod event_hooks;
 pub mod first_run;
 pub mod logging;
 pub mod serve;

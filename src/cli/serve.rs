@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::event_hooks::EventHooks;
 use super::first_run;
 use crate::config::Config;
 
@@ -21,11 +22,10 @@ use crate::config::Config;
 #[derive(Debug, Args)]
 pub struct ServeArgs {}
 
-/// The hooks every store opened by this process calls. Empty for now:
-/// publishing events on the bus is wired in here once the `bus` crate's
-/// publisher exists, for both `serve` and `deliver`.
-pub fn store_hooks(_config: &Config) -> Hooks {
-    Hooks::new()
+/// The hooks every store opened by this process calls (the bus publisher;
+/// see [`EventHooks`]).
+pub async fn store_hooks(config: &Config) -> Hooks {
+    EventHooks::open(config).await.hooks
 }
 
 /// The host name for LMTP greetings and Received headers.
@@ -53,7 +53,7 @@ pub fn run(config: Config, _args: ServeArgs) -> anyhow::Result<()> {
 async fn serve(config: Config) -> anyhow::Result<()> {
     let location = MailLocation::parse(&config.users.mail_location)?;
     let users = Arc::new(UserDb::open(config.passwd_file(), location)?);
-    let deliverer = Deliverer::new(users.clone(), store_hooks(&config), config.lmtp.max_message_size);
+    let deliverer = Deliverer::new(users.clone(), store_hooks(&config).await, config.lmtp.max_message_size);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks: Vec<JoinHandle<()>> = Vec::new();
 
