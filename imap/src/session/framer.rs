@@ -54,11 +54,22 @@ pub(crate) struct Framer {
     line_start: usize,
     /// In line-only mode (AUTHENTICATE continuation, IDLE) literals are not recognised.
     line_only: bool,
+    /// Last bytes of a line being skipped, to spot a `{n+}` at its end.
+    skip_tail: Vec<u8>,
 }
 
 impl Framer {
     pub(crate) fn new(max_line: usize) -> Self {
-        Framer { input: Vec::new(), pos: 0, message: Vec::new(), state: State::Line, max_line, line_start: 0, line_only: false }
+        Framer {
+            input: Vec::new(),
+            pos: 0,
+            message: Vec::new(),
+            state: State::Line,
+            max_line,
+            line_start: 0,
+            line_only: false,
+            skip_tail: Vec::new(),
+        }
     }
 
     pub(crate) fn enqueue(&mut self, bytes: &[u8]) {
@@ -91,6 +102,11 @@ impl Framer {
     /// Drops all buffered input (after STARTTLS, to defeat command injection).
     pub(crate) fn discard_all(&mut self) {
         self.take_unprocessed();
+    }
+
+    /// Bytes of the command read so far (lines and accepted literals).
+    pub(crate) fn message_len(&self) -> usize {
+        self.message.len()
     }
 
     pub(crate) fn accept_literal(&mut self) {
@@ -140,15 +156,26 @@ impl Framer {
                     self.state = State::SkipCommand;
                 }
                 State::SkipLine | State::SkipCommand => {
-                    let Some(nl) = self.input[self.pos..].iter().position(|&b| b == b'\n') else {
-                        self.pos = self.input.len();
+                    let avail = &self.input[self.pos..];
+                    let nl = avail.iter().position(|&b| b == b'\n');
+                    let upto = nl.map_or(avail.len(), |p| p + 1);
+                    // Keep only the tail: enough for `{4294967295+}\r\n`.
+                    self.skip_tail.extend_from_slice(&avail[..upto]);
+                    if self.skip_tail.len() > 32 {
+                        self.skip_tail.drain(..self.skip_tail.len() - 32);
+                    }
+                    self.pos += upto;
+                    if nl.is_none() {
                         return None;
-                    };
-                    let line = &self.input[self.pos..self.pos + nl + 1];
-                    let skip_literal = if self.state == State::SkipCommand { literal_announcement(line) } else { None };
-                    self.pos += nl + 1;
-                    match skip_literal {
-                        Some((len, true)) => self.state = State::SkipLiteral { remaining: u64::from(len) },
+                    }
+                    let tail = std::mem::take(&mut self.skip_tail);
+                    match literal_announcement(&tail) {
+                        // A non-synchronizing literal follows even though
+                        // we refused the line: its data must not be read
+                        // as commands.
+                        Some((len, true)) if !self.line_only => {
+                            self.state = State::SkipLiteral { remaining: u64::from(len) }
+                        }
                         // A synchronizing literal is never sent without our `+`.
                         _ => self.state = State::Line,
                     }
@@ -179,6 +206,7 @@ impl Framer {
                                 let mut head = std::mem::take(&mut self.message);
                                 head.extend_from_slice(&self.input[start..search_end.min(start + 64)]);
                                 head.truncate(64);
+                                self.skip_tail = self.input[start..search_end].to_vec();
                                 self.pos = search_end;
                                 self.line_start = 0;
                                 self.state = State::SkipLine;
@@ -253,6 +281,14 @@ mod tests {
         assert!(matches!(f.poll(), Some(Frame::Literal { length: 5, non_sync: true, .. })));
         f.reject_literal();
         assert_eq!(f.poll(), Some(Frame::Complete(b"b NOOP\r\n".to_vec())));
+    }
+
+    #[test]
+    fn overlong_line_with_non_sync_literal_skips_the_data() {
+        let mut f = Framer::new(10);
+        f.enqueue(b"a APPEND INBOX xxxxxxxxxxxxxxxx {9+}\r\nb LOGOUT\r\nc NOOP\r\n");
+        assert!(matches!(f.poll(), Some(Frame::LineTooLong(_))));
+        assert_eq!(f.poll(), Some(Frame::Complete(b"c NOOP\r\n".to_vec())));
     }
 
     #[test]

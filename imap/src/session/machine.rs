@@ -251,7 +251,11 @@ impl Session {
         let is_append = command_name_of(head).is_some_and(|c| c.eq_ignore_ascii_case("APPEND"));
         let limits = self.options.limits;
         let max = if is_append { limits.max_append_literal } else { limits.max_other_literal };
-        if length > max {
+        // The whole command (all its literals) is bounded too, so many small
+        // literals cannot add up to unbounded memory.
+        let total_cap = u64::from(max) + limits.max_line as u64 * 4;
+        let over_total = self.framer.message_len() as u64 + u64::from(length) > total_cap;
+        if length > max || over_total {
             self.framer.reject_literal();
             if is_append {
                 let text = format!("[TOOBIG] Message too large (max {max} bytes).");
