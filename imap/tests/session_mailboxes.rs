@@ -84,7 +84,7 @@ fn status_append_select_examine() {
     c.expect("m SELECT INBOX", &["* OK [CLOSED] {}", "* FLAGS {}", "* OK [PERMANENTFLAGS {}", "* 2 EXISTS", "* 0 RECENT", "* OK [UNSEEN 2] {}", "* OK [UIDVALIDITY {}", "* OK [UIDNEXT 3] {}", "* OK [HIGHESTMODSEQ {}", "m OK [READ-WRITE] Select completed."]);
     c.expect("n SELECT Nope", &["* OK [CLOSED] {}", "n NO [NONEXISTENT] {}"]);
     assert_eq!(c.s.selected_mailbox(), None);
-    c.expect("o UNSELECT", &["o NO UNSELECT needs a selected mailbox."]);
+    c.expect("o UNSELECT", &["o BAD UNSELECT needs a selected mailbox."]);
 }
 
 #[test]

@@ -107,3 +107,47 @@ fn selected_mailbox_deleted_elsewhere() {
     a.expect("f NOOP", &["* BYE {}", "f OK NOOP completed."]);
     assert!(a.closed);
 }
+
+#[test]
+fn hibernate_and_resume_reports_what_happened_meanwhile() {
+    use imap::session::{NotHibernatable, Session};
+    let (w, mut a, mut b) = pair();
+    a.expect("e ENABLE CONDSTORE", &["* ENABLED CONDSTORE", "e OK {}"]);
+    // A partial command line travels with the state.
+    a.expect("i IDLE", &["+ idling"]);
+    let state = a.s.hibernation_state().unwrap();
+    assert_eq!(state.idle_tag.as_deref(), Some("i"));
+    let view = state.selected.clone().unwrap();
+    assert_eq!(view.uids.iter().collect::<Vec<_>>(), vec![1, 2, 3]);
+    drop(a);
+    // Meanwhile: a flag change, an expunge and a delivery.
+    b.expect("x STORE 1 +FLAGS (\\Flagged)", &["* 1 FETCH {}", "x OK {}"]);
+    b.expect("y STORE 2 +FLAGS.SILENT (\\Deleted)", &["y OK {}"]);
+    b.expect("z EXPUNGE", &["* 2 EXPUNGE", "z OK {}"]);
+    w.deliver("alice", "INBOX", &simple_message("four"));
+    let mut state = state;
+    state.pending_input = b"DO".to_vec();
+    let s = Session::resume_hibernated(World::options(), state, w.auth.clone(), w.hooks(), w.start).unwrap();
+    let mut a = Client { s, now: w.start, greeting: String::new(), closed: false, events: Vec::new() };
+    check(&a.run(), &["* 2 EXPUNGE", "* 1 FETCH (FLAGS (\\Flagged) MODSEQ ({}))", "* 3 EXISTS", "* 1 RECENT"]);
+    a.expect("NE", &["i OK Idle completed."]);
+    a.expect("j FETCH 1:* UID", &["* 1 FETCH (UID 1)", "* 2 FETCH (UID 3)", "* 3 FETCH (UID 4)", "j OK {}"]);
+    // Not parkable while output is pending or before login.
+    let c = w.client();
+    assert_eq!(c.s.hibernation_state().unwrap_err(), NotHibernatable::NotAuthenticated);
+}
+
+#[test]
+fn resume_after_uidvalidity_change_says_bye() {
+    use imap::session::Session;
+    let (w, a, mut b) = pair();
+    b.expect("c CREATE Box", &["c OK {}"]);
+    let mut state = a.s.hibernation_state().unwrap();
+    if let Some(v) = state.selected.as_mut() {
+        v.uidvalidity ^= 1;
+    }
+    let s = Session::resume_hibernated(World::options(), state, w.auth.clone(), w.hooks(), w.start).unwrap();
+    let mut a = Client { s, now: w.start, greeting: String::new(), closed: false, events: Vec::new() };
+    check(&a.run(), &["* BYE {}"]);
+    assert!(a.closed);
+}

@@ -28,6 +28,12 @@ fn login_success_failure_and_lockout() {
     c.expect("c LOGIN \"alice\" {6+}\r\nsecret", &["c OK [CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE CONDSTORE QRESYNC ESEARCH] Logged in"]);
     assert_eq!(c.s.user(), Some("alice"));
     c.expect("d LOGIN alice secret", &["d BAD Already logged in."]);
+    // A limit refusal is not a failed attempt.
+    let mut c = w.client();
+    for t in ["p", "q", "r", "s"] {
+        c.expect(&format!("{t} LOGIN busy secret"), &["{} NO [LIMIT] Too many sessions of this user (limit 2)."]);
+    }
+    assert!(!c.closed);
     let mut c = w.client();
     for t in ["x", "y"] {
         c.expect(&format!("{t} LOGIN alice bad"), &["{} NO [AUTHENTICATIONFAILED] Authentication failed."]);
@@ -78,13 +84,13 @@ fn authenticate_plain_with_and_without_initial_response() {
 fn commands_in_wrong_state() {
     let w = World::new();
     let mut c = w.client();
-    c.expect("a SELECT INBOX", &["a NO Please log in first."]);
-    c.expect("b FETCH 1 FLAGS", &["b NO Please log in first."]);
-    c.expect("b2 IDLE", &["b2 NO Please log in first."]);
+    c.expect("a SELECT INBOX", &["a BAD Please log in first."]);
+    c.expect("b FETCH 1 FLAGS", &["b BAD Please log in first."]);
+    c.expect("b2 IDLE", &["b2 BAD Please log in first."]);
     let mut c = w.alice();
-    c.expect("c FETCH 1 FLAGS", &["c NO FETCH needs a selected mailbox."]);
-    c.expect("d EXPUNGE", &["d NO EXPUNGE needs a selected mailbox."]);
-    c.expect("e CLOSE", &["e NO CLOSE needs a selected mailbox."]);
+    c.expect("c FETCH 1 FLAGS", &["c BAD FETCH needs a selected mailbox."]);
+    c.expect("d EXPUNGE", &["d BAD EXPUNGE needs a selected mailbox."]);
+    c.expect("e CLOSE", &["e BAD CLOSE needs a selected mailbox."]);
     c.expect("f STARTTLS", &["f BAD STARTTLS is only allowed before login."]);
 }
 
@@ -167,7 +173,7 @@ fn master_mode_hands_over_with_pipelined_input() {
     let opts = SessionOptions { hand_over_on_auth: true, ..World::options() };
     let mut c = w.client_with(opts);
     let out = c.raw(b"a ENABLE QRESYNC\r\n");
-    check(&out, &["a NO Please log in first."]);
+    check(&out, &["a BAD Please log in first."]);
     let out = c.raw(b"b LOGIN alice secret\r\nc SELECT INBOX\r\n");
     check(&out, &["b OK [CAPABILITY {}] Logged in"]);
     assert!(c.closed, "master session ends after the hand-over");

@@ -121,6 +121,10 @@ impl Session {
                     self.close();
                 }
             }
+            AuthFailure::Limit(text) => {
+                let text = crate::session::machine::sanitize(text);
+                self.no(tag, &format!("[LIMIT] {text}"));
+            }
             AuthFailure::Temporary(reason) => {
                 tracing::warn!(reason = %reason, "authentication backend unavailable");
                 self.no(tag, "[UNAVAILABLE] Temporary authentication failure.");

@@ -17,6 +17,11 @@ pub enum AuthFailure {
     /// Unknown user or wrong password (never say which).
     #[error("invalid credentials")]
     InvalidCredentials,
+    /// The credentials are right but a limit refuses the login (e.g. too
+    /// many sessions of this user); answered `NO [LIMIT] <text>` and not
+    /// counted as a failed attempt.
+    #[error("limit reached: {0}")]
+    Limit(String),
     /// The user database could not be consulted; try again later.
     #[error("authentication temporarily unavailable: {0}")]
     Temporary(String),

@@ -99,6 +99,18 @@ impl Framer {
         out
     }
 
+    /// A copy of the buffered input (a partial command line plus unread
+    /// bytes), or `None` while a literal or skipped data is in progress (the
+    /// bytes could not be re-framed from scratch).
+    pub(crate) fn pending_copy(&self) -> Option<Vec<u8>> {
+        if self.state != State::Line || self.line_start != 0 {
+            return None;
+        }
+        let mut out = self.message.clone();
+        out.extend_from_slice(&self.input[self.pos..]);
+        Some(out)
+    }
+
     /// Drops all buffered input (after STARTTLS, to defeat command injection).
     pub(crate) fn discard_all(&mut self) {
         self.take_unprocessed();
@@ -165,9 +177,7 @@ impl Framer {
                         self.skip_tail.drain(..self.skip_tail.len() - 32);
                     }
                     self.pos += upto;
-                    if nl.is_none() {
-                        return None;
-                    }
+                    nl?;
                     let tail = std::mem::take(&mut self.skip_tail);
                     match literal_announcement(&tail) {
                         // A non-synchronizing literal follows even though

@@ -349,7 +349,8 @@ impl Session {
                 let ir = initial_response.map(|s| s.declassify().to_vec());
                 self.op_authenticate(tag, mechanism.as_ref(), ir, now);
             }
-            (Phase::NotAuthenticated, _) => self.no(tag, "Please log in first."),
+            // RFC 9051 6: a command in the wrong state is a protocol error (BAD), as in Dovecot.
+            (Phase::NotAuthenticated, _) => self.bad(tag, "Please log in first."),
             (_, CommandBody::StartTLS) => self.bad(tag, "STARTTLS is only allowed before login."),
             (_, CommandBody::Login { .. } | CommandBody::Authenticate { .. }) => self.bad(tag, "Already logged in."),
             (_, body) => self.dispatch_authenticated(tag, body, now),
@@ -383,7 +384,7 @@ impl Session {
             CommandBody::Idle => self.op_idle(tag, now),
             body if self.selected.is_none() => {
                 let name = body.name();
-                self.no(tag, &format!("{name} needs a selected mailbox."));
+                self.bad(tag, &format!("{name} needs a selected mailbox."));
             }
             CommandBody::Check => self.op_noop(tag, "CHECK"),
             CommandBody::Close => self.op_close(tag),

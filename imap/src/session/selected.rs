@@ -54,6 +54,12 @@ impl Selected {
         Ok(Selected { mailbox, read_only, view, recent, announced_exists: n, announced_recent: r })
     }
 
+    /// A view restored from a hibernated session (no `\Recent` carried).
+    pub(crate) fn from_view(mailbox: Mailbox, read_only: bool, view: Vec<ViewEntry>) -> Self {
+        let n = view.len();
+        Selected { mailbox, read_only, view, recent: BTreeSet::new(), announced_exists: n, announced_recent: 0 }
+    }
+
     /// The mailbox name.
     pub(crate) fn name(&self) -> &str {
         self.mailbox.name()

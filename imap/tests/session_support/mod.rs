@@ -18,6 +18,9 @@ pub struct TestAuth {
 
 impl Authenticator for TestAuth {
     fn verify(&self, user: &str, password: &str) -> Result<AuthenticatedUser, AuthFailure> {
+        if user == "busy" {
+            return Err(AuthFailure::Limit("Too many sessions of this user (limit 2).".into()));
+        }
         match self.users.get(user) {
             Some(dir) if password == "secret" => Ok(AuthenticatedUser { name: user.to_string(), maildir: dir.clone() }),
             _ => Err(AuthFailure::InvalidCredentials),
