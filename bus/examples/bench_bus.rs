@@ -1,1 +1,360 @@
-fn main() {}
+//! Benchmark of both bus transports; prints a table (what, N, median, p99/worst, unit).
+//!
+//! Run: `cargo run --release -p bus --example bench_bus [quick]`
+//!
+//! * throughput: one publisher (this process) to 1 and to 4 subscriber
+//!   processes (this binary re-executed as `bench_bus child ...`), lossless:
+//!   the publisher slows down when a receiver's pending batch is half full
+//!   (UNIX) or the publish queue is full (NATS). Median and worst of 3 runs.
+//! * latency at 1,000 events/s to one subscriber process: the send time
+//!   (ns since the UNIX epoch) travels in the event's `status.size` field.
+//! * NATS: time to create 100,000 per-user subscriptions in a fresh
+//!   subscriber process and the RSS of that process and of nats-server.
+//!
+//! Uses its own nats-server (`/usr/sbin/nats-server -js`) on a free port
+//! and a temporary bus folder. Every phase has a count and a time limit.
+
+#[path = "bus_subscriber.rs"]
+mod child;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bus::{BusError, NatsConfig, NatsPublisher, UnixConfig, UnixPublisher};
+use storage_hooks::{EventKind, Flags, MailboxEvent, MailboxStatus, UidSet};
+
+const RUNS: usize = 3;
+
+fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+fn event(i: u64) -> MailboxEvent {
+    MailboxEvent {
+        kind: EventKind::MessageNew,
+        user: "bench-user".into(),
+        mailbox: "INBOX".into(),
+        old_mailbox: None,
+        uidvalidity: 1_700_000_000,
+        uids: UidSet::from_range(i as u32 + 1, i as u32 + 1),
+        flags: Flags::default(),
+        status: MailboxStatus { messages: i as u32 + 1, uidnext: i as u32 + 2, size: now_ns(), ..Default::default() },
+        modseq_before: i,
+        modseq_after: i + 1,
+        summary: None,
+        timestamp_ms: 0,
+    }
+}
+
+struct Sub {
+    child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Sub {
+    fn spawn(args: &[String]) -> Sub {
+        let mut child = Command::new(std::env::current_exe().expect("own path"))
+            .arg("child")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn subscriber");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Sub { child, stdin, lines }
+    }
+
+    fn wait(&self, prefix: &str, timeout: Duration) -> Option<BTreeMap<String, String>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.starts_with(prefix) => {
+                    return Some(
+                        l.split_whitespace()
+                            .filter_map(|kv| kv.split_once('='))
+                            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                            .collect(),
+                    )
+                }
+                Ok(l) if l.starts_with("ERROR") => {
+                    eprintln!("subscriber: {l}");
+                    return None;
+                }
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
+    fn stop(&mut self) {
+        let _ = writeln!(self.stdin, "STOP");
+        let _ = self.stdin.flush();
+    }
+}
+
+impl Drop for Sub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Where the publisher sends.
+enum Target<'a> {
+    Unix(&'a UnixPublisher, usize),
+    Nats(&'a NatsPublisher),
+}
+
+impl Target<'_> {
+    fn child_args(&self, dir: &str, url: &str) -> Vec<String> {
+        match self {
+            Target::Unix(..) => vec!["transport=unix".into(), format!("dir={dir}")],
+            Target::Nats(_) => vec!["transport=nats".into(), format!("url={url}")],
+        }
+    }
+
+    /// Publishes without losing events: waits while the transport is saturated.
+    async fn publish(&self, ev: &MailboxEvent) {
+        match self {
+            Target::Unix(p, max_frame) => {
+                if p.publish(ev) > max_frame / 2 {
+                    while p.flush_pending() > max_frame / 4 {
+                        std::thread::sleep(Duration::from_micros(20));
+                    }
+                }
+            }
+            Target::Nats(p) => loop {
+                match p.publish(ev) {
+                    Ok(()) => break,
+                    Err(BusError::QueueFull) => tokio::time::sleep(Duration::from_micros(50)).await,
+                    Err(e) => panic!("publish: {e}"),
+                }
+            },
+        }
+    }
+
+    async fn flush(&self) {
+        match self {
+            Target::Unix(p, _) => {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while p.flush_pending() > 0 && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+            }
+            Target::Nats(p) => p.flush().await.expect("flush"),
+        }
+    }
+}
+
+struct Row {
+    what: String,
+    n: u64,
+    median: f64,
+    p99: f64,
+    unit: &'static str,
+}
+
+fn median_and_worst(mut v: Vec<f64>, higher_is_better: bool) -> (f64, f64) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let median = v[v.len() / 2];
+    let worst = if higher_is_better { v[0] } else { v[v.len() - 1] };
+    (median, worst)
+}
+
+/// One throughput run: `events` events to `subs` subscriber processes.
+async fn throughput(target: &Target<'_>, dir: &str, url: &str, subs: usize, events: u64) -> Option<f64> {
+    let mut args = target.child_args(dir, url);
+    args.push("users=bench-user".into());
+    args.push(format!("expect={events}"));
+    args.push("timeout=60".into());
+    let children: Vec<Sub> = (0..subs).map(|_| Sub::spawn(&args)).collect();
+    for c in &children {
+        c.wait("READY", Duration::from_secs(30))?;
+    }
+    let start = now_ns();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for i in 0..events {
+        target.publish(&event(i)).await;
+        if i % 65_536 == 0 && Instant::now() > deadline {
+            eprintln!("publisher hit the time limit");
+            return None;
+        }
+    }
+    target.flush().await;
+    let mut last = 0u64;
+    for c in &children {
+        let done = c.wait("DONE", Duration::from_secs(60))?;
+        if done.get("events").map(String::as_str) != Some(&events.to_string()) || done["gaps"] != "0" {
+            eprintln!("subscriber incomplete: {done:?}");
+            return None;
+        }
+        last = last.max(done["last_ns"].parse().ok()?);
+    }
+    Some(events as f64 / ((last - start) as f64 / 1e9))
+}
+
+/// Latency at `rate` events/s to one subscriber process.
+async fn latency(target: &Target<'_>, dir: &str, url: &str, events: u64, rate: u64) -> Option<(f64, f64)> {
+    let mut args = target.child_args(dir, url);
+    args.push("users=bench-user".into());
+    args.push(format!("expect={events}"));
+    args.push("timeout=60".into());
+    let child = Sub::spawn(&args);
+    child.wait("READY", Duration::from_secs(30))?;
+    let interval = Duration::from_nanos(1_000_000_000 / rate);
+    let start = tokio::time::Instant::now();
+    for i in 0..events {
+        tokio::time::sleep_until(start + interval * i as u32).await;
+        target.publish(&event(i)).await;
+        if let Target::Nats(p) = target {
+            p.flush().await.ok()?;
+        }
+    }
+    let done = child.wait("DONE", Duration::from_secs(60))?;
+    Some((done["p50_ns"].parse::<f64>().ok()? / 1000.0, done["p99_ns"].parse::<f64>().ok()? / 1000.0))
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn transport_rows(name: &str, target: &Target<'_>, dir: &str, url: &str, events: u64, rows: &mut Vec<Row>) {
+    let latency_only = std::env::args().any(|a| a == "latency-only");
+    for subs in [1usize, 4].into_iter().filter(|_| !latency_only) {
+        let mut rates = Vec::new();
+        for _ in 0..RUNS {
+            match throughput(target, dir, url, subs, events).await {
+                Some(r) => rates.push(r),
+                None => eprintln!("{name}: a throughput run to {subs} subscribers failed"),
+            }
+        }
+        if !rates.is_empty() {
+            let (median, worst) = median_and_worst(rates, true);
+            rows.push(Row {
+                what: format!("{name}: throughput, 1 publisher -> {subs} subscriber process(es) (worst run)"),
+                n: events * RUNS as u64,
+                median,
+                p99: worst,
+                unit: "events/s",
+            });
+        }
+    }
+    let n = 5_000;
+    if let Some((p50, p99)) = latency(target, dir, url, n, 1_000).await {
+        rows.push(Row { what: format!("{name}: latency at 1,000 events/s"), n, median: p50, p99, unit: "us" });
+    }
+}
+
+fn main() {
+    if std::env::args().nth(1).as_deref() == Some("child") {
+        child::main();
+        return;
+    }
+    let quick = std::env::args().any(|a| a == "quick");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    rt.block_on(run(quick));
+}
+
+async fn run(quick: bool) {
+    let events: u64 = if quick { 50_000 } else { 500_000 };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("bus");
+    let mut ucfg = UnixConfig { dir: dir.clone(), ..UnixConfig::default() };
+    if let Some(us) = std::env::args().find_map(|a| a.strip_prefix("coalesce_us=").and_then(|v| v.parse().ok())) {
+        ucfg.coalesce_us = us;
+    }
+    let mut rows = Vec::new();
+    let dir_s = dir.display().to_string();
+
+    let only = std::env::args().find_map(|a| a.strip_prefix("only=").map(str::to_owned));
+    if only.as_deref() != Some("nats") {
+        let unix = UnixPublisher::open(&ucfg).expect("unix publisher");
+        transport_rows("unix", &Target::Unix(&unix, ucfg.max_frame_bytes), &dir_s, "", events, &mut rows).await;
+    }
+    if only.as_deref() == Some("unix") {
+        print_rows(rows);
+        return;
+    }
+
+    // Our own nats-server.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
+    let js_dir = tmp.path().join("js");
+    let mut server = Command::new("/usr/sbin/nats-server")
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(&js_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nats-server");
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let url = format!("nats://127.0.0.1:{port}");
+    let ncfg = NatsConfig { url: url.clone(), ..NatsConfig::default() };
+    let nats = NatsPublisher::connect(&ncfg, 1 << 16).await.expect("nats publisher");
+    transport_rows("nats", &Target::Nats(&nats), &dir_s, &url, events, &mut rows).await;
+
+    // Cost of 100,000 per-user subscriptions.
+    let subs_n: u64 = if quick { 10_000 } else { 100_000 };
+    let server_before = rss_kb(server.id());
+    let mut child = Sub::spawn(&[
+        "transport=nats".into(),
+        format!("url={url}"),
+        "users=".into(),
+        format!("synthetic={subs_n}"),
+        "timeout=120".into(),
+    ]);
+    if child.wait("READY", Duration::from_secs(30)).is_some() {
+        if let Some(s) = child.wait("SUBSCRIBED", Duration::from_secs(120)) {
+            let ms: f64 = s["ms"].parse().unwrap_or(0.0);
+            let rss: f64 = s["rss_kb"].parse().unwrap_or(0.0);
+            let before: f64 = s["rss_before_kb"].parse().unwrap_or(0.0);
+            let server_after = rss_kb(server.id());
+            rows.push(Row { what: format!("nats: time to subscribe {subs_n} users (+flush)"), n: subs_n, median: ms, p99: ms, unit: "ms" });
+            rows.push(Row { what: "nats: subscriber process RSS after subscribing".into(), n: subs_n, median: rss / 1024.0, p99: rss / 1024.0, unit: "MiB" });
+            rows.push(Row {
+                what: "nats: subscriber RSS growth per subscription".into(),
+                n: subs_n,
+                median: (rss - before) * 1024.0 / subs_n as f64,
+                p99: (rss - before) * 1024.0 / subs_n as f64,
+                unit: "bytes",
+            });
+            let growth = server_after.saturating_sub(server_before) as f64;
+            rows.push(Row { what: "nats-server RSS after (growth per subscription in p99 column, bytes)".into(), n: subs_n, median: server_after as f64 / 1024.0, p99: growth * 1024.0 / subs_n as f64, unit: "MiB" });
+        }
+        child.stop();
+    }
+    drop(child);
+    drop(nats);
+    let _ = server.kill();
+    let _ = server.wait();
+
+    print_rows(rows);
+}
+
+fn print_rows(rows: Vec<Row>) {
+    println!("{:<78} {:>9} {:>12} {:>12}  unit", "what", "N", "median", "p99/worst");
+    for r in rows {
+        println!("{:<78} {:>9} {:>12.1} {:>12.1}  {}", r.what, r.n, r.median, r.p99, r.unit);
+    }
+}

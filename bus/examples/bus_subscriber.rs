@@ -65,8 +65,58 @@ impl State {
     }
 }
 
+/// What the subscriber saw.
+#[derive(Default)]
+struct Tally {
+    events: u64,
+    resyncs: u64,
+    first_ns: u64,
+    last_ns: u64,
+    latencies: Vec<u64>,
+}
+
+impl Tally {
+    fn handle(&mut self, msg: BusMessage, state: &mut State, users: &[String]) {
+        match msg {
+            BusMessage::Event(ev) => {
+                let now = now_ns();
+                if self.first_ns == 0 {
+                    self.first_ns = now;
+                }
+                self.last_ns = now;
+                self.events += 1;
+                if ev.status.size > 0 && ev.status.size <= now {
+                    self.latencies.push(now - ev.status.size);
+                }
+                match state.modseq.get_mut(&ev.user) {
+                    Some(m) if *m == ev.modseq_before => *m = ev.modseq_after,
+                    Some(m) => {
+                        if ev.modseq_after > *m {
+                            state.dirty.insert(ev.user);
+                        }
+                    }
+                    None => {
+                        state.modseq.insert(ev.user, ev.modseq_after);
+                    }
+                }
+            }
+            BusMessage::Resync { user, .. } => {
+                self.resyncs += 1;
+                match user {
+                    Some(u) => {
+                        state.dirty.insert(u);
+                    }
+                    None => state.dirty.extend(users.iter().cloned()),
+                }
+                state.resync();
+            }
+        }
+    }
+}
+
+/// Runs the subscriber (also called by `bench_bus child ...`).
 #[tokio::main(flavor = "current_thread")]
-async fn main() {
+pub async fn main() {
     let mut args: BTreeMap<String, String> = BTreeMap::new();
     for a in std::env::args().skip(1) {
         if let Some((k, v)) = a.split_once('=') {
@@ -120,39 +170,20 @@ async fn main() {
 
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let deadline = tokio::time::Instant::now() + timeout;
-    let (mut events, mut resyncs, mut first_ns, mut last_ns) = (0u64, 0u64, 0u64, 0u64);
-    let mut latencies: Vec<u64> = Vec::new();
+    let mut tally = Tally::default();
     let mut timed_out = false;
     let mut stdin_open = true;
-    while events < expect {
+    let sleep = tokio::time::sleep_until(deadline);
+    tokio::pin!(sleep);
+    while tally.events < expect {
         tokio::select! {
             msg = sub.recv() => {
                 let Some(msg) = msg else { break };
-                match msg {
-                    BusMessage::Event(ev) => {
-                        let now = now_ns();
-                        if first_ns == 0 { first_ns = now; }
-                        last_ns = now;
-                        events += 1;
-                        if ev.status.size > 0 && ev.status.size <= now {
-                            latencies.push(now - ev.status.size);
-                        }
-                        let cur = state.modseq.get(&ev.user).copied();
-                        match cur {
-                            Some(m) if m != ev.modseq_before => {
-                                if ev.modseq_after > m { state.dirty.insert(ev.user.clone()); }
-                            }
-                            _ => { state.modseq.insert(ev.user.clone(), ev.modseq_after); }
-                        }
-                    }
-                    BusMessage::Resync { user, .. } => {
-                        resyncs += 1;
-                        match user {
-                            Some(u) => { state.dirty.insert(u); }
-                            None => state.dirty.extend(users.iter().cloned()),
-                        }
-                        state.resync();
-                    }
+                tally.handle(msg, &mut state, &users);
+                // Drain what is already queued without going through select! again.
+                while tally.events < expect {
+                    let Some(msg) = sub.try_recv() else { break };
+                    tally.handle(msg, &mut state, &users);
                 }
             }
             line = stdin.next_line(), if stdin_open => {
@@ -162,9 +193,10 @@ async fn main() {
                     _ => stdin_open = false,
                 }
             }
-            _ = tokio::time::sleep_until(deadline) => { timed_out = true; break; }
+            _ = &mut sleep => { timed_out = true; break; }
         }
     }
+    let Tally { events, resyncs, first_ns, last_ns, mut latencies } = tally;
     state.resync();
     latencies.sort_unstable();
     let c = sub.counters();

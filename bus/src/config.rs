@@ -8,6 +8,7 @@
 //! [bus.unix]
 //! dir = "/run/dormouse/bus"     # private to the server's user (mode 0700)
 //! max_frame_bytes = 61440
+//! coalesce_us = 100             # batch events closer together than this
 //!
 //! [bus.nats]
 //! url = "nats://127.0.0.1:4222"
@@ -78,6 +79,9 @@ impl BusConfig {
         if !(1024..=200 * 1024).contains(&self.unix.max_frame_bytes) {
             return Err(BusError::Config("unix.max_frame_bytes must be between 1024 and 204800".into()));
         }
+        if self.unix.coalesce_us > 10_000 {
+            return Err(BusError::Config("unix.coalesce_us must be at most 10000".into()));
+        }
         let prefix = &self.nats.subject_prefix;
         if prefix.is_empty()
             || prefix.split('.').any(|t| t.is_empty() || t.contains(['*', '>']) || t.contains(char::is_whitespace))
@@ -103,11 +107,15 @@ pub struct UnixConfig {
     pub dir: PathBuf,
     /// Largest frame sent; bigger events travel as a reference record.
     pub max_frame_bytes: usize,
+    /// An event following the previous frame to a receiver within this many
+    /// microseconds waits (at most this long) and leaves with the events
+    /// after it in one frame; 0 sends every event at once.
+    pub coalesce_us: u64,
 }
 
 impl Default for UnixConfig {
     fn default() -> Self {
-        Self { dir: PathBuf::from("/run/dormouse/bus"), max_frame_bytes: 60 * 1024 }
+        Self { dir: PathBuf::from("/run/dormouse/bus"), max_frame_bytes: 60 * 1024, coalesce_us: 100 }
     }
 }
 
@@ -251,8 +259,7 @@ mod tests {
         let mut cfg = BusConfig::default();
         cfg.nats.subject_prefix = "a.*".into();
         assert!(cfg.validate().is_err());
-        let mut cfg = BusConfig::default();
-        cfg.queue_capacity = 0;
+        let cfg = BusConfig { queue_capacity: 0, ..BusConfig::default() };
         assert!(cfg.validate().is_err());
         let mut cfg = BusConfig::unix_in_run_dir(Path::new("/run/x"));
         assert_eq!(cfg.unix.dir, PathBuf::from("/run/x/bus"));

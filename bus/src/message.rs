@@ -3,6 +3,8 @@
 use storage_hooks::MailboxEvent;
 
 /// One item from a subscriber's queue.
+// Events are nearly every message; boxing them would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BusMessage {
     /// A change of a subscribed user's mail store.

@@ -47,6 +47,8 @@ pub struct FrameHeader {
 }
 
 /// One decoded record of a frame.
+// Events are nearly every record; boxing them would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     /// A mailbox event.

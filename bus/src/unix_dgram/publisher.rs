@@ -8,8 +8,8 @@ use std::io::IoSlice;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rustix::event::{PollFd, PollFlags};
 use rustix::io::Errno;
@@ -28,6 +28,12 @@ const RACY_MTIME: Duration = Duration::from_millis(50);
 /// How long the retry thread waits for writability before looking again.
 const RETRY_POLL: Duration = Duration::from_millis(20);
 
+/// Records in quick succession before a publisher starts holding them back.
+const BURST_BEFORE_COALESCE: u32 = 8;
+
+/// How often an idle retry thread checks whether its publisher still exists.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
 /// Suffix of receiver sockets in the bus folder.
 pub(crate) const SOCKET_SUFFIX: &str = ".sock";
 
@@ -42,10 +48,33 @@ pub struct UnixPublisher {
 struct Inner {
     dir: PathBuf,
     id: u64,
-    max_frame: usize,
+    limits: Limits,
     counters: Arc<BusCounters>,
     state: Mutex<State>,
     scan_log: RateLimitedLog,
+    wake: Arc<Wake>,
+}
+
+/// Wakes the retry thread when batches become pending.
+#[derive(Debug, Default)]
+struct Wake {
+    flag: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Wake {
+    fn notify(&self) {
+        *self.flag.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.cv.notify_one();
+    }
+
+    /// Waits up to `timeout` for a notification; true if there was one.
+    fn wait(&self, timeout: Duration) -> bool {
+        let guard = self.flag.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut flag, _) =
+            self.cv.wait_timeout_while(guard, timeout, |f| !*f).unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut *flag)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -55,7 +84,10 @@ struct State {
     stamp: Option<(i64, i64, u64)>,
     /// Socket names that refused connections and could not be unlinked.
     dead: HashSet<OsString>,
+    /// The retry thread is working on pending batches.
     retry_running: bool,
+    /// The retry thread exists (it sleeps while nothing is pending).
+    retry_spawned: bool,
 }
 
 /// One receiver socket and what is still owed to it.
@@ -65,9 +97,19 @@ struct Peer {
     sock: Arc<UnixDatagram>,
     /// Sequence number of the last frame sent (or skipped) to this receiver.
     last_seq: u64,
-    /// Encoded records waiting for the receiver's queue to drain.
+    /// Encoded records waiting to be sent as one frame.
     pending: Vec<u8>,
     pending_count: u32,
+    /// When the first record of `pending` was queued.
+    batch_started: Option<Instant>,
+    /// The last send attempt hit a full receiver queue (`EAGAIN`).
+    blocked: bool,
+    /// When the last frame was sent.
+    last_send: Option<Instant>,
+    /// When the last record was handed to this receiver.
+    last_record: Option<Instant>,
+    /// Records in a row that came within `coalesce` of the one before.
+    burst: u32,
 }
 
 /// What happened to a delivery attempt.
@@ -102,39 +144,83 @@ impl Peer {
         self.last_seq += 1;
         self.pending.clear();
         self.pending_count = 0;
+        self.batch_started = None;
     }
 
-    fn deliver(&mut self, publisher: u64, record: &[u8], max_frame: usize, counters: &BusCounters) -> Delivery {
+    /// Hands one record to this receiver. A record following the previous
+    /// frame within `limits.coalesce` is held back and sent with the ones
+    /// after it as one frame, so a busy receiver is woken once per batch
+    /// instead of once per event; a quiet bus sends every event at once.
+    fn deliver(&mut self, publisher: u64, record: &[u8], limits: &Limits, counters: &BusCounters, now: Instant) -> Delivery {
+        let close = self.last_record.is_some_and(|t| now.duration_since(t) < limits.coalesce);
+        self.burst = if close { self.burst.saturating_add(1) } else { 0 };
+        self.last_record = Some(now);
         if self.pending_count == 0 {
-            return match self.send(publisher, 1, record) {
-                Ok(()) => {
-                    counters.add_events_out(1);
-                    Delivery::Done
-                }
-                Err(e) if e == Errno::AGAIN => {
-                    self.pending.extend_from_slice(record);
-                    self.pending_count = 1;
-                    Delivery::Pending
-                }
-                Err(e) if is_dead(e) => Delivery::Dead,
-                Err(e) => {
-                    tracing::warn!(receiver = ?self.name, error = %e, "bus: send failed; receiver will resync");
-                    counters.add_dropped_send(1);
-                    counters.add_gaps(1);
-                    self.last_seq += 1;
-                    Delivery::Done
-                }
-            };
+            // Only a sustained stream is held back; a short burst (or a
+            // quiet bus) goes out at once, keeping latency low.
+            let recent = self.last_send.is_some_and(|t| now.duration_since(t) < limits.coalesce);
+            if !recent || self.burst < BURST_BEFORE_COALESCE {
+                return match self.send(publisher, 1, record) {
+                    Ok(()) => {
+                        self.last_send = Some(now);
+                        counters.add_events_out(1);
+                        Delivery::Done
+                    }
+                    Err(e) if e == Errno::AGAIN => {
+                        self.start_batch(record, now);
+                        self.blocked = true;
+                        Delivery::Pending
+                    }
+                    Err(e) if is_dead(e) => Delivery::Dead,
+                    Err(e) => {
+                        tracing::warn!(receiver = ?self.name, error = %e, "bus: send failed; receiver will resync");
+                        counters.add_dropped_send(1);
+                        counters.add_gaps(1);
+                        self.last_send = Some(now);
+                        self.last_seq += 1;
+                        Delivery::Done
+                    }
+                };
+            }
+            self.start_batch(record, now);
+            return Delivery::Pending;
         }
-        if MAX_HEADER_LEN + self.pending.len() + record.len() > max_frame {
+        if MAX_HEADER_LEN + self.pending.len() + record.len() > limits.max_frame {
             self.drop_pending(counters);
+            self.start_batch(record, now);
+        } else {
+            self.pending.extend_from_slice(record);
+            self.pending_count += 1;
         }
-        self.pending.extend_from_slice(record);
-        self.pending_count += 1;
-        self.flush(publisher, counters)
+        if self.blocked || self.is_due(limits, now) {
+            self.flush(publisher, counters, now)
+        } else {
+            Delivery::Pending
+        }
     }
 
-    fn flush(&mut self, publisher: u64, counters: &BusCounters) -> Delivery {
+    fn start_batch(&mut self, record: &[u8], now: Instant) {
+        self.pending.extend_from_slice(record);
+        self.pending_count = 1;
+        self.batch_started = Some(now);
+    }
+
+    /// True if the held-back batch should leave now.
+    fn is_due(&self, limits: &Limits, now: Instant) -> bool {
+        self.pending_count > 0
+            && (self.pending.len() >= limits.max_frame / 2
+                || self.batch_started.is_none_or(|t| now.duration_since(t) >= limits.coalesce))
+    }
+
+    /// When the held-back batch is due (`None` if nothing is held back).
+    fn due_at(&self, limits: &Limits) -> Option<Instant> {
+        if self.pending_count == 0 || self.blocked {
+            return None;
+        }
+        Some(self.batch_started.map_or_else(Instant::now, |t| t + limits.coalesce))
+    }
+
+    fn flush(&mut self, publisher: u64, counters: &BusCounters, now: Instant) -> Delivery {
         if self.pending_count == 0 {
             return Delivery::Done;
         }
@@ -146,17 +232,31 @@ impl Peer {
                 counters.add_events_out(u64::from(self.pending_count));
                 self.pending.clear();
                 self.pending_count = 0;
+                self.batch_started = None;
+                self.blocked = false;
+                self.last_send = Some(now);
                 Delivery::Done
             }
-            Err(e) if e == Errno::AGAIN => Delivery::Pending,
+            Err(e) if e == Errno::AGAIN => {
+                self.blocked = true;
+                Delivery::Pending
+            }
             Err(e) if is_dead(e) => Delivery::Dead,
             Err(e) => {
                 tracing::warn!(receiver = ?self.name, error = %e, "bus: batch send failed; receiver will resync");
                 self.drop_pending(counters);
+                self.blocked = false;
                 Delivery::Done
             }
         }
     }
+}
+
+/// Size and time limits of a publisher's batches.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_frame: usize,
+    coalesce: Duration,
 }
 
 impl UnixPublisher {
@@ -170,10 +270,14 @@ impl UnixPublisher {
         let inner = Inner {
             dir: config.dir.clone(),
             id: rand::random(),
-            max_frame: config.max_frame_bytes,
+            limits: Limits {
+                max_frame: config.max_frame_bytes,
+                coalesce: Duration::from_micros(config.coalesce_us),
+            },
             counters: Arc::new(BusCounters::default()),
             state: Mutex::new(State::default()),
             scan_log: RateLimitedLog::new(Duration::from_secs(10)),
+            wake: Arc::new(Wake::default()),
         };
         Ok(Self { inner: Arc::new(inner) })
     }
@@ -203,7 +307,7 @@ impl UnixPublisher {
     /// (0 = delivered everywhere); callers may ignore it or use it to slow down.
     pub fn publish(&self, event: &MailboxEvent) -> usize {
         let mut record = wire::encode_event_record(event);
-        if MAX_HEADER_LEN + record.len() > self.inner.max_frame {
+        if MAX_HEADER_LEN + record.len() > self.inner.limits.max_frame {
             record = wire::encode_reference_record(&event.user, &event.mailbox);
             self.inner.counters.add_references_out(1);
         }
@@ -212,8 +316,9 @@ impl UnixPublisher {
         inner.refresh(&mut st);
         let mut max_pending = 0;
         let mut dead = Vec::new();
+        let now = Instant::now();
         for (i, peer) in st.peers.iter_mut().enumerate() {
-            match peer.deliver(inner.id, &record, inner.max_frame, &inner.counters) {
+            match peer.deliver(inner.id, &record, &inner.limits, &inner.counters, now) {
                 Delivery::Done => {}
                 Delivery::Pending => max_pending = max_pending.max(peer.pending.len()),
                 Delivery::Dead => dead.push(i),
@@ -223,20 +328,28 @@ impl UnixPublisher {
         let any_pending = max_pending > 0;
         if any_pending && !st.retry_running {
             st.retry_running = true;
-            let weak = Arc::downgrade(&self.inner);
-            let spawned = std::thread::Builder::new().name("bus-retry".into()).spawn(move || retry_loop(weak));
-            if let Err(e) = spawned {
-                st.retry_running = false;
-                tracing::warn!(error = %e, "bus: cannot start the retry thread; pending events wait for the next publish");
+            if st.retry_spawned {
+                inner.wake.notify();
+            } else {
+                let weak = Arc::downgrade(&self.inner);
+                let wake = inner.wake.clone();
+                match std::thread::Builder::new().name("bus-retry".into()).spawn(move || retry_loop(weak, wake)) {
+                    Ok(_) => st.retry_spawned = true,
+                    Err(e) => {
+                        st.retry_running = false;
+                        tracing::warn!(error = %e, "bus: cannot start the retry thread; pending events wait for the next publish");
+                    }
+                }
             }
         }
         max_pending
     }
 
-    /// Tries once more to send every pending batch; returns the largest
-    /// number of bytes still waiting for one receiver (0 = nothing pending).
+    /// Sends every held-back batch now (those of full receivers are tried
+    /// once more); returns the largest number of bytes still waiting for one
+    /// receiver (0 = nothing pending).
     pub fn flush_pending(&self) -> usize {
-        self.inner.flush_all()
+        self.inner.flush(FlushWhich::All)
     }
 }
 
@@ -291,6 +404,11 @@ impl Inner {
                     last_seq: 0,
                     pending: Vec::new(),
                     pending_count: 0,
+                    batch_started: None,
+                    blocked: false,
+                    last_send: None,
+                    last_record: None,
+                    burst: 0,
                 }),
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
                     self.forget_stale(st, &name, "nobody is bound to it");
@@ -325,12 +443,21 @@ impl Inner {
         }
     }
 
-    fn flush_all(&self) -> usize {
+    fn flush(&self, which: FlushWhich) -> usize {
         let mut st = self.lock();
         let mut dead = Vec::new();
         let mut pending = 0;
+        let now = Instant::now();
         for (i, peer) in st.peers.iter_mut().enumerate() {
-            match peer.flush(self.id, &self.counters) {
+            if peer.pending_count == 0 {
+                continue;
+            }
+            let go = match which {
+                FlushWhich::All => true,
+                FlushWhich::Due => peer.blocked || peer.is_due(&self.limits, now),
+            };
+            let outcome = if go { peer.flush(self.id, &self.counters, now) } else { Delivery::Pending };
+            match outcome {
                 Delivery::Done => {}
                 Delivery::Pending => pending = pending.max(peer.pending.len()),
                 Delivery::Dead => dead.push(i),
@@ -341,6 +468,15 @@ impl Inner {
     }
 }
 
+/// Which batches [`Inner::flush`] sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FlushWhich {
+    /// Every batch.
+    All,
+    /// Batches of full receivers, and held-back batches whose time is up.
+    Due,
+}
+
 fn connect(path: &Path) -> std::io::Result<UnixDatagram> {
     let sock = UnixDatagram::unbound()?;
     sock.connect(path)?;
@@ -348,31 +484,45 @@ fn connect(path: &Path) -> std::io::Result<UnixDatagram> {
     Ok(sock)
 }
 
-/// Waits until receivers with pending batches can take them, then sends them.
-/// Exits when nothing is pending or the publisher is gone.
-fn retry_loop(weak: Weak<Inner>) {
+/// Sends held-back batches when they are due and waits for full receivers
+/// to drain; sleeps while nothing is pending; exits once the publisher is gone.
+fn retry_loop(weak: Weak<Inner>, wake: Arc<Wake>) {
     loop {
-        let socks: Vec<Arc<UnixDatagram>> = {
+        let (blocked, wait) = {
             let Some(inner) = weak.upgrade() else { return };
             let mut st = inner.lock();
-            let socks: Vec<_> = st.peers.iter().filter(|p| p.pending_count > 0).map(|p| p.sock.clone()).collect();
-            if socks.is_empty() {
+            if st.peers.iter().all(|p| p.pending_count == 0) {
                 st.retry_running = false;
-                return;
+                drop(st);
+                drop(inner);
+                while !wake.wait(IDLE_CHECK) {
+                    if weak.strong_count() == 0 {
+                        return;
+                    }
+                }
+                continue;
             }
-            socks
+            let blocked: Vec<Arc<UnixDatagram>> =
+                st.peers.iter().filter(|p| p.pending_count > 0 && p.blocked).map(|p| p.sock.clone()).collect();
+            let now = Instant::now();
+            let next_due = st.peers.iter().filter_map(|p| p.due_at(&inner.limits)).min();
+            let wait = next_due.map_or(RETRY_POLL, |t| t.saturating_duration_since(now).min(RETRY_POLL));
+            (blocked, wait)
         };
-        let mut fds: Vec<PollFd<'_>> = socks.iter().map(|s| PollFd::new(&**s, PollFlags::OUT)).collect();
-        let timeout = rustix::event::Timespec { tv_sec: 0, tv_nsec: RETRY_POLL.as_nanos() as i64 };
-        if let Err(e) = rustix::event::poll(&mut fds, Some(&timeout)) {
-            if e != Errno::INTR {
-                tracing::warn!(error = %e, "bus: poll in retry thread failed");
-                std::thread::sleep(RETRY_POLL);
+        if blocked.is_empty() {
+            std::thread::sleep(wait);
+        } else {
+            let mut fds: Vec<PollFd<'_>> = blocked.iter().map(|s| PollFd::new(&**s, PollFlags::OUT)).collect();
+            let timeout = rustix::event::Timespec { tv_sec: 0, tv_nsec: wait.as_nanos() as i64 };
+            if let Err(e) = rustix::event::poll(&mut fds, Some(&timeout)) {
+                if e != Errno::INTR {
+                    tracing::warn!(error = %e, "bus: poll in retry thread failed");
+                    std::thread::sleep(RETRY_POLL);
+                }
             }
         }
-        drop(fds);
         let Some(inner) = weak.upgrade() else { return };
-        inner.flush_all();
+        inner.flush(FlushWhich::Due);
     }
 }
 
