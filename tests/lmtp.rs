@@ -196,6 +196,16 @@ RCPT TO:<bob@x>\r\nRCPT TO:<alice+again@x>\r\nDATA\r\nSubject: 8bit \xc3\xa9\r\n
     let stored = &env.inbox_files("bob")[0];
     assert!(stored.ends_with("Subject: 8bit \u{e9}\r\n\r\n".as_bytes()));
 
+    // A storage failure for one recipient is a temporary 451 for that
+    // recipient only (here: the Maildir path is a regular file).
+    env.add_user("broken", "pw");
+    std::fs::create_dir_all(env.home("broken")).unwrap();
+    std::fs::write(env.home("broken").join("Maildir"), b"not a directory").unwrap();
+    let out = exchange(port, b"LHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<broken>\r\nRCPT TO:<alice>\r\nDATA\r\nSubject: t\r\n\r\nx\r\n.\r\n", 7);
+    let tail: Vec<&str> = out.lines().rev().take(2).collect();
+    assert!(tail[1].starts_with("451 4.3.0 <broken> Temporary failure"), "{out}");
+    assert!(tail[0].starts_with("250 2.0.0 <alice> Saved as UID 2"), "{out}");
+
     // A silent client is dropped with 421 after timeout_secs.
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();

@@ -154,12 +154,12 @@ impl UserDb {
     /// [`AuthError::UnknownUser`], [`AuthError::NoPassword`] (login disabled),
     /// [`AuthError::WrongPassword`].
     pub fn verify(&self, name: &str, password: &[u8]) -> Result<UserRecord, AuthError> {
-        let (record, stored) = self
-            .refreshed()
-            .users
-            .get(name)
-            .cloned()
-            .ok_or_else(|| AuthError::UnknownUser(name.to_string()))?;
+        let Some((record, stored)) = self.refreshed().users.get(name).cloned() else {
+            // Spend the time a real check would, so response times do not
+            // tell which user names exist.
+            let _ = dummy_password().verify(password);
+            return Err(AuthError::UnknownUser(name.to_string()));
+        };
         let stored = stored.ok_or_else(|| AuthError::NoPassword(name.to_string()))?;
         if stored.verify(password) {
             Ok(record)
@@ -167,6 +167,15 @@ impl UserDb {
             Err(AuthError::WrongPassword(name.to_string()))
         }
     }
+}
+
+/// A fixed ARGON2ID hash (default parameters) checked for unknown users.
+fn dummy_password() -> &'static StoredPassword {
+    static DUMMY: std::sync::OnceLock<StoredPassword> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| {
+        StoredPassword::hash(super::PasswordScheme::Argon2id, "dormouse-dummy-password")
+            .unwrap_or_else(|_| StoredPassword::parse("{PLAIN}-").expect("a valid PLAIN field"))
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,74 @@
+//! The small subcommands: `config --example | check | show`, `user hash | add | list`.
+
+mod support;
+
+use imap::auth::{PasswordScheme, StoredPassword};
+use support::TestEnv;
+
+fn stdout(out: &std::process::Output) -> String {
+    assert!(out.status.success(), "{:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn with_config(path: &std::path::Path) -> std::process::Command {
+    let mut c = std::process::Command::new(support::BIN);
+    c.arg("--config").arg(path).env_remove("DORMOUSE_CONFIG");
+    c
+}
+
+#[test]
+fn config_example_check_and_show() {
+    let env = TestEnv::new("", "");
+    let example = stdout(&env.command().args(["config", "--example"]).output().unwrap());
+    assert_eq!(example, include_str!("../examples/dormouse.toml"));
+    let path = env.dir.path().join("example.toml");
+    std::fs::write(&path, &example).unwrap();
+    let check = with_config(&path).args(["config", "check"]).output().unwrap();
+    assert!(stdout(&check).starts_with("configuration OK: "));
+    // The effective configuration round-trips through `config show`.
+    let shown = stdout(&env.command().args(["config", "show"]).output().unwrap());
+    std::fs::write(&path, &shown).unwrap();
+    let again = stdout(&with_config(&path).args(["config", "show"]).output().unwrap());
+    assert_eq!(shown, again);
+    assert!(shown.contains("max_message_size = 52428800"), "{shown}");
+
+    std::fs::write(&path, "[lmtp]\nmax_recipients = 0\n").unwrap();
+    let bad = with_config(&path).args(["config", "check"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("lmtp.max_recipients"));
+    // DORMOUSE_CONFIG is the fallback for --config.
+    let via_env = std::process::Command::new(support::BIN)
+        .args(["config", "check"])
+        .env("DORMOUSE_CONFIG", &path)
+        .output()
+        .unwrap();
+    assert_eq!(via_env.status.code(), Some(78));
+}
+
+#[test]
+fn user_hash_add_and_list() {
+    let env = TestEnv::new("", "");
+    for scheme in ["ARGON2ID", "SHA512-CRYPT", "BLF-CRYPT", "PLAIN"] {
+        let field = stdout(&env.command().args(["user", "hash", "--scheme", scheme, "s3cret"]).output().unwrap());
+        let stored = StoredPassword::parse(field.trim()).unwrap();
+        assert_eq!(stored.scheme(), PasswordScheme::parse(scheme).unwrap());
+        assert!(stored.verify(b"s3cret") && !stored.verify(b"s3cre"), "{scheme}");
+    }
+    let from_stdin = support::run_with_stdin(env.command().args(["user", "hash"]), b"piped pw\n");
+    let stored = StoredPassword::parse(stdout(&from_stdin).trim()).unwrap();
+    assert_eq!(stored.scheme(), PasswordScheme::Argon2id, "default scheme");
+    assert!(stored.verify(b"piped pw"));
+
+    let added = stdout(&env.command().args(["user", "add", "zoe"]).output().unwrap());
+    let password = added.lines().find_map(|l| l.strip_prefix("password: ")).expect("random password printed");
+    let db = imap::auth::UserDb::open(&env.passwd, imap::auth::MailLocation::parse("%h/Maildir").unwrap()).unwrap();
+    assert!(db.verify("zoe", password.as_bytes()).is_ok());
+    stdout(&env.command().args(["user", "add", "amy", "--password", "x"]).output().unwrap());
+    let dup = env.command().args(["user", "add", "amy", "--password", "y"]).output().unwrap();
+    assert!(!dup.status.success());
+    assert!(String::from_utf8_lossy(&dup.stderr).contains("already exists"));
+    let list = stdout(&env.command().args(["user", "list"]).output().unwrap());
+    let names: Vec<&str> = list.lines().map(|l| l.split('\t').next().unwrap()).collect();
+    assert_eq!(names, ["amy", "zoe"]);
+    assert!(list.contains("/home/zoe/Maildir"), "{list}");
+}
