@@ -14,7 +14,7 @@
 //!   program), or that is new, gets a new MODSEQ. Changes found here are
 //!   not events: outside changes are reported by the watcher.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io::ErrorKind;
 use std::path::Path;
 
@@ -114,12 +114,9 @@ impl<'a> LockedMailbox<'a> {
             .and_then(|b| IndexRecord::decode(&b))
             .filter(|i| i.uidvalidity == uidlist.uidvalidity);
         let fresh = index.is_none();
-        let (mut highestmodseq, mut expunge_log, mut index_map) = match index {
-            Some(i) => {
-                let map: HashMap<u32, IndexMessage> = i.messages.into_iter().map(|m| (m.uid, m)).collect();
-                (i.highestmodseq.max(1), i.expunge_log, map)
-            }
-            None => (1, ExpungeLog::starting_at(1), HashMap::new()),
+        let (mut highestmodseq, mut expunge_log, index_messages) = match index {
+            Some(i) => (i.highestmodseq.max(1), i.expunge_log, i.messages),
+            None => (1, ExpungeLog::starting_at(1), Vec::new()),
         };
 
         // Listing, re-scanned when records seem to have lost their file.
@@ -159,7 +156,7 @@ impl<'a> LockedMailbox<'a> {
             .filter(|b| listing.contains_key(b.as_str()) && !listed.contains(b.as_str()))
             .cloned()
             .collect();
-        let own_new_set: HashSet<String> = own_new.iter().cloned().collect();
+        let own_new_set: HashSet<&str> = own_new.iter().map(String::as_str).collect();
         for (_, b) in &foreign {
             uidlist.push(b);
             uidlist_dirty = true;
@@ -169,33 +166,25 @@ impl<'a> LockedMailbox<'a> {
             uidlist_dirty = true;
         }
 
-        let mut me = LockedMailbox {
-            dir,
-            _lock: lock,
-            uidlist,
-            keywords,
-            highestmodseq,
-            op_modseq: None,
-            expunge_log: ExpungeLog::default(),
-            messages: Vec::new(),
-            uidlist_dirty,
-            index_dirty: fresh,
-            new_changed: false,
-            cur_changed: false,
-            base_modseq: 0,
-        };
-
-        // Build messages and reconcile MODSEQs.
+        // Build messages and reconcile MODSEQs (records and index are both
+        // sorted by UID: one merge walk).
+        let mut index_dirty = fresh;
         let mut foreign_modseq: Option<u64> = None;
         let mut own_slots: Vec<usize> = Vec::new();
-        let records = me.uidlist.records.clone();
-        for rec in &records {
-            let Some(entry) = listing.get(&rec.basename).cloned() else { continue };
+        let mut messages: Vec<DiskMessage> = Vec::with_capacity(uidlist.records.len());
+        let mut index_iter = index_messages.into_iter().peekable();
+        for rec in &uidlist.records {
+            while index_iter.peek().is_some_and(|p| p.uid < rec.uid) {
+                if let Some(p) = index_iter.next() {
+                    gone.insert(p.uid);
+                }
+            }
+            let prev = index_iter.next_if(|p| p.uid == rec.uid);
+            let Some(entry) = listing.remove(&rec.basename) else { continue };
             let Some(parsed) = MaildirFileName::parse(&entry.file_name) else { continue };
-            let prev = index_map.remove(&rec.uid);
             let extra_keywords = prev.as_ref().map(|p| p.extra_keywords.clone()).unwrap_or_default();
             let mut flags = Flags { system: parsed.system, keywords: extra_keywords.clone() };
-            flags.keywords.extend(parsed.keyword_indexes.iter().filter_map(|&i| me.keywords.name(i)).map(str::to_string));
+            flags.keywords.extend(parsed.keyword_indexes.iter().filter_map(|&i| keywords.name(i)).map(str::to_string));
             flags.normalize();
             let vsize = match (parsed.size_field('W'), &prev) {
                 (Some(w), _) => w,
@@ -206,26 +195,39 @@ impl<'a> LockedMailbox<'a> {
                     Err(e) => return Err(e),
                 },
             };
-            let modseq = if own_new_set.contains(&rec.basename) {
-                own_slots.push(me.messages.len());
+            let modseq = if own_new_set.contains(rec.basename.as_str()) {
+                own_slots.push(messages.len());
                 0
             } else if fresh {
                 1
             } else if let Some(p) = prev.as_ref().filter(|p| p.flags == flags) {
                 p.modseq
             } else {
-                me.index_dirty = true;
+                index_dirty = true;
                 alloc(&mut highestmodseq, &mut foreign_modseq)
             };
             if prev.as_ref().is_none_or(|p| p.vsize != vsize) {
-                me.index_dirty = true;
+                index_dirty = true;
             }
-            me.messages.push(DiskMessage { uid: rec.uid, basename: rec.basename.clone(), entry, flags, extra_keywords, modseq, vsize });
+            messages.push(DiskMessage { uid: rec.uid, basename: rec.basename.clone(), entry, flags, extra_keywords, modseq, vsize });
         }
+        gone.extend(index_iter.map(|p| p.uid));
+        let mut me = LockedMailbox {
+            dir,
+            _lock: lock,
+            uidlist,
+            keywords,
+            highestmodseq,
+            op_modseq: None,
+            expunge_log: ExpungeLog::default(),
+            messages,
+            uidlist_dirty,
+            index_dirty,
+            new_changed: false,
+            cur_changed: false,
+            base_modseq: 0,
+        };
         // Index entries without a message any more were expunged outside.
-        for uid in index_map.keys() {
-            gone.insert(*uid);
-        }
         if !gone.is_empty() {
             let m = alloc(&mut highestmodseq, &mut foreign_modseq);
             expunge_log.record(m, &gone);
@@ -502,9 +504,14 @@ impl<'a> LockedMailbox<'a> {
         }
         let status = self.status();
         if let Some(stamp) = FsStamp::take(&path) {
-            let record = StatusRecord { status, stamp };
+            let now = durable::now_ms();
+            let record = StatusRecord { status, stamp, taken_at_ms: now };
             let current = durable::read_optional(&path.join(STATUS_FILE))?.and_then(|b| StatusRecord::decode(&b));
-            if current != Some(record) {
+            let outdated = match current {
+                None => true,
+                Some(c) => c.status != status || c.stamp != stamp || (!c.stamp.settled(c.taken_at_ms) && stamp.settled(now)),
+            };
+            if outdated {
                 durable::replace_file(&path.join(STATUS_FILE), &record.encode(), Sync::Cache)?;
             }
         }
@@ -522,7 +529,7 @@ fn alloc(highestmodseq: &mut u64, slot: &mut Option<u64>) -> u64 {
 /// Reads the status record of `dir` if it is current (no scan).
 pub fn fresh_status(dir: &MailboxDir) -> Option<MailboxStatus> {
     let record = StatusRecord::decode(&std::fs::read(dir.path.join(STATUS_FILE)).ok()?)?;
-    (FsStamp::take(&dir.path)? == record.stamp).then_some(record.status)
+    record.is_current(&FsStamp::take(&dir.path)?).then_some(record.status)
 }
 
 #[cfg(test)]
@@ -565,7 +572,18 @@ mod tests {
         // Fresh index: everything at MODSEQ 1 except our own new files.
         assert_eq!(committed.messages[0].modseq, 1);
         assert_eq!(committed.messages[3].modseq, 2);
-        assert_eq!(fresh_status(&mb), Some(committed.status));
+        assert_eq!(fresh_status(&mb), None, "directories changed just now: not trusted yet");
+        backdate_dirs(&mb);
+        let again = LockedMailbox::load(&mb, &[]).unwrap().commit().unwrap();
+        assert_eq!(fresh_status(&mb), Some(again.status));
+        assert_eq!(again.status, committed.status);
+    }
+
+    fn backdate_dirs(mb: &MailboxDir) {
+        let t = SystemTime::now() - Duration::from_secs(10);
+        for sub in ["cur", "new"] {
+            std::fs::File::open(mb.path.join(sub)).unwrap().set_modified(t).unwrap();
+        }
     }
 
     #[test]
@@ -599,6 +617,8 @@ mod tests {
     #[test]
     fn stale_status_is_noticed_and_lock_is_released() {
         let (_d, mb) = setup();
+        LockedMailbox::load(&mb, &[]).unwrap().commit().unwrap();
+        backdate_dirs(&mb);
         let c = LockedMailbox::load(&mb, &[]).unwrap().commit().unwrap();
         assert_eq!(fresh_status(&mb), Some(c.status));
         assert!(!mb.path.join("dovecot-uidlist.lock").exists());

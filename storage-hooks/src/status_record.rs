@@ -3,12 +3,15 @@
 //!
 //! It stores the [`MailboxStatus`] together with a [`FsStamp`]: the mtimes
 //! of `cur/` and `new/` and the identity (inode, size, mtime) of
-//! `dovecot-uidlist`, taken right after our last change. When any of them
+//! `dovecot-uidlist` and `dormouse-index`, taken right after our last change.
+//! (Our uidlist/index writes replace the files, so every change of ours
+//! gives them a new inode.) When any of them
 //! differs, another program (Dovecot, procmail, a mail client) touched the
-//! mailbox and the record is rebuilt by a scan. Known limit: a foreign
-//! change within the same filesystem timestamp tick as our own last change,
-//! that touches neither the uidlist nor the directory sizes, goes unnoticed
-//! until the next change.
+//! mailbox and the record is rebuilt by a scan. A directory mtime can only
+//! be trusted once it is older than a timestamp tick (a change in the same
+//! tick leaves it unchanged), so a record whose directories changed less
+//! than [`SETTLE_MS`] before it was taken is not trusted either: STATUS
+//! rescans for that short while after each change.
 //!
 //! Format: `DMST`, a version byte ([`STATUS_VERSION`]), postcard of [`StatusRecord`].
 
@@ -34,6 +37,9 @@ pub struct FsStamp {
     pub new_mtime: (i64, i64),
     /// `dovecot-uidlist` inode, size and mtime seconds/nanoseconds (zeros if missing).
     pub uidlist: (u64, u64, i64, i64),
+    /// `dormouse-index` identity, same fields: catches changes that touch
+    /// only our index (keywords beyond 26, MODSEQ reconciliation).
+    pub index: (u64, u64, i64, i64),
 }
 
 impl FsStamp {
@@ -42,14 +48,32 @@ impl FsStamp {
     pub fn take(dir: &Path) -> Option<Self> {
         let cur = std::fs::metadata(dir.join("cur")).ok()?;
         let new = std::fs::metadata(dir.join("new")).ok()?;
-        let uidlist = std::fs::metadata(dir.join("dovecot-uidlist"))
-            .map(|m| (m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
-            .unwrap_or_default();
+        let identity = |name: &str| {
+            std::fs::metadata(dir.join(name)).map(|m| (m.ino(), m.size(), m.mtime(), m.mtime_nsec())).unwrap_or_default()
+        };
         Some(FsStamp {
             cur_mtime: (cur.mtime(), cur.mtime_nsec()),
             new_mtime: (new.mtime(), new.mtime_nsec()),
-            uidlist,
+            uidlist: identity("dovecot-uidlist"),
+            index: identity(crate::index_file::INDEX_FILE),
         })
+    }
+}
+
+/// A directory mtime this close (or closer) to the time a stamp was taken
+/// may share its timestamp tick with a later change, which then would not
+/// change the mtime; such a stamp is not trusted. Generous for coarse
+/// filesystems (ext4 ticks are milliseconds, some filesystems' are 1-2 s).
+pub const SETTLE_MS: i64 = 2000;
+
+impl FsStamp {
+    /// True if both directory mtimes are at least [`SETTLE_MS`] older than
+    /// `taken_at_ms` (when the stamp was taken), so any later change to the
+    /// directories is bound to change their mtimes.
+    pub fn settled(&self, taken_at_ms: u64) -> bool {
+        let ms = |(s, ns): (i64, i64)| s.saturating_mul(1000).saturating_add(ns / 1_000_000);
+        let taken = i64::try_from(taken_at_ms).unwrap_or(i64::MAX);
+        ms(self.cur_mtime).max(ms(self.new_mtime)).saturating_add(SETTLE_MS) <= taken
     }
 }
 
@@ -60,6 +84,16 @@ pub struct StatusRecord {
     pub status: MailboxStatus,
     /// Filesystem identity when the counters were computed.
     pub stamp: FsStamp,
+    /// When the stamp was taken (ms since the epoch).
+    pub taken_at_ms: u64,
+}
+
+impl StatusRecord {
+    /// True if the record can be trusted for a directory now stamped `now`:
+    /// the same stamp, and that stamp was settled when taken.
+    pub fn is_current(&self, now: &FsStamp) -> bool {
+        self.stamp == *now && self.stamp.settled(self.taken_at_ms)
+    }
 }
 
 impl StatusRecord {
@@ -90,7 +124,14 @@ mod tests {
         std::fs::create_dir(dir.path().join("cur")).unwrap();
         std::fs::create_dir(dir.path().join("new")).unwrap();
         let stamp = FsStamp::take(dir.path()).unwrap();
-        let rec = StatusRecord { status: MailboxStatus { messages: 3, highestmodseq: 9, ..Default::default() }, stamp };
+        let rec = StatusRecord {
+            status: MailboxStatus { messages: 3, highestmodseq: 9, ..Default::default() },
+            stamp,
+            taken_at_ms: crate::durable::now_ms(),
+        };
+        assert!(!rec.is_current(&stamp), "directories changed just now: not settled");
+        let later = StatusRecord { taken_at_ms: rec.taken_at_ms + SETTLE_MS as u64 + 1000, ..rec };
+        assert!(later.is_current(&stamp));
         let bytes = rec.encode();
         assert_eq!(StatusRecord::decode(&bytes), Some(rec));
         assert_eq!(StatusRecord::decode(&bytes[..5]), None);

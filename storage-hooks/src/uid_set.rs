@@ -186,6 +186,14 @@ impl FromIterator<u32> for UidSet {
     }
 }
 
+impl Extend<u32> for UidSet {
+    fn extend<I: IntoIterator<Item = u32>>(&mut self, iter: I) {
+        for uid in iter {
+            self.insert(uid);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

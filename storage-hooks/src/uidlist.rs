@@ -86,9 +86,9 @@ impl UidList {
             return Err(UidListError::BadHeader("UIDVALIDITY 0".into()));
         }
         let mut records: Vec<UidRecord> = Vec::new();
-        let mut seen_names: HashMap<String, u32> = HashMap::new();
+        let mut seen_names: HashMap<&str, u32> = HashMap::new();
         for line in lines.filter(|l| !l.is_empty()) {
-            let Some(rec) = Self::parse_record(line) else {
+            let Some((rec, basename)) = Self::parse_record(line) else {
                 tracing::warn!(line, "skipping malformed dovecot-uidlist record");
                 continue;
             };
@@ -96,18 +96,19 @@ impl UidList {
                 tracing::warn!(uid = rec.uid, "skipping non-ascending dovecot-uidlist record");
                 continue;
             }
-            if let Some(prev) = seen_names.insert(rec.basename.clone(), rec.uid) {
+            if let Some(&prev) = seen_names.get(basename) {
                 tracing::warn!(uid = rec.uid, prev, "duplicate file in dovecot-uidlist; keeping the first");
-                seen_names.insert(rec.basename.clone(), prev);
                 continue;
             }
+            seen_names.insert(basename, rec.uid);
             records.push(rec);
         }
         let after_last = records.last().map_or(1, |r| r.uid.saturating_add(1));
         Ok(UidList { uidvalidity, next_uid: header_next.max(after_last), guid, other_header, records })
     }
 
-    fn parse_record(line: &str) -> Option<UidRecord> {
+    /// A record and its basename borrowed from `line`.
+    fn parse_record(line: &str) -> Option<(UidRecord, &str)> {
         let (head, basename) = line.split_once(" :")?;
         let mut parts = head.split(' ');
         let uid: u32 = parts.next()?.parse().ok()?;
@@ -115,7 +116,7 @@ impl UidList {
             return None;
         }
         let extensions = parts.filter(|p| !p.is_empty()).map(str::to_string).collect();
-        Some(UidRecord { uid, extensions, basename: basename.to_string() })
+        Some((UidRecord { uid, extensions, basename: basename.to_string() }, basename))
     }
 
     /// Serializes with the header brought up to date.

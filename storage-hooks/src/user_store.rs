@@ -1,6 +1,6 @@
 //! One user's Maildir++ store: mailbox-level operations and delivery.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use crate::dotlock::{DotLock, DotLockOptions};
@@ -459,8 +459,15 @@ impl UserStore {
         let basenames: Vec<String> = own.iter().map(|(b, _)| b.clone()).collect();
         let mut locked = LockedMailbox::load(dir, &basenames)?;
         let before = locked.base_modseq;
-        let positions: HashMap<String, usize> =
-            locked.messages().iter().enumerate().map(|(i, m)| (m.basename.clone(), i)).collect();
+        let wanted: HashSet<&str> = basenames.iter().map(String::as_str).collect();
+        let positions: HashMap<&str, usize> = locked
+            .messages()
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| wanted.contains(m.basename.as_str()))
+            .map(|(i, m)| (m.basename.as_str(), i))
+            .collect();
+        let positions: HashMap<String, usize> = positions.into_iter().map(|(b, i)| (b.to_string(), i)).collect();
         let mut uids = Vec::with_capacity(own.len());
         for (basename, flags) in own {
             let idx = *positions.get(basename).ok_or_else(|| StoreError::Corrupt {

@@ -394,3 +394,30 @@ fn mailbox_management() {
     store.create_mailbox("Old/Work").unwrap();
     assert_ne!(store.status("Old/Work").unwrap().uidvalidity, uv);
 }
+
+#[test]
+fn quiet_mailbox_sync_fast_path_still_sees_outside_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("Maildir");
+    let (store, _hook) = store(dir.path());
+    append(&store, "INBOX", 1);
+    let mut mb = store.open_mailbox("INBOX").unwrap();
+    mb.clear_recent().unwrap();
+    // Pretend the mailbox has been quiet for a while, then sync: the view's
+    // stamp is now trusted and an unchanged mailbox syncs without a scan.
+    let past = std::time::SystemTime::now() - std::time::Duration::from_secs(30);
+    for sub in ["cur", "new"] {
+        std::fs::File::open(root.join(sub)).unwrap().set_modified(past).unwrap();
+    }
+    mb.sync().unwrap();
+    assert_eq!(mb.sync().unwrap(), Default::default());
+    let before = store.status("INBOX").unwrap();
+    assert_eq!(store.status("INBOX").unwrap(), before);
+    // Another program flags the message: both sync and status notice.
+    let file = std::fs::read_dir(root.join("cur")).unwrap().next().unwrap().unwrap().path();
+    std::fs::rename(&file, format!("{}F", file.display())).unwrap();
+    let changes = mb.sync().unwrap();
+    assert_eq!(changes.flags_changed, [1]);
+    assert!(mb.message(1).unwrap().flags.system.contains(SystemFlags::FLAGGED));
+    assert!(store.status("INBOX").unwrap().highestmodseq > before.highestmodseq);
+}
