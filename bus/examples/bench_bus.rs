@@ -4,8 +4,10 @@
 //!
 //! * throughput: one publisher (this process) to 1 and to 4 subscriber
 //!   processes (this binary re-executed as `bench_bus child ...`), lossless:
-//!   the publisher slows down when a receiver's pending batch is half full
-//!   (UNIX) or the publish queue is full (NATS). Median and worst of 3 runs.
+//!   the publisher stays at most 32,768 events ahead of the slowest
+//!   subscriber (progress lines from the children), and also slows down
+//!   when a receiver's pending batch is half full (UNIX) or the publish
+//!   queue is full (NATS). Median and worst of 3 runs.
 //! * latency at 1,000 events/s to one subscriber process: the send time
 //!   (ns since the UNIX epoch) travels in the event's `status.size` field.
 //! * NATS: time to create 100,000 per-user subscriptions in a fresh
@@ -20,13 +22,17 @@ mod child;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bus::{BusError, NatsConfig, NatsPublisher, UnixConfig, UnixPublisher};
 use storage_hooks::{EventKind, Flags, MailboxEvent, MailboxStatus, UidSet};
 
 const RUNS: usize = 3;
+
+/// How many events the publisher may be ahead of the slowest subscriber.
+const WINDOW: u64 = 32_768;
 
 fn now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
@@ -53,6 +59,8 @@ struct Sub {
     child: Child,
     stdin: ChildStdin,
     lines: mpsc::Receiver<String>,
+    /// Events the subscriber reported so far (`P <n>` lines).
+    progress: Arc<AtomicU64>,
 }
 
 impl Sub {
@@ -67,14 +75,18 @@ impl Sub {
         let stdin = child.stdin.take().expect("stdin");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, lines) = mpsc::channel();
+        let progress = Arc::new(AtomicU64::new(0));
+        let seen = progress.clone();
         std::thread::spawn(move || {
             for l in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
+                if let Some(n) = l.strip_prefix("P ").and_then(|n| n.parse().ok()) {
+                    seen.store(n, Ordering::Relaxed);
+                } else if tx.send(l).is_err() {
                     break;
                 }
             }
         });
-        Sub { child, stdin, lines }
+        Sub { child, stdin, lines, progress }
     }
 
     fn wait(&self, prefix: &str, timeout: Duration) -> Option<BTreeMap<String, String>> {
@@ -188,6 +200,16 @@ async fn throughput(target: &Target<'_>, dir: &str, url: &str, subs: usize, even
     let start = now_ns();
     let deadline = Instant::now() + Duration::from_secs(60);
     for i in 0..events {
+        // Flow control: stay at most WINDOW events ahead of the slowest
+        // subscriber, so the run measures lossless throughput.
+        if i % 1024 == 0 {
+            while i > WINDOW + children.iter().map(|c| c.progress.load(Ordering::Relaxed)).min().unwrap_or(0) {
+                if Instant::now() > deadline {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+        }
         target.publish(&event(i)).await;
         if i % 65_536 == 0 && Instant::now() > deadline {
             eprintln!("publisher hit the time limit");
@@ -314,42 +336,53 @@ async fn run(quick: bool) {
     let nats = NatsPublisher::connect(&ncfg, 1 << 16).await.expect("nats publisher");
     transport_rows("nats", &Target::Nats(&nats), &dir_s, &url, events, &mut rows).await;
 
-    // Cost of 100,000 per-user subscriptions.
+    // Cost of 100,000 per-user subscriptions (and of the wildcard mode).
     let subs_n: u64 = if quick { 10_000 } else { 100_000 };
-    let server_before = rss_kb(server.id());
-    let mut child = Sub::spawn(&[
-        "transport=nats".into(),
-        format!("url={url}"),
-        "users=".into(),
-        format!("synthetic={subs_n}"),
-        "timeout=120".into(),
-    ]);
-    if child.wait("READY", Duration::from_secs(30)).is_some() {
-        if let Some(s) = child.wait("SUBSCRIBED", Duration::from_secs(120)) {
-            let ms: f64 = s["ms"].parse().unwrap_or(0.0);
-            let rss: f64 = s["rss_kb"].parse().unwrap_or(0.0);
-            let before: f64 = s["rss_before_kb"].parse().unwrap_or(0.0);
-            let server_after = rss_kb(server.id());
-            rows.push(Row { what: format!("nats: time to subscribe {subs_n} users (+flush)"), n: subs_n, median: ms, p99: ms, unit: "ms" });
-            rows.push(Row { what: "nats: subscriber process RSS after subscribing".into(), n: subs_n, median: rss / 1024.0, p99: rss / 1024.0, unit: "MiB" });
-            rows.push(Row {
-                what: "nats: subscriber RSS growth per subscription".into(),
-                n: subs_n,
-                median: (rss - before) * 1024.0 / subs_n as f64,
-                p99: (rss - before) * 1024.0 / subs_n as f64,
-                unit: "bytes",
-            });
-            let growth = server_after.saturating_sub(server_before) as f64;
-            rows.push(Row { what: "nats-server RSS after (growth per subscription in p99 column, bytes)".into(), n: subs_n, median: server_after as f64 / 1024.0, p99: growth * 1024.0 / subs_n as f64, unit: "MiB" });
-        }
-        child.stop();
+    for mode in ["per-user", "wildcard"] {
+        subscription_rows(mode, server.id(), &url, subs_n, &mut rows);
     }
-    drop(child);
     drop(nats);
     let _ = server.kill();
     let _ = server.wait();
 
     print_rows(rows);
+}
+
+/// Subscribes `n` users in a fresh subscriber process and reports time and memory.
+fn subscription_rows(mode: &str, server_pid: u32, url: &str, n: u64, rows: &mut Vec<Row>) {
+    let server_before = rss_kb(server_pid);
+    let mut child = Sub::spawn(&[
+        "transport=nats".into(),
+        format!("url={url}"),
+        format!("mode={mode}"),
+        "users=".into(),
+        format!("synthetic={n}"),
+        "timeout=120".into(),
+    ]);
+    if child.wait("READY", Duration::from_secs(30)).is_none() {
+        return;
+    }
+    if let Some(s) = child.wait("SUBSCRIBED", Duration::from_secs(120)) {
+        let ms: f64 = s["ms"].parse().unwrap_or(0.0);
+        let rss: f64 = s["rss_kb"].parse().unwrap_or(0.0);
+        let before: f64 = s["rss_before_kb"].parse().unwrap_or(0.0);
+        let server_after = rss_kb(server_pid);
+        let per_sub = (rss - before) * 1024.0 / n as f64;
+        let server_per_sub = server_after.saturating_sub(server_before) as f64 * 1024.0 / n as f64;
+        rows.push(Row { what: format!("nats {mode}: time to subscribe {n} users (+flush)"), n, median: ms, p99: ms, unit: "ms" });
+        rows.push(Row { what: format!("nats {mode}: subscriber RSS after subscribing"), n, median: rss / 1024.0, p99: rss / 1024.0, unit: "MiB" });
+        rows.push(Row { what: format!("nats {mode}: subscriber RSS growth per user"), n, median: per_sub, p99: per_sub, unit: "bytes" });
+        rows.push(Row {
+            what: format!("nats {mode}: nats-server RSS after"),
+            n,
+            median: server_after as f64 / 1024.0,
+            p99: server_after as f64 / 1024.0,
+            unit: "MiB",
+        });
+        rows.push(Row { what: format!("nats {mode}: nats-server RSS growth per user"), n, median: server_per_sub, p99: server_per_sub, unit: "bytes" });
+    }
+    child.stop();
+    let _ = child.wait("DONE", Duration::from_secs(30));
 }
 
 fn print_rows(rows: Vec<Row>) {

@@ -6,9 +6,10 @@
 //! `truth=DIR` (a "storage" folder holding one file per user with its current
 //! modseq, read when resyncing), `synthetic=N` (also subscribe N users
 //! `synthetic-0..N`, to measure the cost of many subscriptions),
-//! `timeout=SECS`.
+//! `mode=wildcard` (NATS: one wildcard subscription), `timeout=SECS`.
 //!
-//! Protocol: prints `READY` once subscribed, then `SUBSCRIBED ms=.. rss_kb=..`
+//! Protocol: prints `READY` once subscribed, `P <events>` every 4,096
+//! events (the benchmark's flow-control window), then `SUBSCRIBED ms=.. rss_kb=..`
 //! if `synthetic` was given; reads `STOP` on stdin; at the end prints one
 //! `DONE key=value ...` line with events, resyncs, gaps, latency
 //! percentiles (from the send time in nanoseconds since the UNIX epoch that
@@ -20,6 +21,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bus::{BusConfig, BusMessage, BusSubscriber, Transport};
 use tokio::io::AsyncBufReadExt;
+
+/// A `P <events>` progress line is printed every this many events.
+const PROGRESS_EVERY: u64 = 4096;
 
 fn now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
@@ -85,6 +89,9 @@ impl Tally {
                 }
                 self.last_ns = now;
                 self.events += 1;
+                if self.events % PROGRESS_EVERY == 0 {
+                    println!("P {}", self.events);
+                }
                 if ev.status.size > 0 && ev.status.size <= now {
                     self.latencies.push(now - ev.status.size);
                 }
@@ -128,6 +135,9 @@ pub async fn main() {
     if get("transport") == "nats" {
         cfg.transport = Transport::Nats;
         cfg.nats.url = get("url");
+        if get("mode") == "wildcard" {
+            cfg.nats.subscription_mode = bus::SubscriptionMode::Wildcard;
+        }
     } else {
         cfg.unix.dir = PathBuf::from(get("dir"));
     }

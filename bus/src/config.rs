@@ -17,6 +17,7 @@
 //! tls_ca = "/etc/dormouse/nats-ca.pem"
 //! require_tls = true
 //! subject_prefix = "dormouse.v1.events"
+//! subscription_mode = "per-user"  # or "wildcard" (one subscription, local filter)
 //!
 //! [bus.nats.jetstream]
 //! enabled = true
@@ -154,6 +155,8 @@ pub struct NatsConfig {
     pub subject_prefix: String,
     /// Connection name shown by the server.
     pub client_name: String,
+    /// How a subscriber asks the server for events.
+    pub subscription_mode: SubscriptionMode,
     /// Optional JetStream stream.
     pub jetstream: JetStreamConfig,
 }
@@ -173,6 +176,7 @@ impl Default for NatsConfig {
             require_tls: false,
             subject_prefix: "dormouse.v1.events".into(),
             client_name: "dormouse".into(),
+            subscription_mode: SubscriptionMode::PerUser,
             jetstream: JetStreamConfig::default(),
         }
     }
@@ -194,9 +198,26 @@ impl std::fmt::Debug for NatsConfig {
             .field("require_tls", &self.require_tls)
             .field("subject_prefix", &self.subject_prefix)
             .field("client_name", &self.client_name)
+            .field("subscription_mode", &self.subscription_mode)
             .field("jetstream", &self.jetstream)
             .finish()
     }
+}
+
+/// How a NATS subscriber asks the server for events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SubscriptionMode {
+    /// One subscription per subscribed user: the server only ever sends a
+    /// subscriber the users it asked for (about 5.3 KB of client memory per
+    /// subscription with async-nats).
+    #[default]
+    PerUser,
+    /// One wildcard subscription to `<subject_prefix>.>`, filtered locally
+    /// like the UNIX transport: constant memory, but the process receives
+    /// (and discards) every user's events, so give it only to trusted
+    /// consumers.
+    Wildcard,
 }
 
 /// Optional JetStream stream capturing every event subject.
@@ -232,6 +253,7 @@ mod tests {
             dir = "/tmp/x/bus"
             [nats]
             url = "nats://127.0.0.1:4333"
+            subscription_mode = "wildcard"
             user = "u"
             password = "hunter2"
             [nats.jetstream]
@@ -244,6 +266,7 @@ mod tests {
         assert_eq!(cfg.unix.dir, PathBuf::from("/tmp/x/bus"));
         assert_eq!(cfg.nats.password.as_deref(), Some("hunter2"));
         assert!(cfg.nats.jetstream.enabled);
+        assert_eq!(cfg.nats.subscription_mode, SubscriptionMode::Wildcard);
         assert_eq!(cfg.nats.jetstream.stream, "DORMOUSE_EVENTS");
         cfg.validate().unwrap();
         let dbg = format!("{:?}", cfg.nats);

@@ -25,7 +25,7 @@ pub mod rate_log;
 pub mod unix_dgram;
 pub mod wire;
 
-pub use config::{BusConfig, JetStreamConfig, NatsConfig, Transport, UnixConfig};
+pub use config::{BusConfig, JetStreamConfig, NatsConfig, SubscriptionMode, Transport, UnixConfig};
 pub use counters::{BusCounters, CountersSnapshot};
 pub use endpoint::{BusPublisher, BusSubscriber};
 pub use error::BusError;

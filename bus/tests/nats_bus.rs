@@ -61,6 +61,25 @@ async fn subscriber_sees_only_its_users_even_with_nasty_names() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wildcard_mode_still_delivers_only_subscribed_users() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(tmp.path());
+    let cfg = NatsConfig { subscription_mode: bus::SubscriptionMode::Wildcard, ..config(&server) };
+    let publisher = NatsPublisher::connect(&cfg, 1024).await.unwrap();
+    let mut sub = NatsSubscriber::connect(&cfg, 1024).await.unwrap();
+    sub.subscribe(NASTY[1]);
+    sub.sync().await.unwrap();
+    publisher.publish(&event(NASTY[0], 0)).unwrap();
+    publisher.publish(&event(NASTY[1], 0)).unwrap();
+    publisher.publish(&event(NASTY[2], 0)).unwrap();
+    publisher.flush().await.unwrap();
+    assert_eq!(next(&mut sub).await, BusMessage::Event(event(NASTY[1], 0)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(sub.try_recv().is_none());
+    assert_eq!(sub.counters().filtered, 2, "other users' events reach the process but are filtered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_restart_mid_stream_resyncs_and_continues() {
     let tmp = tempfile::tempdir().unwrap();
     let mut server = NatsServer::start(tmp.path());

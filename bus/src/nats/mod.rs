@@ -15,6 +15,12 @@
 //! subscription per user that has sessions in it, and drops it when the last
 //! session leaves, so the server only ever sends it the users it asked for.
 //!
+//! With `subscription_mode = "wildcard"` a subscriber instead holds one
+//! subscription to `<subject_prefix>.>` and filters by user locally (like the
+//! UNIX transport): constant client memory instead of about 5.3 KB per
+//! subscribed user, for trusted consumers only, since every user's events
+//! then reach the process.
+//!
 //! Core NATS does not replay: after a reconnect the subscriber asks the
 //! application to resync every subscribed user ([`crate::ResyncReason::Reconnected`]),
 //! after the client has re-sent its subscriptions and the server confirmed

@@ -14,7 +14,7 @@ use super::connect::connect;
 use super::subject::subject_for_user;
 use crate::dispatch::{Dispatcher, UserTable};
 use crate::wire::decode_frame;
-use crate::{BusCounters, BusError, BusMessage, CountersSnapshot, NatsConfig, ResyncReason};
+use crate::{BusCounters, BusError, BusMessage, CountersSnapshot, NatsConfig, ResyncReason, SubscriptionMode};
 
 enum Command {
     Subscribe(String),
@@ -84,7 +84,8 @@ impl NatsSubscriber {
         let counters = Arc::new(BusCounters::default());
         let (tx, rx) = mpsc::channel(queue_capacity.max(1));
         let dispatcher = Dispatcher::new(users.clone(), tx, counters.clone());
-        let task = tokio::spawn(run(client.clone(), cfg.subject_prefix.clone(), cmd_rx, dispatcher));
+        let wildcard = cfg.subscription_mode == SubscriptionMode::Wildcard;
+        let task = tokio::spawn(run(client.clone(), cfg.subject_prefix.clone(), wildcard, cmd_rx, dispatcher));
         Ok(Self { users, rx, cmd, counters, client, task })
     }
 
@@ -148,11 +149,21 @@ impl Drop for NatsSubscriber {
 async fn run(
     client: Client,
     prefix: String,
+    wildcard: bool,
     mut cmd_rx: mpsc::UnboundedReceiver<Command>,
     mut dispatcher: Dispatcher,
 ) {
     let mut streams: SelectAll<Abortable<async_nats::Subscriber>> = SelectAll::new();
     let mut handles: HashMap<String, AbortHandle> = HashMap::new();
+    if wildcard {
+        match client.subscribe(format!("{prefix}.>")).await {
+            Ok(sub) => streams.push(futures::stream::abortable(sub).0),
+            Err(e) => {
+                tracing::error!(error = %e, "bus: NATS wildcard subscribe failed");
+                return;
+            }
+        }
+    }
     loop {
         tokio::select! {
             biased;
@@ -160,7 +171,8 @@ async fn run(
                 let Some(cmd) = cmd else { return };
                 match cmd {
                     Command::Subscribe(user) => {
-                        if handles.contains_key(&user) {
+                        // In wildcard mode the user table alone decides.
+                        if wildcard || handles.contains_key(&user) {
                             continue;
                         }
                         match client.subscribe(subject_for_user(&prefix, &user)).await {
