@@ -287,7 +287,7 @@ fn main() {
     let total: usize = lat.iter().map(Vec::len).sum();
 
     println!("\nIMAP benchmark: {} clients, {} workers, {} messages in INBOX\n", args.clients, args.workers, args.messages);
-    println!("{:<48} {:>9} {:>10} {:>10} {}", "what", "N", "median", "p99", "unit");
+    println!("{:<48} {:>9} {:>10} {:>10} unit", "what", "N", "median", "p99");
     for (k, name) in kinds.iter().enumerate() {
         let mut v = lat[k].clone();
         v.sort_unstable();
