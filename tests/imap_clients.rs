@@ -143,3 +143,23 @@ fn worker_crash_is_logged_and_the_worker_restarted() {
     assert_eq!(new_pids.len(), 1);
     assert_ne!(new_pids, pids);
 }
+
+#[test]
+fn shutdown_stops_workers_gracefully() {
+    let mut server = Server::start(ServerOptions::default());
+    let mut c = Conn::open(server.imap);
+    assert!(c.cmd("a1", "LOGIN alice secret-a").last().unwrap().starts_with("a1 OK"));
+    assert!(c.cmd("a2", "NOOP").last().unwrap().starts_with("a2 OK"));
+    let log = server.stop();
+    for role in ["role=\"master\"", "role=\"worker 0\"", "role=\"worker 1\""] {
+        assert!(
+            log.lines().any(|l| l.contains("counters") && l.contains(role) && l.contains("why=\"shutdown\"")),
+            "no shutdown counters for {role}:\n{log}"
+        );
+    }
+    assert_eq!(log.matches("IMAP worker stopped").count(), 2, "{log}");
+    assert!(!log.contains("restarting it"), "{log}");
+    // The session's client sees the end of the connection.
+    c.set_timeout(Duration::from_secs(10));
+    assert_eq!(c.read_to_close(), "");
+}

@@ -185,8 +185,14 @@ impl Server {
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
+impl Server {
+    /// Sends SIGTERM, waits for the exit and returns the log.
+    pub fn stop(&mut self) -> String {
+        self.terminate();
+        self.log_text()
+    }
+
+    fn terminate(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
             let deadline = Instant::now() + Duration::from_secs(20);
@@ -199,6 +205,12 @@ impl Drop for Server {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.terminate();
     }
 }
 

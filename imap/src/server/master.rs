@@ -31,6 +31,9 @@ use super::worker_pool::{WorkerLink, WorkerPool};
 use super::worker_report::WorkerReport;
 use super::{prelogin, session_options};
 
+/// How long a stopping master waits for a worker to exit by itself.
+const WORKER_STOP_GRACE: Duration = Duration::from_secs(5);
+
 /// Environment variable telling a worker its slot number.
 pub const WORKER_INDEX_ENV: &str = "DORMOUSE_WORKER_INDEX";
 
@@ -75,6 +78,9 @@ pub(crate) struct MasterShared {
     pub(crate) pool: WorkerPool,
     pub(crate) counters: Counters,
     session_ids: AtomicU64,
+    /// Turns true when the master shuts down: supervisors stop their workers
+    /// instead of restarting them.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl MasterShared {
@@ -135,6 +141,7 @@ impl Master {
             pool: WorkerPool::new(config.workers),
             counters: Counters::new(),
             session_ids: AtomicU64::new(1),
+            stopping: tokio::sync::watch::channel(false).0,
             config,
         });
         Ok(Self { shared, plain, implicit_tls, worker_command })
@@ -150,10 +157,11 @@ impl Master {
     /// the signal to the workers), periodically, and at shutdown.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         let shared = self.shared;
-        let mut tasks = tokio::task::JoinSet::new();
+        let mut supervisors = tokio::task::JoinSet::new();
         for index in 0..shared.pool.len() {
-            tasks.spawn(supervise_worker(shared.clone(), index, self.worker_command.clone()));
+            supervisors.spawn(supervise_worker(shared.clone(), index, self.worker_command.clone()));
         }
+        let mut tasks = tokio::task::JoinSet::new();
         for listener in self.plain {
             tasks.spawn(accept_loop(shared.clone(), listener, false));
         }
@@ -163,10 +171,13 @@ impl Master {
         tasks.spawn(counters_loop(shared.clone()));
         tracing::info!(workers = shared.pool.len(), "IMAP master running");
         shutdown.await;
+        tasks.shutdown().await;
         shared.counters.log("master", "shutdown");
         tracing::info!(sessions_in_workers = shared.pool.session_count(), "IMAP master stopping");
-        // Dropping the supervisors drops their `Child`ren, which kills them.
-        tasks.shutdown().await;
+        // Supervisors close the workers' channels (workers log their counters
+        // and exit), wait a little, then kill what is left.
+        shared.stopping.send_replace(true);
+        while supervisors.join_next().await.is_some() {}
     }
 }
 
@@ -214,8 +225,16 @@ async fn counters_loop(shared: Arc<MasterShared>) {
 /// Keeps worker slot `index` running: spawn, serve its reports, restart on exit.
 async fn supervise_worker(shared: Arc<MasterShared>, index: usize, command: WorkerCommand) {
     loop {
+        if *shared.stopping.borrow() {
+            return;
+        }
         let started = Instant::now();
         match run_worker_once(&shared, index, &command).await {
+            Ok(status) if *shared.stopping.borrow() => {
+                let open = shared.pool.worker_gone(index).len();
+                tracing::info!(worker = index, %status, sessions_closed = open, "IMAP worker stopped");
+                return;
+            }
             Ok(status) => {
                 let lost = shared.pool.worker_gone(index);
                 for entry in &lost {
@@ -250,9 +269,23 @@ async fn run_worker_once(
     shared.pool.set(index, Some(link.clone()));
     tracing::info!(worker = index, pid, "IMAP worker started");
     let mut buf = vec![0u8; 4096];
+    let mut stopping = shared.stopping.subscribe();
     let status = loop {
         tokio::select! {
             status = child.wait() => break status,
+            () = async { let _ = stopping.wait_for(|stop| *stop).await; } => {
+                // Closing the channel tells the worker to log and exit.
+                shared.pool.set(index, None);
+                drop(link);
+                match tokio::time::timeout(WORKER_STOP_GRACE, child.wait()).await {
+                    Ok(status) => break status,
+                    Err(_) => {
+                        tracing::warn!(worker = index, pid, "IMAP worker did not exit; killing it");
+                        let _ = child.start_kill();
+                        break child.wait().await;
+                    }
+                }
+            }
             received = link.channel.recv(&mut buf) => match received {
                 Ok(r) => handle_report(shared, index, &buf[..r.len]),
                 Err(FdPassingError::Closed) => {
