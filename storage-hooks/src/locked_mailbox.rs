@@ -281,23 +281,25 @@ impl<'a> LockedMailbox<'a> {
         self.messages.iter().position(|m| m.basename == basename)
     }
 
-    /// Renames `old` to `new_name` (same basename) in `new/` or `cur/`,
-    /// following the file if another program renamed it meanwhile. Returns
-    /// the new entry, or `None` if the file is gone.
-    fn rename_file(&mut self, idx: usize, to_new: bool, new_name: &str) -> Result<Option<FileEntry>, StoreError> {
-        let target = FileEntry { file_name: new_name.to_string(), in_new: to_new };
+    /// Renames message `idx`'s file to `target(current location)` (same
+    /// basename), following the file if another program renamed it
+    /// meanwhile (the target is recomputed from where it really is, so a
+    /// file moved to `cur/` is never moved back). Returns the new entry, or
+    /// `None` if the file is gone.
+    fn rename_file(&mut self, idx: usize, target: impl Fn(&FileEntry) -> FileEntry) -> Result<Option<FileEntry>, StoreError> {
         let mut current = self.messages[idx].entry.clone();
         for _ in 0..3 {
-            if current == target {
-                return Ok(Some(target));
+            let to_entry = target(&current);
+            if current == to_entry {
+                return Ok(Some(to_entry));
             }
             let from = self.dir.file_path(current.in_new, &current.file_name);
-            let to = self.dir.file_path(to_new, new_name);
+            let to = self.dir.file_path(to_entry.in_new, &to_entry.file_name);
             match std::fs::rename(&from, &to) {
                 Ok(()) => {
                     self.mark_changed(current.in_new);
-                    self.mark_changed(to_new);
-                    return Ok(Some(target));
+                    self.mark_changed(to_entry.in_new);
+                    return Ok(Some(to_entry));
                 }
                 Err(e) if e.kind() == ErrorKind::NotFound => {
                     match self.dir.scan()?.remove(&self.messages[idx].basename) {
@@ -367,12 +369,13 @@ impl<'a> LockedMailbox<'a> {
             self.keywords.mark_clean();
         }
         indexes.sort_unstable();
-        let msg = &self.messages[idx];
-        let name = MaildirFileName { basename: msg.basename.clone(), system: new.system, keyword_indexes: indexes };
-        let in_new = msg.entry.in_new;
-        let keep_info = msg.entry.file_name.contains(":2,");
-        let file_name = name.file_name(!in_new || keep_info);
-        let Some(entry) = self.rename_file(idx, in_new, &file_name)? else { return Ok(false) };
+        let name = MaildirFileName { basename: self.messages[idx].basename.clone(), system: new.system, keyword_indexes: indexes };
+        let target = |cur: &FileEntry| FileEntry {
+            // Stays in its directory; files in cur/ always carry `:2,`.
+            file_name: name.file_name(!cur.in_new || cur.file_name.contains(":2,")),
+            in_new: cur.in_new,
+        };
+        let Some(entry) = self.rename_file(idx, target)? else { return Ok(false) };
         let modseq = self.op_modseq();
         let msg = &mut self.messages[idx];
         msg.entry = entry;
@@ -393,9 +396,11 @@ impl<'a> LockedMailbox<'a> {
         if !msg.entry.in_new {
             return Ok(false);
         }
-        let parsed = MaildirFileName::parse(&msg.entry.file_name)
-            .ok_or_else(|| StoreError::Corrupt { path: self.dir.path.clone(), reason: "bad file name".into() })?;
-        let Some(entry) = self.rename_file(idx, false, &parsed.file_name(true))? else { return Ok(false) };
+        let target = |cur: &FileEntry| FileEntry {
+            file_name: MaildirFileName::parse(&cur.file_name).map_or_else(|| cur.file_name.clone(), |p| p.file_name(true)),
+            in_new: false,
+        };
+        let Some(entry) = self.rename_file(idx, target)? else { return Ok(false) };
         self.messages[idx].entry = entry;
         Ok(true)
     }
@@ -612,6 +617,32 @@ mod tests {
             .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("dovecot-uidlist.broken."))
             .count();
         assert_eq!(aside, 1);
+    }
+
+    #[test]
+    fn follows_files_renamed_behind_our_back() {
+        let (_d, mb) = setup();
+        put(&mb, "a", 20);
+        put(&mb, "b", 10);
+        LockedMailbox::load(&mb, &[]).unwrap().commit().unwrap();
+        let mut locked = LockedMailbox::load(&mb, &[]).unwrap();
+        // Another program (not using our lock) moves both to cur/ meanwhile.
+        std::fs::rename(mb.path.join("new/a"), mb.path.join("cur/a:2,S")).unwrap();
+        std::fs::rename(mb.path.join("new/b"), mb.path.join("cur/b:2,")).unwrap();
+        let flagged = Flags::system(SystemFlags::FLAGGED.union(SystemFlags::SEEN));
+        assert!(locked.set_flags(0, &flagged).unwrap());
+        assert_eq!(locked.messages()[0].entry, FileEntry { file_name: "a:2,FS".into(), in_new: false });
+        assert_eq!(locked.expunge(&UidSet::from_range(2, 2)).unwrap().to_imap_string(), "2");
+        let c = locked.commit().unwrap();
+        assert!(mb.path.join("cur/a:2,FS").exists());
+        assert!(!mb.path.join("cur/b:2,").exists());
+        assert_eq!(c.messages.len(), 1);
+        // A file that vanished entirely: set_flags reports it, nothing breaks.
+        let mut locked = LockedMailbox::load(&mb, &[]).unwrap();
+        std::fs::remove_file(mb.path.join("cur/a:2,FS")).unwrap();
+        assert!(!locked.set_flags(0, &Flags::default()).unwrap());
+        locked.commit().unwrap();
+        assert_eq!(LockedMailbox::load(&mb, &[]).unwrap().messages().len(), 0);
     }
 
     #[test]
