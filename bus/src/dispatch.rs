@@ -16,30 +16,54 @@ use crate::rate_log::RateLimitedLog;
 use crate::wire::{Record, WireError};
 use crate::{BusCounters, BusMessage, ResyncReason};
 
-/// Subscribed users, each with the last `modseq_after` seen per mailbox.
+/// Per-user subscription state: how many sessions asked for the user, and
+/// the last `modseq_after` seen per mailbox.
+#[derive(Debug, Default)]
+struct UserState {
+    sessions: u32,
+    modseq: HashMap<String, u64>,
+}
+
+/// Subscribed users, counted per session: a user stays subscribed from the
+/// first [`UserTable::subscribe`] until the matching last
+/// [`UserTable::unsubscribe`].
 #[derive(Debug, Default)]
 pub struct UserTable {
-    users: Mutex<HashMap<String, HashMap<String, u64>>>,
+    users: Mutex<HashMap<String, UserState>>,
 }
 
 impl UserTable {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, HashMap<String, u64>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, UserState>> {
         self.users.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds `user`; true if it was not subscribed yet.
+    /// Adds one session of `user`; true if this is its first.
     pub fn subscribe(&self, user: &str) -> bool {
         let mut users = self.lock();
-        if users.contains_key(user) {
-            return false;
+        match users.get_mut(user) {
+            Some(st) => {
+                st.sessions = st.sessions.saturating_add(1);
+                false
+            }
+            None => {
+                users.insert(user.to_owned(), UserState { sessions: 1, modseq: HashMap::new() });
+                true
+            }
         }
-        users.insert(user.to_owned(), HashMap::new());
-        true
     }
 
-    /// Removes `user`; true if it was subscribed.
+    /// Removes one session of `user`; true if that was its last (the user
+    /// is no longer subscribed). Unknown users are ignored.
     pub fn unsubscribe(&self, user: &str) -> bool {
-        self.lock().remove(user).is_some()
+        let mut users = self.lock();
+        let Some(st) = users.get_mut(user) else { return false };
+        st.sessions -= 1;
+        if st.sessions == 0 {
+            users.remove(user);
+            true
+        } else {
+            false
+        }
     }
 
     /// True if `user` is subscribed.
@@ -62,11 +86,11 @@ impl UserTable {
         let mut users = self.lock();
         match user {
             Some(u) => {
-                if let Some(m) = users.get_mut(u) {
-                    m.clear();
+                if let Some(st) = users.get_mut(u) {
+                    st.modseq.clear();
                 }
             }
-            None => users.values_mut().for_each(HashMap::clear),
+            None => users.values_mut().for_each(|st| st.modseq.clear()),
         }
     }
 }
@@ -150,7 +174,7 @@ impl Dispatcher {
                     let mut users = self.users.lock();
                     match users.get_mut(&ev.user) {
                         None => Check::NotSubscribed,
-                        Some(boxes) => check_modseq(boxes, &ev),
+                        Some(st) => check_modseq(&mut st.modseq, &ev),
                     }
                 };
                 match check {
@@ -260,7 +284,9 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(16);
         let mut d = Dispatcher::new(users.clone(), tx, counters.clone());
         assert!(users.subscribe("a"));
-        assert!(!users.subscribe("a"));
+        assert!(!users.subscribe("a")); // a second session
+        assert!(!users.unsubscribe("a")); // one session left
+        assert!(!users.unsubscribe("nobody"));
         d.record("t", Ok(Record::Event(ev("b", 1, 2))));
         d.record("t", Ok(Record::Event(ev("a", 1, 2))));
         d.record("t", Ok(Record::Event(ev("a", 2, 3))));

@@ -100,7 +100,8 @@ impl BusSubscriber {
         })
     }
 
-    /// Starts delivering `user`'s events (call when the user's first session arrives).
+    /// Adds a session of `user` (call once per session that arrives); its
+    /// events are delivered from the first session until the last leaves.
     pub fn subscribe(&self, user: &str) {
         match self {
             BusSubscriber::Unix(s) => s.subscribe(user),
@@ -108,7 +109,8 @@ impl BusSubscriber {
         }
     }
 
-    /// Stops delivering `user`'s events (call when the user's last session leaves).
+    /// Removes a session of `user` (call once per session that leaves);
+    /// after the last one its events stop (NATS: the subscription is dropped).
     pub fn unsubscribe(&self, user: &str) {
         match self {
             BusSubscriber::Unix(s) => s.unsubscribe(user),

@@ -58,6 +58,14 @@ async fn subscriber_sees_only_its_users_even_with_nasty_names() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(subs[0].try_recv().is_none());
     assert_eq!(subs[0].counters().filtered, 0);
+    // The server no longer sends it: that connection received nothing more.
+    let before = subs[0].client().statistics().in_messages.load(std::sync::atomic::Ordering::Relaxed);
+    publisher.publish(&event(NASTY[0], 3)).unwrap();
+    publisher.flush().await.unwrap();
+    subs[1].sync().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = subs[0].client().statistics().in_messages.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(after, before, "the dropped subscription still receives messages");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

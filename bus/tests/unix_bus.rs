@@ -40,14 +40,19 @@ async fn subscriber_sees_only_its_users() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(sub_a.try_recv().is_none());
     assert_eq!(sub_a.counters().filtered, 2);
-    // Subscribing at run time.
+    // Subscribing at run time, counted per session: two sessions of bob.
+    sub_a.subscribe("bob");
     sub_a.subscribe("bob");
     publisher.publish(&event("bob", 3));
     assert_eq!(next(&mut sub_a).await, BusMessage::Event(event("bob", 3)));
-    sub_a.unsubscribe("bob");
+    sub_a.unsubscribe("bob"); // one session left
     publisher.publish(&event("bob", 4));
-    assert_eq!(next(&mut sub_b).await, BusMessage::Event(event("bob", 3)));
-    assert_eq!(next(&mut sub_b).await, BusMessage::Event(event("bob", 4)));
+    assert_eq!(next(&mut sub_a).await, BusMessage::Event(event("bob", 4)));
+    sub_a.unsubscribe("bob"); // the last one left
+    publisher.publish(&event("bob", 5));
+    for i in 3..=5 {
+        assert_eq!(next(&mut sub_b).await, BusMessage::Event(event("bob", i)));
+    }
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(sub_a.try_recv().is_none());
 }
@@ -197,7 +202,10 @@ fn stopped_subscriber_does_not_silence_the_others() {
     let start = std::time::Instant::now();
     for i in 0..n {
         let u = (i % 4) as usize;
-        publisher.publish(&event(users[u], modseq[u]));
+        let mut ev = event(users[u], modseq[u]);
+        // The send time lets the subscribers measure latency.
+        ev.status.size = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+        publisher.publish(&ev);
         modseq[u] += 1;
         if i % 20 == 19 {
             std::thread::sleep(Duration::from_millis(1));
@@ -215,10 +223,11 @@ fn stopped_subscriber_does_not_silence_the_others() {
         assert_eq!(done["gaps"], "0", "{done:?}");
         assert_eq!(done["resyncs"], "0", "{done:?}");
         assert_eq!(done["state"], want_state.join(","));
-        // "On time": the last event arrived within a second of the last publish.
-        let last_ns: u64 = done["last_ns"].parse().unwrap();
-        let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
-        assert!(now_ns - last_ns < 30_000_000_000, "live subscriber finished late");
+        // "On time": 99% of the events arrived within 250 ms of being sent
+        // (typically well under 1 ms; generous for a loaded machine), all
+        // while the stopped subscriber was still stopped.
+        let p99_ns: u64 = done["p99_ns"].parse().unwrap();
+        assert!(p99_ns > 0 && p99_ns < 250_000_000, "live subscriber late: {done:?}");
     }
     let c = publisher.counters();
     assert!(c.dropped_send > 0 && c.gaps > 0, "the stopped subscriber should have missed events: {c:?}");

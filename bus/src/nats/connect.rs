@@ -50,3 +50,20 @@ where
     }
     opts.connect(urls.as_slice()).await.map_err(|e| fail(e.to_string()))
 }
+
+/// Waits until the server has processed everything this connection sent so
+/// far (subscriptions included): publishes to a fresh inbox subscription and
+/// waits for the message to come back. `Client::flush` only flushes the
+/// socket, which does not order us against other connections.
+pub(crate) async fn round_trip(client: &Client) -> Result<(), String> {
+    use futures::StreamExt;
+    let inbox = client.new_inbox();
+    let mut echo = client.subscribe(inbox.clone()).await.map_err(|e| e.to_string())?;
+    client.publish(inbox, bytes::Bytes::new()).await.map_err(|e| e.to_string())?;
+    client.flush().await.map_err(|e| e.to_string())?;
+    match tokio::time::timeout(Duration::from_secs(10), echo.next()).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err("connection closed during round trip".into()),
+        Err(_) => Err("no answer from the server within 10 s".into()),
+    }
+}

@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use async_nats::{Client, Event};
 use futures::stream::{AbortHandle, Abortable, SelectAll, StreamExt};
+use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::connect::connect;
+use super::connect::{connect, round_trip};
 use super::subject::subject_for_user;
 use crate::dispatch::{Dispatcher, UserTable};
 use crate::wire::decode_frame;
@@ -89,15 +90,15 @@ impl NatsSubscriber {
         Ok(Self { users, rx, cmd, counters, client, task })
     }
 
-    /// Subscribes to `user`'s subject (once, however often it is called).
-    /// Call [`NatsSubscriber::sync`] to wait until the server applies it.
+    /// Adds a session of `user`; the first one subscribes to the user's
+    /// subject. Call [`NatsSubscriber::sync`] to wait until the server applies it.
     pub fn subscribe(&self, user: &str) {
         if self.users.subscribe(user) {
             let _ = self.cmd.send(Command::Subscribe(user.to_owned()));
         }
     }
 
-    /// Drops the subscription of `user`.
+    /// Removes a session of `user`; after the last, the subscription is dropped.
     pub fn unsubscribe(&self, user: &str) {
         if self.users.unsubscribe(user) {
             let _ = self.cmd.send(Command::Unsubscribe(user.to_owned()));
@@ -109,7 +110,9 @@ impl NatsSubscriber {
         self.users.len()
     }
 
-    /// Waits until every (un)subscribe requested so far is in effect at the server.
+    /// Waits until every (un)subscribe requested so far is in effect at the
+    /// server (a round trip through a temporary `_INBOX` subscription, so the
+    /// connection needs publish and subscribe permission on `_INBOX.>`).
     ///
     /// # Errors
     /// [`BusError`] if the server did not confirm or the task stopped.
@@ -185,19 +188,24 @@ async fn run(
                         }
                     }
                     Command::Unsubscribe(user) => {
-                        // Aborting ends the stream; dropping the subscriber sends UNSUB.
+                        // Aborting ends the stream; polling the set once drops
+                        // it now, and dropping the subscriber queues the UNSUB
+                        // ahead of any later round trip.
                         if let Some(h) = handles.remove(&user) {
                             h.abort();
+                            while let Some(Some(msg)) = streams.next().now_or_never() {
+                                handle_message(&mut dispatcher, &msg);
+                            }
                         }
                     }
                     Command::Sync(done) => {
-                        let _ = done.send(client.flush().await.map_err(|e| e.to_string()));
+                        let _ = done.send(round_trip(&client).await);
                     }
                     Command::Reconnected => {
-                        // The client re-sent the subscriptions before this flush's
-                        // PING, so after the PONG the server has them all.
-                        if let Err(e) = client.flush().await {
-                            tracing::warn!(error = %e, "bus: NATS flush after reconnect failed");
+                        // The client re-sent the subscriptions before this round
+                        // trip, so once it returns the server has them all.
+                        if let Err(e) = round_trip(&client).await {
+                            tracing::warn!(error = %e, "bus: NATS round trip after reconnect failed");
                         }
                         dispatcher.resync_all(ResyncReason::Reconnected);
                     }
@@ -206,19 +214,23 @@ async fn run(
             }
             msg = streams.next(), if !streams.is_empty() => {
                 if let Some(msg) = msg {
-                    match decode_frame(&msg.payload) {
-                        Ok(frame) => {
-                            for record in frame.records {
-                                dispatcher.record("nats", record);
-                            }
-                        }
-                        Err(e) => dispatcher.bad_input("nats", &e),
-                    }
+                    handle_message(&mut dispatcher, &msg);
                 }
             }
         }
         if !dispatcher.end_batch().await {
             return;
         }
+    }
+}
+
+fn handle_message(dispatcher: &mut Dispatcher, msg: &async_nats::Message) {
+    match decode_frame(&msg.payload) {
+        Ok(frame) => {
+            for record in frame.records {
+                dispatcher.record("nats", record);
+            }
+        }
+        Err(e) => dispatcher.bad_input("nats", &e),
     }
 }

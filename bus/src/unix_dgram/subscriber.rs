@@ -56,12 +56,13 @@ impl UnixSubscriber {
         Ok(Self { users, rx, counters, path, task })
     }
 
-    /// Starts delivering the events of `user`.
+    /// Adds a session of `user`: its events are delivered from the first
+    /// session until the last one is removed with [`UnixSubscriber::unsubscribe`].
     pub fn subscribe(&self, user: &str) {
         self.users.subscribe(user);
     }
 
-    /// Stops delivering the events of `user`.
+    /// Removes a session of `user`; after the last, its events stop.
     pub fn unsubscribe(&self, user: &str) {
         self.users.unsubscribe(user);
     }
