@@ -90,21 +90,26 @@ impl Session {
                 // The expunge log does not reach back: every known UID not
                 // present now is reported (RFC 7162 3.2.5.1 allows this).
                 let mut v = Vec::new();
-                if let Some(set) = known {
-                    for s in set.0.as_ref() {
-                        let (a, b) = seq_bounds(s, max_known);
-                        for uid in a.min(b)..=a.max(b).min(max_known) {
-                            if existing.binary_search(&uid).is_err() {
-                                v.push(uid);
-                            }
-                            if v.len() > 1_000_000 {
-                                break;
-                            }
+                // Bounded work: a client may name 1:4294967295.
+                let mut budget: u32 = 1_000_000;
+                // Without known UIDs, every UID below UIDNEXT is "known".
+                let ranges: Vec<(u32, u32)> = match known {
+                    Some(set) => set.0.as_ref().iter().map(|s| seq_bounds(s, max_known)).collect(),
+                    None => vec![(1, max_known)],
+                };
+                'ranges: for (a, b) in ranges {
+                    for uid in a.min(b).max(1)..=a.max(b).min(max_known) {
+                        if existing.binary_search(&uid).is_err() {
+                            v.push(uid);
+                        }
+                        budget -= 1;
+                        if budget == 0 {
+                            break 'ranges;
                         }
                     }
-                    v.sort_unstable();
-                    v.dedup();
                 }
+                v.sort_unstable();
+                v.dedup();
                 v
             }
         };
