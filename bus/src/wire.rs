@@ -237,6 +237,19 @@ mod tests {
         assert_eq!(encode_record(&rec), encode_reference_record("u", "m"));
     }
 
+    /// Pins the version-1 layout: a change here breaks mixed-version
+    /// deployments and must come with a WIRE_VERSION bump.
+    #[test]
+    fn golden_frame_bytes() {
+        let mut body = encode_event_record(&event("u"));
+        body.extend(encode_reference_record("u", "Big"));
+        let bytes = encode_frame(&FrameHeader { publisher: 300, seq: 2, count: 2 }, &body);
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, GOLDEN_HEX);
+    }
+
+    const GOLDEN_HEX: &str = "01ac020202001c0103017505494e424f5800070101030000030000000009000809000501017503426967";
+
     #[test]
     fn marker_frame_has_no_records() {
         let header = FrameHeader { publisher: 1, seq: 9, count: 0 };
