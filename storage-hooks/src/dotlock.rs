@@ -3,7 +3,8 @@
 //! Dovecot's dot-locks and break over some network filesystems.
 //!
 //! The lock file holds `<pid>:<hostname>`, the format Dovecot's
-//! `file-dotlock.c` writes and checks. A lock is *stale* and broken when its
+//! `file-dotlock.c` writes and checks; like Dovecot we write it to a temp
+//! file first and `link()` that to the lock name, so a lock is never empty. A lock is *stale* and broken when its
 //! owner is a dead process on this host, or when it is older than
 //! [`DotLockOptions::stale_after`] (covers other hosts and lock files whose
 //! content we cannot read, e.g. Dovecot's replace-style locks). Breaking is
@@ -54,6 +55,18 @@ fn pid_alive(pid: i32) -> bool {
     }
 }
 
+/// True for a temp file of [`DotLock::acquire`] (`<name>.lock.<pid>.<8 hex>`)
+/// whose process is dead: left behind by a process killed mid-attempt.
+pub fn is_abandoned_temp(file_name: &str) -> bool {
+    let Some((_, rest)) = file_name.rsplit_once(".lock.") else { return false };
+    let Some((pid, tag)) = rest.split_once('.') else { return false };
+    let well_formed = tag.len() == 8 && tag.bytes().all(|b| b.is_ascii_hexdigit());
+    match pid.parse::<i32>() {
+        Ok(pid) if well_formed => !pid_alive(pid),
+        _ => false,
+    }
+}
+
 /// Owner of a lock file as written by us or Dovecot: `pid:host`.
 fn parse_owner(content: &[u8]) -> Option<(i32, String)> {
     let text = std::str::from_utf8(content).ok()?;
@@ -74,16 +87,8 @@ impl DotLock {
         let mut delay = Duration::from_micros(200);
         let content = format!("{}:{}", std::process::id(), hostname());
         loop {
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(mut f) => {
-                    let ino = f.metadata().map_err(|e| StoreError::io(&path, e))?.ino();
-                    // Content is advisory (for stale checks); a failed write
-                    // only means the lock is judged by its age.
-                    let _ = f.write_all(content.as_bytes());
-                    return Ok(DotLock { path, ino });
-                }
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(StoreError::io(&path, e)),
+            if let Some(lock) = Self::try_create(&path, &content)? {
+                return Ok(lock);
             }
             if Self::break_if_stale(&path, opts)? {
                 continue;
@@ -94,6 +99,38 @@ impl DotLock {
             let jitter = Duration::from_micros(rand::random::<u64>() % 200);
             std::thread::sleep(delay + jitter);
             delay = (delay * 2).min(Duration::from_millis(5));
+        }
+    }
+
+    /// One attempt: the owner line is written to a unique temp file which is
+    /// then hard-linked to the lock name (atomic, fails if it exists), so a
+    /// lock file is never seen empty, even if we are killed half-way. Falls
+    /// back to `O_EXCL` creation where hard links are not supported.
+    fn try_create(path: &Path, content: &str) -> Result<Option<DotLock>, StoreError> {
+        let mut temp_name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        temp_name.push(format!(".{}.{:08x}", std::process::id(), rand::random::<u32>()));
+        let temp = path.with_file_name(temp_name);
+        let mut f = OpenOptions::new().write(true).create_new(true).open(&temp).map_err(|e| StoreError::io(&temp, e))?;
+        let written = f.write_all(content.as_bytes());
+        drop(f);
+        let linked = written.and_then(|()| std::fs::hard_link(&temp, path));
+        let _ = std::fs::remove_file(&temp);
+        match linked {
+            Ok(()) => {
+                let ino = std::fs::metadata(path).map_err(|e| StoreError::io(path, e))?.ino();
+                Ok(Some(DotLock { path: path.to_path_buf(), ino }))
+            }
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(None),
+            Err(_) => match OpenOptions::new().write(true).create_new(true).open(path) {
+                Ok(mut f) => {
+                    let ino = f.metadata().map_err(|e| StoreError::io(path, e))?.ino();
+                    // Advisory content; without it the lock is judged by age.
+                    let _ = f.write_all(content.as_bytes());
+                    Ok(Some(DotLock { path: path.to_path_buf(), ino }))
+                }
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(None),
+                Err(e) => Err(StoreError::io(path, e)),
+            },
         }
     }
 
@@ -192,6 +229,14 @@ mod tests {
         drop(lock);
         assert!(!dir.path().join("dovecot-uidlist.lock").exists());
         DotLock::acquire(&target, opts(50)).unwrap();
+    }
+
+    #[test]
+    fn abandoned_temps() {
+        assert!(is_abandoned_temp(&format!("dovecot-uidlist.lock.{}.0badcafe", 1 << 30)));
+        assert!(!is_abandoned_temp(&format!("dovecot-uidlist.lock.{}.0badcafe", std::process::id())));
+        assert!(!is_abandoned_temp("dovecot-uidlist.lock"));
+        assert!(!is_abandoned_temp("x.lock.12.nothex!!"));
     }
 
     #[test]

@@ -251,6 +251,28 @@ impl<'a> LockedMailbox<'a> {
         Ok(me)
     }
 
+    /// Removes temp files of our atomic replaces (`<file>.dormouse-tmp.*`)
+    /// and of dot-lock attempts of dead processes, left in the mailbox
+    /// directory by a process killed mid-write. Safe
+    /// under the lock: every such file is only written while holding it.
+    /// Errors are logged, not returned.
+    pub fn remove_stale_temps(&self) {
+        let Ok(rd) = std::fs::read_dir(&self.dir.path) else { return };
+        for entry in rd.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let ours = [UIDLIST_FILE, KEYWORDS_FILE, INDEX_FILE, STATUS_FILE]
+                .iter()
+                .any(|f| name.strip_prefix(f).is_some_and(|rest| rest.starts_with(".dormouse-tmp.")))
+                || crate::dotlock::is_abandoned_temp(name);
+            if ours {
+                if let Err(e) = std::fs::remove_file(entry.path()) {
+                    tracing::warn!(path = %entry.path().display(), error = %e, "removing stale temp file failed");
+                }
+            }
+        }
+    }
+
     /// The MODSEQ of this operation (allocated on first use).
     pub fn op_modseq(&mut self) -> u64 {
         alloc(&mut self.highestmodseq, &mut self.op_modseq)

@@ -29,7 +29,9 @@ impl Mailbox {
     /// Builds the view of a freshly opened mailbox.
     pub(crate) fn open(store: UserStore, dir: MailboxDir) -> Result<Self, StoreError> {
         dir.clean_tmp();
-        let committed = LockedMailbox::load(&dir, &[])?.commit()?;
+        let locked = LockedMailbox::load(&dir, &[])?;
+        locked.remove_stale_temps();
+        let committed = locked.commit()?;
         let mut mailbox = Mailbox {
             store,
             name: dir.name.to_string(),

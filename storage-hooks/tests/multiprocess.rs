@@ -162,9 +162,15 @@ fn sigkill_at_random_moments_loses_nothing_and_blocks_nothing() {
     let rounds = 8u32;
     for round in 0..rounds {
         let mut child = spawn("endless", &root, round, 0, Durability::Fsync);
+        // Every other round a syncing/flagging process is killed too.
+        let flagger = (round % 2 == 1).then(|| spawn("flagger", &root, 99, 0, Durability::Fsync));
         std::thread::sleep(Duration::from_millis(30 + u64::from(rand_u32() % 120)));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap(); // reap, so its pid is really dead
+        if let Some(mut f) = flagger {
+            f.kill().unwrap();
+            f.wait().unwrap();
+        }
     }
     // A live store must get going again quickly (stale locks broken).
     let start = Instant::now();
@@ -175,6 +181,12 @@ fn sigkill_at_random_moments_loses_nothing_and_blocks_nothing() {
     store.append("INBOX", &message(1000, 0), &AppendOptions::default()).unwrap();
     mb.sync().unwrap();
     assert!(!root.join("dovecot-uidlist.lock").exists());
+    let temps: Vec<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("dormouse-tmp") || n.contains(".lock."))
+        .collect();
+    assert!(temps.is_empty(), "temp files of killed writers are cleaned on open: {temps:?}");
 
     let found = check_maildir(&root);
     let unique: HashSet<(u32, u32)> = found.iter().copied().collect();
