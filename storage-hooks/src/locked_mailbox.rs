@@ -60,6 +60,10 @@ pub struct Committed {
     pub status: MailboxStatus,
     /// All messages, sorted by UID.
     pub messages: Vec<DiskMessage>,
+    /// Filesystem stamp taken under the lock right after the change, if it
+    /// was settled (see [`FsStamp::settled`]): equal to a later stamp only if
+    /// nobody changed the mailbox since.
+    pub settled_stamp: Option<FsStamp>,
 }
 
 /// A mailbox held under its uidlist dot-lock.
@@ -530,8 +534,9 @@ impl<'a> LockedMailbox<'a> {
             self.dir.durability.fsync_dir(&path)?;
         }
         let status = self.status();
-        if let Some(stamp) = FsStamp::take(&path) {
-            let now = durable::now_ms();
+        let stamp = FsStamp::take(&path);
+        let now = durable::now_ms();
+        if let Some(stamp) = stamp {
             let record = StatusRecord { status, stamp, taken_at_ms: now };
             let current = durable::read_optional(&path.join(STATUS_FILE))?.and_then(|b| StatusRecord::decode(&b));
             let outdated = match current {
@@ -542,7 +547,8 @@ impl<'a> LockedMailbox<'a> {
                 durable::replace_file(&path.join(STATUS_FILE), &record.encode(), Sync::Cache)?;
             }
         }
-        Ok(Committed { status, messages: std::mem::take(&mut self.messages) })
+        let settled_stamp = stamp.filter(|s| s.settled(now));
+        Ok(Committed { status, messages: std::mem::take(&mut self.messages), settled_stamp })
     }
 }
 

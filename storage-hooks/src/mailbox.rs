@@ -99,7 +99,8 @@ impl Mailbox {
         self.messages = messages;
         self.files = files;
         self.set_status(committed.status);
-        self.stamp = FsStamp::take(&self.dir.path).filter(|s| s.settled(durable::now_ms()));
+        // Taken under the lock: a change by anyone after it alters the stamp.
+        self.stamp = committed.settled_stamp;
         changes
     }
 
