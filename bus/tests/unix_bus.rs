@@ -242,3 +242,33 @@ fn stopped_subscriber_does_not_silence_the_others() {
     assert_eq!(done["state"], want_state.join(","), "{done:?}");
     eprintln!("published {n} events in {published_in:?}; stopped subscriber: {done:?}");
 }
+
+#[tokio::test]
+async fn sequence_jump_asks_for_a_resync_of_everyone() {
+    use bus::wire::{encode_event_record, encode_frame, FrameHeader};
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path());
+    let mut sub = UnixSubscriber::bind(&cfg, 64).unwrap();
+    sub.subscribe("u");
+    let raw = UnixDatagram::unbound().unwrap();
+    let send = |seq: u64, before: u64| {
+        let frame = encode_frame(&FrameHeader { publisher: 7, seq, count: 1 }, &encode_event_record(&event("u", before)));
+        raw.send_to(&frame, sub.socket_path()).unwrap();
+    };
+    send(1, 0);
+    send(2, 1);
+    send(4, 3); // frame 3 never arrived
+    assert_eq!(next(&mut sub).await, BusMessage::Event(event("u", 0)));
+    assert_eq!(next(&mut sub).await, BusMessage::Event(event("u", 1)));
+    assert_eq!(
+        next(&mut sub).await,
+        BusMessage::Resync { user: None, mailbox: None, reason: ResyncReason::SequenceGap }
+    );
+    // The modseq state was reset by the resync, so no second (modseq) resync.
+    assert_eq!(next(&mut sub).await, BusMessage::Event(event("u", 3)));
+    // A publisher first heard of at seq 5 lost frames too.
+    let frame = encode_frame(&FrameHeader { publisher: 8, seq: 5, count: 0 }, &[]);
+    raw.send_to(&frame, sub.socket_path()).unwrap();
+    assert!(matches!(next(&mut sub).await, BusMessage::Resync { reason: ResyncReason::SequenceGap, .. }));
+    assert_eq!(sub.counters().gaps, 2);
+}

@@ -158,6 +158,9 @@ async fn run(
 ) {
     let mut streams: SelectAll<Abortable<async_nats::Subscriber>> = SelectAll::new();
     let mut handles: HashMap<String, AbortHandle> = HashMap::new();
+    // The client reports every message it dropped; one resync is emitted
+    // once the messages already received are delivered.
+    let mut slow_consumer = false;
     if wildcard {
         match client.subscribe(format!("{prefix}.>")).await {
             Ok(sub) => streams.push(futures::stream::abortable(sub).0),
@@ -209,13 +212,17 @@ async fn run(
                         }
                         dispatcher.resync_all(ResyncReason::Reconnected);
                     }
-                    Command::SlowConsumer => dispatcher.resync_all(ResyncReason::SlowConsumer),
+                    Command::SlowConsumer => slow_consumer = true,
                 }
             }
             msg = streams.next(), if !streams.is_empty() => {
                 if let Some(msg) = msg {
                     handle_message(&mut dispatcher, &msg);
                 }
+            }
+            () = std::future::ready(()), if slow_consumer => {
+                slow_consumer = false;
+                dispatcher.resync_all(ResyncReason::SlowConsumer);
             }
         }
         if !dispatcher.end_batch().await {

@@ -23,8 +23,13 @@ const RECV_BUF: usize = 256 * 1024;
 /// Datagrams drained before handing control back to the runtime.
 const MAX_BATCH: usize = 512;
 
-/// Publishers silent for this long are forgotten.
-const PUBLISHER_IDLE: Duration = Duration::from_secs(600);
+/// Publishers silent for this long may be forgotten...
+const PUBLISHER_IDLE: Duration = Duration::from_secs(3600);
+
+/// ...once more than this many are remembered (each short-lived `deliver`
+/// process is a new publisher). A forgotten publisher that speaks again
+/// looks like a gap and causes one resync, so forgetting is kept rare.
+const MAX_PUBLISHERS: usize = 4096;
 
 /// Receives the events of the users it subscribed to over the UNIX-datagram bus.
 #[derive(Debug)]
@@ -129,7 +134,7 @@ async fn receive_loop(sock: UnixDatagram, mut dispatcher: Dispatcher, counters: 
         if !dispatcher.end_batch().await {
             return;
         }
-        if last_prune.elapsed() > Duration::from_secs(60) {
+        if peers.len() > MAX_PUBLISHERS && last_prune.elapsed() > Duration::from_secs(60) {
             last_prune = Instant::now();
             peers.retain(|_, p| p.seen.elapsed() < PUBLISHER_IDLE);
         }
