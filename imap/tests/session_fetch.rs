@@ -75,3 +75,30 @@ fn rfc822_items_macros_and_seen() {
     c.expect("i UID FETCH 7 FLAGS", &["i OK Fetch completed."]);
     c.expect("j FETCH 1 BINARY[1]", &["j BAD {}"]);
 }
+
+#[test]
+fn large_fetch_is_streamed_in_chunks() {
+    use imap::session::SessionEvent;
+    let w = World::new();
+    let body = "x".repeat(20_000);
+    for i in 0..40 {
+        let msg = format!("Subject: m{i}\r\n\r\n{body}\r\n");
+        w.deliver("alice", "INBOX", msg.as_bytes());
+    }
+    let mut c = w.alice();
+    c.send("s SELECT INBOX");
+    c.s.enqueue_input(b"a FETCH 1:* BODY.PEEK[]\r\nb NOOP\r\n");
+    let mut chunks = Vec::new();
+    loop {
+        match c.s.next(c.now) {
+            SessionEvent::Output(b) => chunks.push(b),
+            SessionEvent::NeedMoreInput { .. } => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(chunks.len() >= 3, "expected several chunks, got {}", chunks.len());
+    assert!(chunks.iter().all(|c| c.len() < 400_000));
+    let all = String::from_utf8(chunks.concat()).unwrap();
+    assert_eq!(all.matches(" FETCH (BODY[] {2001").count(), 40);
+    assert!(all.ends_with("a OK Fetch completed.\r\nb OK NOOP completed.\r\n"), "{}", &all[all.len() - 80..]);
+}

@@ -4,6 +4,7 @@
 use imap_types::command::FetchModifier;
 use imap_types::fetch::{MacroOrMessageDataItemNames, MessageDataItemName};
 use imap_types::sequence::SequenceSet;
+use imap_types::IntoStatic;
 use storage_hooks::{FlagOp, Flags, MessageMeta, SystemFlags, UidRange, UidSet};
 
 use crate::fetch_render::{mime_tree, section, structure};
@@ -24,6 +25,23 @@ impl Loaded {
         // Set just above.
         self.tree.as_ref().expect("tree parsed above")
     }
+}
+
+/// Output size after which a FETCH yields to the driver (bounded memory
+/// for `FETCH 1:* BODY[]` on big mailboxes); `next` continues the job.
+const OUTPUT_CHUNK: usize = 256 * 1024;
+
+/// A FETCH in progress across several `next` calls.
+#[derive(Debug)]
+pub(crate) struct FetchJob {
+    tag: String,
+    items: Vec<MessageDataItemName<'static>>,
+    indices: std::collections::VecDeque<usize>,
+    uid: bool,
+    changed_since: Option<u64>,
+    sets_seen: bool,
+    needs_body: bool,
+    missing: bool,
 }
 
 /// INTERNALDATE as `"25-Nov-2026 11:45:48 +0000"`.
@@ -71,7 +89,6 @@ impl Session {
         if self.changes_pending {
             self.sync_selected(uid);
         }
-        let enabled = self.enabled;
         let Some(sel) = self.selected.as_mut() else { return };
         let idx = match sel.resolve(set, uid) {
             Ok(i) => i,
@@ -114,138 +131,174 @@ impl Session {
                     | MessageDataItemName::Envelope
             )
         });
-        let mut missing = false;
-        for i in idx {
-            let seq = i + 1;
-            let meta: MessageMeta = sel.view[i].meta.clone();
-            if changed_since.is_some_and(|c| meta.modseq <= c) {
-                continue;
-            }
-            let mut loaded = if needs_body {
-                match sel.mailbox.read_message(meta.uid) {
-                    Ok(raw) => Some(Loaded { raw, tree: None }),
-                    Err(_) => {
-                        missing = true;
-                        continue;
-                    }
+        let job = FetchJob {
+            tag: tag.to_string(),
+            items: items.into_iter().map(IntoStatic::into_static).collect(),
+            indices: idx.into(),
+            uid,
+            changed_since,
+            sets_seen,
+            needs_body,
+            missing: false,
+        };
+        self.fetch_job = Some(Box::new(job));
+        self.continue_fetch();
+    }
+
+    /// Renders FETCH responses until the output chunk is full or the job
+    /// is done (then the tagged response). Called again by `next`.
+    pub(crate) fn continue_fetch(&mut self) {
+        let Some(mut job) = self.fetch_job.take() else { return };
+        while let Some(i) = job.indices.pop_front() {
+            self.fetch_one(&mut job, i);
+            if self.out.len() >= OUTPUT_CHUNK {
+                if !job.indices.is_empty() {
+                    self.fetch_job = Some(job);
+                    return;
                 }
-            } else {
-                None
-            };
-            let mut meta = meta;
-            let mut flags_changed = false;
-            if sets_seen && !meta.flags.system.contains(SystemFlags::SEEN) && !sel.view[i].expunged {
-                let one = UidSet::from_ranges([UidRange { first: meta.uid, last: meta.uid }]);
-                if let Ok(r) = sel.mailbox.store_flags(&one, FlagOp::Add, &Flags::system(SystemFlags::SEEN), None) {
-                    for (u, f, m) in r.changed {
-                        sel.set_flags(u, f.clone(), m);
-                        if u == meta.uid {
-                            meta.flags = f;
-                            meta.modseq = m;
-                            flags_changed = true;
-                        }
-                    }
-                }
+                break;
             }
-            let recent = sel.recent.contains(&meta.uid);
-            let mut o = format!("* {seq} FETCH (").into_bytes();
-            let mut first = true;
-            let mut sep = |o: &mut Vec<u8>| {
-                if !first {
-                    o.push(b' ');
-                }
-                first = false;
-            };
-            let wants_uid = items.iter().any(|i| matches!(i, MessageDataItemName::Uid));
-            if uid || wants_uid || enabled.qresync && changed_since.is_some() {
-                sep(&mut o);
-                o.extend_from_slice(format!("UID {}", meta.uid).as_bytes());
-            }
-            let wants_flags = items.iter().any(|i| matches!(i, MessageDataItemName::Flags));
-            for item in &items {
-                match item {
-                    MessageDataItemName::Uid => {}
-                    MessageDataItemName::Flags => {
-                        sep(&mut o);
-                        o.extend_from_slice(b"FLAGS ");
-                        flag_list(&mut o, &meta.flags, recent);
-                    }
-                    MessageDataItemName::InternalDate => {
-                        sep(&mut o);
-                        o.extend_from_slice(format!("INTERNALDATE \"{}\"", internal_date(meta.internal_date)).as_bytes());
-                    }
-                    MessageDataItemName::Rfc822Size => {
-                        sep(&mut o);
-                        o.extend_from_slice(format!("RFC822.SIZE {}", meta.size).as_bytes());
-                    }
-                    MessageDataItemName::ModSeq => {
-                        sep(&mut o);
-                        o.extend_from_slice(format!("MODSEQ ({})", meta.modseq).as_bytes());
-                    }
-                    MessageDataItemName::Envelope => {
-                        let Some(l) = loaded.as_mut() else { continue };
-                        sep(&mut o);
-                        o.extend_from_slice(b"ENVELOPE ");
-                        let end = mime_tree::find_header_end(&l.raw);
-                        structure::envelope(&mut o, &l.raw[..end]);
-                    }
-                    MessageDataItemName::Body | MessageDataItemName::BodyStructure => {
-                        let Some(l) = loaded.as_mut() else { continue };
-                        let ext = matches!(item, MessageDataItemName::BodyStructure);
-                        sep(&mut o);
-                        o.extend_from_slice(if ext { b"BODYSTRUCTURE " } else { b"BODY " });
-                        let tree = l.tree().clone();
-                        structure::body_structure(&mut o, &l.raw, &tree, ext);
-                    }
-                    MessageDataItemName::Rfc822 | MessageDataItemName::Rfc822Header | MessageDataItemName::Rfc822Text => {
-                        let Some(l) = loaded.as_mut() else { continue };
-                        let end = mime_tree::find_header_end(&l.raw);
-                        let (name, bytes): (&[u8], &[u8]) = match item {
-                            MessageDataItemName::Rfc822 => (b"RFC822 ", &l.raw),
-                            MessageDataItemName::Rfc822Header => (b"RFC822.HEADER ", &l.raw[..end]),
-                            _ => (b"RFC822.TEXT ", &l.raw[end..]),
-                        };
-                        sep(&mut o);
-                        o.extend_from_slice(name);
-                        literal(&mut o, bytes);
-                    }
-                    MessageDataItemName::BodyExt { section: sec, partial, .. } => {
-                        let Some(l) = loaded.as_mut() else { continue };
-                        let raw = l.raw.clone();
-                        let tree = l.tree();
-                        let data = section::extract(&raw, tree, sec.as_ref());
-                        sep(&mut o);
-                        o.extend_from_slice(format!("BODY[{}]", section::section_name(sec.as_ref())).as_bytes());
-                        // A part that does not exist is an empty string, as in Dovecot.
-                        match (Some(data.unwrap_or_default()), partial) {
-                            (None, _) => {}
-                            (Some(d), None) => {
-                                o.push(b' ');
-                                literal(&mut o, &d);
-                            }
-                            (Some(d), Some((start, len))) => {
-                                let s = (*start as usize).min(d.len());
-                                let e = s.saturating_add(len.get() as usize).min(d.len());
-                                o.extend_from_slice(format!("<{start}> ").as_bytes());
-                                literal(&mut o, &d[s..e]);
-                            }
-                        }
-                    }
-                    MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. } => {}
-                }
-            }
-            if flags_changed && !wants_flags {
-                sep(&mut o);
-                o.extend_from_slice(b"FLAGS ");
-                flag_list(&mut o, &meta.flags, recent);
-            }
-            o.extend_from_slice(b")\r\n");
-            self.out.extend_from_slice(&o);
         }
-        if missing {
-            self.no(tag, "Some of the requested messages no longer exist.");
+        if job.missing {
+            self.no(&job.tag, "Some of the requested messages no longer exist.");
         } else {
-            self.ok(tag, "Fetch completed.");
+            self.ok(&job.tag, "Fetch completed.");
         }
+    }
+
+    /// One `* n FETCH (...)` line.
+    fn fetch_one(&mut self, job: &mut FetchJob, i: usize) {
+        let enabled = self.enabled;
+        let (uid, changed_since, sets_seen, needs_body) = (job.uid, job.changed_since, job.sets_seen, job.needs_body);
+        let items = &job.items;
+        let Some(sel) = self.selected.as_mut() else { return };
+        if i >= sel.view.len() {
+            return;
+        }
+        let seq = i + 1;
+        let meta: MessageMeta = sel.view[i].meta.clone();
+        if changed_since.is_some_and(|c| meta.modseq <= c) {
+            return;
+        }
+        let mut loaded = if needs_body {
+            match sel.mailbox.read_message(meta.uid) {
+                Ok(raw) => Some(Loaded { raw, tree: None }),
+                Err(_) => {
+                    job.missing = true;
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        let mut meta = meta;
+        let mut flags_changed = false;
+        if sets_seen && !meta.flags.system.contains(SystemFlags::SEEN) && !sel.view[i].expunged {
+            let one = UidSet::from_ranges([UidRange { first: meta.uid, last: meta.uid }]);
+            if let Ok(r) = sel.mailbox.store_flags(&one, FlagOp::Add, &Flags::system(SystemFlags::SEEN), None) {
+                for (u, f, m) in r.changed {
+                    sel.set_flags(u, f.clone(), m);
+                    if u == meta.uid {
+                        meta.flags = f;
+                        meta.modseq = m;
+                        flags_changed = true;
+                    }
+                }
+            }
+        }
+        let recent = sel.recent.contains(&meta.uid);
+        let mut o = format!("* {seq} FETCH (").into_bytes();
+        let mut first = true;
+        let mut sep = |o: &mut Vec<u8>| {
+            if !first {
+                o.push(b' ');
+            }
+            first = false;
+        };
+        let wants_uid = items.iter().any(|i| matches!(i, MessageDataItemName::Uid));
+        if uid || wants_uid || enabled.qresync && changed_since.is_some() {
+            sep(&mut o);
+            o.extend_from_slice(format!("UID {}", meta.uid).as_bytes());
+        }
+        let wants_flags = items.iter().any(|i| matches!(i, MessageDataItemName::Flags));
+        for item in items.iter() {
+            match item {
+                MessageDataItemName::Uid => {}
+                MessageDataItemName::Flags => {
+                    sep(&mut o);
+                    o.extend_from_slice(b"FLAGS ");
+                    flag_list(&mut o, &meta.flags, recent);
+                }
+                MessageDataItemName::InternalDate => {
+                    sep(&mut o);
+                    o.extend_from_slice(format!("INTERNALDATE \"{}\"", internal_date(meta.internal_date)).as_bytes());
+                }
+                MessageDataItemName::Rfc822Size => {
+                    sep(&mut o);
+                    o.extend_from_slice(format!("RFC822.SIZE {}", meta.size).as_bytes());
+                }
+                MessageDataItemName::ModSeq => {
+                    sep(&mut o);
+                    o.extend_from_slice(format!("MODSEQ ({})", meta.modseq).as_bytes());
+                }
+                MessageDataItemName::Envelope => {
+                    let Some(l) = loaded.as_mut() else { continue };
+                    sep(&mut o);
+                    o.extend_from_slice(b"ENVELOPE ");
+                    let end = mime_tree::find_header_end(&l.raw);
+                    structure::envelope(&mut o, &l.raw[..end]);
+                }
+                MessageDataItemName::Body | MessageDataItemName::BodyStructure => {
+                    let Some(l) = loaded.as_mut() else { continue };
+                    let ext = matches!(item, MessageDataItemName::BodyStructure);
+                    sep(&mut o);
+                    o.extend_from_slice(if ext { b"BODYSTRUCTURE " } else { b"BODY " });
+                    let tree = l.tree().clone();
+                    structure::body_structure(&mut o, &l.raw, &tree, ext);
+                }
+                MessageDataItemName::Rfc822 | MessageDataItemName::Rfc822Header | MessageDataItemName::Rfc822Text => {
+                    let Some(l) = loaded.as_mut() else { continue };
+                    let end = mime_tree::find_header_end(&l.raw);
+                    let (name, bytes): (&[u8], &[u8]) = match item {
+                        MessageDataItemName::Rfc822 => (b"RFC822 ", &l.raw),
+                        MessageDataItemName::Rfc822Header => (b"RFC822.HEADER ", &l.raw[..end]),
+                        _ => (b"RFC822.TEXT ", &l.raw[end..]),
+                    };
+                    sep(&mut o);
+                    o.extend_from_slice(name);
+                    literal(&mut o, bytes);
+                }
+                MessageDataItemName::BodyExt { section: sec, partial, .. } => {
+                    let Some(l) = loaded.as_mut() else { continue };
+                    let raw = l.raw.clone();
+                    let tree = l.tree();
+                    let data = section::extract(&raw, tree, sec.as_ref());
+                    sep(&mut o);
+                    o.extend_from_slice(format!("BODY[{}]", section::section_name(sec.as_ref())).as_bytes());
+                    // A part that does not exist is an empty string, as in Dovecot.
+                    match (Some(data.unwrap_or_default()), partial) {
+                        (None, _) => {}
+                        (Some(d), None) => {
+                            o.push(b' ');
+                            literal(&mut o, &d);
+                        }
+                        (Some(d), Some((start, len))) => {
+                            let s = (*start as usize).min(d.len());
+                            let e = s.saturating_add(len.get() as usize).min(d.len());
+                            o.extend_from_slice(format!("<{start}> ").as_bytes());
+                            literal(&mut o, &d[s..e]);
+                        }
+                    }
+                }
+                MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. } => {}
+            }
+        }
+        if flags_changed && !wants_flags {
+            sep(&mut o);
+            o.extend_from_slice(b"FLAGS ");
+            flag_list(&mut o, &meta.flags, recent);
+        }
+        o.extend_from_slice(b")\r\n");
+        self.out.extend_from_slice(&o);
     }
 }

@@ -8,7 +8,7 @@ mod copy_move;
 mod enable;
 pub(crate) mod esearch;
 mod expunge;
-mod fetch;
+pub(crate) mod fetch;
 mod idle;
 mod list;
 mod mailbox_name;

@@ -89,7 +89,7 @@ impl Session {
             Phase::NotAuthenticated | Phase::SaslResponse(_) => return Err(NotHibernatable::NotAuthenticated),
             Phase::Closed | Phase::HandedOver => return Err(NotHibernatable::Closed),
         };
-        if !self.out.is_empty() || !self.after.is_empty() {
+        if !self.out.is_empty() || !self.after.is_empty() || self.fetch_job.is_some() {
             return Err(NotHibernatable::PendingOutput);
         }
         if self.changes_pending {

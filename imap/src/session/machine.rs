@@ -59,6 +59,8 @@ pub struct Session {
     pub(crate) auth_failures: u32,
     /// ESEARCH options of the command being executed (`SEARCH RETURN`).
     pub(crate) search_return: Option<crate::op::esearch::ReturnOptions>,
+    /// A FETCH whose responses are produced over several `next` calls.
+    pub(crate) fetch_job: Option<Box<crate::op::fetch::FetchJob>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -99,6 +101,7 @@ impl Session {
             idle_since: now,
             auth_failures: 0,
             search_return: None,
+            fetch_job: None,
         }
     }
 
@@ -192,6 +195,10 @@ impl Session {
             match self.phase {
                 Phase::Closed | Phase::HandedOver => return SessionEvent::Close,
                 _ => {}
+            }
+            if self.fetch_job.is_some() {
+                self.continue_fetch();
+                continue;
             }
             if now >= self.deadline() {
                 self.out.extend_from_slice(b"* BYE Disconnected for inactivity.\r\n");
