@@ -11,4 +11,5 @@
 //! commands that need a mailbox opened (they go back to a worker).
 
 pub mod core;
+pub mod driver;
 pub mod record;

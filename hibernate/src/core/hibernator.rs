@@ -207,6 +207,16 @@ impl<S: StateSource, H> Hibernator<S, H> {
         self.get(key).is_some_and(|s| !s.is_leaving())
     }
 
+    /// The handle of a held session.
+    pub fn handle(&self, key: SessionKey) -> Option<&H> {
+        self.get(key).map(|s| &s.handle)
+    }
+
+    /// True if the session has output waiting to be written.
+    pub fn has_output(&self, key: SessionKey) -> bool {
+        self.get(key).is_some_and(HibernatedSession::has_output)
+    }
+
     /// When [`Hibernator::on_tick`] should next run.
     pub fn next_tick(&self) -> Instant {
         self.wheel.next_deadline()

@@ -1,0 +1,134 @@
+//! The bus subscriber runs on its own small tokio thread; bus messages
+//! reach the epoll thread through a queue and an eventfd, and
+//! subscribe/unsubscribe requests go the other way.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use bus::{BusConfig, BusMessage, BusSubscriber};
+
+use super::DriverError;
+use rustix::event::{eventfd, EventfdFlags};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
+
+/// A request to the bus thread.
+#[derive(Debug)]
+enum BusCommand {
+    Subscribe(String),
+    Unsubscribe(String),
+}
+
+/// The epoll thread's handle on the bus thread.
+#[derive(Debug)]
+pub struct BusBridge {
+    commands: UnboundedSender<BusCommand>,
+    messages: mpsc::Receiver<Option<BusMessage>>,
+    wake: Arc<OwnedFd>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl BusBridge {
+    /// Starts the bus thread and opens the subscriber there.
+    ///
+    /// # Errors
+    /// The subscriber could not be opened (bad config, NATS unreachable).
+    pub fn start(config: BusConfig) -> Result<Self, DriverError> {
+        let wake = Arc::new(
+            eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK).map_err(std::io::Error::from)?,
+        );
+        let (cmd_tx, mut cmd_rx) = unbounded_channel::<BusCommand>();
+        let (msg_tx, msg_rx) = mpsc::channel::<Option<BusMessage>>();
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), DriverError>>();
+        let wake2 = wake.clone();
+        let thread = std::thread::Builder::new()
+            .name("hibernate-bus".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(DriverError::Io(e)));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let mut sub = match BusSubscriber::from_config(&config).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(DriverError::Bus(e)));
+                            return;
+                        }
+                    };
+                    let _ = ready_tx.send(Ok(()));
+                    let notify = |m: Option<BusMessage>| {
+                        let stop = msg_tx.send(m).is_err();
+                        let _ = rustix::io::write(wake2.as_fd(), &1u64.to_ne_bytes());
+                        stop
+                    };
+                    loop {
+                        tokio::select! {
+                            cmd = cmd_rx.recv() => match cmd {
+                                Some(BusCommand::Subscribe(u)) => sub.subscribe(&u),
+                                Some(BusCommand::Unsubscribe(u)) => sub.unsubscribe(&u),
+                                None => return,
+                            },
+                            msg = sub.recv() => {
+                                let end = msg.is_none();
+                                if notify(msg) || end {
+                                    return;
+                                }
+                                // Batch what is already queued behind one wake-up.
+                                while let Some(m) = sub.try_recv() {
+                                    if msg_tx.send(Some(m)).is_err() {
+                                        return;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                });
+            })
+            .map_err(DriverError::Io)?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(DriverError::Io(std::io::Error::other("bus thread died"))),
+        }
+        Ok(BusBridge { commands: cmd_tx, messages: msg_rx, wake, thread: Some(thread) })
+    }
+
+    /// The descriptor that becomes readable when messages are queued.
+    pub fn wake_fd(&self) -> &OwnedFd {
+        &self.wake
+    }
+
+    /// Subscribes to a user's events.
+    pub fn subscribe(&self, user: String) {
+        let _ = self.commands.send(BusCommand::Subscribe(user));
+    }
+
+    /// Unsubscribes.
+    pub fn unsubscribe(&self, user: String) {
+        let _ = self.commands.send(BusCommand::Unsubscribe(user));
+    }
+
+    /// Queued messages (clears the eventfd). `None` inside means the bus
+    /// endpoint stopped.
+    pub fn drain(&self) -> Vec<Option<BusMessage>> {
+        let mut counter = [0u8; 8];
+        let _ = rustix::io::read(self.wake.as_fd(), &mut counter);
+        self.messages.try_iter().collect()
+    }
+}
+
+impl Drop for BusBridge {
+    fn drop(&mut self) {
+        // Closing the command channel ends the bus thread's loop.
+        let (tx, _) = unbounded_channel();
+        drop(std::mem::replace(&mut self.commands, tx));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! Seqpacket messages with an optional descriptor (`SCM_RIGHTS`) between
+//! workers and a hibernate process, through rustix's safe wrappers.
+//!
+//! This mirrors `imap::fd_passing::{send_message, recv_message}`; it is
+//! repeated here (about 60 lines) because `imap` depends on this crate for
+//! the hibernation record, so this crate cannot depend on `imap`.
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+
+use rustix::net::{
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags, SocketAddrUnix, SocketFlags, SocketType,
+};
+
+/// Largest message (record or control reply) on a channel.
+pub const MAX_MESSAGE: usize = 128 * 1024;
+
+/// One received message.
+#[derive(Debug)]
+pub struct Message {
+    /// Payload length in the caller's buffer.
+    pub len: usize,
+    /// Descriptor passed with it.
+    pub fd: Option<OwnedFd>,
+}
+
+/// Errors on a channel.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    /// Socket call failed (including `WouldBlock`).
+    #[error("channel I/O: {0}")]
+    Io(#[from] io::Error),
+    /// The peer closed the channel.
+    #[error("channel closed")]
+    Closed,
+    /// Truncated message or more than one descriptor.
+    #[error("malformed message on channel")]
+    Malformed,
+    /// Payload larger than [`MAX_MESSAGE`].
+    #[error("message too large")]
+    TooLarge,
+}
+
+/// Sends one message, with `fd` attached if given.
+///
+/// # Errors
+/// [`ChannelError`] (a full non-blocking socket gives `Io(WouldBlock)`).
+pub fn send(socket: BorrowedFd<'_>, payload: &[u8], fd: Option<BorrowedFd<'_>>) -> Result<(), ChannelError> {
+    if payload.len() > MAX_MESSAGE {
+        return Err(ChannelError::TooLarge);
+    }
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    let fds;
+    if let Some(fd) = fd {
+        fds = [fd];
+        if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
+            return Err(ChannelError::Malformed);
+        }
+    }
+    let sent = rustix::net::sendmsg(socket, &[IoSlice::new(payload)], &mut control, SendFlags::NOSIGNAL)
+        .map_err(io::Error::from)?;
+    if sent != payload.len() {
+        return Err(ChannelError::Malformed);
+    }
+    Ok(())
+}
+
+/// Receives one message into `buf`.
+///
+/// # Errors
+/// [`ChannelError::Closed`] at end of stream, `Io(WouldBlock)` when empty.
+pub fn recv(socket: BorrowedFd<'_>, buf: &mut [u8]) -> Result<Message, ChannelError> {
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(4))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = rustix::net::recvmsg(socket, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC).map_err(io::Error::from)?;
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    for m in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = m {
+            fds.extend(received);
+        }
+    }
+    if msg.flags.contains(ReturnFlags::TRUNC) || msg.flags.contains(ReturnFlags::CTRUNC) || fds.len() > 1 {
+        return Err(ChannelError::Malformed);
+    }
+    if msg.bytes == 0 && fds.is_empty() {
+        return Err(ChannelError::Closed);
+    }
+    Ok(Message { len: msg.bytes, fd: fds.pop() })
+}
+
+/// Binds a non-blocking, close-on-exec seqpacket listener at `path`
+/// (replacing a stale socket file).
+///
+/// # Errors
+/// Socket, bind or listen failures.
+pub fn listen(path: &Path) -> io::Result<OwnedFd> {
+    let _ = std::fs::remove_file(path);
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )?;
+    rustix::net::bind(&fd, &SocketAddrUnix::new(path)?)?;
+    rustix::net::listen(&fd, 1024)?;
+    Ok(fd)
+}
+
+/// Accepts one connection (non-blocking, close-on-exec).
+///
+/// # Errors
+/// `WouldBlock` when none is pending.
+pub fn accept(listener: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    Ok(rustix::net::accept_with(listener, SocketFlags::CLOEXEC | SocketFlags::NONBLOCK)?)
+}
+
+/// Connects a blocking, close-on-exec seqpacket socket to `path` (the
+/// worker's end, or a control client's).
+///
+/// # Errors
+/// The socket does not exist or refuses the connection.
+pub fn connect(path: &Path) -> io::Result<OwnedFd> {
+    let fd = rustix::net::socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)?;
+    rustix::net::connect(&fd, &SocketAddrUnix::new(path)?)?;
+    Ok(fd)
+}
+
+/// Sets or clears `O_NONBLOCK`.
+///
+/// # Errors
+/// fcntl failure.
+pub fn set_nonblocking(fd: impl AsFd, on: bool) -> io::Result<()> {
+    let flags = rustix::fs::fcntl_getfl(&fd)?;
+    let flags = if on { flags | rustix::fs::OFlags::NONBLOCK } else { flags & !rustix::fs::OFlags::NONBLOCK };
+    rustix::fs::fcntl_setfl(&fd, flags)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passes_a_descriptor_with_a_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.sock");
+        let listener = listen(&path).unwrap();
+        let client = connect(&path).unwrap();
+        let server = accept(listener.as_fd()).unwrap();
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        send(client.as_fd(), b"hello", Some(a.as_fd())).unwrap();
+        let mut buf = vec![0u8; MAX_MESSAGE];
+        let m = recv(server.as_fd(), &mut buf).unwrap();
+        assert_eq!(&buf[..m.len], b"hello");
+        assert!(m.fd.is_some());
+        drop(client);
+        assert!(matches!(recv(server.as_fd(), &mut buf), Err(ChannelError::Closed)));
+        assert!(matches!(recv(listener.as_fd(), &mut buf), Err(ChannelError::Io(_))));
+    }
+}

@@ -1,0 +1,93 @@
+//! Typed control messages on a hibernate socket (for `dormouse who` and
+//! `dormouse stats`), told apart from session records by their first byte.
+
+use std::os::fd::AsFd;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::channel::{self, ChannelError, MAX_MESSAGE};
+use crate::core::{Counters, SessionInfo};
+
+/// First byte of a control message (never a valid record version).
+pub const CONTROL_VERSION: u8 = 0xC1;
+
+/// Most sessions listed in one `Who` reply.
+pub const MAX_WHO: usize = 500;
+
+/// A question to a hibernate process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControlRequest {
+    /// Counters.
+    Stats,
+    /// Held sessions (at most [`MAX_WHO`]).
+    Who,
+}
+
+/// The answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControlReply {
+    /// Counters of the process.
+    Stats {
+        /// Process id.
+        pid: u32,
+        /// Index of the hibernate process.
+        index: u32,
+        /// Connected workers.
+        workers: u32,
+        /// The counters.
+        counters: Counters,
+    },
+    /// Sessions held.
+    Who {
+        /// Up to [`MAX_WHO`] sessions.
+        sessions: Vec<SessionInfo>,
+        /// All sessions held.
+        total: u64,
+    },
+}
+
+/// Errors of a control exchange.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// Socket trouble.
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    /// Connect failure.
+    #[error("cannot connect: {0}")]
+    Io(#[from] std::io::Error),
+    /// Undecodable message.
+    #[error("bad control message")]
+    Malformed,
+}
+
+/// Encodes a control message.
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    let mut out = vec![CONTROL_VERSION];
+    // Plain owned data always serializes.
+    out.extend_from_slice(&postcard::to_stdvec(msg).unwrap_or_default());
+    out
+}
+
+/// Decodes a control message.
+///
+/// # Errors
+/// [`ControlError::Malformed`].
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ControlError> {
+    match bytes.split_first() {
+        Some((&CONTROL_VERSION, body)) => postcard::from_bytes(body).map_err(|_| ControlError::Malformed),
+        _ => Err(ControlError::Malformed),
+    }
+}
+
+/// Asks the hibernate process listening at `socket` (blocking).
+///
+/// # Errors
+/// [`ControlError`].
+pub fn query(socket: &Path, request: ControlRequest) -> Result<ControlReply, ControlError> {
+    let fd = channel::connect(socket)?;
+    channel::send(fd.as_fd(), &encode(&request), None)?;
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    let m = channel::recv(fd.as_fd(), &mut buf)?;
+    decode(&buf[..m.len])
+}

@@ -1,0 +1,379 @@
+//! The hibernate process: one thread, one epoll over raw descriptors.
+//!
+//! - Workers connect to the process's `SOCK_SEQPACKET` socket and send
+//!   sessions: one message = [`crate::record::HibernationRecord`] + the
+//!   client descriptor (`SCM_RIGHTS`). Hand-backs go back to the worker the
+//!   session came from (another connected worker if that one is gone) the
+//!   same way. Fd-less messages are typed [`control`] requests.
+//! - Client descriptors are registered edge-triggered with the epoll; the
+//!   epoll token is the session's [`crate::core::SessionKey`]. There is no
+//!   per-session task, stream object or timer: a held session costs its
+//!   slab entry in [`crate::core::Hibernator`] and the kernel's socket.
+//! - Bus events arrive from [`bus_bridge`] (the subscriber on a small tokio
+//!   thread) through an eventfd.
+//! - The keepalive wheel is turned by the epoll timeout.
+
+pub mod bus_bridge;
+pub mod channel;
+pub mod control;
+pub mod storage_source;
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bus::{BusConfig, BusMessage};
+use rustix::event::epoll::{self, CreateFlags, Event, EventData, EventFlags};
+
+use crate::core::{Action, Hibernator, SessionKey, Settings};
+use crate::record::HibernationRecord;
+use bus_bridge::BusBridge;
+use channel::{ChannelError, MAX_MESSAGE};
+use control::{ControlReply, ControlRequest, CONTROL_VERSION, MAX_WHO};
+use storage_source::StorageSource;
+
+/// Errors starting or running the process.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// A system call failed.
+    #[error("hibernate I/O: {0}")]
+    Io(#[from] io::Error),
+    /// The bus subscriber could not be opened.
+    #[error("hibernate bus: {0}")]
+    Bus(#[from] bus::BusError),
+}
+
+/// Configuration of one hibernate process.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    /// Index among the hibernate processes (logs, stats).
+    pub index: u32,
+    /// The seqpacket socket workers connect to.
+    pub socket_path: PathBuf,
+    /// Where bus events come from.
+    pub bus: BusConfig,
+    /// Core settings (keepalive interval).
+    pub settings: Settings,
+}
+
+/// The client descriptor plus the worker it came from.
+#[derive(Debug)]
+pub struct ClientHandle {
+    fd: OwnedFd,
+    worker: u32,
+}
+
+const LISTENER: u64 = u64::MAX;
+const BUS: u64 = u64::MAX - 1;
+/// Worker connections use tokens `WORKER_BASE - i`; session keys never
+/// reach this range (their generation would have to be ~4 billion).
+const WORKER_BASE: u64 = u64::MAX - 2;
+const MAX_WORKERS: u64 = 1 << 16;
+const READ_CHUNK: usize = 16 * 1024;
+
+struct Driver {
+    cfg: DriverConfig,
+    epoll: OwnedFd,
+    listener: OwnedFd,
+    workers: Vec<Option<OwnedFd>>,
+    bus: BusBridge,
+    core: Hibernator<StorageSource, ClientHandle>,
+    buf: Vec<u8>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Runs a hibernate process until `stop` is set (checked at least every
+/// tick). On return every held client connection is closed.
+///
+/// # Errors
+/// [`DriverError`] if the socket, epoll or bus cannot be set up.
+pub fn run(cfg: DriverConfig, stop: Arc<AtomicBool>) -> Result<(), DriverError> {
+    let bus = BusBridge::start(cfg.bus.clone())?;
+    let listener = channel::listen(&cfg.socket_path)?;
+    let epoll = epoll::create(CreateFlags::CLOEXEC).map_err(io::Error::from)?;
+    epoll::add(&epoll, &listener, EventData::new_u64(LISTENER), EventFlags::IN).map_err(io::Error::from)?;
+    epoll::add(&epoll, bus.wake_fd(), EventData::new_u64(BUS), EventFlags::IN).map_err(io::Error::from)?;
+    let core = Hibernator::new(cfg.settings, StorageSource, Instant::now());
+    let mut d = Driver { cfg, epoll, listener, workers: Vec::new(), bus, core, buf: vec![0u8; MAX_MESSAGE] };
+    tracing::info!(index = d.cfg.index, pid = std::process::id(), socket = %d.cfg.socket_path.display(), "hibernate process ready");
+    let mut events: Vec<Event> = Vec::with_capacity(1024);
+    while !stop.load(Ordering::Relaxed) {
+        let wait = d.core.next_tick().saturating_duration_since(Instant::now()).min(Duration::from_millis(500));
+        let timeout = rustix::event::Timespec { tv_sec: wait.as_secs() as i64, tv_nsec: i64::from(wait.subsec_nanos()) };
+        events.clear();
+        match epoll::wait(&d.epoll, rustix::buffer::spare_capacity(&mut events), Some(&timeout)) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(DriverError::Io(e.into())),
+        }
+        for ev in &events {
+            d.dispatch(ev.data.u64(), ev.flags);
+            d.flush();
+        }
+        d.core.on_tick(Instant::now());
+        d.flush();
+    }
+    let held = d.core.len();
+    for h in d.core.drain_all() {
+        let _ = epoll::delete(&d.epoll, &h.fd);
+    }
+    tracing::info!(index = d.cfg.index, held, "hibernate process stopping; sessions dropped");
+    let _ = std::fs::remove_file(&d.cfg.socket_path);
+    Ok(())
+}
+
+impl Driver {
+    fn dispatch(&mut self, token: u64, flags: EventFlags) {
+        match token {
+            LISTENER => self.accept_workers(),
+            BUS => self.bus_messages(),
+            t if t <= WORKER_BASE && t > WORKER_BASE - MAX_WORKERS => self.worker_messages((WORKER_BASE - t) as u32),
+            t => self.client_ready(SessionKey::from_u64(t), flags),
+        }
+    }
+
+    fn accept_workers(&mut self) {
+        loop {
+            match channel::accept(self.listener.as_fd()) {
+                Ok(fd) => {
+                    let i = self.workers.iter().position(Option::is_none).unwrap_or(self.workers.len());
+                    if i as u64 >= MAX_WORKERS {
+                        tracing::warn!("too many worker connections; refusing one");
+                        continue;
+                    }
+                    if epoll::add(&self.epoll, &fd, EventData::new_u64(WORKER_BASE - i as u64), EventFlags::IN).is_err() {
+                        continue;
+                    }
+                    if i == self.workers.len() {
+                        self.workers.push(Some(fd));
+                    } else {
+                        self.workers[i] = Some(fd);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept on hibernate socket failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn worker_messages(&mut self, w: u32) {
+        loop {
+            let Some(Some(fd)) = self.workers.get(w as usize) else { return };
+            let received = channel::recv(fd.as_fd(), &mut self.buf);
+            match received {
+                Ok(m) => self.worker_message(w, m.len, m.fd),
+                Err(ChannelError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    if !matches!(e, ChannelError::Closed) {
+                        tracing::warn!(worker = w, error = %e, "worker channel failed");
+                    }
+                    if let Some(fd) = self.workers[w as usize].take() {
+                        let _ = epoll::delete(&self.epoll, &fd);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn worker_message(&mut self, w: u32, len: usize, fd: Option<OwnedFd>) {
+        let bytes = &self.buf[..len];
+        if bytes.first() == Some(&CONTROL_VERSION) {
+            let reply = match control::decode::<ControlRequest>(bytes) {
+                Ok(ControlRequest::Stats) => ControlReply::Stats {
+                    pid: std::process::id(),
+                    index: self.cfg.index,
+                    workers: self.workers.iter().flatten().count() as u32,
+                    counters: self.core.counters().clone(),
+                },
+                Ok(ControlRequest::Who) => {
+                    let mut sessions = self.core.session_infos();
+                    let total = sessions.len() as u64;
+                    sessions.truncate(MAX_WHO);
+                    ControlReply::Who { sessions, total }
+                }
+                Err(_) => return,
+            };
+            if let Some(Some(ch)) = self.workers.get(w as usize) {
+                let _ = channel::send(ch.as_fd(), &control::encode(&reply), None);
+            }
+            return;
+        }
+        let Some(fd) = fd else {
+            tracing::warn!(worker = w, "session record without a descriptor");
+            return;
+        };
+        let record = match HibernationRecord::decode(bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                // Without a valid record the session cannot continue anywhere.
+                tracing::error!(worker = w, error = %e, "undecodable hibernation record; closing the client");
+                let _ = rustix::io::write(&fd, b"* BYE Internal server error.\r\n");
+                return;
+            }
+        };
+        if channel::set_nonblocking(&fd, true).is_err() {
+            return;
+        }
+        let session_id = record.session_id;
+        let key = self.core.admit(record, ClientHandle { fd, worker: w }, now_ms());
+        if let Some(h) = self.core.handle(key) {
+            let flags = EventFlags::IN | EventFlags::OUT | EventFlags::RDHUP | EventFlags::ET;
+            if let Err(e) = epoll::add(&self.epoll, &h.fd, EventData::new_u64(key.to_u64()), flags) {
+                tracing::error!(session = session_id, error = %e, "cannot register client socket");
+                let _ = self.core.client_gone(key);
+            }
+        }
+    }
+
+    fn bus_messages(&mut self) {
+        for msg in self.bus.drain() {
+            match msg {
+                Some(BusMessage::Event(ev)) => self.core.on_event(&ev),
+                Some(BusMessage::Resync { user, mailbox, reason }) => {
+                    tracing::debug!(reason = reason.as_str(), ?user, ?mailbox, "bus resync");
+                    self.core.on_resync(user.as_deref(), mailbox.as_deref());
+                }
+                None => tracing::error!("bus subscriber stopped; hibernated sessions get no more updates"),
+            }
+            self.flush();
+        }
+    }
+
+    fn client_ready(&mut self, key: SessionKey, flags: EventFlags) {
+        if flags.intersects(EventFlags::OUT) && self.core.has_output(key) {
+            self.write_out(key);
+        }
+        if !flags.intersects(EventFlags::IN | EventFlags::RDHUP | EventFlags::HUP | EventFlags::ERR) {
+            return;
+        }
+        let mut chunk = [0u8; READ_CHUNK];
+        while self.core.wants_input(key) {
+            let Some(h) = self.core.handle(key) else { return };
+            match rustix::io::read(&h.fd, &mut chunk) {
+                Ok(0) => {
+                    self.drop_client(key);
+                    return;
+                }
+                Ok(n) => {
+                    self.core.on_input(key, &chunk[..n]);
+                    self.flush();
+                }
+                Err(rustix::io::Errno::AGAIN) => return,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(_) => {
+                    self.drop_client(key);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn drop_client(&mut self, key: SessionKey) {
+        if let Some(h) = self.core.client_gone(key) {
+            let _ = epoll::delete(&self.epoll, &h.fd);
+        }
+    }
+
+    /// Writes what the session has; keeps the rest for EPOLLOUT.
+    fn write_out(&mut self, key: SessionKey) {
+        let out = self.core.take_output(key);
+        if out.is_empty() {
+            self.core.output_flushed(key);
+            return;
+        }
+        let Some(h) = self.core.handle(key) else { return };
+        let mut written = 0;
+        while written < out.len() {
+            match rustix::io::write(&h.fd, &out[written..]) {
+                Ok(n) => written += n,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(rustix::io::Errno::AGAIN) => break,
+                Err(_) => {
+                    self.drop_client(key);
+                    return;
+                }
+            }
+        }
+        if written == out.len() {
+            self.core.output_flushed(key);
+        } else if !self.core.output_blocked(key, &out[written..]) {
+            tracing::info!("client does not read its updates; disconnecting");
+            self.drop_client(key);
+        }
+    }
+
+    /// Writes dirty sessions' output and carries out the core's actions.
+    fn flush(&mut self) {
+        loop {
+            let dirty = self.core.take_dirty();
+            let actions = self.core.take_actions();
+            if dirty.is_empty() && actions.is_empty() {
+                return;
+            }
+            for key in dirty {
+                if self.core.has_output(key) || self.core.handle(key).is_some() {
+                    self.write_out(key);
+                }
+            }
+            for action in actions {
+                match action {
+                    Action::Subscribe(user) => self.bus.subscribe(user),
+                    Action::Unsubscribe(user) => self.bus.unsubscribe(user),
+                    Action::Close { handle } => {
+                        let _ = epoll::delete(&self.epoll, &handle.fd);
+                    }
+                    Action::HandBack { handle, record, reason } => {
+                        let _ = epoll::delete(&self.epoll, &handle.fd);
+                        self.hand_back(handle, &record, reason.as_str());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends the session to its worker, or any other connected worker.
+    fn hand_back(&mut self, handle: ClientHandle, record: &HibernationRecord, reason: &str) {
+        let payload = match record.encode() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(session = record.session_id, error = %e, "cannot encode hand-back");
+                let _ = rustix::io::write(&handle.fd, b"* BYE Internal server error.\r\n");
+                return;
+            }
+        };
+        let preferred = handle.worker as usize;
+        let order = std::iter::once(preferred).chain((0..self.workers.len()).filter(move |&i| i != preferred));
+        for i in order {
+            let Some(Some(ch)) = self.workers.get(i) else { continue };
+            if send_blocking(ch.as_fd(), &payload, handle.fd.as_fd()).is_ok() {
+                tracing::debug!(session = record.session_id, worker = i, reason, "handed back");
+                return;
+            }
+        }
+        tracing::error!(session = record.session_id, "no worker to hand the session back to; closing it");
+        let _ = rustix::io::write(&handle.fd, b"* BYE Server is restarting, please reconnect.\r\n");
+    }
+}
+
+/// Sends on a non-blocking channel, waiting briefly if its buffer is full.
+fn send_blocking(ch: BorrowedFd<'_>, payload: &[u8], fd: BorrowedFd<'_>) -> Result<(), ChannelError> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match channel::send(ch, payload, Some(fd)) {
+            Err(ChannelError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            other => return other,
+        }
+    }
+}
