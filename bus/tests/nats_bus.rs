@@ -189,3 +189,68 @@ async fn malformed_messages_are_counted_and_dropped() {
     let c = sub.counters();
     assert_eq!(c.dropped_malformed + c.dropped_unknown_version, 2, "{c:?}");
 }
+
+/// The permission set documented in the `nats` module: the server's user
+/// publishes and subscribes; the push user reads events but its publishes
+/// are refused. Also checks user/password authentication.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documented_permissions_let_a_push_consumer_read_but_not_publish() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = tmp.path().join("nats.conf");
+    std::fs::write(
+        &conf,
+        r#"
+authorization {
+  users = [
+    { user: dormouse, password: "server-secret",
+      permissions: { publish: ["dormouse.v1.events.>", "$JS.API.>", "_INBOX.>"],
+                     subscribe: ["dormouse.v1.events.>", "_INBOX.>"] } }
+    { user: push, password: "push-secret",
+      permissions: { publish: { deny: ["dormouse.v1.events.>"] },
+                     subscribe: { allow: ["dormouse.v1.events.>"] } } }
+  ]
+}
+"#,
+    )
+    .unwrap();
+    let server = NatsServer::start_with(&tmp.path().join("js"), &["-c".into(), conf.display().to_string()]);
+    let as_user = |user: &str, password: &str| NatsConfig {
+        user: Some(user.into()),
+        password: Some(password.into()),
+        ..config(&server)
+    };
+    // Wrong password: a clear connect error, no hang.
+    let err = NatsPublisher::connect(&as_user("dormouse", "wrong"), 16).await.unwrap_err();
+    assert!(matches!(err, bus::BusError::NatsConnect { .. }), "{err}");
+    assert!(!err.to_string().contains("wrong"), "secrets must not appear in errors: {err}");
+
+    let publisher = NatsPublisher::connect(&as_user("dormouse", "server-secret"), 64).await.unwrap();
+    // The push consumer reads with a plain client, as an external consumer would.
+    let push = async_nats::ConnectOptions::with_user_and_password("push".into(), "push-secret".into())
+        .connect(server.url())
+        .await
+        .unwrap();
+    let mut push_sub = push.subscribe("dormouse.v1.events.>").await.unwrap();
+    push.flush().await.unwrap();
+    let mut server_sub = NatsSubscriber::connect(&as_user("dormouse", "server-secret"), 64).await.unwrap();
+    server_sub.subscribe("victim");
+    server_sub.sync().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // The push user tries to inject an event for "victim": refused by the server.
+    let forged = bus::wire::encode_frame(
+        &bus::wire::FrameHeader { publisher: 1, seq: 1, count: 1 },
+        &bus::wire::encode_event_record(&event("victim", 41)),
+    );
+    push.publish(bus::nats::subject_for_user("dormouse.v1.events", "victim"), forged.into()).await.unwrap();
+    push.flush().await.unwrap();
+    // A real event from the server's user arrives at both.
+    publisher.publish(&event("victim", 0)).unwrap();
+    publisher.flush().await.unwrap();
+    assert_eq!(next(&mut server_sub).await, BusMessage::Event(event("victim", 0)));
+    let got = tokio::time::timeout(WAIT, futures::StreamExt::next(&mut push_sub)).await.unwrap().unwrap();
+    let frame = bus::wire::decode_frame(&got.payload).unwrap();
+    assert!(matches!(&frame.records[0], Ok(bus::wire::Record::Event(ev)) if ev.modseq_before == 0));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(server_sub.try_recv().is_none(), "the forged event got through");
+}

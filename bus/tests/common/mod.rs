@@ -111,18 +111,25 @@ pub fn free_port() -> u16 {
 pub struct NatsServer {
     pub port: u16,
     dir: PathBuf,
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
 impl NatsServer {
     pub fn start(dir: &Path) -> Self {
-        let mut s = Self { port: free_port(), dir: dir.to_owned(), child: None };
+        Self::start_with(dir, &[])
+    }
+
+    /// Starts with extra command-line arguments (e.g. `-c CONFIG`).
+    pub fn start_with(dir: &Path, extra: &[String]) -> Self {
+        let mut s = Self { port: free_port(), dir: dir.to_owned(), extra: extra.to_vec(), child: None };
         s.launch();
         s
     }
 
     fn launch(&mut self) {
         let child = Command::new("/usr/sbin/nats-server")
+            .args(&self.extra)
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
             .arg(&self.dir)
             .stdout(Stdio::null())
