@@ -272,3 +272,38 @@ async fn sequence_jump_asks_for_a_resync_of_everyone() {
     assert!(matches!(next(&mut sub).await, BusMessage::Resync { reason: ResyncReason::SequenceGap, .. }));
     assert_eq!(sub.counters().gaps, 2);
 }
+
+/// Cyrus idled's failure: a thousand receivers came and went without
+/// cleaning up. Their sockets are removed, and the live receiver never
+/// misses an event.
+#[tokio::test]
+async fn thousand_dead_receivers_do_not_silence_the_live_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path());
+    let mut sub = UnixSubscriber::bind(&cfg, 1 << 12).unwrap();
+    sub.subscribe("u");
+    let dead: Vec<UnixDatagram> =
+        (0..1000).map(|i| UnixDatagram::bind(cfg.dir.join(format!("{}-{i:016x}.sock", 100_000 + i))).unwrap()).collect();
+    let publisher = UnixPublisher::open(&cfg).unwrap();
+    assert_eq!(publisher.receiver_count(), 1001);
+    let mut before = 0;
+    // The dead receivers' queues fill up (nobody reads them)...
+    for _ in 0..50 {
+        publisher.publish(&event("u", before));
+        before += 1;
+    }
+    // ...then their processes exit without unlinking the sockets.
+    drop(dead);
+    for _ in 0..200 {
+        publisher.publish(&event("u", before));
+        before += 1;
+    }
+    for i in 0..before {
+        assert_eq!(next(&mut sub).await, BusMessage::Event(event("u", i)));
+    }
+    assert_eq!(sub.counters().gaps, 0);
+    assert_eq!(publisher.receiver_count(), 1);
+    assert_eq!(publisher.counters().receivers_removed, 1000);
+    let left = std::fs::read_dir(&cfg.dir).unwrap().count();
+    assert_eq!(left, 1, "dead sockets should be unlinked");
+}
