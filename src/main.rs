@@ -38,6 +38,13 @@ enum Command {
     /// IMAP worker process, started by `serve` (internal).
     #[command(hide = true)]
     Worker(cli::worker::WorkerArgs),
+    /// Hibernate process, started by `serve` (internal).
+    #[command(hide = true)]
+    Hibernate(cli::hibernate::HibernateArgs),
+    /// List hibernated sessions (user, peer, state, mailbox, since).
+    Who(cli::hibernate::QueryArgs),
+    /// Print the hibernate processes' counters.
+    Stats(cli::hibernate::QueryArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,7 +68,7 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::CONFIG);
         }
     };
-    let is_serve = matches!(cli.command, Command::Serve(_) | Command::Worker(_));
+    let is_serve = matches!(cli.command, Command::Serve(_) | Command::Worker(_) | Command::Hibernate(_));
     cli::logging::init(&config, is_serve);
     match cli.command {
         Command::Serve(args) => cli::report(cli::serve::run(config, args)),
@@ -69,5 +76,8 @@ fn main() -> ExitCode {
         Command::Config(args) => cli::config_cmd::run(&config, path.as_deref(), &args),
         Command::User(args) => cli::report(cli::user::run(&config, args)),
         Command::Worker(args) => cli::report(cli::worker::run(config, args)),
+        Command::Hibernate(args) => cli::report(cli::hibernate::run(config, args)),
+        Command::Who(_) => cli::report(cli::hibernate::who(&config)),
+        Command::Stats(_) => cli::report(cli::hibernate::stats(&config)),
     }
 }

@@ -4,6 +4,7 @@ pub mod config_cmd;
 pub mod deliver;
 pub mod event_hooks;
 pub mod first_run;
+pub mod hibernate;
 pub mod logging;
 pub mod serve;
 pub mod serve_imap;

@@ -1,0 +1,145 @@
+//! `dormouse hibernate` (hidden): one hibernate process, started by
+//! `serve`; plus `dormouse who` and `dormouse stats`, which ask every
+//! running hibernate process over its control socket.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use hibernate::core::{HandBackReason, Settings};
+use hibernate::driver::control::{query, ControlReply, ControlRequest};
+use hibernate::driver::{run as run_driver, DriverConfig};
+
+use super::worker::bus_config;
+use crate::config::Config;
+
+/// Arguments of `dormouse hibernate`.
+#[derive(Debug, Args)]
+pub struct HibernateArgs {
+    /// Index of this hibernate process (names its socket `hibernate-<index>.sock` in the run directory).
+    #[arg(long, default_value_t = 0)]
+    pub index: u32,
+    /// Keepalive interval for idling clients, seconds (`* OK Still here`).
+    #[arg(long, default_value_t = 120)]
+    pub keepalive_secs: u64,
+}
+
+/// Arguments of `dormouse who` / `dormouse stats` (none).
+#[derive(Debug, Args)]
+pub struct QueryArgs {}
+
+/// The socket of hibernate process `index`.
+pub fn socket_path(config: &Config, index: u32) -> PathBuf {
+    config.run_dir().join(format!("hibernate-{index}.sock"))
+}
+
+/// Runs one hibernate process until SIGTERM or SIGINT.
+///
+/// # Errors
+/// Socket, epoll or bus set-up failures.
+pub fn run(config: Config, args: HibernateArgs) -> anyhow::Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    spawn_signal_watcher(stop.clone())?;
+    let cfg = DriverConfig {
+        index: args.index,
+        socket_path: socket_path(&config, args.index),
+        bus: bus_config(&config),
+        settings: Settings { keepalive_interval: Duration::from_secs(args.keepalive_secs.max(1)), ..Settings::default() },
+    };
+    run_driver(cfg, stop).context("hibernate process failed")?;
+    Ok(())
+}
+
+/// Sets `stop` on SIGTERM or SIGINT (a small thread with its own runtime).
+fn spawn_signal_watcher(stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    std::thread::Builder::new().name("hibernate-signals".into()).spawn(move || {
+        rt.block_on(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+    })?;
+    Ok(())
+}
+
+/// Sockets of the hibernate processes in the run directory.
+fn sockets(run_dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(run_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("hibernate-") && n.ends_with(".sock"))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// `dormouse who`: hibernated sessions (user, peer, state, mailbox, since).
+///
+/// # Errors
+/// No hibernate process answered.
+pub fn who(config: &Config) -> anyhow::Result<()> {
+    let mut answered = 0;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    println!("{:<24} {:<22} {:<11} {:<20} since", "user", "peer", "state", "mailbox");
+    for path in sockets(&config.run_dir()) {
+        let Ok(ControlReply::Who { sessions, total }) = query(&path, ControlRequest::Who) else { continue };
+        answered += 1;
+        for s in &sessions {
+            let state = if s.idle { "hibernated" } else { "hib-noidle" };
+            let since = format!("{}s ago", now_ms.saturating_sub(s.since_ms) / 1000);
+            println!("{:<24} {:<22} {:<11} {:<20} {since}", s.user, s.peer, state, s.mailbox.as_deref().unwrap_or("-"));
+        }
+        if total > sessions.len() as u64 {
+            println!("... and {} more in {}", total - sessions.len() as u64, path.display());
+        }
+    }
+    anyhow::ensure!(answered > 0, "no hibernate process is running (no socket in {})", config.run_dir().display());
+    Ok(())
+}
+
+/// `dormouse stats`: counters of every hibernate process.
+///
+/// # Errors
+/// No hibernate process answered.
+pub fn stats(config: &Config) -> anyhow::Result<()> {
+    let mut answered = 0;
+    for path in sockets(&config.run_dir()) {
+        let Ok(ControlReply::Stats { pid, index, workers, counters: c }) = query(&path, ControlRequest::Stats) else {
+            continue;
+        };
+        answered += 1;
+        println!("hibernate {index} (pid {pid}, {workers} worker connections)");
+        println!("  sessions held          {}", c.held);
+        println!("  hibernations           {}", c.hibernations);
+        for r in HandBackReason::ALL {
+            println!("  hand-backs {:<12} {}", r.as_str(), c.hand_backs_for(r));
+        }
+        println!("  sessions ended here    {}", c.ended);
+        println!("  events in              {}", c.events_in);
+        println!("  notifications written  {}", c.notifications);
+        println!("  resyncs                {}", c.resyncs);
+        println!("  answered from cache    {}", c.answered);
+        println!("  STATUS from cache      {}", c.status_from_cache);
+        println!("  keepalives             {}", c.keepalives);
+    }
+    anyhow::ensure!(answered > 0, "no hibernate process is running (no socket in {})", config.run_dir().display());
+    Ok(())
+}
