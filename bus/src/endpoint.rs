@@ -72,7 +72,10 @@ impl BusPublisher {
 
 impl ChangeHook for BusPublisher {
     fn on_change(&self, event: &MailboxEvent) -> Result<(), HookError> {
-        self.publish(event).map_err(|e| HookError(e.to_string()))
+        match self {
+            BusPublisher::Unix(p) => p.on_change(event),
+            BusPublisher::Nats(p) => p.on_change(event),
+        }
     }
 }
 

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 
 use super::connect::connect;
 use super::subject::subject_for_user;
+use crate::rate_log::RateLimitedLog;
 use crate::wire::{self, FrameHeader, MAX_HEADER_LEN};
 use crate::{BusCounters, BusError, CountersSnapshot, NatsConfig};
 
@@ -40,6 +41,7 @@ struct Inner {
     seq: AtomicU64,
     max_payload: usize,
     counters: Arc<BusCounters>,
+    full_log: RateLimitedLog,
     task: JoinHandle<()>,
 }
 
@@ -84,6 +86,7 @@ impl NatsPublisher {
             seq: AtomicU64::new(0),
             max_payload: if max_payload == 0 { 1024 * 1024 } else { max_payload },
             counters,
+            full_log: RateLimitedLog::new(Duration::from_secs(10)),
             task,
         };
         Ok(Self { inner: Arc::new(inner) })
@@ -183,7 +186,18 @@ async fn publish_loop(client: Client, mut rx: mpsc::Receiver<Job>, counters: Arc
 }
 
 impl ChangeHook for NatsPublisher {
+    /// A full queue (e.g. while the server is unreachable) is counted and
+    /// logged here at most every 10 s, not reported per event.
     fn on_change(&self, event: &MailboxEvent) -> Result<(), HookError> {
-        self.publish(event).map_err(|e| HookError(e.to_string()))
+        match self.publish(event) {
+            Ok(()) => Ok(()),
+            Err(BusError::QueueFull) => {
+                if let Some(suppressed) = self.inner.full_log.allow() {
+                    tracing::warn!(suppressed, "bus: NATS publish queue full; events dropped, subscribers will resync");
+                }
+                Ok(())
+            }
+            Err(e) => Err(HookError(e.to_string())),
+        }
     }
 }
