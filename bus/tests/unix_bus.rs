@@ -223,11 +223,12 @@ fn stopped_subscriber_does_not_silence_the_others() {
         assert_eq!(done["gaps"], "0", "{done:?}");
         assert_eq!(done["resyncs"], "0", "{done:?}");
         assert_eq!(done["state"], want_state.join(","));
-        // "On time": 99% of the events arrived within 250 ms of being sent
-        // (typically well under 1 ms; generous for a loaded machine), all
+        // "On time": 99% of the events arrived within 1 s of being sent
+        // (typically well under 1 ms; generous for a loaded CI machine), all
         // while the stopped subscriber was still stopped.
         let p99_ns: u64 = done["p99_ns"].parse().unwrap();
-        assert!(p99_ns > 0 && p99_ns < 250_000_000, "live subscriber late: {done:?}");
+        assert!(p99_ns > 0 && p99_ns < 1_000_000_000, "live subscriber late: {done:?}");
+        eprintln!("live subscriber: p50 {} ns, p99 {p99_ns} ns", done["p50_ns"]);
     }
     let c = publisher.counters();
     assert!(c.dropped_send > 0 && c.gaps > 0, "the stopped subscriber should have missed events: {c:?}");
