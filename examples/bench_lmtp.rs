@@ -85,7 +85,8 @@ async fn client(addr: String, rcpt: String, count: usize, size: usize, time_limi
     let mut r = BufReader::new(r);
     read_reply(&mut r).await;
     w.write_all(b"LHLO bench\r\n").await.expect("write");
-    read_reply(&mut r).await;
+    // Announce the size only to servers that offer SIZE (Dovecot's LMTP does not).
+    let offers_size = read_reply(&mut r).await.lines().any(|l| l.get(4..).is_some_and(|x| x.starts_with("SIZE")));
     let mut latencies = Vec::with_capacity(count);
     for n in 0..count {
         if Instant::now() > time_limit {
@@ -93,7 +94,8 @@ async fn client(addr: String, rcpt: String, count: usize, size: usize, time_limi
         }
         let body = message(size, n);
         let started = Instant::now();
-        w.write_all(format!("MAIL FROM:<bench@example.org> SIZE={}\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n", body.len()).as_bytes())
+        let size_param = if offers_size { format!(" SIZE={}", body.len()) } else { String::new() };
+        w.write_all(format!("MAIL FROM:<bench@example.org>{size_param}\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n").as_bytes())
             .await
             .expect("write");
         for expect in ["250", "250", "354"] {

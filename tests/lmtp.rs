@@ -110,6 +110,8 @@ fn python_smtplib_lmtp_client_over_tcp_and_unix_socket() {
     let env = lmtp_env(port, "");
     let mut server = Server::start(&env, port);
     let sock = unix_socket(&env);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777, 0o666, "the MTA's user can connect");
     let out = Command::new("python3")
         .args(["-c", PY_CLIENT, "127.0.0.1", &port.to_string(), sock.to_str().unwrap()])
         .output()

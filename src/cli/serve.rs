@@ -90,6 +90,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
         let listener =
             UnixListener::bind(path).with_context(|| format!("cannot listen for LMTP on {}", path.display()))?;
+        // Like Dovecot's lmtp listener: the MTA (e.g. Postfix as user postfix)
+        // must be able to connect; TCP on loopback is no less open.
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .with_context(|| format!("cannot chmod {}", path.display()))?;
         tracing::info!(path = %path.display(), "LMTP listening");
         tasks.push(tokio::spawn(lmtp.clone().serve_unix(listener, shutdown_rx.clone())));
     }
