@@ -17,11 +17,13 @@ fn three_messages() -> (World, Client) {
 #[test]
 fn store_variants() {
     let (_w, mut c) = three_messages();
-    c.expect("a STORE 1 +FLAGS (\\Flagged $Work)", &["* 1 FETCH (FLAGS (\\Flagged $Work \\Recent))", "a OK Store completed."]);
+    c.expect("a STORE 1 +FLAGS (\\Flagged $Work)", &["* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work)", "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work \\*)] Flags permitted.", "* 1 FETCH (FLAGS (\\Flagged $Work \\Recent))", "a OK Store completed."]);
     c.expect("b STORE 1:2 FLAGS (\\Seen)", &["* 1 FETCH (FLAGS (\\Seen \\Recent))", "* 2 FETCH (FLAGS (\\Seen \\Recent))", "b OK Store completed."]);
     c.expect("c STORE 2 -FLAGS.SILENT (\\Seen)", &["c OK Store completed."]);
     c.expect("d UID STORE 3 +FLAGS (\\Deleted)", &["* 3 FETCH (UID 3 FLAGS (\\Deleted \\Recent))", "d OK Store completed."]);
     c.expect("e FETCH 1:* FLAGS", &["* 1 FETCH (FLAGS (\\Seen \\Recent))", "* 2 FETCH (FLAGS (\\Recent))", "* 3 FETCH (FLAGS (\\Deleted \\Recent))", "e OK Fetch completed."]);
+    c.expect("a2 STORE 2 +FLAGS ($Work)", &["* 2 FETCH (FLAGS ($Work \\Recent))", "a2 OK Store completed."]);
+    c.expect("a3 STORE 2 -FLAGS ($Work)", &["* 2 FETCH (FLAGS (\\Recent))", "a3 OK Store completed."]);
     c.expect("f STORE 4 +FLAGS (\\Seen)", &["f BAD Invalid message sequence number."]);
     c.expect("g STORE 1 +FLAGS (\\Bogus)", &["g BAD {}"]);
     c.expect("h UID STORE 99 +FLAGS (\\Seen)", &["h OK Store completed."]);

@@ -39,6 +39,14 @@ fn idle_reports_flags_new_mail_and_expunges_at_once() {
 }
 
 #[test]
+fn new_keyword_from_another_session_announces_flags() {
+    let (w, mut a, mut b) = pair();
+    b.expect("x STORE 1 +FLAGS ($Junk)", &["* FLAGS {}", "* OK [PERMANENTFLAGS {}", "* 1 FETCH (FLAGS ($Junk))", "x OK {}"]);
+    w.deliver_events(&mut [&mut a, &mut b]);
+    a.expect("a NOOP", &["* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Junk)", "* OK [PERMANENTFLAGS {} $Junk \\*)] Flags permitted.", "* 1 FETCH (FLAGS ($Junk \\Recent))", "a OK NOOP completed."]);
+}
+
+#[test]
 fn no_expunge_during_fetch_store_search() {
     let (w, mut a, mut b) = pair();
     b.expect("x STORE 2 +FLAGS.SILENT (\\Deleted)", &["x OK {}"]);

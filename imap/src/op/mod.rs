@@ -15,6 +15,6 @@ mod mailbox_name;
 mod manage;
 mod noop;
 mod search;
-mod select;
+pub(crate) mod select;
 mod status;
 mod store;

@@ -54,6 +54,7 @@ impl Session {
             Err(e) => return self.no_store(tag, &e),
         };
         for (u, f, m) in &result.changed {
+            sel.announce_keywords(f, &mut self.out);
             sel.set_flags(*u, f.clone(), *m);
         }
         let silent = matches!(response, StoreResponse::Silent);

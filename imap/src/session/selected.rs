@@ -31,6 +31,8 @@ pub(crate) struct Selected {
     pub announced_exists: usize,
     /// Number last announced with RECENT.
     pub announced_recent: usize,
+    /// Keywords announced in the last `* FLAGS` response.
+    pub keywords: BTreeSet<String>,
 }
 
 /// A sequence set that names a message number beyond the view.
@@ -51,13 +53,15 @@ impl Selected {
             mailbox.messages().iter().map(|m| ViewEntry { meta: m.clone(), expunged: false }).collect();
         let n = view.len();
         let r = recent.len();
-        Ok(Selected { mailbox, read_only, view, recent, announced_exists: n, announced_recent: r })
+        let keywords = view.iter().flat_map(|e| e.meta.flags.keywords.iter().cloned()).collect();
+        Ok(Selected { mailbox, read_only, view, recent, announced_exists: n, announced_recent: r, keywords })
     }
 
     /// A view restored from a hibernated session (no `\Recent` carried).
     pub(crate) fn from_view(mailbox: Mailbox, read_only: bool, view: Vec<ViewEntry>) -> Self {
         let n = view.len();
-        Selected { mailbox, read_only, view, recent: BTreeSet::new(), announced_exists: n, announced_recent: 0 }
+        let keywords = view.iter().flat_map(|e| e.meta.flags.keywords.iter().cloned()).collect();
+        Selected { mailbox, read_only, view, recent: BTreeSet::new(), announced_exists: n, announced_recent: 0, keywords }
     }
 
     /// The mailbox name.
@@ -163,6 +167,14 @@ impl Selected {
             self.report_expunges(ext, out);
         }
         flag_uids.retain(|&u| self.seq_of(u).is_some_and(|s| !self.view[s - 1].expunged));
+        let new_keywords: Vec<Flags> = flag_uids
+            .iter()
+            .filter_map(|&u| self.seq_of(u).map(|s| self.view[s - 1].meta.flags.clone()))
+            .chain(added.iter().map(|e| e.meta.flags.clone()))
+            .collect();
+        for f in &new_keywords {
+            self.announce_keywords(f, out);
+        }
         for uid in flag_uids {
             if let Some(seq) = self.seq_of(uid) {
                 self.write_flags_fetch(seq, ext, false, out);
@@ -207,6 +219,23 @@ impl Selected {
         }
         self.announced_exists = self.view.len();
         self.announced_recent = self.view.iter().filter(|e| self.recent.contains(&e.meta.uid)).count();
+    }
+
+    /// Writes `* FLAGS` and `* OK [PERMANENTFLAGS]` if `flags` has keywords
+    /// the client was not told about yet (RFC 3501 7.2.6).
+    pub(crate) fn announce_keywords(&mut self, flags: &Flags, out: &mut Vec<u8>) {
+        if flags.keywords.iter().all(|k| self.keywords.contains(k)) {
+            return;
+        }
+        self.keywords.extend(flags.keywords.iter().cloned());
+        let kw: String = self.keywords.iter().map(|k| format!(" {k}")).collect();
+        let sys = crate::op::select::SYSTEM_FLAGS;
+        out.extend_from_slice(format!("* FLAGS ({sys}{kw})\r\n").as_bytes());
+        if self.read_only {
+            out.extend_from_slice(b"* OK [PERMANENTFLAGS ()] Read-only mailbox.\r\n");
+        } else {
+            out.extend_from_slice(format!("* OK [PERMANENTFLAGS ({sys}{kw} \\*)] Flags permitted.\r\n").as_bytes());
+        }
     }
 
     /// Marks UIDs as expunged in the view (after our own EXPUNGE / MOVE).
