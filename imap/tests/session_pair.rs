@@ -159,3 +159,14 @@ fn resume_after_uidvalidity_change_says_bye() {
     check(&a.run(), &["* BYE {}"]);
     assert!(a.closed);
 }
+
+#[test]
+fn own_changes_coming_back_as_events_cause_no_output() {
+    let (w, mut a, mut b) = pair();
+    a.expect("x STORE 1 +FLAGS (\\Seen)", &["* 1 FETCH {}", "x OK {}"]);
+    w.deliver_events(&mut [&mut a, &mut b]);
+    a.expect("i IDLE", &["+ idling"]);
+    check(&a.run(), &[]);
+    a.expect("DONE", &["i OK Idle completed."]);
+    b.expect("y NOOP", &["* 1 FETCH (FLAGS (\\Seen))", "y OK NOOP completed."]);
+}

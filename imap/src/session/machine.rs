@@ -151,7 +151,16 @@ impl Session {
         let Some(sel) = &self.selected else { return };
         let mine = self.store.as_ref().is_some_and(|s| s.user() == event.user);
         if mine && (event.mailbox == sel.name() || event.old_mailbox.as_deref() == Some(sel.name())) {
-            self.changes_pending = true;
+            use storage_hooks::EventKind::{FlagsClear, FlagsSet, MessageAppend, MessageExpunge, MessageNew};
+            let message_level = matches!(event.kind, MessageNew | MessageAppend | MessageExpunge | FlagsSet | FlagsClear);
+            // Our own writes come back through the bus: a message-level
+            // event that is not newer than what we synced needs no resync.
+            let already_seen = message_level
+                && event.uidvalidity == sel.mailbox.uidvalidity()
+                && event.modseq_after <= sel.mailbox.highestmodseq();
+            if !already_seen {
+                self.changes_pending = true;
+            }
         }
     }
 
