@@ -67,6 +67,31 @@ impl RecipientResolver for UserResolver<'_> {
     }
 }
 
+/// A listening socket the server accepts LMTP clients on.
+trait Listener: Send + 'static {
+    /// The accepted connection type.
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// Accepts one client, naming its peer for logs and the Received header.
+    fn accept_client(&self) -> impl std::future::Future<Output = std::io::Result<(Self::Stream, String)>> + Send;
+}
+
+impl Listener for TcpListener {
+    type Stream = tokio::net::TcpStream;
+    async fn accept_client(&self) -> std::io::Result<(Self::Stream, String)> {
+        let (stream, peer) = self.accept().await?;
+        let _ = stream.set_nodelay(true);
+        Ok((stream, peer.ip().to_string()))
+    }
+}
+
+impl Listener for UnixListener {
+    type Stream = tokio::net::UnixStream;
+    async fn accept_client(&self) -> std::io::Result<(Self::Stream, String)> {
+        let (stream, _) = self.accept().await?;
+        Ok((stream, "unix".to_string()))
+    }
+}
+
 /// Resolves once `rx` is true (or its sender is gone).
 async fn stopped(rx: &mut watch::Receiver<bool>) {
     // The borrow guard `wait_for` returns is dropped right here, so the
@@ -90,41 +115,25 @@ impl LmtpServer {
     /// the grace period) for open connections to finish. A failed accept is
     /// logged and retried.
     pub async fn serve_tcp(self: Arc<Self>, listener: TcpListener, shutdown: watch::Receiver<bool>) {
-        let mut tasks = JoinSet::new();
-        let mut stop = shutdown.clone();
-        loop {
-            tokio::select! {
-                () = stopped(&mut stop) => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        let _ = stream.set_nodelay(true);
-                        let me = self.clone();
-                        let shutdown = shutdown.clone();
-                        tasks.spawn(async move { me.handle(stream, peer.ip().to_string(), shutdown).await });
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "LMTP accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                },
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-            }
-        }
-        self.drain(tasks).await;
+        self.serve(listener, shutdown).await;
     }
 
     /// Like [`LmtpServer::serve_tcp`] for a UNIX socket.
     pub async fn serve_unix(self: Arc<Self>, listener: UnixListener, shutdown: watch::Receiver<bool>) {
+        self.serve(listener, shutdown).await;
+    }
+
+    async fn serve<L: Listener>(self: Arc<Self>, listener: L, shutdown: watch::Receiver<bool>) {
         let mut tasks = JoinSet::new();
         let mut stop = shutdown.clone();
         loop {
             tokio::select! {
                 () = stopped(&mut stop) => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => {
+                accepted = listener.accept_client() => match accepted {
+                    Ok((stream, peer)) => {
                         let me = self.clone();
                         let shutdown = shutdown.clone();
-                        tasks.spawn(async move { me.handle(stream, "unix".into(), shutdown).await });
+                        tasks.spawn(async move { me.handle(stream, peer, shutdown).await });
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "LMTP accept failed");
