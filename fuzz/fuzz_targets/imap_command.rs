@@ -4,6 +4,10 @@
 //! how the rest is split into reads; the session must never panic, must
 //! always answer within a bounded number of steps, and every output must be
 //! whole CRLF-terminated lines.
+//!
+//! Run (nightly toolchain, from `fuzz/`):
+//! `mkdir -p corpus/imap_command && cp seeds/imap_command/* corpus/imap_command/ &&
+//!  cargo +nightly fuzz run imap_command corpus/imap_command -- -max_total_time=600 -max_len=4096`
 #![no_main]
 
 use std::sync::{Arc, Mutex, OnceLock};
