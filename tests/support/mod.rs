@@ -34,8 +34,10 @@ impl TestEnv {
         std::fs::write(
             &config,
             format!(
-                "data_dir = {:?}\n{top_level}\n[imap]\nlisten = \"\"\nlisten_tls = \"\"\n{sections}\n",
-                data.to_str().unwrap()
+                "data_dir = {:?}\n{top_level}\n{}{sections}\n",
+                data.to_str().unwrap(),
+                // No IMAP listeners unless the test configures [imap] itself.
+                if sections.contains("[imap]") { "" } else { "[imap]\nlisten = \"\"\nlisten_tls = \"\"\n" }
             )
             .replace("{dir}", dir.path().to_str().unwrap()),
         )
