@@ -8,12 +8,14 @@ use std::io::IoSlice;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rustix::event::{PollFd, PollFlags};
 use rustix::io::Errno;
 use rustix::net::{SendAncillaryBuffer, SendFlags};
+use rustix::pipe::PipeFlags;
 use storage_hooks::{ChangeHook, HookError, MailboxEvent};
 
 use super::ensure_bus_dir;
@@ -55,25 +57,32 @@ struct Inner {
     wake: Arc<Wake>,
 }
 
-/// Wakes the retry thread when batches become pending.
-#[derive(Debug, Default)]
+/// Wakes the retry thread (a non-blocking pipe it polls alongside the
+/// sockets of full receivers).
+#[derive(Debug)]
 struct Wake {
-    flag: Mutex<bool>,
-    cv: Condvar,
+    read: OwnedFd,
+    write: OwnedFd,
 }
 
 impl Wake {
-    fn notify(&self) {
-        *self.flag.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        self.cv.notify_one();
+    fn new() -> std::io::Result<Self> {
+        let (read, write) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?;
+        Ok(Self { read, write })
     }
 
-    /// Waits up to `timeout` for a notification; true if there was one.
-    fn wait(&self, timeout: Duration) -> bool {
-        let guard = self.flag.lock().unwrap_or_else(|e| e.into_inner());
-        let (mut flag, _) =
-            self.cv.wait_timeout_while(guard, timeout, |f| !*f).unwrap_or_else(|e| e.into_inner());
-        std::mem::take(&mut *flag)
+    fn notify(&self) {
+        // A full pipe already holds a wake-up.
+        let _ = rustix::io::write(&self.write, &[1]);
+    }
+
+    fn drain(&self) {
+        let mut buf = [0u8; 64];
+        while let Ok(n) = rustix::io::read(&self.read, &mut buf) {
+            if n < buf.len() {
+                break;
+            }
+        }
     }
 }
 
@@ -267,6 +276,7 @@ impl UnixPublisher {
     /// [`BusError::BusDir`] if the folder is unusable.
     pub fn open(config: &UnixConfig) -> Result<Self, BusError> {
         ensure_bus_dir(&config.dir)?;
+        let wake = Wake::new().map_err(|source| BusError::Socket { path: config.dir.clone(), source })?;
         let inner = Inner {
             dir: config.dir.clone(),
             id: rand::random(),
@@ -277,7 +287,7 @@ impl UnixPublisher {
             counters: Arc::new(BusCounters::default()),
             state: Mutex::new(State::default()),
             scan_log: RateLimitedLog::new(Duration::from_secs(10)),
-            wake: Arc::new(Wake::default()),
+            wake: Arc::new(wake),
         };
         Ok(Self { inner: Arc::new(inner) })
     }
@@ -317,16 +327,24 @@ impl UnixPublisher {
         let mut max_pending = 0;
         let mut dead = Vec::new();
         let now = Instant::now();
+        let mut new_batch = false;
         for (i, peer) in st.peers.iter_mut().enumerate() {
+            let was_idle = peer.pending_count == 0;
             match peer.deliver(inner.id, &record, &inner.limits, &inner.counters, now) {
                 Delivery::Done => {}
-                Delivery::Pending => max_pending = max_pending.max(peer.pending.len()),
+                Delivery::Pending => {
+                    new_batch |= was_idle;
+                    max_pending = max_pending.max(peer.pending.len());
+                }
                 Delivery::Dead => dead.push(i),
             }
         }
         inner.remove_dead(&mut st, &dead);
         let any_pending = max_pending > 0;
-        if any_pending && !st.retry_running {
+        if any_pending && st.retry_running && new_batch {
+            // The thread may be waiting on a later deadline or a full receiver.
+            inner.wake.notify();
+        } else if any_pending && !st.retry_running {
             st.retry_running = true;
             if st.retry_spawned {
                 inner.wake.notify();
@@ -495,11 +513,12 @@ fn retry_loop(weak: Weak<Inner>, wake: Arc<Wake>) {
                 st.retry_running = false;
                 drop(st);
                 drop(inner);
-                while !wake.wait(IDLE_CHECK) {
+                while !wait_readable(&wake, &[], IDLE_CHECK) {
                     if weak.strong_count() == 0 {
                         return;
                     }
                 }
+                wake.drain();
                 continue;
             }
             let blocked: Vec<Arc<UnixDatagram>> =
@@ -509,20 +528,33 @@ fn retry_loop(weak: Weak<Inner>, wake: Arc<Wake>) {
             let wait = next_due.map_or(RETRY_POLL, |t| t.saturating_duration_since(now).min(RETRY_POLL));
             (blocked, wait)
         };
-        if blocked.is_empty() {
-            std::thread::sleep(wait);
-        } else {
-            let mut fds: Vec<PollFd<'_>> = blocked.iter().map(|s| PollFd::new(&**s, PollFlags::OUT)).collect();
-            let timeout = rustix::event::Timespec { tv_sec: 0, tv_nsec: wait.as_nanos() as i64 };
-            if let Err(e) = rustix::event::poll(&mut fds, Some(&timeout)) {
-                if e != Errno::INTR {
-                    tracing::warn!(error = %e, "bus: poll in retry thread failed");
-                    std::thread::sleep(RETRY_POLL);
-                }
-            }
+        if wait_readable(&wake, &blocked, wait) {
+            wake.drain();
         }
         let Some(inner) = weak.upgrade() else { return };
         inner.flush(FlushWhich::Due);
+    }
+}
+
+/// Polls the wake pipe (readable) and `blocked` sockets (writable) for at
+/// most `wait`; true if the wake pipe fired.
+fn wait_readable(wake: &Wake, blocked: &[Arc<UnixDatagram>], wait: Duration) -> bool {
+    let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(blocked.len() + 1);
+    fds.push(PollFd::new(&wake.read, PollFlags::IN));
+    fds.extend(blocked.iter().map(|s| PollFd::new(&**s, PollFlags::OUT)));
+    let timeout = rustix::event::Timespec {
+        tv_sec: wait.as_secs() as i64,
+        tv_nsec: i64::from(wait.subsec_nanos()),
+    };
+    match rustix::event::poll(&mut fds, Some(&timeout)) {
+        Ok(_) => !fds[0].revents().is_empty(),
+        Err(e) => {
+            if e != Errno::INTR {
+                tracing::warn!(error = %e, "bus: poll in retry thread failed");
+                std::thread::sleep(RETRY_POLL);
+            }
+            false
+        }
     }
 }
 
