@@ -47,6 +47,40 @@ pub struct IndexRecord {
     pub expunge_log: ExpungeLog,
 }
 
+/// Borrowed form of [`IndexMessage`] for encoding without copies; it
+/// serializes to exactly the same bytes.
+#[derive(Debug, Serialize)]
+pub struct IndexMessageRef<'a> {
+    /// UID.
+    pub uid: u32,
+    /// MODSEQ.
+    pub modseq: u64,
+    /// All flags.
+    pub flags: &'a Flags,
+    /// Index-only keywords.
+    pub extra_keywords: &'a [String],
+    /// CRLF size.
+    pub vsize: u64,
+}
+
+#[derive(Serialize)]
+struct IndexRecordRef<'a> {
+    uidvalidity: u32,
+    highestmodseq: u64,
+    messages: &'a [IndexMessageRef<'a>],
+    expunge_log: &'a ExpungeLog,
+}
+
+/// Encodes an index from borrowed parts (same bytes as [`IndexRecord::encode`]).
+pub fn encode_parts(uidvalidity: u32, highestmodseq: u64, messages: &[IndexMessageRef<'_>], expunge_log: &ExpungeLog) -> Vec<u8> {
+    let mut out = MAGIC.to_vec();
+    out.push(INDEX_VERSION);
+    let record = IndexRecordRef { uidvalidity, highestmodseq, messages, expunge_log };
+    // Plain data always serializes.
+    out.extend(postcard::to_stdvec(&record).expect("postcard encoding of plain data"));
+    out
+}
+
 impl IndexRecord {
     /// Encodes with magic and version.
     pub fn encode(&self) -> Vec<u8> {
@@ -87,6 +121,12 @@ mod tests {
         });
         rec.expunge_log.record(11, &UidSet::from_range(1, 2));
         let bytes = rec.encode();
+        let refs: Vec<IndexMessageRef<'_>> = rec
+            .messages
+            .iter()
+            .map(|m| IndexMessageRef { uid: m.uid, modseq: m.modseq, flags: &m.flags, extra_keywords: &m.extra_keywords, vsize: m.vsize })
+            .collect();
+        assert_eq!(encode_parts(rec.uidvalidity, rec.highestmodseq, &refs, &rec.expunge_log), bytes);
         assert_eq!(IndexRecord::decode(&bytes), Some(rec));
         assert_eq!(IndexRecord::decode(&bytes[..bytes.len() - 3]), None);
         assert_eq!(IndexRecord::decode(b"DMIX\x02"), None);

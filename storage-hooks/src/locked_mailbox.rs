@@ -21,7 +21,7 @@ use std::path::Path;
 use crate::dotlock::{DotLock, DotLockOptions};
 use crate::durable::{self, Sync};
 use crate::expunge_log::ExpungeLog;
-use crate::index_file::{IndexMessage, IndexRecord, INDEX_FILE};
+use crate::index_file::{self, IndexMessageRef, IndexRecord, INDEX_FILE};
 use crate::keywords::KeywordTable;
 use crate::mailbox_dir::{FileEntry, MailboxDir};
 use crate::maildir_file::MaildirFileName;
@@ -507,23 +507,19 @@ impl<'a> LockedMailbox<'a> {
             files.push((path.join(UIDLIST_FILE), self.uidlist.serialize().into_bytes()));
         }
         if self.index_dirty {
-            let record = IndexRecord {
-                uidvalidity: self.uidlist.uidvalidity,
-                highestmodseq: self.highestmodseq,
-                messages: self
-                    .messages
-                    .iter()
-                    .map(|m| IndexMessage {
-                        uid: m.uid,
-                        modseq: m.modseq,
-                        flags: m.flags.clone(),
-                        extra_keywords: m.extra_keywords.clone(),
-                        vsize: m.vsize,
-                    })
-                    .collect(),
-                expunge_log: std::mem::take(&mut self.expunge_log),
-            };
-            files.push((path.join(INDEX_FILE), record.encode()));
+            let refs: Vec<IndexMessageRef<'_>> = self
+                .messages
+                .iter()
+                .map(|m| IndexMessageRef {
+                    uid: m.uid,
+                    modseq: m.modseq,
+                    flags: &m.flags,
+                    extra_keywords: &m.extra_keywords,
+                    vsize: m.vsize,
+                })
+                .collect();
+            let bytes = index_file::encode_parts(self.uidlist.uidvalidity, self.highestmodseq, &refs, &self.expunge_log);
+            files.push((path.join(INDEX_FILE), bytes));
         }
         if !dirs.is_empty() || !files.is_empty() {
             // Renames in new/ and cur/ and the new uidlist/index contents

@@ -109,8 +109,8 @@ impl MailboxDir {
                     tracing::warn!(dir = %dir.display(), "skipping non-UTF-8 file name");
                     continue;
                 };
-                let Some(parsed) = MaildirFileName::parse(&file_name) else { continue };
-                out.insert(parsed.basename, FileEntry { file_name, in_new });
+                let Some(basename) = MaildirFileName::basename_of(&file_name) else { continue };
+                out.insert(basename.to_string(), FileEntry { file_name, in_new });
             }
         }
         Ok(out)

@@ -47,6 +47,17 @@ impl MaildirFileName {
         Some(MaildirFileName { basename: basename.to_string(), system, keyword_indexes })
     }
 
+    /// Just the basename of a directory entry name (what [`MaildirFileName::parse`]
+    /// would return as `basename`), without allocating; `None` for the same
+    /// names `parse` refuses.
+    pub fn basename_of(file_name: &str) -> Option<&str> {
+        if file_name.starts_with('.') {
+            return None;
+        }
+        let base = file_name.split(':').next().unwrap_or("");
+        (!base.is_empty()).then_some(base)
+    }
+
     /// The file name for these flags; `with_info` forces `:2,` even with no
     /// flags (files in `cur/` always carry it).
     pub fn file_name(&self, with_info: bool) -> String {
@@ -132,6 +143,9 @@ mod tests {
         assert_eq!(n.file_name(true), "msg.abcd:2,");
         assert_eq!(MaildirFileName::parse(".hidden"), None);
         assert_eq!(MaildirFileName::parse(":2,S"), None);
+        assert_eq!(MaildirFileName::basename_of(":2,S"), None);
+        assert_eq!(MaildirFileName::basename_of(".x"), None);
+        assert_eq!(MaildirFileName::basename_of("a,S=1:2,S"), Some("a,S=1"));
         let n = MaildirFileName::parse("x:2,zSa?").unwrap();
         assert_eq!(n.keyword_indexes, [0, 25]);
         assert_eq!(n.file_name(false), "x:2,Saz");

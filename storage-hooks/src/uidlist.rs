@@ -121,9 +121,11 @@ impl UidList {
 
     /// Serializes with the header brought up to date.
     pub fn serialize(&self) -> String {
-        let mut s = format!("3 V{} N{}", self.uidvalidity, self.next_uid);
+        use std::fmt::Write as _;
+        let mut s = String::with_capacity(64 + self.records.iter().map(|r| r.basename.len() + 16).sum::<usize>());
+        let _ = write!(s, "3 V{} N{}", self.uidvalidity, self.next_uid);
         if !self.guid.is_empty() {
-            s.push_str(&format!(" G{}", self.guid));
+            let _ = write!(s, " G{}", self.guid);
         }
         for f in &self.other_header {
             s.push(' ');
@@ -131,7 +133,7 @@ impl UidList {
         }
         s.push('\n');
         for r in &self.records {
-            s.push_str(&r.uid.to_string());
+            let _ = write!(s, "{}", r.uid);
             for e in &r.extensions {
                 s.push(' ');
                 s.push_str(e);
