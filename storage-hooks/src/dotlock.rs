@@ -84,11 +84,16 @@ impl DotLock {
         lock_name.push(".lock");
         let path = target.with_file_name(lock_name);
         let start = Instant::now();
-        let mut delay = Duration::from_micros(200);
+        let mut delay = Duration::from_micros(100);
         let content = format!("{}:{}", std::process::id(), hostname());
         loop {
-            if let Some(lock) = Self::try_create(&path, &content)? {
-                return Ok(lock);
+            // A stat first: waiters do not churn the directory with temp
+            // files while the lock is visibly held.
+            let looks_free = std::fs::symlink_metadata(&path).is_err();
+            if looks_free {
+                if let Some(lock) = Self::try_create(&path, &content)? {
+                    return Ok(lock);
+                }
             }
             if Self::break_if_stale(&path, opts)? {
                 continue;
@@ -98,7 +103,7 @@ impl DotLock {
             }
             let jitter = Duration::from_micros(rand::random::<u64>() % 200);
             std::thread::sleep(delay + jitter);
-            delay = (delay * 2).min(Duration::from_millis(5));
+            delay = (delay * 2).min(Duration::from_millis(2));
         }
     }
 

@@ -52,6 +52,7 @@ pub use message::{
 };
 pub use user_store::UserStore;
 
+pub mod append_queue;
 pub mod dotlock;
 pub mod durable;
 pub mod expunge_log;

@@ -144,9 +144,12 @@ impl<'a> LockedMailbox<'a> {
         // Unlisted files: foreign ones by (mtime, name), then ours in order.
         let listed: HashSet<&str> = uidlist.records.iter().map(|r| r.basename.as_str()).collect();
         let own_set: HashSet<&str> = own.iter().map(String::as_str).collect();
+        // Files other threads of this process are appending right now are
+        // theirs to number (see `append_queue`), not foreign deliveries.
+        let in_flight = crate::append_queue::in_flight(&dir.path);
         let mut foreign: Vec<(std::time::SystemTime, String)> = listing
             .iter()
-            .filter(|(b, _)| !listed.contains(b.as_str()) && !own_set.contains(b.as_str()))
+            .filter(|(b, _)| !listed.contains(b.as_str()) && !own_set.contains(b.as_str()) && !in_flight.contains(b.as_str()))
             .map(|(b, e)| {
                 let mtime = std::fs::metadata(dir.file_path(e.in_new, &e.file_name))
                     .and_then(|m| m.modified())

@@ -116,7 +116,14 @@ impl MailboxDir {
         Ok(out)
     }
 
-    /// Writes a complete message into `new/` (with a `:2,` info part if
+    /// A new unique basename for a message of `size` bytes (stored as is,
+    /// so its CRLF size is the same).
+    pub fn new_message_basename(&self, size: u64) -> String {
+        new_basename(&self.host, size, size)
+    }
+
+    /// Writes a complete message under `basename` (from
+    /// [`MailboxDir::new_message_basename`]) into `new/` (with a `:2,` info part if
     /// `system` is not empty) and returns its parsed file name. The data is
     /// fsynced before the rename; the rename itself becomes durable with the
     /// `new/` fsync done by [`crate::locked_mailbox::LockedMailbox::commit`]
@@ -127,11 +134,11 @@ impl MailboxDir {
     /// I/O errors; a partial temp file is removed.
     pub fn write_message(
         &self,
+        basename: String,
         data: &[u8],
         system: SystemFlags,
         internal_date: Option<i64>,
     ) -> Result<MaildirFileName, StoreError> {
-        let basename = new_basename(&self.host, data.len() as u64, data.len() as u64);
         let tmp = self.path.join("tmp").join(&basename);
         let result = (|| {
             let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
@@ -283,7 +290,8 @@ mod tests {
         let mb = MailboxDir::new(dir.path(), MailboxName::inbox(), "host", Durability::Fsync);
         std::fs::create_dir(dir.path().join("x")).unwrap();
         mb.require().unwrap();
-        let name = mb.write_message(b"Subject: x\r\n\r\nbody\r\n", SystemFlags::SEEN, Some(1_000_000)).unwrap();
+        let data = b"Subject: x\r\n\r\nbody\r\n";
+        let name = mb.write_message(mb.new_message_basename(data.len() as u64), data, SystemFlags::SEEN, Some(1_000_000)).unwrap();
         let listing = mb.scan().unwrap();
         let entry = &listing[&name.basename];
         assert!(entry.in_new);

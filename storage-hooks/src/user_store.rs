@@ -3,6 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
+use crate::append_queue::{self, Appended, PendingAppend};
 use crate::dotlock::{DotLock, DotLockOptions};
 use crate::durable::Durability;
 use crate::event::{EventKind, MailboxEvent, MessageSummary};
@@ -413,6 +414,11 @@ impl UserStore {
     /// emits `MessageNew` or `MessageAppend` per `opts.kind`. Bare LF line
     /// endings are stored as CRLF.
     ///
+    /// Concurrent appends to one mailbox from threads of this process are
+    /// group-committed (one lock hold and one round of fsyncs for all that
+    /// queued meanwhile; see `append_queue`); each still gets its own event.
+    /// Messages of one batch share one new MODSEQ.
+    ///
     /// # Errors
     /// `NoSuchMailbox`, `InvalidMessage` (empty), I/O, `LockTimeout`.
     pub fn append(&self, mailbox: &str, raw: &[u8], opts: &AppendOptions) -> Result<AppendResult, StoreError> {
@@ -426,13 +432,31 @@ impl UserStore {
         flags.normalize();
         let data = to_crlf(raw.to_vec());
         let summary = summary::summarize(&data);
-        let name = dir.write_message(&data, flags.system, opts.internal_date)?;
+        let basename = dir.new_message_basename(data.len() as u64);
+        append_queue::register_in_flight(&dir.path, &basename);
+        let name = match dir.write_message(basename.clone(), &data, flags.system, opts.internal_date) {
+            Ok(name) => name,
+            Err(e) => {
+                append_queue::unregister_in_flight(&dir.path, &basename);
+                return Err(e);
+            }
+        };
         let kind = match opts.kind {
             AppendKind::Delivery => EventKind::MessageNew,
             AppendKind::Append => EventKind::MessageAppend,
         };
-        let (uidvalidity, uids) = self.add_files(&dir, &[(name.basename, flags)], kind, Some(summary))?;
-        Ok(AppendResult { uidvalidity, uid: uids[0] })
+        // The event is built by whichever thread commits the batch, through
+        // this store's hooks.
+        let (store, mailbox, event_flags) = (self.clone(), dir.name.to_string(), flags.clone());
+        let emit = Box::new(move |a: &Appended| {
+            let mut ev = store.event(kind, &mailbox, a.status, a.modseq_before);
+            ev.uids = UidSet::from_range(a.uid, a.uid);
+            ev.flags = event_flags.clone();
+            ev.summary = Some(summary.clone());
+            store.hooks.emit(&ev);
+        });
+        let appended = append_queue::append(&dir, PendingAppend { basename: name.basename, flags, emit })?;
+        Ok(AppendResult { uidvalidity: appended.uidvalidity, uid: appended.uid })
     }
 
     /// Assigns UIDs to files this process just put into `dir/new/`, gives

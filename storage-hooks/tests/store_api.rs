@@ -421,3 +421,42 @@ fn quiet_mailbox_sync_fast_path_still_sees_outside_changes() {
     assert!(mb.message(1).unwrap().flags.system.contains(SystemFlags::FLAGGED));
     assert!(store.status("INBOX").unwrap().highestmodseq > before.highestmodseq);
 }
+
+#[test]
+fn concurrent_appends_in_one_process_are_group_committed_with_one_event_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, hook) = store(dir.path());
+    let (threads, per_thread) = (8u32, 25u32);
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let store = store.clone();
+            s.spawn(move || {
+                for n in 0..per_thread {
+                    store.append("INBOX", &msg(t * 1000 + n), &AppendOptions::default()).unwrap();
+                }
+            });
+        }
+    });
+    let events = hook.take();
+    let total = (threads * per_thread) as usize;
+    assert_eq!(events.len(), total, "one event per message");
+    let mb = store.open_mailbox("INBOX").unwrap();
+    assert_eq!(mb.messages().len(), total);
+    let mut seen_uids = std::collections::HashSet::new();
+    for pair in events.windows(2) {
+        assert_eq!(pair[1].modseq_before, pair[0].modseq_after, "one chain across batches");
+    }
+    for ev in &events {
+        assert_eq!(ev.kind, EventKind::MessageNew);
+        assert_eq!(ev.uids.len(), 1);
+        let uid = ev.uids.first().unwrap();
+        assert!(seen_uids.insert(uid), "UID {uid} reported twice");
+        // Each event carries the summary of its own message.
+        let raw = String::from_utf8(mb.read_message(uid).unwrap()).unwrap();
+        let subject = raw.lines().find_map(|l| l.strip_prefix("Subject: ")).unwrap();
+        assert_eq!(ev.summary.as_ref().unwrap().subject, subject);
+    }
+    let batches = events.iter().filter(|e| e.modseq_before != e.modseq_after).count();
+    eprintln!("{total} appends committed in {batches} batches");
+    assert_eq!(store.status("INBOX").unwrap().uidnext, total as u32 + 1);
+}
