@@ -66,6 +66,21 @@ fn main() {
     let (samples, total) = appends(&small, n, body);
     row("append 2 KB, fsync on, mailbox 0..N", samples);
     rate("append throughput, fsync on, 1 process", n, total);
+    for threads in [8usize, 16] {
+        let start = Instant::now();
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                let store = small.clone();
+                s.spawn(move || {
+                    for _ in 0..(n / threads).max(1) {
+                        store.append("INBOX", body, &AppendOptions::default()).expect("append");
+                    }
+                });
+            }
+        });
+        let done = threads * (n / threads).max(1);
+        rate(&format!("append throughput, fsync on, {threads} threads, 1 mailbox"), done, start.elapsed());
+    }
     let nofsync = small.clone().with_durability(Durability::NoFsync);
     let (_, total) = appends(&nofsync, n, body);
     rate("append throughput, fsync OFF (comparison)", n, total);
