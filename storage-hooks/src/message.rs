@@ -91,6 +91,10 @@ pub struct MailboxInfo {
     pub has_children: bool,
     /// True if subscribed.
     pub subscribed: bool,
+    /// False for a parent that does not exist itself but has children
+    /// (Maildir++ keeps `.a.b` when `a` is deleted): IMAP `\NonExistent`
+    /// / `\Noselect`. Selecting it fails with `NoSuchMailbox`.
+    pub selectable: bool,
 }
 
 /// What changed in an opened mailbox since the last [`crate::Mailbox::sync`].

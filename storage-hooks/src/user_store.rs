@@ -145,21 +145,35 @@ impl UserStore {
     /// Lists all mailboxes (INBOX first), with subscription state.
     ///
     /// A folder whose parent was deleted (Maildir++ keeps `.a.b` when `.a`
-    /// is deleted, as Dovecot does) is listed; its missing parent is not.
+    /// is deleted, as Dovecot does) is listed, and so is its missing parent,
+    /// with `selectable: false`.
     ///
     /// # Errors
     /// I/O errors reading the Maildir root.
     pub fn list_mailboxes(&self) -> Result<Vec<MailboxInfo>, StoreError> {
         let subscribed: std::collections::HashSet<String> = subscriptions::read(&self.root)?.into_iter().collect();
-        let mut names = vec![MailboxName::inbox()];
-        names.extend(self.folder_names()?);
+        let folders = self.folder_names()?;
+        let existing: HashSet<&MailboxName> = folders.iter().collect();
+        // Parents without a directory of their own, listed as not selectable.
+        let mut missing: Vec<MailboxName> = folders
+            .iter()
+            .flat_map(|n| n.ancestors())
+            .filter(|a| !a.is_inbox() && !existing.contains(a))
+            .collect();
+        missing.sort();
+        missing.dedup();
+        let mut names: Vec<(MailboxName, bool)> = folders.iter().cloned().map(|n| (n, true)).collect();
+        names.extend(missing.into_iter().map(|n| (n, false)));
+        names.sort();
+        names.insert(0, (MailboxName::inbox(), true));
         Ok(names
             .iter()
-            .map(|n| MailboxInfo {
+            .map(|(n, selectable)| MailboxInfo {
                 name: n.to_string(),
                 special_use: n.special_use(),
-                has_children: names.iter().any(|c| c.is_descendant_of(n)),
+                has_children: names.iter().any(|(c, _)| c.is_descendant_of(n)),
                 subscribed: subscribed.contains(n.as_str()),
+                selectable: *selectable,
             })
             .collect())
     }

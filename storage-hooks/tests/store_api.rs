@@ -380,6 +380,11 @@ fn mailbox_management() {
     assert_eq!(evs[0].kind, EventKind::MailboxDelete);
     assert!(!store.mailbox_exists("Old/Work"));
     assert!(store.mailbox_exists("Old/Work/Projects"));
+    let list = store.list_mailboxes().unwrap();
+    let parent = list.iter().find(|m| m.name == "Old/Work").expect("missing parent still listed");
+    assert!(!parent.selectable && parent.has_children);
+    assert!(list.iter().filter(|m| m.name != "Old/Work").all(|m| m.selectable));
+    assert!(matches!(store.open_mailbox("Old/Work"), Err(StoreError::NoSuchMailbox(_))));
     store.unsubscribe("Sent").unwrap();
     assert_eq!(hook.take()[0].kind, EventKind::MailboxUnsubscribe);
     assert!(!store.list_mailboxes().unwrap().iter().any(|m| m.subscribed));
