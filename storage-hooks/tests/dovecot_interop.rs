@@ -153,4 +153,56 @@ fn dovecot_and_we_keep_each_others_uids_flags_and_keywords() {
     assert!(!changes.uidvalidity_changed);
     let st = store.status("INBOX").unwrap();
     assert_eq!((st.messages, st.uidnext), (5, 7));
+    let log = std::fs::read_to_string(dovecot.home.join("dovecot.log")).unwrap_or_default();
+    assert!(!log.contains("Error") && !log.contains("Panic"), "Dovecot complained:\n{log}");
+}
+
+#[test]
+fn dovecot_lda_and_we_deliver_concurrently_without_sharing_a_uid() {
+    let base = tempfile::tempdir().unwrap();
+    let Some(dovecot) = Dovecot::setup(base.path()) else { return };
+    dovecot.deliver("Subject: first\n\nmake the Maildir\n");
+    let (lda_procs, per_lda, ours) = (3u32, 15u32, 45u32);
+    let store = UserStore::open("nobody", dovecot.home.join("Maildir"), Hooks::new()).unwrap();
+    std::thread::scope(|s| {
+        for p in 0..lda_procs {
+            let dovecot = &dovecot;
+            s.spawn(move || {
+                for n in 0..per_lda {
+                    let mut child = dovecot.as_nobody(LDA).stdin(Stdio::piped()).spawn().unwrap();
+                    let msg = format!("Subject: lda {p} {n}\n\nfrom dovecot-lda\n");
+                    child.stdin.take().unwrap().write_all(msg.as_bytes()).unwrap();
+                    assert!(child.wait().unwrap().success(), "dovecot-lda failed");
+                }
+            });
+        }
+        s.spawn(|| {
+            for n in 0..ours {
+                let msg = format!("Subject: ours {n}\n\nfrom dormouse\n");
+                store.append("INBOX", msg.as_bytes(), &AppendOptions::default()).unwrap();
+            }
+        });
+    });
+    let total = 1 + lda_procs * per_lda + ours;
+    let mb = store.open_mailbox("INBOX").unwrap();
+    let mut subjects: Vec<String> = mb
+        .messages()
+        .iter()
+        .map(|m| {
+            let raw = String::from_utf8(mb.read_message(m.uid).unwrap()).unwrap();
+            raw.lines().find_map(|l| l.strip_prefix("Subject: ")).unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(mb.messages().len() as u32, total, "every delivery has a UID");
+    subjects.sort();
+    subjects.dedup();
+    assert_eq!(subjects.len() as u32, total, "no message twice");
+    let ours_uids: Vec<u32> = mb.messages().iter().map(|m| m.uid).collect();
+    assert_eq!(ours_uids, (1..=total).collect::<Vec<_>>());
+    // Dovecot sees exactly the same UIDs.
+    let dovecot_uids: Vec<u32> = dovecot.fetch_flags("INBOX").iter().map(|(u, _)| *u).collect();
+    assert_eq!(dovecot_uids, ours_uids);
+    let log = std::fs::read_to_string(dovecot.home.join("dovecot.log")).unwrap_or_default();
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("Error") || l.contains("Panic") || l.contains("Fatal")).collect();
+    assert!(errors.is_empty(), "Dovecot complained: {errors:#?}");
 }
