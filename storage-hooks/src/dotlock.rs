@@ -11,7 +11,6 @@
 //! serialized by a short-lived `<lock>.break` file so that two waiters never
 //! remove each other's fresh lock.
 
-use std::fs::OpenOptions;
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -115,7 +114,7 @@ impl DotLock {
         let mut temp_name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
         temp_name.push(format!(".{}.{:08x}", std::process::id(), rand::random::<u32>()));
         let temp = path.with_file_name(temp_name);
-        let mut f = OpenOptions::new().write(true).create_new(true).open(&temp).map_err(|e| StoreError::io(&temp, e))?;
+        let mut f = crate::durable::create_new_private(&temp).map_err(|e| StoreError::io(&temp, e))?;
         let written = f.write_all(content.as_bytes());
         drop(f);
         let linked = written.and_then(|()| std::fs::hard_link(&temp, path));
@@ -126,7 +125,7 @@ impl DotLock {
                 Ok(Some(DotLock { path: path.to_path_buf(), ino }))
             }
             Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(None),
-            Err(_) => match OpenOptions::new().write(true).create_new(true).open(path) {
+            Err(_) => match crate::durable::create_new_private(path) {
                 Ok(mut f) => {
                     let ino = f.metadata().map_err(|e| StoreError::io(path, e))?.ino();
                     // Advisory content; without it the lock is judged by age.
@@ -173,7 +172,7 @@ impl DotLock {
         let mut breaker_name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
         breaker_name.push(".break");
         let breaker = path.with_file_name(breaker_name);
-        match OpenOptions::new().write(true).create_new(true).open(&breaker) {
+        match crate::durable::create_new_private(&breaker) {
             Ok(_) => {}
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {
                 // A breaker that died mid-break leaves this behind; it is

@@ -64,6 +64,48 @@ pub enum Sync {
     Cache,
 }
 
+/// Mode of every file we create: mail is private to its owner (Dovecot
+/// uses 0600 in a 0700 Maildir too).
+pub const FILE_MODE: u32 = 0o600;
+/// Mode of every directory we create.
+pub const DIR_MODE: u32 = 0o700;
+
+/// Creates (truncating) a file with [`FILE_MODE`].
+///
+/// # Errors
+/// I/O errors.
+pub fn create_private(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(FILE_MODE).open(path)
+}
+
+/// Creates a new file (failing if it exists) with [`FILE_MODE`].
+///
+/// # Errors
+/// I/O errors, `AlreadyExists`.
+pub fn create_new_private(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().write(true).create_new(true).mode(FILE_MODE).open(path)
+}
+
+/// Creates a directory with [`DIR_MODE`].
+///
+/// # Errors
+/// I/O errors, `AlreadyExists`.
+pub fn create_dir_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().mode(DIR_MODE).create(path)
+}
+
+/// Creates a directory and its missing parents with [`DIR_MODE`].
+///
+/// # Errors
+/// I/O errors.
+pub fn create_dir_all_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(DIR_MODE).create(path)
+}
+
 /// A temp name next to `path`, unique across processes and threads.
 pub fn temp_path(path: &Path) -> PathBuf {
     let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -79,7 +121,7 @@ pub fn temp_path(path: &Path) -> PathBuf {
 pub fn replace_file(path: &Path, data: &[u8], sync: Sync) -> Result<(), StoreError> {
     let tmp = temp_path(path);
     let result = (|| {
-        let mut f = File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
+        let mut f = create_private(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
         f.write_all(data).map_err(|e| StoreError::io(&tmp, e))?;
         if sync == Sync::Data {
             f.sync_all().map_err(|e| StoreError::io(&tmp, e))?;
@@ -103,7 +145,7 @@ pub fn sync_batch(dirs: &[PathBuf], files: &[(PathBuf, Vec<u8>)], durability: Du
     let temps: Vec<PathBuf> = files.iter().map(|(p, _)| temp_path(p)).collect();
     let dirs = if durability == Durability::Fsync { dirs } else { &[] };
     let write_one = |tmp: &Path, data: &[u8]| -> Result<(), StoreError> {
-        let mut f = File::create(tmp).map_err(|e| StoreError::io(tmp, e))?;
+        let mut f = create_private(tmp).map_err(|e| StoreError::io(tmp, e))?;
         f.write_all(data).map_err(|e| StoreError::io(tmp, e))?;
         durability.fsync_file(&f, tmp)
     };
@@ -180,6 +222,8 @@ mod tests {
         replace_file(&p, b"two", Sync::Cache).unwrap();
         fsync_dir(dir.path()).unwrap();
         assert_eq!(read_optional(&p).unwrap().unwrap(), b"two");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, FILE_MODE);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temp files left");
         assert!(replace_file(&dir.path().join("missing/f"), b"x", Sync::Data).is_err());
         let (a, b) = (dir.path().join("a"), dir.path().join("b"));

@@ -2,12 +2,12 @@
 //! file creation (tmp/, fsync, rename into new/, fsync new/).
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::durable::Durability;
+use crate::durable::{self, Durability};
 use crate::mailbox_name::MailboxName;
 use crate::maildir_file::{new_basename, MaildirFileName};
 use crate::{StoreError, SystemFlags};
@@ -60,7 +60,7 @@ impl MailboxDir {
         for sub in ["cur", "new", "tmp"] {
             let p = self.path.join(sub);
             if !p.is_dir() {
-                match std::fs::create_dir(&p) {
+                match durable::create_dir_private(&p) {
                     Ok(()) => {}
                     Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
                     Err(e) => return Err(StoreError::io(p, e)),
@@ -141,7 +141,7 @@ impl MailboxDir {
     ) -> Result<MaildirFileName, StoreError> {
         let tmp = self.path.join("tmp").join(&basename);
         let result = (|| {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
+            let mut f = durable::create_new_private(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
             f.write_all(data).map_err(|e| StoreError::io(&tmp, e))?;
             if let Some(t) = internal_date {
                 set_mtime(&f, t).map_err(|e| StoreError::io(&tmp, e))?;
@@ -179,8 +179,9 @@ impl MailboxDir {
         }
         let tmp = self.path.join("tmp").join(&name.basename);
         let result = (|| {
-            std::fs::copy(source, &tmp).map_err(|e| StoreError::io(&tmp, e))?;
-            let f = File::options().write(true).open(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
+            let mut f = durable::create_new_private(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
+            let mut src = File::open(source).map_err(|e| StoreError::io(source, e))?;
+            std::io::copy(&mut src, &mut f).map_err(|e| StoreError::io(&tmp, e))?;
             if let Ok(m) = meta.modified() {
                 f.set_modified(m).map_err(|e| StoreError::io(&tmp, e))?;
             }

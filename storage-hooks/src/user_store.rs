@@ -39,7 +39,7 @@ pub(crate) fn check_keywords(flags: &Flags) -> Result<(), StoreError> {
 }
 
 fn create_dir_if_missing(path: &Path) -> Result<(), StoreError> {
-    match std::fs::create_dir(path) {
+    match durable::create_dir_private(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(StoreError::io(path, e)),
@@ -53,7 +53,7 @@ impl UserStore {
     /// I/O errors creating the directories.
     pub fn open(user: &str, root: impl Into<PathBuf>, hooks: Hooks) -> Result<Self, StoreError> {
         let root = root.into();
-        std::fs::create_dir_all(&root).map_err(|e| StoreError::io(&root, e))?;
+        durable::create_dir_all_private(&root).map_err(|e| StoreError::io(&root, e))?;
         for sub in ["cur", "new", "tmp"] {
             create_dir_if_missing(&root.join(sub))?;
         }
@@ -183,9 +183,9 @@ impl UserStore {
     fn create_folder(&self, dir: &MailboxDir) -> Result<MailboxStatus, StoreError> {
         let tmp = self.root.join(format!("..dormouse-new.{}.{:08x}", std::process::id(), rand::random::<u32>()));
         let build = || -> Result<(), StoreError> {
-            std::fs::create_dir(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
+            durable::create_dir_private(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
             for sub in ["cur", "new", "tmp"] {
-                std::fs::create_dir(tmp.join(sub)).map_err(|e| StoreError::io(tmp.join(sub), e))?;
+                durable::create_dir_private(&tmp.join(sub)).map_err(|e| StoreError::io(tmp.join(sub), e))?;
             }
             durable::replace_file(&tmp.join("maildirfolder"), b"", durable::Sync::Data)?;
             let uidlist = UidList::new(uidvalidity::allocate(&self.root)?);

@@ -12,6 +12,20 @@ use std::process::{Command, Stdio};
 use storage_hooks::{AppendOptions, FlagOp, Flags, Hooks, SystemFlags, UidSet, UserStore};
 
 const LDA: &str = "/usr/lib/dovecot/dovecot-lda";
+const CHILD_MAILDIR: &str = "DOVECOT_TEST_MAILDIR";
+const CHILD_COUNT: &str = "DOVECOT_TEST_COUNT";
+
+/// Child process entry: appends as the user it runs as; does nothing when run directly.
+#[test]
+#[ignore = "run by the concurrent Dovecot test as a child process"]
+fn ours_child() {
+    let (Ok(maildir), Ok(count)) = (std::env::var(CHILD_MAILDIR), std::env::var(CHILD_COUNT)) else { return };
+    let store = UserStore::open("nobody", maildir, Hooks::new()).unwrap();
+    for n in 0..count.parse::<u32>().unwrap() {
+        let msg = format!("Subject: ours {n}\n\nfrom dormouse\n");
+        store.append("INBOX", msg.as_bytes(), &AppendOptions::default()).unwrap();
+    }
+}
 
 struct Dovecot {
     conf: PathBuf,
@@ -176,11 +190,19 @@ fn dovecot_lda_and_we_deliver_concurrently_without_sharing_a_uid() {
                 }
             });
         }
+        // Our writer runs as the mailbox owner too (as in production), in a
+        // child process: the test binary re-executed as `nobody`.
         s.spawn(|| {
-            for n in 0..ours {
-                let msg = format!("Subject: ours {n}\n\nfrom dormouse\n");
-                store.append("INBOX", msg.as_bytes(), &AppendOptions::default()).unwrap();
-            }
+            let status = Command::new("runuser")
+                .args(["-u", "nobody", "--"])
+                .arg(std::env::current_exe().unwrap())
+                .args(["ours_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+                .env(CHILD_MAILDIR, dovecot.home.join("Maildir"))
+                .env(CHILD_COUNT, ours.to_string())
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(status.success(), "our writer (as nobody) failed");
         });
     });
     let total = 1 + lda_procs * per_lda + ours;

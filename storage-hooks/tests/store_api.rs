@@ -86,6 +86,19 @@ fn append_read_status_and_crlf() {
     assert!(lines.next().unwrap().starts_with("1 :"));
     assert!(lines.next().unwrap().starts_with("2 :"));
     assert!(hook.is_empty(), "reads emit nothing");
+    // Mail is private: files 0600, directories 0700.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let root = dir.path().join("Maildir");
+    for entry in std::fs::read_dir(root.join("new")).unwrap() {
+        assert_eq!(mode(&entry.unwrap().path()), 0o600);
+    }
+    for f in ["dovecot-uidlist", "dormouse-index", "dormouse-status"] {
+        assert_eq!(mode(&root.join(f)), 0o600, "{f}");
+    }
+    store.create_mailbox("Private").unwrap();
+    assert_eq!(mode(&root.join(".Private")), 0o700);
+    assert_eq!(mode(&root.join(".Private/cur")), 0o700);
 }
 
 #[test]
