@@ -257,11 +257,16 @@ pub struct HibernateConfig {
     pub timeout_secs: u64,
     /// Seconds without commands after which a session counts as idle.
     pub idle_after_secs: u64,
+    /// Number of hibernate processes; 0 = none (sessions never hibernate).
+    /// Each process holds up to ~19,000 sessions (its descriptor limit).
+    pub processes: usize,
+    /// Seconds between `* OK Still here` lines to hibernated IDLE clients.
+    pub keepalive_secs: u64,
 }
 
 impl Default for HibernateConfig {
     fn default() -> Self {
-        HibernateConfig { timeout_secs: 10, idle_after_secs: 60 }
+        HibernateConfig { timeout_secs: 10, idle_after_secs: 60, processes: 2, keepalive_secs: 120 }
     }
 }
 

@@ -13,6 +13,9 @@ use hibernate::core::{HandBackReason, Settings};
 use hibernate::driver::control::{query, ControlReply, ControlRequest};
 use hibernate::driver::{run as run_driver, DriverConfig};
 
+use imap::server::hibernation::HibernationSettings;
+use tokio::sync::watch;
+
 use super::worker::bus_config;
 use crate::config::Config;
 
@@ -34,6 +37,86 @@ pub struct QueryArgs {}
 /// The socket of hibernate process `index`.
 pub fn socket_path(config: &Config, index: u32) -> PathBuf {
     config.run_dir().join(format!("hibernate-{index}.sock"))
+}
+
+/// The workers' hibernation settings (`None` when `hibernate.processes = 0`).
+pub fn worker_settings(config: &Config) -> Option<HibernationSettings> {
+    let h = &config.hibernate;
+    (h.processes > 0).then(|| HibernationSettings {
+        timeout: Duration::from_secs(h.timeout_secs),
+        idle_after: Duration::from_secs(h.idle_after_secs),
+        sockets: (0..h.processes as u32).map(|i| socket_path(config, i)).collect(),
+    })
+}
+
+/// Starts `hibernate.processes` hibernate processes and keeps them running:
+/// one that dies is restarted, and the loss is logged with the number of
+/// sessions it held (the workers keep serving meanwhile; parking fails over
+/// to the other processes).
+pub fn spawn_processes(config: &Config, config_file: &Path, shutdown: watch::Receiver<bool>) {
+    let Ok(program) = std::env::current_exe() else {
+        tracing::error!("cannot find the dormouse executable; hibernation disabled");
+        return;
+    };
+    for index in 0..config.hibernate.processes as u32 {
+        let args: Vec<std::ffi::OsString> = vec![
+            "--config".into(),
+            config_file.as_os_str().to_owned(),
+            "hibernate".into(),
+            "--index".into(),
+            index.to_string().into(),
+            "--keepalive-secs".into(),
+            config.hibernate.keepalive_secs.to_string().into(),
+        ];
+        let socket = socket_path(config, index);
+        tokio::spawn(supervise(program.clone(), args, index, socket, shutdown.clone()));
+    }
+}
+
+async fn supervise(
+    program: PathBuf,
+    args: Vec<std::ffi::OsString>,
+    index: u32,
+    socket: PathBuf,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let mut child = match tokio::process::Command::new(&program).args(&args).kill_on_drop(true).spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(index, error = %e, "cannot start a hibernate process");
+                return;
+            }
+        };
+        let pid = child.id().unwrap_or(0);
+        tracing::info!(index, pid, "hibernate process started");
+        let mut held = 0u64;
+        let mut poll = tokio::time::interval(Duration::from_secs(1));
+        let status = loop {
+            tokio::select! {
+                status = child.wait() => break status,
+                _ = poll.tick() => {
+                    let path = socket.clone();
+                    if let Ok(Ok(ControlReply::Stats { counters, .. })) =
+                        tokio::task::spawn_blocking(move || query(&path, ControlRequest::Stats)).await
+                    {
+                        held = counters.held;
+                    }
+                }
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() {
+                        if let Some(pid) = child.id().and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
+                            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+                        }
+                        let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+                        return;
+                    }
+                }
+            }
+        };
+        tracing::error!(index, pid, ?status, sessions_dropped = held, "hibernate process died; restarting it");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// Runs one hibernate process until SIGTERM or SIGINT.

@@ -72,6 +72,7 @@ pub async fn start(config: &Config, users: Arc<UserDb>, mut shutdown: watch::Rec
     let text = toml::to_string(config).context("cannot serialize the configuration for the IMAP workers")?;
     std::fs::write(&worker_config, text).with_context(|| format!("cannot write {}", worker_config.display()))?;
     let program: PathBuf = std::env::current_exe().context("cannot find the dormouse executable")?;
+    super::hibernate::spawn_processes(config, &worker_config, shutdown.clone());
     let command = WorkerCommand { program, args: vec!["--config".into(), worker_config.into_os_string(), "worker".into()] };
 
     let authenticator = UserDbAuthenticator::new(users);

@@ -48,7 +48,12 @@ pub fn run(config: Config, _args: WorkerArgs) -> anyhow::Result<()> {
         let users = Arc::new(UserDb::open(config.passwd_file(), location)?);
         let wakeups = WakeupRegistry::new();
         start_bus_subscriber(&config, wakeups.clone()).await;
-        let deps = WorkerDeps { authenticator: UserDbAuthenticator::new(users), hooks: store_hooks(&config).await, wakeups };
+        let deps = WorkerDeps {
+            authenticator: UserDbAuthenticator::new(users),
+            hooks: store_hooks(&config).await,
+            wakeups,
+            hibernation: super::hibernate::worker_settings(&config),
+        };
         let server_config = imap_server_config(&config)?;
         imap::server::worker::run(server_config, index, channel, deps, terminate_signal()).await?;
         Ok(())

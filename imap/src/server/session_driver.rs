@@ -7,12 +7,13 @@
 //! autologout). Nothing polls: an idle session is one parked task.
 
 use std::io;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::session::{Session, SessionEvent};
 
 use super::client_stream::{ClientStream, READ_CHUNK};
 use super::counters::Counters;
+use super::hibernation::Parking;
 use super::wakeup::Registration;
 
 /// Output collected before it is written, so one large response does not
@@ -28,6 +29,8 @@ pub enum SessionEnd {
     ClientGone,
     /// Reading or writing failed.
     IoError,
+    /// Parked in a hibernate process (which now owns the connection).
+    Hibernated,
 }
 
 /// Feeds queued change events into the session.
@@ -98,13 +101,18 @@ async fn write(stream: &mut ClientStream, bytes: &[u8], counters: &Counters) -> 
     Ok(())
 }
 
-/// Serves `session` on `stream` until it ends.
+/// Serves `session` on `stream` until it ends; with `parking`, a quiet
+/// session is parked in a hibernate process (see [`super::hibernation`]).
 pub async fn drive(
     mut session: Session,
     mut stream: ClientStream,
     registration: Registration,
     counters: &Counters,
+    parking: Option<Parking<'_>>,
 ) -> SessionEnd {
+    let mut last_input = Instant::now();
+    let mut idle_started: Option<Instant> = None;
+    let mut not_before = Instant::now();
     loop {
         deliver_events(&mut session, &registration);
         let step = tokio::task::block_in_place(|| run_session(&mut session));
@@ -130,14 +138,35 @@ pub async fn drive(
                 deadline
             }
         };
+        let park_at = parking.as_ref().map(|p| {
+            let settings = p.links.settings();
+            let at = if session.is_idle() {
+                *idle_started.get_or_insert_with(Instant::now) + settings.timeout
+            } else {
+                idle_started = None;
+                last_input + settings.idle_after
+            };
+            at.max(not_before)
+        });
         tokio::select! {
+            () = sleep_until_opt(park_at), if park_at.is_some() => {
+                if let Some(p) = parking.as_ref() {
+                    if p.try_park(&session, &stream).await {
+                        return SessionEnd::Hibernated;
+                    }
+                    not_before = Instant::now() + p.links.settings().timeout.max(Duration::from_secs(1));
+                }
+            }
             ready = stream.readable() => {
                 if ready.is_err() {
                     return SessionEnd::IoError;
                 }
                 match read_into(&stream, &mut session) {
                     Ok(0) => return SessionEnd::ClientGone,
-                    Ok(n) => counters.add_bytes_in(n as u64),
+                    Ok(n) => {
+                        last_input = Instant::now();
+                        counters.add_bytes_in(n as u64);
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(_) => return SessionEnd::IoError,
                 }
@@ -145,6 +174,14 @@ pub async fn drive(
             () = registration.inbox().notified() => {}
             () = tokio::time::sleep_until(deadline.into()) => {}
         }
+    }
+}
+
+/// Sleeps until `at` (never returns for `None`; the branch is disabled then).
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -23,6 +23,7 @@ use crate::session::{Authenticator, Session};
 use super::client_stream::ClientStream;
 use super::config::ImapServerConfig;
 use super::counters::Counters;
+use super::hibernation::{state_from_record, ConnectionFacts, HibernateLinks, HibernationSettings, Parking};
 use super::session_driver::{self, SessionEnd};
 use super::session_options;
 use super::wakeup::{WakeupHook, WakeupRegistry};
@@ -36,6 +37,8 @@ pub struct WorkerDeps {
     pub hooks: Hooks,
     /// Session registry for wake-ups; the bus subscriber dispatches into it.
     pub wakeups: Arc<WakeupRegistry>,
+    /// Where to park quiet sessions (`None`: never hibernate).
+    pub hibernation: Option<HibernationSettings>,
 }
 
 impl std::fmt::Debug for WorkerDeps {
@@ -60,6 +63,7 @@ struct WorkerShared {
     hooks: Hooks,
     counters: Counters,
     channel: FdChannel,
+    hibernate: Option<Arc<HibernateLinks>>,
 }
 
 /// Runs the worker until the master closes the channel or `shutdown` completes.
@@ -78,10 +82,11 @@ pub async fn run(
     let shared = Arc::new(WorkerShared {
         config,
         index,
-        deps,
         hooks,
         counters: Counters::new(),
         channel: FdChannel::new(channel)?,
+        hibernate: deps.hibernation.clone().map(HibernateLinks::new),
+        deps,
     });
     let ready = WorkerReport::Ready { pid: std::process::id() };
     if let Ok(bytes) = ready.encode() {
@@ -173,9 +178,14 @@ fn client_stream(transport: Transport, fd: OwnedFd) -> io::Result<ClientStream> 
 }
 
 async fn serve_session(shared: Arc<WorkerShared>, record: Handover, mut stream: ClientStream) {
-    let session_id = record.session_id;
+    let facts = ConnectionFacts {
+        session_id: record.session_id,
+        peer: record.peer,
+        local: record.local,
+        transport: record.transport,
+        authenticated_at_ms: record.authenticated_at_ms,
+    };
     let user = record.session.user.clone();
-    let peer = record.peer;
     shared.counters.session_opened();
     shared.counters.add_bytes_in(record.session.pending_input.len() as u64);
     let options = session_options(&shared.config);
@@ -184,20 +194,109 @@ async fn serve_session(shared: Arc<WorkerShared>, record: Handover, mut stream: 
     });
     let end = match resumed {
         Ok(session) => {
-            tracing::debug!(session = session_id, %user, %peer, "session started in worker");
-            let registration = shared.deps.wakeups.register(&user);
-            session_driver::drive(session, stream, registration, &shared.counters).await
+            tracing::debug!(session = facts.session_id, %user, peer = %facts.peer, "session started in worker");
+            drive_session(&shared, session, stream, &user, facts).await
         }
         Err(e) => {
-            tracing::error!(session = session_id, %user, error = %e, "cannot resume session");
+            tracing::error!(session = facts.session_id, %user, error = %e, "cannot resume session");
             let _ = stream.write_all(b"* BYE [UNAVAILABLE] Mail store unavailable, try again later.\r\n").await;
             stream.shutdown().await;
             SessionEnd::IoError
         }
     };
+    session_done(&shared, facts.session_id, &user, end).await;
+}
+
+/// Drives a session with wake-ups and, if configured, parking.
+async fn drive_session(
+    shared: &Arc<WorkerShared>,
+    session: Session,
+    stream: ClientStream,
+    user: &str,
+    facts: ConnectionFacts,
+) -> SessionEnd {
+    let registration = shared.deps.wakeups.register(user);
+    let on_new = {
+        let shared = shared.clone();
+        move |link: Arc<FdChannel>| {
+            tokio::spawn(hand_back_loop(shared.clone(), link));
+        }
+    };
+    let parking = shared.hibernate.as_deref().map(|links| Parking { links, facts, on_new: &on_new });
+    session_driver::drive(session, stream, registration, &shared.counters, parking).await
+}
+
+async fn session_done(shared: &WorkerShared, session_id: u64, user: &str, end: SessionEnd) {
     shared.counters.session_closed();
     tracing::debug!(session = session_id, %user, ?end, "session ended");
-    report(&shared, &WorkerReport::SessionEnded { session_id }).await;
+    // Also for a parked session: the master stops counting it (a hibernated
+    // session does not count toward per-user limits; a second report after a
+    // hand-back is ignored by the master).
+    report(shared, &WorkerReport::SessionEnded { session_id }).await;
+}
+
+/// Receives sessions handed back by one hibernate process.
+async fn hand_back_loop(shared: Arc<WorkerShared>, link: Arc<FdChannel>) {
+    let mut buf = vec![0u8; MAX_MESSAGE_LEN];
+    loop {
+        match link.recv(&mut buf).await {
+            Ok(received) => {
+                let Some(fd) = received.fd else { continue };
+                match hibernate::record::HibernationRecord::decode(&buf[..received.len]) {
+                    Ok(record) => {
+                        tokio::spawn(serve_handed_back(shared.clone(), record, fd));
+                    }
+                    Err(e) => tracing::error!(worker = shared.index, error = %e, "undecodable hand-back; closing the client"),
+                }
+            }
+            Err(FdPassingError::Closed) => break,
+            Err(FdPassingError::Io(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                tracing::warn!(worker = shared.index, error = %e, "hibernate link failed");
+                break;
+            }
+        }
+    }
+    if let Some(links) = shared.hibernate.as_ref() {
+        links.drop_link(&link);
+    }
+}
+
+/// Continues a session the hibernate process handed back. (Boxed with an
+/// explicit `Send` type: it is reached recursively from `drive_session`.)
+fn serve_handed_back(
+    shared: Arc<WorkerShared>,
+    record: hibernate::record::HibernationRecord,
+    fd: OwnedFd,
+) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(serve_handed_back_inner(shared, record, fd))
+}
+
+async fn serve_handed_back_inner(shared: Arc<WorkerShared>, record: hibernate::record::HibernationRecord, fd: OwnedFd) {
+    let (state, facts) = state_from_record(record);
+    let user = state.user.clone();
+    let mut stream = match client_stream(facts.transport, fd) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(session = facts.session_id, error = %e, "cannot register a handed-back client");
+            return;
+        }
+    };
+    shared.counters.session_opened();
+    let options = session_options(&shared.config);
+    let resumed = tokio::task::block_in_place(|| {
+        Session::resume_hibernated(options, state, shared.deps.authenticator.clone(), shared.hooks.clone(), Instant::now())
+    });
+    let end = match resumed {
+        Ok(session) => drive_session(&shared, session, stream, &user, facts).await,
+        Err(e) => {
+            tracing::error!(session = facts.session_id, %user, error = %e, "cannot resume a handed-back session");
+            let _ = stream.write_all(b"* BYE [UNAVAILABLE] Mail store unavailable, try again later.\r\n").await;
+            stream.shutdown().await;
+            SessionEnd::IoError
+        }
+    };
+    session_done(&shared, facts.session_id, &user, end).await;
 }
 
 async fn counters_loop(shared: Arc<WorkerShared>) {

@@ -1,0 +1,279 @@
+//! The worker's side of hibernation: parking quiet sessions in a hibernate
+//! process and taking them back.
+//!
+//! A worker connects lazily to each hibernate process's `SOCK_SEQPACKET`
+//! socket (`hibernate-<i>.sock` in the run directory). A session is parked
+//! when it has been in IDLE for [`HibernationSettings::timeout`] or has sent
+//! no command for [`HibernationSettings::idle_after`] and
+//! [`Session::hibernation_state`] allows it: the worker sends a
+//! [`HibernationRecord`] with the client descriptor (`SCM_RIGHTS`) and
+//! forgets the session. Hand-backs arrive on the same connection (record +
+//! descriptor) and are resumed with [`Session::resume_hibernated`]; see
+//! [`super::worker`]. Sessions that cannot be parked stay and are counted
+//! by reason.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hibernate::record::{ClientTransport, Extensions, HibernationRecord, SelectedView};
+
+use crate::fd_passing::FdChannel;
+use crate::handover::Transport;
+use super::client_stream::ClientStream;
+use crate::session::{Session, EnabledExtensions, HibernatedView, HibernationState, NotHibernatable};
+
+/// When and where to park sessions.
+#[derive(Debug, Clone)]
+pub struct HibernationSettings {
+    /// Time in IDLE before a session is parked.
+    pub timeout: Duration,
+    /// Time without a command before a non-IDLE session is parked.
+    pub idle_after: Duration,
+    /// Sockets of the hibernate processes.
+    pub sockets: Vec<PathBuf>,
+}
+
+/// Facts about the connection that the session itself does not know.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionFacts {
+    /// Master session id.
+    pub session_id: u64,
+    /// Client address.
+    pub peer: SocketAddr,
+    /// Local address.
+    pub local: SocketAddr,
+    /// How the descriptor carries the client's bytes.
+    pub transport: Transport,
+    /// Login time (ms since the UNIX epoch).
+    pub authenticated_at_ms: u64,
+}
+
+/// Connections to the hibernate processes and the worker's counters.
+#[derive(Debug)]
+pub struct HibernateLinks {
+    settings: HibernationSettings,
+    links: Mutex<Vec<Option<Arc<FdChannel>>>>,
+    hibernated: AtomicU64,
+    refused: Mutex<HashMap<&'static str, u64>>,
+}
+
+/// Builds the record for `state` on the connection `facts`.
+pub fn record_from_state(state: HibernationState, facts: &ConnectionFacts) -> HibernationRecord {
+    HibernationRecord {
+        session_id: facts.session_id,
+        user: state.user,
+        maildir: state.maildir,
+        peer: facts.peer,
+        local: facts.local,
+        transport: match facts.transport {
+            Transport::PlainTcp => ClientTransport::PlainTcp,
+            Transport::TlsProxied { implicit } => ClientTransport::TlsProxied { implicit },
+        },
+        authenticated_at_ms: facts.authenticated_at_ms,
+        enabled: Extensions { condstore: state.enabled.condstore, qresync: state.enabled.qresync },
+        idle_tag: state.idle_tag,
+        selected: state.selected.map(|v| SelectedView {
+            mailbox: v.mailbox,
+            read_only: v.read_only,
+            uidvalidity: v.uidvalidity,
+            uids: v.uids,
+            highest_modseq_seen: v.highest_modseq_seen,
+        }),
+        pending_input: state.pending_input,
+    }
+}
+
+/// Splits a handed-back record into the session state and connection facts.
+pub fn state_from_record(record: HibernationRecord) -> (HibernationState, ConnectionFacts) {
+    let transport = match record.transport {
+        ClientTransport::PlainTcp => Transport::PlainTcp,
+        ClientTransport::TlsProxied { implicit } => Transport::TlsProxied { implicit },
+    };
+    let facts = ConnectionFacts {
+        session_id: record.session_id,
+        peer: record.peer,
+        local: record.local,
+        transport,
+        authenticated_at_ms: record.authenticated_at_ms,
+    };
+    let state = HibernationState {
+        user: record.user,
+        maildir: record.maildir,
+        enabled: EnabledExtensions { condstore: record.enabled.condstore, qresync: record.enabled.qresync },
+        tls_active: transport.is_tls(),
+        idle_tag: record.idle_tag,
+        selected: record.selected.map(|v| HibernatedView {
+            mailbox: v.mailbox,
+            read_only: v.read_only,
+            uidvalidity: v.uidvalidity,
+            uids: v.uids,
+            highest_modseq_seen: v.highest_modseq_seen,
+        }),
+        pending_input: record.pending_input,
+    };
+    (state, facts)
+}
+
+/// Why parking failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ParkError {
+    /// No hibernate process accepted the session.
+    #[error("no hibernate process reachable")]
+    Unreachable,
+    /// The record is too large (huge view or input).
+    #[error("hibernation record: {0}")]
+    Record(#[from] hibernate::record::RecordError),
+}
+
+impl HibernateLinks {
+    /// Links for `settings` (nothing is connected yet).
+    pub fn new(settings: HibernationSettings) -> Arc<Self> {
+        let n = settings.sockets.len();
+        Arc::new(HibernateLinks {
+            settings,
+            links: Mutex::new(vec![None; n]),
+            hibernated: AtomicU64::new(0),
+            refused: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &HibernationSettings {
+        &self.settings
+    }
+
+    /// Counts a session that could not be parked.
+    pub fn count_refusal(&self, reason: NotHibernatable) {
+        let name = match reason {
+            NotHibernatable::NotAuthenticated => "not-authenticated",
+            NotHibernatable::PendingOutput => "pending-output",
+            NotHibernatable::PendingExpunges => "pending-expunges",
+            NotHibernatable::LiteralInProgress => "literal-in-progress",
+            NotHibernatable::ChangesPending => "changes-pending",
+            NotHibernatable::Closed => "closed",
+        };
+        if let Ok(mut m) = self.refused.lock() {
+            *m.entry(name).or_default() += 1;
+        }
+    }
+
+    /// Sessions parked so far, and refusals by reason.
+    pub fn counts(&self) -> (u64, Vec<(&'static str, u64)>) {
+        let refused = self.refused.lock().map(|m| m.iter().map(|(k, v)| (*k, *v)).collect()).unwrap_or_default();
+        (self.hibernated.load(Ordering::Relaxed), refused)
+    }
+
+    /// Connects to process `i` if not connected; `on_new` is called with a
+    /// new link (the worker starts its hand-back receiver there).
+    fn link(&self, i: usize, on_new: &OnNewLink) -> Option<Arc<FdChannel>> {
+        let mut links = self.links.lock().ok()?;
+        if let Some(l) = links.get(i)?.clone() {
+            return Some(l);
+        }
+        let path = self.settings.sockets.get(i)?;
+        let fd = hibernate::driver::channel::connect(path).ok()?;
+        let channel = Arc::new(FdChannel::new(fd).ok()?);
+        links[i] = Some(channel.clone());
+        on_new(channel.clone());
+        Some(channel)
+    }
+
+    /// Forgets a broken link (its hibernate process died).
+    pub fn drop_link(&self, channel: &Arc<FdChannel>) {
+        if let Ok(mut links) = self.links.lock() {
+            for l in links.iter_mut() {
+                if l.as_ref().is_some_and(|c| Arc::ptr_eq(c, channel)) {
+                    *l = None;
+                }
+            }
+        }
+    }
+
+    /// Sends the session to a hibernate process (preferring
+    /// `session_id % n`). On success the caller drops its copy of the
+    /// descriptor and forgets the session.
+    ///
+    /// # Errors
+    /// [`ParkError`]; the session then stays in the worker.
+    pub async fn park(
+        &self,
+        record: &HibernationRecord,
+        client: BorrowedFd<'_>,
+        on_new: &OnNewLink,
+    ) -> Result<(), ParkError> {
+        let payload = record.encode()?;
+        let n = self.settings.sockets.len();
+        if n == 0 {
+            return Err(ParkError::Unreachable);
+        }
+        let first = (record.session_id % n as u64) as usize;
+        for k in 0..n {
+            let i = (first + k) % n;
+            let Some(link) = self.link(i, on_new) else { continue };
+            match link.send(&payload, Some(client)).await {
+                Ok(()) => {
+                    self.hibernated.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::warn!(process = i, error = %e, "cannot send a session to the hibernate process");
+                    self.drop_link(&link);
+                }
+            }
+        }
+        Err(ParkError::Unreachable)
+    }
+}
+
+/// A received hand-back: the record and the client descriptor.
+pub type HandBack = (HibernationRecord, OwnedFd);
+
+/// Called with every newly connected link (starts its hand-back receiver).
+pub type OnNewLink = dyn Fn(Arc<FdChannel>) + Send + Sync;
+
+/// What [`super::session_driver::drive`] needs to park a session.
+pub struct Parking<'a> {
+    /// The links to the hibernate processes.
+    pub links: &'a HibernateLinks,
+    /// The connection's facts for the record.
+    pub facts: ConnectionFacts,
+    /// Hook for new links.
+    pub on_new: &'a OnNewLink,
+}
+
+impl std::fmt::Debug for Parking<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parking").field("facts", &self.facts).finish_non_exhaustive()
+    }
+}
+
+impl Parking<'_> {
+    /// Parks the session if it is quiescent; true if the hibernate process
+    /// took it (the caller then drops the session and its stream).
+    pub async fn try_park(&self, session: &Session, stream: &ClientStream) -> bool {
+        let state = match session.hibernation_state() {
+            Ok(s) => s,
+            Err(reason) => {
+                self.links.count_refusal(reason);
+                return false;
+            }
+        };
+        let record = record_from_state(state, &self.facts);
+        let fd = match stream {
+            ClientStream::Tcp(s) => s.as_fd(),
+            ClientStream::Unix(s) => s.as_fd(),
+        };
+        match self.links.park(&record, fd, self.on_new).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(session = self.facts.session_id, error = %e, "session not parked");
+                false
+            }
+        }
+    }
+}

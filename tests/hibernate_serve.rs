@@ -1,0 +1,229 @@
+//! Hibernation end to end with `dormouse serve`: workers park quiet
+//! sessions in hibernate processes, which answer from cached state and hand
+//! sessions back on other commands; the client cannot tell.
+
+mod imap_support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use imap_support::{dormouse, Conn, Server, ServerOptions};
+
+fn server(extra_imap: &str) -> Server {
+    Server::start(ServerOptions {
+        imap_extra: format!("login_failure_delay_ms = 50\n{extra_imap}"),
+        sections_extra: "[hibernate]\ntimeout_secs = 1\nidle_after_secs = 2\nprocesses = 1\nkeepalive_secs = 600\n".into(),
+        ..ServerOptions::default()
+    })
+}
+
+/// `dormouse stats` as (name, value) pairs.
+fn stats(server: &Server) -> Vec<(String, u64)> {
+    let out = Command::new(dormouse()).args(["--config", server.config.to_str().unwrap(), "stats"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .filter_map(|l| {
+            let (name, value) = l.trim().rsplit_once(' ')?;
+            Some((name.trim().to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+fn stat(server: &Server, name: &str) -> u64 {
+    stats(server).iter().filter(|(n, _)| n == name).map(|(_, v)| v).sum()
+}
+
+fn wait_held(server: &Server, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let held = stat(server, "sessions held");
+        if held == n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "held {held}, want {n}; stats {:?}\nlog:\n{}", stats(server), server.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One response line without its CRLF.
+fn line(c: &mut Conn) -> String {
+    c.line().trim_end().to_string()
+}
+
+/// Response lines without CRLF.
+fn trimmed(lines: Vec<String>) -> Vec<String> {
+    lines.into_iter().map(|l| l.trim_end().to_string()).collect()
+}
+
+fn message(subject: &str) -> Vec<u8> {
+    format!("From: a@example.org\r\nTo: alice@example.org\r\nSubject: {subject}\r\n\r\nhello\r\n").into_bytes()
+}
+
+#[test]
+fn idle_session_hibernates_gets_updates_answers_status_and_comes_back_for_fetch() {
+    let server = server("");
+    server.deliver("alice", &message("one"));
+    server.deliver("alice", &message("two"));
+    let mut c = Conn::open(server.imap);
+    c.cmd("a1", "LOGIN alice secret-a");
+    c.cmd("a2", "SELECT INBOX");
+    c.send(b"a3 IDLE\r\n");
+    assert!(line(&mut c).starts_with("+ "));
+    wait_held(&server, 1);
+    assert_eq!(stat(&server, "hibernations"), 1);
+
+    // A delivery reaches the hibernated client.
+    server.deliver("alice", &message("three"));
+    assert_eq!(line(&mut c), "* 3 EXISTS");
+    // Changes from another session, with the right sequence numbers.
+    let mut other = Conn::open(server.imap);
+    other.cmd("b1", "LOGIN alice secret-a");
+    other.cmd("b2", "SELECT INBOX");
+    other.cmd("b3", "STORE 1 +FLAGS.SILENT (\\Deleted)");
+    assert_eq!(line(&mut c), "* 1 FETCH (UID 1 FLAGS (\\Deleted))");
+    other.cmd("b4", "EXPUNGE");
+    assert_eq!(line(&mut c), "* 1 EXPUNGE");
+    other.cmd("b5", "STORE 1 +FLAGS.SILENT (\\Flagged)");
+    assert_eq!(line(&mut c), "* 1 FETCH (UID 2 FLAGS (\\Flagged))");
+    other.cmd("b6", "LOGOUT");
+
+    // STATUS while hibernated: no hand-back.
+    c.send(b"DONE\r\na4 STATUS INBOX (MESSAGES UIDNEXT)\r\n");
+    assert_eq!(line(&mut c), "a3 OK Idle completed.");
+    assert_eq!(line(&mut c), "* STATUS \"INBOX\" (MESSAGES 2 UIDNEXT 4)");
+    assert_eq!(line(&mut c), "a4 OK Status completed.");
+    assert_eq!(stat(&server, "hand-backs command"), 0);
+
+    // IDLE again, then DONE + FETCH in one packet: handed back, right data.
+    c.send(b"a5 IDLE\r\n");
+    assert_eq!(line(&mut c), "+ idling");
+    c.send(b"DONE\r\na6 UID FETCH 1:* (FLAGS)\r\n");
+    let lines = trimmed(c.until_tagged("a6"));
+    assert_eq!(lines[0], "a5 OK Idle completed.");
+    assert!(lines[1].starts_with("* 1 FETCH (UID 2 FLAGS (\\Flagged"), "{lines:?}");
+    assert!(lines[2].starts_with("* 2 FETCH (UID 3 FLAGS ("), "{lines:?}");
+    assert!(lines[3].starts_with("a6 OK"), "{lines:?}");
+    assert_eq!(stat(&server, "hand-backs command"), 1);
+    assert_eq!(stat(&server, "sessions held"), 0);
+    // The session lives on in the worker.
+    let lines = c.cmd("a7", "NOOP");
+    assert!(lines.last().unwrap().starts_with("a7 OK"), "{lines:?}");
+}
+
+#[test]
+fn noop_poller_hibernates_and_logout_is_answered_there() {
+    let server = server("");
+    server.deliver("bob", &message("one"));
+    let mut c = Conn::open(server.imap);
+    c.cmd("a1", "LOGIN bob secret-b");
+    c.cmd("a2", "SELECT INBOX");
+    wait_held(&server, 1);
+    server.deliver("bob", &message("two"));
+    std::thread::sleep(Duration::from_millis(300));
+    let lines = trimmed(c.cmd("a3", "NOOP"));
+    assert_eq!(lines, vec!["* 2 EXISTS".to_string(), "a3 OK NOOP completed.".to_string()]);
+    let lines = trimmed(c.cmd("a4", "LOGOUT"));
+    assert_eq!(lines, vec!["* BYE Logging out.".to_string(), "a4 OK Logout completed.".to_string()]);
+    wait_held(&server, 0);
+    assert_eq!(stat(&server, "hand-backs command"), 0);
+    assert!(stat(&server, "answered from cache") >= 2);
+}
+
+#[test]
+fn client_split_at_every_byte_and_disconnecting_during_hand_back() {
+    let server = server("");
+    server.deliver("alice", &message("one"));
+    let script = b"DONE\r\nx2 NOOP\r\nx3 UID FETCH 1 (FLAGS)\r\n";
+    for cut in [1usize, 3, 5, 6, 9, 15, 20, script.len() - 1] {
+        let mut c = Conn::open(server.imap);
+        c.cmd("x0", "LOGIN alice secret-a");
+        c.cmd("x0b", "SELECT INBOX");
+        c.send(b"x1 IDLE\r\n");
+        assert!(line(&mut c).starts_with("+ "));
+        wait_held(&server, 1);
+        c.send(&script[..cut]);
+        std::thread::sleep(Duration::from_millis(20));
+        c.send(&script[cut..]);
+        let lines = trimmed(c.until_tagged("x3"));
+        assert_eq!(lines[0], "x1 OK Idle completed.", "cut {cut}");
+        assert_eq!(lines[1], "x2 OK NOOP completed.", "cut {cut}");
+        assert!(lines[2].starts_with("* 1 FETCH (UID 1 FLAGS ("), "cut {cut}: {lines:?}");
+        c.cmd("x4", "LOGOUT");
+    }
+    // A client that leaves right after sending a command that needs a worker.
+    let mut c = Conn::open(server.imap);
+    c.cmd("y0", "LOGIN alice secret-a");
+    c.cmd("y1", "SELECT INBOX");
+    c.send(b"y2 IDLE\r\n");
+    assert!(line(&mut c).starts_with("+ "));
+    wait_held(&server, 1);
+    c.send(b"DONE\r\ny3 FETCH 1 BODY[]\r\n");
+    drop(c);
+    wait_held(&server, 0);
+    // The server still works.
+    let mut c = Conn::open(server.imap);
+    let lines = c.cmd("z1", "LOGIN alice secret-a");
+    assert!(lines.last().unwrap().starts_with("z1 OK"));
+}
+
+#[test]
+fn two_thousand_sessions_hibernate_and_are_released() {
+    let server = server("max_connections_per_ip = 3000\nmax_sessions_per_user = 3000\n");
+    let n = 2000;
+    let mut clients = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut s = TcpStream::connect(("127.0.0.1", server.imap)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let user = if i % 2 == 0 { "alice secret-a" } else { "bob secret-b" };
+        s.write_all(format!("a1 LOGIN {user}\r\na2 SELECT INBOX\r\na3 IDLE\r\n").as_bytes()).unwrap();
+        clients.push(s);
+    }
+    for s in &mut clients {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.windows(8).any(|w| w == b"+ idling") {
+            let k = s.read(&mut buf).unwrap();
+            assert!(k > 0, "EOF: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..k]);
+        }
+    }
+    wait_held(&server, n as u64);
+    let pid: u32 = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.split(|&b| b == 0).any(|a| a == b"hibernate") && c.windows(server.config.to_str().unwrap().len()).count() > 0
+                    && String::from_utf8_lossy(&c).contains(server.dir.path().to_str().unwrap()))
+        })
+        .expect("hibernate process");
+    let rss = |pid: u32| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0)
+    };
+    let rss_full = rss(pid);
+    drop(clients);
+    wait_held(&server, 0);
+    assert_eq!(stat(&server, "hibernations"), n as u64);
+    assert_eq!(stat(&server, "sessions ended here"), n as u64);
+    // Memory is given back to the allocator: a second wave does not grow RSS
+    // much beyond the first.
+    let mut again = Vec::new();
+    for _ in 0..n {
+        let mut s = TcpStream::connect(("127.0.0.1", server.imap)).unwrap();
+        s.write_all(b"a1 LOGIN alice secret-a\r\na2 SELECT INBOX\r\na3 IDLE\r\n").unwrap();
+        again.push(s);
+    }
+    wait_held(&server, n as u64);
+    let rss_second = rss(pid);
+    assert!(rss_second < rss_full + rss_full / 4, "RSS grew from {rss_full} kB to {rss_second} kB");
+    drop(again);
+    wait_held(&server, 0);
+}
