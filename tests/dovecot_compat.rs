@@ -48,8 +48,13 @@ impl Dovecot {
             String::new()
         } else {
             // Not root: every Dovecot service runs as the current user.
-            let me = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
-            format!("default_internal_user = {0}\ndefault_login_user = {0}\n", me.trim())
+            let id = |flag: &str| String::from_utf8(Command::new("id").arg(flag).output().unwrap().stdout).unwrap();
+            format!(
+                "default_internal_user = {0}\ndefault_login_user = {0}\ndefault_internal_group = {1}\n\
+                 service anvil {{\n  chroot =\n}}\nservice imap-login {{\n  chroot =\n}}\n",
+                id("-un").trim(),
+                id("-gn").trim()
+            )
         };
         let conf = format!(
             r#"base_dir = {d}/run
@@ -86,8 +91,16 @@ service imap-login {{
             passwd = passwd.display(),
         );
         std::fs::write(dir.join("dovecot.conf"), conf).unwrap();
-        let status = Command::new(DOVECOT).arg("-c").arg(dir.join("dovecot.conf")).status().unwrap();
-        assert!(status.success(), "dovecot did not start");
+        // The master daemonizes: give it a file, not a pipe, for its stderr.
+        let stderr_path = dir.join("dovecot.stderr");
+        let status = Command::new(DOVECOT)
+            .arg("-c")
+            .arg(dir.join("dovecot.conf"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .status()
+            .unwrap();
+        assert!(status.success(), "dovecot did not start: {}", std::fs::read_to_string(&stderr_path).unwrap_or_default());
         let dovecot = Dovecot { dir: dir.to_path_buf(), port };
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
