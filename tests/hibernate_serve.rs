@@ -57,6 +57,24 @@ fn trimmed(lines: Vec<String>) -> Vec<String> {
     lines.into_iter().map(|l| l.trim_end().to_string()).collect()
 }
 
+/// Pid of the server's (first) hibernate process.
+fn hibernate_pid(server: &Server) -> u32 {
+    find_hibernate_pid(server).expect("hibernate process")
+}
+
+fn find_hibernate_pid(server: &Server) -> Option<u32> {
+    let dir = server.dir.path().to_str().unwrap().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| {
+                c.split(|&b| b == 0).any(|a| a == b"hibernate") && String::from_utf8_lossy(&c).contains(&dir)
+            })
+        })
+}
+
 fn message(subject: &str) -> Vec<u8> {
     format!("From: a@example.org\r\nTo: alice@example.org\r\nSubject: {subject}\r\n\r\nhello\r\n").into_bytes()
 }
@@ -190,16 +208,7 @@ fn two_thousand_sessions_hibernate_and_are_released() {
         }
     }
     wait_held(&server, n as u64);
-    let pid: u32 = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .find(|p| {
-            std::fs::read(format!("/proc/{p}/cmdline"))
-                .is_ok_and(|c| c.split(|&b| b == 0).any(|a| a == b"hibernate") && c.windows(server.config.to_str().unwrap().len()).count() > 0
-                    && String::from_utf8_lossy(&c).contains(server.dir.path().to_str().unwrap()))
-        })
-        .expect("hibernate process");
+    let pid = hibernate_pid(&server);
     let rss = |pid: u32| -> u64 {
         std::fs::read_to_string(format!("/proc/{pid}/status"))
             .unwrap_or_default()
@@ -226,4 +235,45 @@ fn two_thousand_sessions_hibernate_and_are_released() {
     assert!(rss_second < rss_full + rss_full / 4, "RSS grew from {rss_full} kB to {rss_second} kB");
     drop(again);
     wait_held(&server, 0);
+}
+
+#[test]
+fn a_dead_hibernate_process_is_restarted_and_the_loss_logged() {
+    let server = server("");
+    server.deliver("alice", &message("one"));
+    let mut parked = Conn::open(server.imap);
+    parked.cmd("a1", "LOGIN alice secret-a");
+    parked.cmd("a2", "SELECT INBOX");
+    parked.send(b"a3 IDLE\r\n");
+    assert!(line(&mut parked).starts_with("+ "));
+    let mut active = Conn::open(server.imap);
+    active.cmd("b1", "LOGIN bob secret-b");
+    wait_held(&server, 1);
+    // The supervisor learns the count by polling every 250 ms.
+    std::thread::sleep(Duration::from_millis(700));
+    let pid = hibernate_pid(&server);
+    let status = Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+    assert!(status.success());
+    let log = server.wait_for_log("hibernate process died", Duration::from_secs(30));
+    assert!(log.contains("sessions_dropped=1"), "{log}");
+    // The parked client lost its connection; the worker's sessions go on.
+    assert!(parked.read_to_close().is_empty());
+    let lines = trimmed(active.cmd("b2", "NOOP"));
+    assert_eq!(lines.last().unwrap(), "b2 OK NOOP completed.");
+    // The restarted process takes sessions again.
+    server.wait_for_log("hibernate process started", Duration::from_secs(30));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while find_hibernate_pid(&server).is_none_or(|p| p == pid) {
+        assert!(Instant::now() < deadline, "not restarted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut again = Conn::open(server.imap);
+    again.cmd("c1", "LOGIN alice secret-a");
+    again.cmd("c2", "SELECT INBOX");
+    again.send(b"c3 IDLE\r\n");
+    assert!(line(&mut again).starts_with("+ "));
+    // `active` (quiet for idle_after) is parked there too.
+    wait_held(&server, 2);
+    server.deliver("alice", &message("two"));
+    assert_eq!(line(&mut again), "* 2 EXISTS");
 }

@@ -91,7 +91,8 @@ async fn supervise(
         let pid = child.id().unwrap_or(0);
         tracing::info!(index, pid, "hibernate process started");
         let mut held = 0u64;
-        let mut poll = tokio::time::interval(Duration::from_secs(1));
+        // The count is as of the last poll (at most 250 ms old).
+        let mut poll = tokio::time::interval(Duration::from_millis(250));
         let status = loop {
             tokio::select! {
                 status = child.wait() => break status,
