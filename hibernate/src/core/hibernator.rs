@@ -14,7 +14,7 @@ use super::command::{self, Recognized};
 use super::counters::{Counters, HandBackReason};
 use super::mailbox_state::{difference, MailboxState};
 use super::render::{self, StatusItem};
-use super::session::{HibernatedSession, SessionMeta, CLOSE_PENDING, CONDSTORE, IDLE, NO_MAILBOX, QRESYNC, READ_ONLY};
+use super::session::{HibernatedSession, Tag, SessionMeta, CLOSE_PENDING, CONDSTORE, IDLE, NO_MAILBOX, QRESYNC, READ_ONLY};
 use super::source::{ChangedFlags, StateSource};
 use super::wheel::TimerWheel;
 use super::SessionKey;
@@ -230,7 +230,7 @@ impl<S: StateSource, H> Hibernator<S, H> {
             .map(|s| SessionInfo {
                 session_id: s.meta.session_id,
                 user: self.user(s.user).map(|u| u.name.to_string()).unwrap_or_default(),
-                peer: s.meta.peer,
+                peer: s.meta.peer.get(),
                 idle: s.is_idle(),
                 mailbox: self.mailbox(s.mailbox).map(|m| m.name.to_string()),
                 since_ms: s.meta.hibernated_at_ms,
@@ -257,8 +257,8 @@ impl<S: StateSource, H> Hibernator<S, H> {
         }
         let meta = Box::new(SessionMeta {
             session_id: record.session_id,
-            peer: record.peer,
-            local: record.local,
+            peer: record.peer.into(),
+            local: record.local.into(),
             transport: record.transport,
             authenticated_at_ms: record.authenticated_at_ms,
             hibernated_at_ms: now_ms,
@@ -270,7 +270,7 @@ impl<S: StateSource, H> Hibernator<S, H> {
             bits,
             seen: 0,
             view: None,
-            idle_tag: record.idle_tag.map(String::into_boxed_str),
+            idle_tag: record.idle_tag.map(Tag::from),
             meta,
             buffers: None,
         };
@@ -576,7 +576,7 @@ impl<S: StateSource, H> Hibernator<S, H> {
                     return false;
                 }
                 let Some(s) = self.get_mut(key) else { return false };
-                let tag = s.idle_tag.take().unwrap_or_default();
+                let tag = s.idle_tag.take().map(|t| t.as_str().to_string()).unwrap_or_default();
                 s.bits &= !IDLE;
                 render::tagged_ok(&mut s.buffers().output, &tag, "Idle completed.");
             }
@@ -608,7 +608,7 @@ impl<S: StateSource, H> Hibernator<S, H> {
                 let Some(s) = self.get_mut(key) else { return false };
                 s.buffers().output.extend_from_slice(b"+ idling\r\n");
                 s.bits |= IDLE;
-                s.idle_tag = Some(tag.into_boxed_str());
+                s.idle_tag = Some(Tag::from(tag));
             }
             Recognized::Logout(tag) => {
                 let Some(s) = self.get_mut(key) else { return false };
@@ -878,12 +878,12 @@ impl<S: StateSource, H> Hibernator<S, H> {
             session_id: s.meta.session_id,
             user: user.map(|u| u.name.to_string()).unwrap_or_default(),
             maildir: user.map(|u| u.maildir.to_path_buf()).unwrap_or_default(),
-            peer: s.meta.peer,
-            local: s.meta.local,
+            peer: s.meta.peer.get(),
+            local: s.meta.local.get(),
             transport: s.meta.transport,
             authenticated_at_ms: s.meta.authenticated_at_ms,
             enabled: s.ext(),
-            idle_tag: s.idle_tag.as_deref().map(str::to_string),
+            idle_tag: s.idle_tag.as_ref().map(|t| t.as_str().to_string()),
             selected,
             pending_input,
         });

@@ -100,6 +100,7 @@ pub async fn run(
     }
     counters_task.abort();
     shared.counters.log(&format!("worker {index}"), "shutdown");
+    log_hibernation(&shared, "shutdown");
     Ok(())
 }
 
@@ -299,6 +300,15 @@ async fn serve_handed_back_inner(shared: Arc<WorkerShared>, record: hibernate::r
     session_done(&shared, facts.session_id, &user, end).await;
 }
 
+/// Logs sessions parked and the ones that could not be, by reason.
+fn log_hibernation(shared: &WorkerShared, why: &str) {
+    if let Some(links) = shared.hibernate.as_ref() {
+        let (parked, refused) = links.counts();
+        let refused: Vec<String> = refused.iter().map(|(r, n)| format!("{r}={n}")).collect();
+        tracing::info!(worker = shared.index, why, parked, refused = %refused.join(","), "hibernation counters");
+    }
+}
+
 async fn counters_loop(shared: Arc<WorkerShared>) {
     let role = format!("worker {}", shared.index);
     let mut usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).ok();
@@ -311,5 +321,6 @@ async fn counters_loop(shared: Arc<WorkerShared>) {
             Some(()) = async { match usr1.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => "SIGUSR1",
         };
         shared.counters.log(&role, why);
+        log_hibernation(&shared, why);
     }
 }
