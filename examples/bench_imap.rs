@@ -8,7 +8,15 @@
 //!
 //! ```text
 //! cargo build --release --bin dormouse --example bench_imap
-//! target/release/examples/bench_imap [--clients 8] [--seconds 10] [--sessions 1000] [--messages 200]
+//! target/release/examples/bench_imap [--clients 8] [--seconds 10] [--sessions 1000] [--messages 200] [--workers 2] [--dovecot]
+//! ```
+//!
+//! With `--dovecot` the same workload and session count also run against a
+//! throwaway Dovecot 2.3 (`shared/baseline/dovecot-hibernate.sh`, installs
+//! `dovecot-imapd` if missing) and ratios are printed: absolute numbers
+//! drift on a shared machine, ratios from one run are what to compare.
+//!
+//! ```text
 //! ```
 
 use std::io::{BufRead, BufReader, Write};
@@ -23,11 +31,16 @@ struct Args {
     sessions: usize,
     messages: usize,
     workers: usize,
+    dovecot: bool,
 }
 
 fn parse_args() -> Args {
-    let mut args = Args { clients: 8, seconds: 10, sessions: 1000, messages: 200, workers: 2 };
-    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut args = Args { clients: 8, seconds: 10, sessions: 1000, messages: 200, workers: 2, dovecot: false };
+    let mut argv: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(pos) = argv.iter().position(|a| a == "--dovecot") {
+        args.dovecot = true;
+        argv.remove(pos);
+    }
     let mut i = 0;
     while i + 1 < argv.len() {
         let value: usize = argv[i + 1].parse().unwrap_or_else(|_| panic!("bad value for {}", argv[i]));
@@ -227,31 +240,42 @@ fn message(i: usize) -> Vec<u8> {
     .into_bytes()
 }
 
-fn main() {
-    let args = parse_args();
-    let server = start_server(args.workers);
-    let serve_pid = server.child.id();
+/// Login credentials and port of a server under test.
+#[derive(Clone)]
+struct Target {
+    name: &'static str,
+    port: u16,
+    login: String,
+}
 
-    // Fill the mailbox.
-    let mut setup = Client::connect(server.port).unwrap();
-    assert!(setup.cmd("LOGIN bench bench").unwrap());
-    for i in 0..args.messages {
-        assert!(setup.append(&message(i)).unwrap(), "APPEND failed");
+/// Per-kind latencies of the mixed workload, wall time, commands done.
+struct Workload {
+    latencies: Vec<Vec<Duration>>,
+    elapsed: Duration,
+    total: usize,
+}
+
+const KINDS: [&str; 5] = ["FETCH flags", "FETCH header", "FETCH body", "STORE", "SEARCH"];
+
+fn fill_mailbox(target: &Target, messages: usize) {
+    let mut setup = Client::connect(target.port).unwrap();
+    assert!(setup.cmd(&target.login).unwrap(), "{}: LOGIN failed", target.name);
+    for i in 0..messages {
+        assert!(setup.append(&message(i)).unwrap(), "{}: APPEND failed", target.name);
     }
     setup.cmd("LOGOUT").ok();
+}
 
-    // Throughput: mixed FETCH/STORE/SEARCH from several clients.
-    let kinds = ["FETCH flags", "FETCH header", "FETCH body", "STORE", "SEARCH"];
-    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+fn run_workload(target: &Target, clients: usize, seconds: u64, n: usize) -> Workload {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
-    let handles: Vec<_> = (0..args.clients)
+    let handles: Vec<_> = (0..clients)
         .map(|c| {
-            let port = server.port;
-            let n = args.messages;
+            let target = target.clone();
             std::thread::spawn(move || {
-                let mut lat: Vec<Vec<Duration>> = vec![Vec::new(); 5];
-                let mut client = Client::connect(port).unwrap();
-                assert!(client.cmd("LOGIN bench bench").unwrap());
+                let mut lat: Vec<Vec<Duration>> = vec![Vec::new(); KINDS.len()];
+                let mut client = Client::connect(target.port).unwrap();
+                assert!(client.cmd(&target.login).unwrap());
                 assert!(client.cmd("SELECT INBOX").unwrap());
                 let mut i = c * 7919;
                 // Bounded: time limit, and at most 5 million commands.
@@ -269,7 +293,7 @@ fn main() {
                         _ => (4, if i % 20 < 10 { "SEARCH FLAGGED".to_string() } else { "SEARCH SUBJECT invoice".to_string() }),
                     };
                     let t = Instant::now();
-                    assert!(client.cmd(&command).unwrap(), "{command} failed");
+                    assert!(client.cmd(&command).unwrap(), "{}: {command} failed", target.name);
                     lat[kind].push(t.elapsed());
                 }
                 client.cmd("LOGOUT").ok();
@@ -277,78 +301,217 @@ fn main() {
             })
         })
         .collect();
-    let mut lat: Vec<Vec<Duration>> = vec![Vec::new(); 5];
+    let mut latencies: Vec<Vec<Duration>> = vec![Vec::new(); KINDS.len()];
     for h in handles {
         for (k, v) in h.join().unwrap().into_iter().enumerate() {
-            lat[k].extend(v);
+            latencies[k].extend(v);
         }
     }
-    let elapsed = started.elapsed();
-    let total: usize = lat.iter().map(Vec::len).sum();
+    let total = latencies.iter().map(Vec::len).sum();
+    Workload { latencies, elapsed: started.elapsed(), total }
+}
 
-    println!("\nIMAP benchmark: {} clients, {} workers, {} messages in INBOX\n", args.clients, args.workers, args.messages);
-    println!("{:<48} {:>9} {:>10} {:>10} unit", "what", "N", "median", "p99");
-    for (k, name) in kinds.iter().enumerate() {
-        let mut v = lat[k].clone();
+fn print_workload(name: &str, w: &Workload) {
+    for (k, kind) in KINDS.iter().enumerate() {
+        let mut v = w.latencies[k].clone();
         v.sort_unstable();
         println!(
-            "{:<48} {:>9} {:>10.3} {:>10.3} ms",
-            format!("latency {name}"),
+            "{:<52} {:>9} {:>10.3} {:>10.3} ms",
+            format!("{name}: latency {kind}"),
             v.len(),
             percentile(&v, 0.5).as_secs_f64() * 1e3,
             percentile(&v, 0.99).as_secs_f64() * 1e3
         );
     }
     println!(
-        "{:<48} {:>9} {:>10.0} {:>10} commands/s",
-        "throughput mixed FETCH/STORE/SEARCH",
-        total,
-        total as f64 / elapsed.as_secs_f64(),
+        "{:<52} {:>9} {:>10.0} {:>10} commands/s",
+        format!("{name}: throughput mixed FETCH/STORE/SEARCH"),
+        w.total,
+        w.total as f64 / w.elapsed.as_secs_f64(),
         "-"
     );
+}
+
+/// Every descendant of `root` (and `root`), from /proc.
+fn process_tree(root: u32) -> Vec<u32> {
+    let mut parent = std::collections::HashMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // Field 4 (ppid) comes after the parenthesized command name.
+        if let Some(ppid) = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok()) {
+            parent.insert(pid, ppid);
+        }
+    }
+    let mut tree = vec![root];
+    let mut i = 0;
+    while i < tree.len() {
+        let p = tree[i];
+        tree.extend(parent.iter().filter(|(_, &pp)| pp == p).map(|(&c, _)| c));
+        i += 1;
+    }
+    tree
+}
+
+fn sum_rss_pss(pids: &[u32]) -> (u64, u64) {
+    pids.iter().map(|&p| rss_pss(p)).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+}
+
+/// Opens `sessions` connections that LOGIN and SELECT INBOX; returns them and
+/// the time taken.
+fn open_sessions(target: &Target, sessions: usize) -> (Vec<Client>, Duration) {
+    let started = Instant::now();
+    let mut open = Vec::with_capacity(sessions);
+    for _ in 0..sessions {
+        let mut c = Client::connect(target.port).unwrap();
+        assert!(c.cmd(&target.login).unwrap());
+        assert!(c.cmd("SELECT INBOX").unwrap());
+        open.push(c);
+    }
+    (open, started.elapsed())
+}
+
+/// A throwaway Dovecot from shared/baseline/dovecot-hibernate.sh.
+struct Dovecot {
+    dir: tempfile::TempDir,
+    master: u32,
+    port: u16,
+}
+
+impl Dovecot {
+    fn start() -> Option<Dovecot> {
+        let shared = std::env::var_os("DORMOUSE_SHARED")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
+        let script = shared.join("baseline/dovecot-hibernate.sh");
+        if !script.exists() {
+            eprintln!("(no {}; skipping Dovecot)", script.display());
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        // Dovecot daemonizes and keeps inherited descriptors: give the script
+        // files, not pipes, or waiting for its output never ends.
+        let log = std::fs::File::create(dir.path().join("start.log")).unwrap();
+        let status = Command::new("bash")
+            .arg(&script)
+            .arg(dir.path())
+            .arg(port.to_string())
+            .arg("1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .status()
+            .unwrap();
+        if !status.success() {
+            let text = std::fs::read_to_string(dir.path().join("start.log")).unwrap_or_default();
+            eprintln!("(Dovecot did not start: {text}; skipping)");
+            return None;
+        }
+        let master = std::fs::read_to_string(dir.path().join("run/master.pid")).ok()?.trim().parse().ok()?;
+        Some(Dovecot { dir, master, port })
+    }
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.master.to_string()).status();
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = self.dir.path();
+    }
+}
+
+fn main() {
+    let args = parse_args();
+    let server = start_server(args.workers);
+    let serve_pid = server.child.id();
+    let ours = Target { name: "dormouse", port: server.port, login: "LOGIN bench bench".into() };
+    let dovecot = if args.dovecot { Dovecot::start() } else { None };
+    let theirs = dovecot.as_ref().map(|d| Target { name: "dovecot", port: d.port, login: "LOGIN u1 pass".into() });
+
+    fill_mailbox(&ours, args.messages);
+    if let Some(t) = &theirs {
+        fill_mailbox(t, args.messages);
+    }
+
+    println!(
+        "\nIMAP benchmark: {} clients, {} dormouse workers, {} messages in INBOX, {} s per workload\n",
+        args.clients, args.workers, args.messages, args.seconds
+    );
+    println!("{:<52} {:>9} {:>10} {:>10} unit", "what", "N", "median", "p99");
+    let w = run_workload(&ours, args.clients, args.seconds, args.messages);
+    print_workload("dormouse", &w);
+    let ours_rate = w.total as f64 / w.elapsed.as_secs_f64();
+    if let Some(t) = &theirs {
+        let w = run_workload(t, args.clients, args.seconds, args.messages);
+        print_workload("dovecot", &w);
+        let theirs_rate = w.total as f64 / w.elapsed.as_secs_f64();
+        println!("{:<52} {:>9} {:>10.2} {:>10} ratio", "throughput dormouse / dovecot", "-", ours_rate / theirs_rate, "-");
+    }
 
     // Memory: RSS growth of the workers over `sessions` selected sessions.
     let workers = worker_pids(serve_pid);
     assert!(!workers.is_empty(), "no worker processes found");
     std::thread::sleep(Duration::from_millis(500));
-    let before: Vec<(u64, u64)> = workers.iter().map(|&p| rss_pss(p)).collect();
+    let before = sum_rss_pss(&workers);
     let master_before = rss_pss(serve_pid);
-    let mut sessions = Vec::with_capacity(args.sessions);
-    let open_started = Instant::now();
-    for _ in 0..args.sessions {
-        let mut c = Client::connect(server.port).unwrap();
-        assert!(c.cmd("LOGIN bench bench").unwrap());
-        assert!(c.cmd("SELECT INBOX").unwrap());
-        sessions.push(c);
-    }
-    let open_time = open_started.elapsed();
+    let (sessions, open_time) = open_sessions(&ours, args.sessions);
     std::thread::sleep(Duration::from_secs(1));
-    let after: Vec<(u64, u64)> = workers.iter().map(|&p| rss_pss(p)).collect();
+    let after = sum_rss_pss(&workers);
     let master_after = rss_pss(serve_pid);
-    let rss_growth: u64 = after.iter().zip(&before).map(|(a, b)| a.0.saturating_sub(b.0)).sum();
-    let pss_growth: u64 = after.iter().zip(&before).map(|(a, b)| a.1.saturating_sub(b.1)).sum();
     let n = args.sessions as f64;
+    let per = |a: u64, b: u64| a.saturating_sub(b) as f64 / n;
     println!(
-        "{:<48} {:>9} {:>10.2} {:>10} KiB/session",
-        format!("worker RSS growth per selected session ({} msgs)", args.messages),
+        "{:<52} {:>9} {:>10.2} {:>10} KiB/session",
+        format!("dormouse: worker RSS growth per selected session"),
         args.sessions,
-        rss_growth as f64 / n,
+        per(after.0, before.0),
         "-"
     );
-    println!("{:<48} {:>9} {:>10.2} {:>10} KiB/session", "worker PSS growth per selected session", args.sessions, pss_growth as f64 / n, "-");
+    println!("{:<52} {:>9} {:>10.2} {:>10} KiB/session", "dormouse: worker PSS growth per selected session", args.sessions, per(after.1, before.1), "-");
     println!(
-        "{:<48} {:>9} {:>10.2} {:>10} KiB/session",
-        "master RSS growth per handed-over session",
+        "{:<52} {:>9} {:>10.2} {:>10} KiB/session",
+        "dormouse: master RSS growth per handed-over session",
         args.sessions,
-        master_after.0.saturating_sub(master_before.0) as f64 / n,
+        per(master_after.0, master_before.0),
         "-"
     );
     println!(
-        "{:<48} {:>9} {:>10.3} {:>10} ms/session",
-        "connect+LOGIN+SELECT (sequential)",
+        "{:<52} {:>9} {:>10.3} {:>10} ms/session",
+        "dormouse: connect+LOGIN+SELECT (sequential)",
         args.sessions,
         open_time.as_secs_f64() * 1e3 / n,
         "-"
     );
+    let ours_pss = per(after.1, before.1);
     drop(sessions);
+
+    if let (Some(d), Some(t)) = (&dovecot, &theirs) {
+        let before = sum_rss_pss(&process_tree(d.master));
+        let (sessions, open_time) = open_sessions(t, args.sessions);
+        std::thread::sleep(Duration::from_secs(1));
+        let after = sum_rss_pss(&process_tree(d.master));
+        println!(
+            "{:<52} {:>9} {:>10.2} {:>10} KiB/session",
+            "dovecot: all-process PSS growth per selected session",
+            args.sessions,
+            per(after.1, before.1),
+            "-"
+        );
+        println!(
+            "{:<52} {:>9} {:>10.3} {:>10} ms/session",
+            "dovecot: connect+LOGIN+SELECT (sequential)",
+            args.sessions,
+            open_time.as_secs_f64() * 1e3 / n,
+            "-"
+        );
+        println!(
+            "{:<52} {:>9} {:>10.3} {:>10} ratio",
+            "PSS per selected session dormouse / dovecot",
+            "-",
+            ours_pss / per(after.1, before.1).max(0.001),
+            "-"
+        );
+        drop(sessions);
+    }
 }
