@@ -102,3 +102,36 @@ fn large_fetch_is_streamed_in_chunks() {
     assert_eq!(all.matches(" FETCH (BODY[] {2001").count(), 40);
     assert!(all.ends_with("a OK Fetch completed.\r\nb OK NOOP completed.\r\n"), "{}", &all[all.len() - 80..]);
 }
+
+#[test]
+fn malformed_mime_is_rendered_without_failing() {
+    let w = World::new();
+    let messages: &[&[u8]] = &[
+        b"Content-Type: multipart/mixed\r\n\r\nno boundary parameter\r\n",
+        b"Content-Type: multipart/mixed; boundary=zz\r\n\r\n--zz\r\nContent-Type: text/plain\r\n\r\nnever closed",
+        b"Subject: header only, no blank line",
+        b"Subject: \xff\xfe bin\xc3\r\nFrom: =?x-unknown?q?=ff?= <@>\r\nTo: ,,,;:\r\n\r\n\x00\x01\x02 body\r\n",
+        b"Content-Type: message/rfc822\r\n\r\nnot really a message",
+        b"Content-Type: text/plain; charset=\"\r\n\r\nx",
+    ];
+    for m in messages {
+        w.deliver("alice", "INBOX", m);
+    }
+    let mut c = w.alice();
+    c.send("s SELECT INBOX");
+    for n in 1..=messages.len() {
+        for items in ["BODYSTRUCTURE", "BODY", "ENVELOPE", "BODY.PEEK[1]", "BODY.PEEK[1.MIME]", "BODY.PEEK[2.1.TEXT]", "BODY.PEEK[HEADER.FIELDS (FROM TO)]", "BODY.PEEK[TEXT]<1.3>"] {
+            let out = c.send(&format!("f FETCH {n} ({items})"));
+            assert!(out.starts_with(&format!("* {n} FETCH (")), "{items} of {n}: {out}");
+            assert!(out.ends_with("f OK Fetch completed.\r\n"), "{items} of {n}: {out}");
+            // Parentheses outside literals and quoted strings balance.
+            if items == "BODYSTRUCTURE" && n == 5 {
+                // message/rfc822 always carries envelope, body and lines.
+                assert!(out.contains("\"message\" \"rfc822\" NIL NIL NIL \"7bit\" 20 (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) (\"text\" \"plain\""), "{out}");
+            }
+            if !out.contains('{') && !out.contains('"') {
+                assert_eq!(out.matches('(').count(), out.matches(')').count(), "{out}");
+            }
+        }
+    }
+}

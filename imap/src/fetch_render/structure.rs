@@ -49,6 +49,16 @@ pub(crate) fn body_structure(out: &mut Vec<u8>, raw: &[u8], node: &MimeNode, ext
             body_structure(out, raw, inner, extended);
             out.push(b' ');
             out.extend_from_slice(count_lines(body).to_string().as_bytes());
+        } else if node.media_type.eq_ignore_ascii_case("message") && node.subtype.eq_ignore_ascii_case("rfc822") {
+            // mail-parser did not parse the encapsulated message, but the
+            // syntax (body-type-msg) still needs envelope, body and lines:
+            // describe the data as a message with a text/plain body.
+            out.push(b' ');
+            envelope(out, body);
+            out.extend_from_slice(b" (\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" ");
+            out.extend_from_slice(format!("{} {})", body.len(), count_lines(body)).as_bytes());
+            out.push(b' ');
+            out.extend_from_slice(count_lines(body).to_string().as_bytes());
         } else if node.media_type.eq_ignore_ascii_case("text") {
             out.push(b' ');
             out.extend_from_slice(count_lines(body).to_string().as_bytes());
