@@ -218,7 +218,15 @@ fn orchestrate(n: usize, idle_secs: u64, deliveries: usize) {
     let slab_before = meminfo("Slab:");
     let unrec_before = meminfo("SUnreclaim:");
 
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    // A deep accept queue: with std's default backlog, bursts of connects
+    // overflow it and wait for SYN retransmits (seconds).
+    let listener = {
+        let fd = rustix::net::socket(rustix::net::AddressFamily::INET, rustix::net::SocketType::STREAM, None).unwrap();
+        rustix::net::sockopt::set_socket_reuseaddr(&fd, true).unwrap();
+        rustix::net::bind(&fd, &SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        rustix::net::listen(&fd, 4096).unwrap();
+        TcpListener::from(fd)
+    };
     let target = listener.local_addr().unwrap();
     let client_procs = n.div_ceil(PER_PROCESS);
     let started = Instant::now();

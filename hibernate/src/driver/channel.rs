@@ -94,7 +94,8 @@ pub fn recv(socket: BorrowedFd<'_>, buf: &mut [u8]) -> Result<Message, ChannelEr
 }
 
 /// Binds a non-blocking, close-on-exec seqpacket listener at `path`
-/// (replacing a stale socket file).
+/// (replacing a stale socket file), readable and writable by our user only:
+/// whoever can send a record here can claim any user's session.
 ///
 /// # Errors
 /// Socket, bind or listen failures.
@@ -107,16 +108,23 @@ pub fn listen(path: &Path) -> io::Result<OwnedFd> {
         None,
     )?;
     rustix::net::bind(&fd, &SocketAddrUnix::new(path)?)?;
+    rustix::fs::chmod(path, rustix::fs::Mode::from_raw_mode(0o600))?;
     rustix::net::listen(&fd, 1024)?;
     Ok(fd)
 }
 
-/// Accepts one connection (non-blocking, close-on-exec).
+/// Accepts one connection (non-blocking, close-on-exec) from a process of
+/// our own user; connections from other users are closed.
 ///
 /// # Errors
-/// `WouldBlock` when none is pending.
+/// `WouldBlock` when none is pending; `PermissionDenied` for another user.
 pub fn accept(listener: BorrowedFd<'_>) -> io::Result<OwnedFd> {
-    Ok(rustix::net::accept_with(listener, SocketFlags::CLOEXEC | SocketFlags::NONBLOCK)?)
+    let fd = rustix::net::accept_with(listener, SocketFlags::CLOEXEC | SocketFlags::NONBLOCK)?;
+    let peer = rustix::net::sockopt::socket_peercred(&fd)?;
+    if peer.uid != rustix::process::getuid() {
+        return Err(io::Error::new(io::ErrorKind::PermissionDenied, "hibernate socket: peer of another user"));
+    }
+    Ok(fd)
 }
 
 /// Connects a blocking, close-on-exec seqpacket socket to `path` (the

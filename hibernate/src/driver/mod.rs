@@ -157,6 +157,9 @@ impl Driver {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                    tracing::warn!(error = %e, "refused a connection to the hibernate socket");
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept on hibernate socket failed");
                     return;
