@@ -137,6 +137,11 @@ async fn serve_inner(
     loop {
         let mut out = Vec::new();
         let next = tokio::task::block_in_place(|| run_session(&mut session, &mut out));
+        if matches!(next, Next::HandOver(_)) {
+            // Before the OK reaches the client, so its next attempt already
+            // sees the reset delay.
+            shared.login_delay.record_success(peer.ip());
+        }
         if guard.take_failure() {
             let delay = shared.login_delay.record_failure(peer.ip(), Instant::now());
             tracing::info!(session = session_id, %peer, delay_ms = delay.as_millis() as u64, "login failed");
@@ -182,7 +187,6 @@ async fn serve_inner(
                 return false;
             }
             Next::HandOver(h) => {
-                shared.login_delay.record_success(peer.ip());
                 // The guard counted this user's session; from here the
                 // worker pool's session table owns that count.
                 let counted = guard.take_counted_user();
