@@ -141,6 +141,36 @@ def fetch_items(lst):
     return items
 
 
+UIDVALIDITIES = {}
+
+
+def uidvalidity_name(mailbox, value):
+    """INBOX's UIDVALIDITY comes from the shared Maildir and must match
+    exactly. A mailbox created during the script gets a value of the
+    server's choosing (usually a clock value), so for those only the
+    consistency is compared: the first value seen for a mailbox is
+    `name#1`, a different later one `name#2`, and so on."""
+    if mailbox.upper() == "INBOX":
+        return int(value)
+    seen = UIDVALIDITIES.setdefault(mailbox, [])
+    if int(value) not in seen:
+        seen.append(int(value))
+    return "%s#%d" % (mailbox, seen.index(int(value)) + 1)
+
+
+def target_mailbox(command):
+    words = command.split()
+    verb = words[0].upper()
+    if verb == "UID":
+        words = words[1:]
+        verb = words[0].upper()
+    if verb in ("SELECT", "EXAMINE", "APPEND"):
+        return words[1]
+    if verb in ("COPY", "MOVE"):
+        return words[-1]
+    return "?"
+
+
 def facts(command, responses):
     out = []
     verb = command.split()[0].upper()
@@ -174,17 +204,19 @@ def facts(command, responses):
                 # Outside SELECT/EXAMINE a FLAGS update (new keyword) is optional.
                 tree, _ = parse(tokens[2:])
                 out.append(["FLAGS", sorted(f for f in tree[0] if f != "\\Recent")])
-            for code in ("UIDVALIDITY", "UIDNEXT"):
-                m = re.search(rb"\[" + code.encode() + rb" (\d+)\]", first)
-                if m:
-                    out.append([code, int(m.group(1))])
+            m = re.search(rb"\[UIDVALIDITY (\d+)\]", first)
+            if m:
+                out.append(["UIDVALIDITY", uidvalidity_name(target_mailbox(command), m.group(1))])
+            m = re.search(rb"\[UIDNEXT (\d+)\]", first)
+            if m:
+                out.append(["UIDNEXT", int(m.group(1))])
         elif head != b"+":
             status = tokens[1][1].decode().upper()
             out.append(["TAGGED", status])
             for code in ("APPENDUID", "COPYUID"):
-                m = re.search(rb"\[" + code.encode() + rb" ([^\]]+)\]", first)
+                m = re.search(rb"\[" + code.encode() + rb" (\d+) ([^\]]+)\]", first)
                 if m:
-                    out.append([code, m.group(1).decode()])
+                    out.append([code, uidvalidity_name(target_mailbox(command), m.group(1)), m.group(2).decode()])
     return out
 
 
