@@ -138,6 +138,11 @@ fn noop_poller_hibernates_and_logout_is_answered_there() {
     c.cmd("a1", "LOGIN bob secret-b");
     c.cmd("a2", "SELECT INBOX");
     wait_held(&server, 1);
+    let out = Command::new(dormouse()).args(["--config", server.config.to_str().unwrap(), "who"]).output().unwrap();
+    let who = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{who}");
+    let row = who.lines().find(|l| l.starts_with("bob ")).unwrap_or_else(|| panic!("{who}"));
+    assert!(row.contains("127.0.0.1:") && row.contains("INBOX") && row.contains("hib-noidle"), "{row}");
     server.deliver("bob", &message("two"));
     std::thread::sleep(Duration::from_millis(300));
     let lines = trimmed(c.cmd("a3", "NOOP"));
