@@ -48,7 +48,14 @@ impl Authenticator for LoginGuard {
             Ok(authenticated) => {
                 if let Err(limit) = self.limits.open_session(&authenticated.name) {
                     tracing::warn!(user = %authenticated.name, %limit, "login refused by session limit");
-                    return Err(AuthFailure::Temporary(limit.to_string()));
+                    // Capitalized sentence for the `NO [LIMIT] ...` text.
+                    let text = limit.to_string();
+                    let mut chars = text.chars();
+                    let text = match chars.next() {
+                        Some(first) => first.to_uppercase().chain(chars).collect::<String>() + ".",
+                        None => text,
+                    };
+                    return Err(AuthFailure::Limit(text));
                 }
                 let previous =
                     self.counted_user.lock().unwrap_or_else(|e| e.into_inner()).replace(authenticated.name.clone());
@@ -94,7 +101,10 @@ mod tests {
         assert_eq!(limits.sessions_of("alice"), 1);
 
         let g2 = LoginGuard::new(Arc::new(Fixed), limits.clone());
-        assert!(matches!(g2.verify("alice", "right"), Err(AuthFailure::Temporary(_))));
+        assert_eq!(
+            g2.verify("alice", "right"),
+            Err(AuthFailure::Limit("Too many simultaneous sessions of this user (limit 1).".into()))
+        );
         assert!(!g2.take_failure(), "a limit is not a failed password");
         assert_eq!(g2.take_counted_user(), None);
 
