@@ -1,7 +1,7 @@
 //! The master process: listeners, pre-login, worker supervision.
 //!
 //! The master binds the plain and implicit-TLS listeners, runs each new
-//! connection's pre-login stage ([`super::prelogin`]) and hands
+//! connection's pre-login stage (module `prelogin`) and hands
 //! authenticated sessions to worker processes it spawns and restarts. Each
 //! worker is connected by a `SOCK_SEQPACKET` pair whose worker end is the
 //! child's standard input; hand-overs go down that channel (record + fd),

@@ -29,6 +29,18 @@
 //!   event bus subscriber; an idle session is a parked task, nothing polls.
 //! - **counters**: [`counters`] per process, logged periodically, on
 //!   SIGUSR1 (the master forwards it to its workers) and at shutdown.
+//!
+//! Both the master and the workers must run on a multi-threaded tokio
+//! runtime: `Session::next` does blocking work (password hashing in the
+//! master, Maildir I/O in workers) and is called under
+//! `tokio::task::block_in_place`, which panics on a current-thread runtime.
+//!
+//! Limits and where they are enforced: line length, literal size, pre-login
+//! timeout, IDLE timeout and autologout by the `Session` (the drivers pass
+//! the configured values and wake it at its deadline); per-IP connections,
+//! per-user sessions (`NO [LIMIT]`) and the per-IP failed-login delay
+//! (doubling, capped) in the master, which learns of ended sessions from the
+//! workers' [`worker_report::WorkerReport`]s.
 
 pub mod client_stream;
 pub mod config;
