@@ -80,6 +80,20 @@ fn imaplib_starttls_and_imaps() {
 }
 
 #[test]
+fn commands_pipelined_after_login_over_tls_reach_the_worker() {
+    let server = Server::start(ServerOptions::default());
+    let args = vec![
+        "127.0.0.1".to_string(),
+        server.imap.to_string(),
+        server.imaps.to_string(),
+        "alice".into(),
+        "secret-a".into(),
+    ];
+    let out = server.python("imap_tls_pipelined.py", &args);
+    assert!(out.contains("imap_tls_pipelined: ok"), "{out}");
+}
+
+#[test]
 fn imaplib2_client_with_idle() {
     let server = Server::start(ServerOptions::default());
     let mut args = server.py_args("bob", "secret-b");
