@@ -63,6 +63,7 @@ pub mod mailbox_dir;
 pub mod mailbox_name;
 pub mod maildir_file;
 pub mod mutf7;
+pub mod outside_changes;
 pub mod status_record;
 pub mod subscriptions;
 pub mod summary;

@@ -83,6 +83,8 @@ pub struct LockedMailbox<'a> {
     cur_changed: bool,
     /// HIGHESTMODSEQ after reconciling outside changes, before this operation.
     pub base_modseq: u64,
+    /// What this load found changed by other programs (see `outside_changes`).
+    pub outside: crate::outside_changes::OutsideChanges,
 }
 
 fn read_text(path: &Path) -> Result<Option<String>, StoreError> {
@@ -177,6 +179,8 @@ impl<'a> LockedMailbox<'a> {
         // sorted by UID: one merge walk).
         let mut index_dirty = fresh;
         let mut foreign_modseq: Option<u64> = None;
+        let mut outside = crate::outside_changes::OutsideChanges::default();
+        let foreign_set: HashSet<&str> = foreign.iter().map(|(_, b)| b.as_str()).collect();
         let mut own_slots: Vec<usize> = Vec::new();
         let mut messages: Vec<DiskMessage> = Vec::with_capacity(uidlist.records.len());
         let mut index_iter = index_messages.into_iter().peekable();
@@ -202,6 +206,12 @@ impl<'a> LockedMailbox<'a> {
                     Err(e) => return Err(e),
                 },
             };
+            if foreign_set.contains(rec.basename.as_str()) {
+                outside.added.insert(rec.uid);
+                outside.added_flags = outside.added_flags.union(&flags);
+            } else if let Some(p) = prev.as_ref().filter(|p| !fresh && p.flags != flags) {
+                outside.note_flags(rec.uid, &p.flags, &flags);
+            }
             let modseq = if own_new_set.contains(rec.basename.as_str()) {
                 own_slots.push(messages.len());
                 0
@@ -233,6 +243,7 @@ impl<'a> LockedMailbox<'a> {
             new_changed: false,
             cur_changed: false,
             base_modseq: 0,
+            outside: crate::outside_changes::OutsideChanges::default(),
         };
         // Index entries without a message any more were expunged outside.
         if !gone.is_empty() {
@@ -243,6 +254,8 @@ impl<'a> LockedMailbox<'a> {
         me.highestmodseq = highestmodseq;
         me.expunge_log = expunge_log;
         me.base_modseq = highestmodseq;
+        outside.expunged = gone;
+        me.outside = outside;
         if !own.is_empty() {
             // The caller's files were renamed into new/ without a directory
             // fsync: the commit does it, in parallel with the uidlist's.

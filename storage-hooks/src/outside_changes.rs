@@ -1,0 +1,168 @@
+//! Changes other programs made to a mailbox behind our back, turned into
+//! the same events our own writes publish.
+//!
+//! Every locked load of a mailbox ([`crate::locked_mailbox::LockedMailbox::load`])
+//! reconciles the Maildir with `dovecot-uidlist` and our index: files
+//! without a record get UIDs, vanished files are dropped, flag-only renames
+//! get a new MODSEQ. The load records what it found in an
+//! [`OutsideChanges`]; [`UserStore::reconcile_outside_changes`] (called by
+//! the file-system watcher) commits that and publishes one event per kind:
+//! `MessageNew` with all new UIDs, `FlagsSet` / `FlagsClear`, and
+//! `MessageExpunge`. Our own writes are never reported here: they update the
+//! uidlist and index in the same locked step, so a later load finds nothing
+//! new.
+//!
+//! Known limit: any locked load absorbs outside changes (an IMAP `NOOP`,
+//! a delivery), and only the watcher's reconcile publishes them; if
+//! another load runs between the outside write and the watcher's
+//! reconcile, the change is seen by that caller but not published.
+
+use crate::event::{EventKind, MailboxEvent};
+use crate::locked_mailbox::LockedMailbox;
+use crate::{durable, summary, Flags, MailboxStatus, StoreError, UidSet, UserStore};
+
+/// What a locked load found changed by other programs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutsideChanges {
+    /// UIDs given to files that appeared without a uidlist record.
+    pub added: UidSet,
+    /// Union of the flags of the added messages.
+    pub added_flags: Flags,
+    /// UIDs whose files vanished.
+    pub expunged: UidSet,
+    /// UIDs that gained flags (file renamed by another program).
+    pub flags_set: UidSet,
+    /// Union of the flags gained.
+    pub set_flags: Flags,
+    /// UIDs that lost flags.
+    pub flags_cleared: UidSet,
+    /// Union of the flags lost.
+    pub cleared_flags: Flags,
+}
+
+impl OutsideChanges {
+    /// True if nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.expunged.is_empty() && self.flags_set.is_empty() && self.flags_cleared.is_empty()
+    }
+
+    /// Records that `uid`'s flags went from `old` to `new`.
+    pub(crate) fn note_flags(&mut self, uid: u32, old: &Flags, new: &Flags) {
+        let added = new.difference(old);
+        let removed = old.difference(new);
+        if !added.is_empty() {
+            self.flags_set.insert(uid);
+            self.set_flags = self.set_flags.union(&added);
+        }
+        if !removed.is_empty() {
+            self.flags_cleared.insert(uid);
+            self.cleared_flags = self.cleared_flags.union(&removed);
+        }
+    }
+}
+
+/// The result of one reconcile of a mailbox.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// What was found and published.
+    pub changes: OutsideChanges,
+    /// The mailbox status afterwards.
+    pub status: MailboxStatus,
+    /// Number of events emitted.
+    pub events: usize,
+}
+
+impl UserStore {
+    /// Reconciles mailbox `name` with what other programs did to its files
+    /// (under the uidlist dot-lock) and emits one event per kind of change
+    /// found, in this order: `MessageNew` (all new UIDs, ascending, with the
+    /// summary of the first), `FlagsSet`, `FlagsClear`, `MessageExpunge`.
+    /// The first event's `modseq_before` is HIGHESTMODSEQ before the outside
+    /// changes; the following ones have `modseq_before == modseq_after`.
+    /// A mailbox that no longer exists reports nothing.
+    ///
+    /// # Errors
+    /// `InvalidMailboxName`, I/O, `LockTimeout`.
+    pub fn reconcile_outside_changes(&self, name: &str) -> Result<ReconcileReport, StoreError> {
+        let dir = self.mailbox_dir(name)?;
+        if !dir.exists() {
+            return Ok(ReconcileReport::default());
+        }
+        let locked = match LockedMailbox::load(&dir, &[]) {
+            Ok(l) => l,
+            // Deleted between the check and the lock.
+            Err(StoreError::NoSuchMailbox(_)) => return Ok(ReconcileReport::default()),
+            Err(e) => return Err(e),
+        };
+        let changes = locked.outside.clone();
+        let after_outside = locked.base_modseq;
+        let committed = locked.commit()?;
+        let status = committed.status;
+        let mut report = ReconcileReport { changes, status, events: 0 };
+        if report.changes.is_empty() {
+            return Ok(report);
+        }
+        // All outside changes of one load share one MODSEQ.
+        let mut before = after_outside.saturating_sub(1);
+        let event = |kind: EventKind, uids: &UidSet, flags: &Flags, before: u64| MailboxEvent {
+            kind,
+            user: self.user().to_string(),
+            mailbox: dir.name.to_string(),
+            old_mailbox: None,
+            uidvalidity: status.uidvalidity,
+            uids: uids.clone(),
+            flags: flags.clone(),
+            status,
+            modseq_before: before,
+            modseq_after: status.highestmodseq,
+            summary: None,
+            timestamp_ms: durable::now_ms(),
+        };
+        let c = &report.changes;
+        let mut events = Vec::new();
+        if !c.added.is_empty() {
+            let mut ev = event(EventKind::MessageNew, &c.added, &c.added_flags, before);
+            let first = c.added.first().and_then(|uid| committed.messages.iter().find(|m| m.uid == uid));
+            ev.summary = first
+                .and_then(|m| std::fs::read(dir.file_path(m.entry.in_new, &m.entry.file_name)).ok())
+                .map(|raw| summary::summarize(&raw));
+            events.push(ev);
+        }
+        for (kind, uids, flags) in [
+            (EventKind::FlagsSet, &c.flags_set, &c.set_flags),
+            (EventKind::FlagsClear, &c.flags_cleared, &c.cleared_flags),
+            (EventKind::MessageExpunge, &c.expunged, &Flags::default()),
+        ] {
+            if !uids.is_empty() {
+                events.push(event(kind, uids, flags, before));
+            }
+            if let Some(last) = events.last() {
+                before = last.modseq_after;
+            }
+        }
+        for ev in &events {
+            self.hooks().emit(ev);
+        }
+        report.events = events.len();
+        Ok(report)
+    }
+
+    /// Reconciles every mailbox of the user (after an inotify queue
+    /// overflow, or for a stat-poll). Returns the total number of events.
+    ///
+    /// # Errors
+    /// I/O errors listing the mailboxes; a mailbox that fails is logged and skipped.
+    pub fn reconcile_all_outside_changes(&self) -> Result<usize, StoreError> {
+        let mut events = 0;
+        for info in self.list_mailboxes()? {
+            if !info.selectable {
+                continue;
+            }
+            match self.reconcile_outside_changes(&info.name) {
+                Ok(r) => events += r.events,
+                Err(e) => tracing::warn!(user = %self.user(), mailbox = %info.name, error = %e, "reconcile failed"),
+            }
+        }
+        Ok(events)
+    }
+}
