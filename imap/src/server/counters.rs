@@ -1,5 +1,10 @@
 //! Per-process activity counters (sessions, commands, bytes), logged
 //! periodically, on SIGUSR1 and at shutdown.
+//!
+//! In a worker: its sessions, the commands they completed, client bytes.
+//! In the master: pre-login connections (`sessions_open` = connections not
+//! yet handed over), pre-login commands, and client bytes of pre-login plus
+//! those relayed by finished TLS proxies (added when a proxy ends).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -19,6 +19,7 @@ use crate::session::{HandOver, Session, SessionEvent};
 
 use super::login_guard::LoginGuard;
 use super::master::MasterShared;
+use super::session_driver::count_tagged_responses;
 use super::tls_proxy;
 use super::MAX_PENDING_INPUT;
 
@@ -147,9 +148,13 @@ async fn serve_inner(
             tracing::info!(session = session_id, %peer, delay_ms = delay.as_millis() as u64, "login failed");
             tokio::time::sleep(delay).await;
         }
-        if !out.is_empty() && stream.write_all(&out).await.is_err() {
-            release_counted_user(shared, &guard);
-            return false;
+        shared.counters.add_commands(count_tagged_responses(&out));
+        if !out.is_empty() {
+            if stream.write_all(&out).await.is_err() {
+                release_counted_user(shared, &guard);
+                return false;
+            }
+            shared.counters.add_bytes_out(out.len() as u64);
         }
         match next {
             Next::Wait(deadline) => {
@@ -159,7 +164,10 @@ async fn serve_inner(
                             release_counted_user(shared, &guard);
                             return false;
                         }
-                        Ok(n) => session.enqueue_input(&buf[..n]),
+                        Ok(n) => {
+                            shared.counters.add_bytes_in(n as u64);
+                            session.enqueue_input(&buf[..n]);
+                        }
                     },
                     () = tokio::time::sleep_until(deadline.into()) => {}
                 }
@@ -271,8 +279,11 @@ async fn hand_over(shared: &Arc<MasterShared>, record: Handover, stream: Prelogi
             drop(theirs);
             match sent {
                 Ok(worker) => {
+                    let proxy_shared = Arc::clone(shared);
                     tokio::spawn(async move {
                         let totals = tls_proxy::run(*tls, mine).await;
+                        proxy_shared.counters.add_bytes_in(totals.to_worker);
+                        proxy_shared.counters.add_bytes_out(totals.to_client);
                         tracing::debug!(session = session_id, to_worker = totals.to_worker, to_client = totals.to_client, "TLS proxy closed");
                     });
                     Ok(worker)
