@@ -64,6 +64,7 @@ pub mod mailbox_name;
 pub mod maildir_file;
 pub mod mutf7;
 pub mod outside_changes;
+pub mod watcher;
 pub mod status_record;
 pub mod subscriptions;
 pub mod summary;
