@@ -385,6 +385,29 @@ impl<S: StateSource, H> Hibernator<S, H> {
         }
     }
 
+    /// The bus subscription for `user` is in effect: changes made between
+    /// our storage reads and this moment were not seen as events, so check
+    /// each cached mailbox's status record (cheap) and resync those that
+    /// moved.
+    pub fn on_subscribed(&mut self, user: &str) {
+        let Some(&u) = self.user_index.get(user) else { return };
+        let Some(entry) = self.user(u) else { return };
+        let (name, maildir) = (entry.name.to_string(), entry.maildir.to_path_buf());
+        let mbs: Vec<u32> = entry.mailboxes.values().copied().collect();
+        for mb in mbs {
+            let Some(state) = self.mailbox(mb) else { continue };
+            let known = state.status;
+            let fresh = self.source.status(&name, &maildir, state.name.as_ref());
+            let moved = match (&fresh, known) {
+                (Ok(f), Some(k)) => f.highestmodseq != k.highestmodseq || f.uidvalidity != k.uidvalidity,
+                _ => true,
+            };
+            if moved {
+                self.resync(mb);
+            }
+        }
+    }
+
     // ---- internals ----
 
     fn get(&self, key: SessionKey) -> Option<&HibernatedSession<H>> {

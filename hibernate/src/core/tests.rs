@@ -394,3 +394,19 @@ fn clients_leaving_free_everything() {
     let actions = core.take_actions();
     assert!(matches!(actions.last(), Some(Action::Unsubscribe(_))));
 }
+
+#[test]
+fn change_before_the_subscription_took_effect_is_caught_up() {
+    let (store, mut core, _) = setup(2);
+    let key = core.admit(record(true, 2, 1, b""), 1, 0);
+    let reads = *store.reads.borrow();
+    // Nothing moved: one cheap status read, no resync.
+    core.on_subscribed("bob");
+    assert_eq!(core.counters().resyncs, 0);
+    assert_eq!(*store.reads.borrow(), reads + 1);
+    // A delivery whose event was published before we were subscribed.
+    let _missed = store.change("INBOX", EventKind::MessageNew, &[3], SystemFlags::empty());
+    core.on_subscribed("bob");
+    assert_eq!(core.counters().resyncs, 1);
+    assert_eq!(out(&mut core, key), "* 3 EXISTS\r\n");
+}

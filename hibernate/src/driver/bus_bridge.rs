@@ -20,11 +20,23 @@ enum BusCommand {
     Unsubscribe(String),
 }
 
+/// What the bus thread hands to the epoll thread.
+#[derive(Debug)]
+pub enum BridgeItem {
+    /// A message from the subscriber.
+    Bus(Box<BusMessage>),
+    /// The subscription of this user is in effect now: state read from
+    /// storage before this point must be checked against storage again.
+    Subscribed(String),
+    /// The bus endpoint stopped.
+    Stopped,
+}
+
 /// The epoll thread's handle on the bus thread.
 #[derive(Debug)]
 pub struct BusBridge {
     commands: UnboundedSender<BusCommand>,
-    messages: mpsc::Receiver<Option<BusMessage>>,
+    messages: mpsc::Receiver<BridgeItem>,
     wake: Arc<OwnedFd>,
     thread: Option<JoinHandle<()>>,
 }
@@ -39,7 +51,7 @@ impl BusBridge {
             eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK).map_err(std::io::Error::from)?,
         );
         let (cmd_tx, mut cmd_rx) = unbounded_channel::<BusCommand>();
-        let (msg_tx, msg_rx) = mpsc::channel::<Option<BusMessage>>();
+        let (msg_tx, msg_rx) = mpsc::channel::<BridgeItem>();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), DriverError>>();
         let wake2 = wake.clone();
         let thread = std::thread::Builder::new()
@@ -61,7 +73,7 @@ impl BusBridge {
                         }
                     };
                     let _ = ready_tx.send(Ok(()));
-                    let notify = |m: Option<BusMessage>| {
+                    let notify = |m: BridgeItem| {
                         let stop = msg_tx.send(m).is_err();
                         let _ = rustix::io::write(wake2.as_fd(), &1u64.to_ne_bytes());
                         stop
@@ -69,21 +81,34 @@ impl BusBridge {
                     loop {
                         tokio::select! {
                             cmd = cmd_rx.recv() => match cmd {
-                                Some(BusCommand::Subscribe(u)) => sub.subscribe(&u),
+                                Some(BusCommand::Subscribe(u)) => {
+                                    sub.subscribe(&u);
+                                    if let Err(e) = sub.sync().await {
+                                        tracing::warn!(error = %e, "bus subscription not confirmed");
+                                    }
+                                    if notify(BridgeItem::Subscribed(u)) {
+                                        return;
+                                    }
+                                }
                                 Some(BusCommand::Unsubscribe(u)) => sub.unsubscribe(&u),
                                 None => return,
                             },
                             msg = sub.recv() => {
-                                let end = msg.is_none();
-                                if notify(msg) || end {
+                                let Some(msg) = msg else {
+                                    notify(BridgeItem::Stopped);
                                     return;
-                                }
+                                };
                                 // Batch what is already queued behind one wake-up.
+                                let mut batch = vec![msg];
                                 while let Some(m) = sub.try_recv() {
-                                    if msg_tx.send(Some(m)).is_err() {
+                                    batch.push(m);
+                                }
+                                for m in batch {
+                                    if msg_tx.send(BridgeItem::Bus(Box::new(m))).is_err() {
                                         return;
                                     }
                                 }
+                                let _ = rustix::io::write(wake2.as_fd(), &1u64.to_ne_bytes());
                             }
                         }
                     }
@@ -113,9 +138,8 @@ impl BusBridge {
         let _ = self.commands.send(BusCommand::Unsubscribe(user));
     }
 
-    /// Queued messages (clears the eventfd). `None` inside means the bus
-    /// endpoint stopped.
-    pub fn drain(&self) -> Vec<Option<BusMessage>> {
+    /// Queued items (clears the eventfd).
+    pub fn drain(&self) -> Vec<BridgeItem> {
         let mut counter = [0u8; 8];
         let _ = rustix::io::read(self.wake.as_fd(), &mut counter);
         self.messages.try_iter().collect()

@@ -30,7 +30,7 @@ use rustix::event::epoll::{self, CreateFlags, Event, EventData, EventFlags};
 
 use crate::core::{Action, Hibernator, SessionKey, Settings};
 use crate::record::HibernationRecord;
-use bus_bridge::BusBridge;
+use bus_bridge::{BridgeItem, BusBridge};
 use channel::{ChannelError, MAX_MESSAGE};
 use control::{ControlReply, ControlRequest, CONTROL_VERSION, MAX_WHO};
 use storage_source::StorageSource;
@@ -239,14 +239,17 @@ impl Driver {
     }
 
     fn bus_messages(&mut self) {
-        for msg in self.bus.drain() {
-            match msg {
-                Some(BusMessage::Event(ev)) => self.core.on_event(&ev),
-                Some(BusMessage::Resync { user, mailbox, reason }) => {
-                    tracing::debug!(reason = reason.as_str(), ?user, ?mailbox, "bus resync");
-                    self.core.on_resync(user.as_deref(), mailbox.as_deref());
-                }
-                None => tracing::error!("bus subscriber stopped; hibernated sessions get no more updates"),
+        for item in self.bus.drain() {
+            match item {
+                BridgeItem::Bus(msg) => match *msg {
+                    BusMessage::Event(ev) => self.core.on_event(&ev),
+                    BusMessage::Resync { user, mailbox, reason } => {
+                        tracing::debug!(reason = reason.as_str(), ?user, ?mailbox, "bus resync");
+                        self.core.on_resync(user.as_deref(), mailbox.as_deref());
+                    }
+                },
+                BridgeItem::Subscribed(user) => self.core.on_subscribed(&user),
+                BridgeItem::Stopped => tracing::error!("bus subscriber stopped; hibernated sessions get no more updates"),
             }
             self.flush();
         }
