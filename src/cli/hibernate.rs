@@ -131,7 +131,12 @@ pub fn run(config: Config, args: HibernateArgs) -> anyhow::Result<()> {
         index: args.index,
         socket_path: socket_path(&config, args.index),
         bus: bus_config(&config),
-        settings: Settings { keepalive_interval: Duration::from_secs(args.keepalive_secs.max(1)), ..Settings::default() },
+        settings: Settings {
+            keepalive_interval: Duration::from_secs(args.keepalive_secs.max(1)),
+            idle_timeout: Duration::from_secs(config.imap.idle_timeout_secs),
+            autologout: Duration::from_secs(config.imap.autologout_secs),
+            ..Settings::default()
+        },
     };
     run_driver(cfg, stop).context("hibernate process failed")?;
     Ok(())
@@ -223,6 +228,7 @@ pub fn stats(config: &Config) -> anyhow::Result<()> {
         println!("  answered from cache    {}", c.answered);
         println!("  STATUS from cache      {}", c.status_from_cache);
         println!("  keepalives             {}", c.keepalives);
+        println!("  inactivity timeouts    {}", c.timeouts);
     }
     anyhow::ensure!(answered > 0, "no hibernate process is running (no socket in {})", config.run_dir().display());
     Ok(())

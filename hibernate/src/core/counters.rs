@@ -70,6 +70,8 @@ pub struct Counters {
     pub status_from_cache: u64,
     /// Keepalive lines written.
     pub keepalives: u64,
+    /// Sessions ended by the IDLE timeout or autologout.
+    pub timeouts: u64,
 }
 
 impl Counters {

@@ -29,11 +29,21 @@ pub struct Settings {
     pub tick: Duration,
     /// Most unwritten output kept for one client before it is disconnected.
     pub max_output: usize,
+    /// An IDLE lasting this long ends with `* BYE` (the worker's `idle_timeout`).
+    pub idle_timeout: Duration,
+    /// This long without a command ends a non-IDLE session (the worker's `autologout`).
+    pub autologout: Duration,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { keepalive_interval: Duration::from_secs(120), tick: Duration::from_secs(1), max_output: 256 * 1024 }
+        Settings {
+            keepalive_interval: Duration::from_secs(120),
+            tick: Duration::from_secs(1),
+            max_output: 256 * 1024,
+            idle_timeout: Duration::from_secs(30 * 60),
+            autologout: Duration::from_secs(30 * 60),
+        }
     }
 }
 
@@ -110,6 +120,10 @@ pub struct Hibernator<S, H> {
     dirty: Vec<SessionKey>,
     flag_read: Option<FlagRead>,
     counters: Counters,
+    /// Start of the core's seconds clock.
+    epoch: Instant,
+    /// Current time, as last told by the driver.
+    clock: Instant,
 }
 
 impl<S: StateSource, H> Hibernator<S, H> {
@@ -131,7 +145,19 @@ impl<S: StateSource, H> Hibernator<S, H> {
             dirty: Vec::new(),
             flag_read: None,
             counters: Counters::default(),
+            epoch: now,
+            clock: now,
         }
+    }
+
+    /// Tells the core the current time (the driver calls this whenever it
+    /// wakes up; commands and arrivals are timed with it).
+    pub fn set_now(&mut self, now: Instant) {
+        self.clock = self.clock.max(now);
+    }
+
+    fn now_s(&self) -> u32 {
+        u32::try_from(self.clock.saturating_duration_since(self.epoch).as_secs()).unwrap_or(u32::MAX)
     }
 
     /// The counters.
@@ -271,6 +297,7 @@ impl<S: StateSource, H> Hibernator<S, H> {
             seen: 0,
             view: None,
             idle_tag: record.idle_tag.map(Tag::from),
+            since_s: self.now_s(),
             meta,
             buffers: None,
         };
@@ -327,6 +354,8 @@ impl<S: StateSource, H> Hibernator<S, H> {
 
     /// Turns the keepalive wheel.
     pub fn on_tick(&mut self, now: Instant) {
+        self.set_now(now);
+        let now_s = self.now_s();
         let mut due = Vec::new();
         let sessions = &self.sessions;
         let generations = &self.generations;
@@ -338,9 +367,24 @@ impl<S: StateSource, H> Hibernator<S, H> {
             }
             alive
         });
+        let (idle_limit, auto_limit) = (self.settings.idle_timeout.as_secs(), self.settings.autologout.as_secs());
         for key in due {
             let Some(s) = self.get_mut(key) else { continue };
-            if s.is_idle() && !s.is_leaving() {
+            if s.is_leaving() {
+                continue;
+            }
+            let quiet = u64::from(now_s.saturating_sub(s.since_s));
+            if quiet >= if s.is_idle() { idle_limit } else { auto_limit } {
+                // As the worker's session does at its deadline.
+                let b = s.buffers();
+                b.output.extend_from_slice(b"* BYE Disconnected for inactivity.\r\n");
+                b.input.clear();
+                s.bits |= CLOSE_PENDING;
+                self.counters.timeouts += 1;
+                self.dirty.push(key);
+                continue;
+            }
+            if s.is_idle() {
                 s.buffers().output.extend_from_slice(render::KEEPALIVE);
                 self.counters.keepalives += 1;
                 self.dirty.push(key);
@@ -657,6 +701,10 @@ impl<S: StateSource, H> Hibernator<S, H> {
             }
         }
         self.counters.answered += 1;
+        let now_s = self.now_s();
+        if let Some(s) = self.get_mut(key) {
+            s.since_s = now_s;
+        }
         self.dirty.push(key);
         true
     }

@@ -112,6 +112,8 @@ pub(crate) struct HibernatedSession<H> {
     /// The client's view of the selected mailbox (shared between sessions).
     pub view: Option<Arc<UidSet>>,
     pub idle_tag: Option<Tag>,
+    /// Core clock second of the last command (or of the IDLE start).
+    pub since_s: u32,
     pub meta: Box<SessionMeta>,
     pub buffers: Option<Box<Buffers>>,
 }

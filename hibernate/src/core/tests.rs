@@ -410,3 +410,33 @@ fn change_before_the_subscription_took_effect_is_caught_up() {
     assert_eq!(core.counters().resyncs, 1);
     assert_eq!(out(&mut core, key), "* 3 EXISTS\r\n");
 }
+
+#[test]
+fn idle_timeout_and_autologout_say_bye() {
+    let store = FakeStore::default();
+    store.create("INBOX", 1);
+    let t0 = Instant::now();
+    let settings = Settings {
+        idle_timeout: Duration::from_secs(300),
+        autologout: Duration::from_secs(600),
+        keepalive_interval: Duration::from_secs(60),
+        ..Settings::default()
+    };
+    let mut core: Core = Hibernator::new(settings, store, t0);
+    let idle = core.admit(record(true, 1, 1, b""), 1, 0);
+    let poller = core.admit(record(false, 1, 1, b""), 2, 0);
+    core.on_tick(t0 + Duration::from_secs(240));
+    core.set_now(t0 + Duration::from_secs(250));
+    core.on_input(poller, b"a NOOP\r\n");
+    assert_eq!(out(&mut core, poller), "a OK NOOP completed.\r\n");
+    core.on_tick(t0 + Duration::from_secs(300));
+    assert_eq!(out(&mut core, idle), "* OK Still here\r\n* BYE Disconnected for inactivity.\r\n");
+    core.output_flushed(idle);
+    assert!(core.take_actions().iter().any(|a| matches!(a, Action::Close { handle: 1 })));
+    // The poller's NOOP at 250 s restarted its clock: still there at 600 s.
+    core.on_tick(t0 + Duration::from_secs(600));
+    assert_eq!(out(&mut core, poller), "");
+    core.on_tick(t0 + Duration::from_secs(900));
+    assert_eq!(out(&mut core, poller), "* BYE Disconnected for inactivity.\r\n");
+    assert_eq!(core.counters().timeouts, 2);
+}

@@ -112,6 +112,7 @@ pub fn run(cfg: DriverConfig, stop: Arc<AtomicBool>) -> Result<(), DriverError> 
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(DriverError::Io(e.into())),
         }
+        d.core.set_now(Instant::now());
         for ev in &events {
             d.dispatch(ev.data.u64(), ev.flags);
             d.flush();
