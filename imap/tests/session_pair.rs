@@ -170,3 +170,20 @@ fn own_changes_coming_back_as_events_cause_no_output() {
     a.expect("DONE", &["i OK Idle completed."]);
     b.expect("y NOOP", &["* 1 FETCH (FLAGS (\\Seen))", "y OK NOOP completed."]);
 }
+
+#[test]
+fn changes_synced_by_one_session_reach_the_other_with_recent_for_one_only() {
+    // Both sessions share one storage mailbox in this process: whichever
+    // syncs first consumes the storage's change report; the other must
+    // still find the changes by comparing its own view.
+    let (w, mut a, mut b) = pair();
+    w.deliver("alice", "INBOX", &simple_message("four"));
+    b.expect("x NOOP", &["* 4 EXISTS", "* 1 RECENT", "x OK {}"]);
+    a.expect("a NOOP", &["* 4 EXISTS", "a OK NOOP completed."]);
+    b.expect("y STORE 4 +FLAGS ($Work)", &["* FLAGS {}", "* OK [PERMANENTFLAGS {}", "* 4 FETCH (FLAGS ($Work \\Recent))", "y OK {}"]);
+    b.expect("z STORE 1 +FLAGS.SILENT (\\Deleted)", &["z OK {}"]);
+    b.expect("e EXPUNGE", &["* 1 EXPUNGE", "e OK {}"]);
+    a.expect("b FETCH 4 (FLAGS)", &["* 4 FETCH (FLAGS ())", "b OK Fetch completed."]);
+    a.expect("c NOOP", &["* 1 EXPUNGE", "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work)", "* OK [PERMANENTFLAGS {} $Work \\*)] Flags permitted.", "* 3 FETCH (FLAGS ($Work))", "c OK NOOP completed."]);
+    a.expect("d SEARCH KEYWORD $Work", &["* SEARCH 3", "d OK Search completed."]);
+}

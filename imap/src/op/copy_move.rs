@@ -5,6 +5,7 @@ use imap_types::sequence::SequenceSet;
 use storage_hooks::{StoreError, UidRange, UidSet};
 
 use crate::session::response::number_set;
+use crate::session::selected::Selected;
 use crate::session::Session;
 
 impl Session {
@@ -20,7 +21,7 @@ impl Session {
             Ok(i) => i,
             Err(_) => return self.bad(tag, "Invalid message sequence number."),
         };
-        let uids: Vec<u32> = idx.iter().filter(|&&i| !sel.view[i].expunged).map(|&i| sel.view[i].meta.uid).collect();
+        let uids: Vec<u32> = idx.iter().filter(|&&i| !sel.view[i].expunged).map(|&i| sel.view[i].uid).collect();
         if uids.is_empty() {
             let what = if is_move { "Move" } else { "Copy" };
             return if uid || idx.is_empty() {
@@ -31,9 +32,17 @@ impl Session {
         }
         let uid_set = UidSet::from_ranges(uids.iter().map(|&u| UidRange { first: u, last: u }));
         let same_mailbox = target == sel.name();
-        let result = if is_move { sel.mailbox.move_to(&uid_set, &target) } else { sel.mailbox.copy_to(&uid_set, &target) };
+        let result = Selected::lock_mailbox(&sel.shared, &sel.status).and_then(|mut g| {
+            let r = if is_move { g.mailbox.move_to(&uid_set, &target)? } else { g.mailbox.copy_to(&uid_set, &target)? };
+            Ok((r, g.mailbox.status()))
+        });
         let result = match result {
-            Ok(r) => r,
+            Ok((r, status)) => {
+                if is_move {
+                    sel.status = status;
+                }
+                r
+            }
             Err(StoreError::NoSuchMailbox(_)) => return self.no(tag, "[TRYCREATE] Mailbox does not exist."),
             Err(e) => return self.no_store(tag, &e),
         };

@@ -3,6 +3,7 @@
 use imap_types::sequence::SequenceSet;
 use storage_hooks::UidSet;
 
+use crate::session::selected::Selected;
 use crate::session::Session;
 
 impl Session {
@@ -16,19 +17,24 @@ impl Session {
         let filter = match uids {
             Some(set) => match sel.resolve(set, true) {
                 Ok(idx) => Some(UidSet::from_ranges(idx.iter().map(|&i| {
-                    let u = sel.view[i].meta.uid;
+                    let u = sel.view[i].uid;
                     storage_hooks::UidRange { first: u, last: u }
                 }))),
                 Err(_) => return self.bad(tag, "Invalid UID set."),
             },
             None => None,
         };
-        match sel.mailbox.expunge(filter.as_ref()) {
-            Ok(gone) => {
+        let expunged = Selected::lock_mailbox(&sel.shared, &sel.status).and_then(|mut g| {
+            let gone = g.mailbox.expunge(filter.as_ref())?;
+            Ok((gone, g.mailbox.status()))
+        });
+        match expunged {
+            Ok((gone, status)) => {
+                sel.status = status;
                 sel.mark_expunged(&gone);
                 sel.report_expunges(enabled, &mut self.out);
                 self.sync_selected(true);
-                let hms = self.selected.as_ref().map(|s| s.mailbox.highestmodseq());
+                let hms = self.selected.as_ref().map(|s| s.status.highestmodseq);
                 match hms {
                     Some(h) if enabled.condstore => self.ok(tag, &format!("[HIGHESTMODSEQ {h}] Expunge completed.")),
                     _ => self.ok(tag, "Expunge completed."),

@@ -9,6 +9,7 @@ use storage_hooks::{FlagOp, Flags, MessageMeta, SystemFlags, UidRange, UidSet};
 
 use crate::fetch_render::{mime_tree, section, structure};
 use crate::session::response::{flag_list, literal, number_set};
+use crate::session::selected::Selected;
 use crate::session::Session;
 
 /// A message's raw bytes and MIME tree, loaded on first use.
@@ -96,8 +97,9 @@ impl Session {
         };
         if let (true, Some(since)) = (vanished, changed_since) {
             // RFC 7162 3.2.6: UIDs in the requested set expunged after `since`.
-            if let Ok(Some(gone)) = sel.mailbox.expunged_since(since) {
-                let star = sel.mailbox.uidnext().saturating_sub(1);
+            let gone = Selected::lock_mailbox(&sel.shared, &sel.status).and_then(|g| g.mailbox.expunged_since(since));
+            if let Ok(Some(gone)) = gone {
+                let star = sel.status.uidnext.saturating_sub(1);
                 let in_set: Vec<u32> = gone
                     .iter()
                     .filter(|&u| {
@@ -176,12 +178,30 @@ impl Session {
             return;
         }
         let seq = i + 1;
-        let meta: MessageMeta = sel.view[i].meta.clone();
-        if changed_since.is_some_and(|c| meta.modseq <= c) {
+        let entry = sel.view[i].clone();
+        if changed_since.is_some_and(|c| entry.modseq <= c) {
             return;
         }
+        let shared = sel.shared.clone();
+        let Ok(mut g) = Selected::lock_mailbox(&shared, &sel.status) else {
+            job.missing = true;
+            return;
+        };
+        // Size and date come from the shared mailbox; a message gone from
+        // it (expunge not reported to this client yet) still has the UID
+        // and flags the client knows.
+        let needs_stored = items.iter().any(|i| matches!(i, MessageDataItemName::InternalDate | MessageDataItemName::Rfc822Size));
+        let (size, date) = match g.mailbox.message(entry.uid) {
+            Some(m) => (m.size, m.internal_date),
+            None if needs_stored || needs_body => {
+                job.missing = true;
+                return;
+            }
+            None => (0, 0),
+        };
+        let meta = MessageMeta { uid: entry.uid, flags: entry.flags(), modseq: entry.modseq, size, internal_date: date, recent: false };
         let mut loaded = if needs_body {
-            match sel.mailbox.read_message(meta.uid) {
+            match g.mailbox.read_message(meta.uid) {
                 Ok(raw) => Some(Loaded { raw, tree: None }),
                 Err(_) => {
                     job.missing = true;
@@ -193,11 +213,12 @@ impl Session {
         };
         let mut meta = meta;
         let mut flags_changed = false;
-        if sets_seen && !meta.flags.system.contains(SystemFlags::SEEN) && !sel.view[i].expunged {
+        if sets_seen && !meta.flags.system.contains(SystemFlags::SEEN) && !entry.expunged {
             let one = UidSet::from_ranges([UidRange { first: meta.uid, last: meta.uid }]);
-            if let Ok(r) = sel.mailbox.store_flags(&one, FlagOp::Add, &Flags::system(SystemFlags::SEEN), None) {
+            if let Ok(r) = g.mailbox.store_flags(&one, FlagOp::Add, &Flags::system(SystemFlags::SEEN), None) {
+                sel.status = g.mailbox.status();
                 for (u, f, m) in r.changed {
-                    sel.set_flags(u, f.clone(), m);
+                    sel.set_flags(u, &f, m, &mut g.keyword_sets);
                     if u == meta.uid {
                         meta.flags = f;
                         meta.modseq = m;
@@ -206,7 +227,8 @@ impl Session {
                 }
             }
         }
-        let recent = sel.recent.contains(&meta.uid);
+        drop(g);
+        let recent = sel.recent.contains(meta.uid);
         let mut o = format!("* {seq} FETCH (").into_bytes();
         let mut first = true;
         let mut sep = |o: &mut Vec<u8>| {

@@ -6,7 +6,7 @@ use imap_types::core::Charset;
 use imap_types::search::SearchKey;
 use imap_types::sequence::SequenceSet;
 use mail_parser::{Address, HeaderValue, MessageParser, PartType};
-use storage_hooks::{MessageMeta, SystemFlags};
+use storage_hooks::{Mailbox, MessageMeta, SystemFlags};
 
 use crate::fetch_render::mime_tree;
 use crate::op::select::seq_bounds;
@@ -23,8 +23,8 @@ struct Content {
     sent: Option<i64>,
 }
 
-fn load(sel: &Selected, uid: u32) -> Option<Content> {
-    let raw = sel.mailbox.read_message(uid).ok()?;
+fn load(mailbox: &Mailbox, uid: u32) -> Option<Content> {
+    let raw = mailbox.read_message(uid).ok()?;
     let mut headers = Vec::new();
     let mut body_text = String::new();
     let mut sent = None;
@@ -83,9 +83,9 @@ fn decoded(v: &HeaderValue<'_>) -> String {
 }
 
 /// Evaluation context of one message.
-struct Candidate<'a> {
+struct Candidate {
     seq: u32,
-    meta: &'a MessageMeta,
+    meta: MessageMeta,
     recent: bool,
     content: Option<Option<Content>>,
 }
@@ -103,20 +103,20 @@ fn in_set(set: &SequenceSet, n: u32, star: u32) -> bool {
 }
 
 struct Evaluator<'a> {
-    sel: &'a Selected,
+    mailbox: &'a Mailbox,
     max_seq: u32,
     max_uid: u32,
 }
 
 impl Evaluator<'_> {
-    fn content<'c>(&self, c: &'c mut Candidate<'_>) -> Option<&'c Content> {
+    fn content<'c>(&self, c: &'c mut Candidate) -> Option<&'c Content> {
         if c.content.is_none() {
-            c.content = Some(load(self.sel, c.meta.uid));
+            c.content = Some(load(self.mailbox, c.meta.uid));
         }
         c.content.as_ref().and_then(Option::as_ref)
     }
 
-    fn header_contains(&self, c: &mut Candidate<'_>, name: &str, needle: &[u8]) -> bool {
+    fn header_contains(&self, c: &mut Candidate, name: &str, needle: &[u8]) -> bool {
         let needle = String::from_utf8_lossy(needle).to_lowercase();
         let name = name.to_ascii_lowercase();
         self.content(c).is_some_and(|ct| {
@@ -124,7 +124,7 @@ impl Evaluator<'_> {
         })
     }
 
-    fn matches(&self, key: &SearchKey<'_>, c: &mut Candidate<'_>) -> bool {
+    fn matches(&self, key: &SearchKey<'_>, c: &mut Candidate) -> bool {
         let f = &c.meta.flags;
         let has = |x: SystemFlags| f.system.contains(x);
         match key {
@@ -188,7 +188,7 @@ impl Evaluator<'_> {
         }
     }
 
-    fn sent(&self, c: &mut Candidate<'_>) -> Option<i64> {
+    fn sent(&self, c: &mut Candidate) -> Option<i64> {
         self.content(c).and_then(|ct| ct.sent)
     }
 }
@@ -227,25 +227,35 @@ impl Session {
             self.sync_selected(uid);
         }
         let Some(sel) = self.selected.as_ref() else { return };
+        let shared = sel.shared.clone();
+        let g = match Selected::lock_mailbox(&shared, &sel.status) {
+            Ok(g) => g,
+            Err(e) => return self.no_store(tag, &e),
+        };
         let ev = Evaluator {
-            sel,
+            mailbox: &g.mailbox,
             max_seq: u32::try_from(sel.view.len()).unwrap_or(u32::MAX),
-            max_uid: sel.view.last().map_or(0, |e| e.meta.uid),
+            max_uid: sel.view.last().map_or(0, |e| e.uid),
         };
         let mut hits = Vec::new();
         let mut max_modseq = 0;
         for (i, e) in sel.view.iter().enumerate() {
+            // Size and date from the shared mailbox (0 for a message gone
+            // from it whose expunge this client was not told yet).
+            let (size, internal_date) = g.mailbox.message(e.uid).map_or((0, 0), |m| (m.size, m.internal_date));
+            let meta = MessageMeta { uid: e.uid, flags: e.flags(), modseq: e.modseq, size, internal_date, recent: false };
             let mut c = Candidate {
                 seq: u32::try_from(i + 1).unwrap_or(u32::MAX),
-                meta: &e.meta,
-                recent: sel.recent.contains(&e.meta.uid),
+                meta,
+                recent: sel.recent.contains(e.uid),
                 content: None,
             };
             if criteria.iter().all(|k| ev.matches(k, &mut c)) {
-                hits.push(if uid { e.meta.uid } else { c.seq });
-                max_modseq = max_modseq.max(e.meta.modseq);
+                hits.push(if uid { e.uid } else { c.seq });
+                max_modseq = max_modseq.max(e.modseq);
             }
         }
+        drop(g);
         let line = match self.search_return.take() {
             Some(r) => esearch_line(tag, uid, &hits, r, modseq.then_some(max_modseq)),
             None => {

@@ -6,6 +6,7 @@ use imap_types::sequence::SequenceSet;
 
 use crate::session::response::number_set;
 use crate::session::selected::Selected;
+use crate::session::shared_mailbox;
 use crate::session::Session;
 
 /// Flags this server stores, for FLAGS and PERMANENTFLAGS.
@@ -33,7 +34,7 @@ impl Session {
             }
         }
         let Some(store) = self.store.clone() else { return };
-        let mailbox = match store.open_mailbox(&name) {
+        let mailbox = match shared_mailbox::open(&store, &name) {
             Ok(m) => m,
             Err(e) => return self.no_store(tag, &e),
         };
@@ -41,10 +42,8 @@ impl Session {
             Ok(s) => s,
             Err(e) => return self.no_store(tag, &e),
         };
-        let mut keywords: Vec<String> = sel.view.iter().flat_map(|e| e.meta.flags.keywords.iter().cloned()).collect();
-        keywords.sort();
-        keywords.dedup();
-        let kw = if keywords.is_empty() { String::new() } else { format!(" {}", keywords.join(" ")) };
+        let keywords: Vec<&String> = sel.keywords.iter().collect();
+        let kw: String = keywords.iter().map(|k| format!(" {k}")).collect();
         let mut o = String::new();
         o.push_str(&format!("* FLAGS ({SYSTEM_FLAGS}{kw})\r\n"));
         if read_only {
@@ -54,15 +53,15 @@ impl Session {
         }
         o.push_str(&format!("* {} EXISTS\r\n", sel.view.len()));
         o.push_str(&format!("* {} RECENT\r\n", sel.recent_count()));
-        if let Some(i) = sel.view.iter().position(|e| !e.meta.flags.system.contains(storage_hooks::SystemFlags::SEEN)) {
+        if let Some(i) = sel.view.iter().position(|e| !e.system.contains(storage_hooks::SystemFlags::SEEN)) {
             o.push_str(&format!("* OK [UNSEEN {}] First unseen.\r\n", i + 1));
         }
-        o.push_str(&format!("* OK [UIDVALIDITY {}] UIDs valid\r\n", sel.mailbox.uidvalidity()));
-        o.push_str(&format!("* OK [UIDNEXT {}] Predicted next UID\r\n", sel.mailbox.uidnext()));
-        o.push_str(&format!("* OK [HIGHESTMODSEQ {}] Highest\r\n", sel.mailbox.highestmodseq()));
+        o.push_str(&format!("* OK [UIDVALIDITY {}] UIDs valid\r\n", sel.status.uidvalidity));
+        o.push_str(&format!("* OK [UIDNEXT {}] Predicted next UID\r\n", sel.status.uidnext));
+        o.push_str(&format!("* OK [HIGHESTMODSEQ {}] Highest\r\n", sel.status.highestmodseq));
         self.out.extend_from_slice(o.as_bytes());
         if let Some((uidvalidity, modseq, known)) = qresync {
-            if uidvalidity == sel.mailbox.uidvalidity() {
+            if uidvalidity == sel.status.uidvalidity {
                 self.qresync_report(&sel, modseq, known.as_ref());
             }
         }
@@ -75,8 +74,8 @@ impl Session {
     /// QRESYNC: VANISHED (EARLIER) for known UIDs that are gone, then FETCH
     /// for messages changed since `modseq`.
     fn qresync_report(&mut self, sel: &Selected, modseq: u64, known: Option<&SequenceSet>) {
-        let existing: Vec<u32> = sel.view.iter().map(|e| e.meta.uid).collect();
-        let max_known = sel.mailbox.uidnext().saturating_sub(1);
+        let existing: Vec<u32> = sel.view.iter().map(|e| e.uid).collect();
+        let max_known = sel.status.uidnext.saturating_sub(1);
         let in_known = |uid: u32| match known {
             Some(set) => set.0.as_ref().iter().any(|s| {
                 let (a, b) = seq_bounds(s, max_known);
@@ -84,7 +83,8 @@ impl Session {
             }),
             None => true,
         };
-        let vanished: Vec<u32> = match sel.mailbox.expunged_since(modseq) {
+        let expunged = Selected::lock_mailbox(&sel.shared, &sel.status).and_then(|g| g.mailbox.expunged_since(modseq));
+        let vanished: Vec<u32> = match expunged {
             Ok(Some(set)) => set.iter().filter(|&u| in_known(u)).collect(),
             _ => {
                 // The expunge log does not reach back: every known UID not
@@ -117,7 +117,7 @@ impl Session {
             self.out.extend_from_slice(format!("* VANISHED (EARLIER) {}\r\n", number_set(&vanished)).as_bytes());
         }
         for (i, e) in sel.view.iter().enumerate() {
-            if e.meta.modseq > modseq {
+            if e.modseq > modseq {
                 sel.write_flags_fetch(i + 1, self.enabled, true, &mut self.out);
             }
         }

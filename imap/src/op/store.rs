@@ -6,6 +6,7 @@ use imap_types::sequence::SequenceSet;
 use storage_hooks::{FlagOp, Flags, UidRange, UidSet};
 
 use crate::session::response::number_set;
+use crate::session::selected::Selected;
 use crate::session::Session;
 
 impl Session {
@@ -47,16 +48,26 @@ impl Session {
             Ok(i) => i,
             Err(_) => return self.bad(tag, "Invalid message sequence number."),
         };
-        let uids: Vec<u32> = idx.iter().filter(|&&i| !sel.view[i].expunged).map(|&i| sel.view[i].meta.uid).collect();
+        let uids: Vec<u32> = idx.iter().filter(|&&i| !sel.view[i].expunged).map(|&i| sel.view[i].uid).collect();
         let uid_set = UidSet::from_ranges(uids.iter().map(|&u| UidRange { first: u, last: u }));
-        let result = match sel.mailbox.store_flags(&uid_set, op, &flags, unchanged_since) {
-            Ok(r) => r,
+        let shared = sel.shared.clone();
+        let mut g = match Selected::lock_mailbox(&shared, &sel.status) {
+            Ok(g) => g,
             Err(e) => return self.no_store(tag, &e),
         };
+        let result = match g.mailbox.store_flags(&uid_set, op, &flags, unchanged_since) {
+            Ok(r) => r,
+            Err(e) => {
+                drop(g);
+                return self.no_store(tag, &e);
+            }
+        };
+        sel.status = g.mailbox.status();
         for (u, f, m) in &result.changed {
-            sel.announce_keywords(f, &mut self.out);
-            sel.set_flags(*u, f.clone(), *m);
+            sel.announce_keywords(&f.keywords, &mut self.out);
+            sel.set_flags(*u, f, *m, &mut g.keyword_sets);
         }
+        drop(g);
         let silent = matches!(response, StoreResponse::Silent);
         let changed: std::collections::HashSet<u32> = result.changed.iter().map(|c| c.0).collect();
         for &u in &uids {

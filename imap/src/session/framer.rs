@@ -83,6 +83,19 @@ impl Framer {
         self.input.extend_from_slice(bytes);
     }
 
+    /// Frees the input buffer once all of it was consumed, and the command
+    /// buffer when no command is being read, so that a waiting session holds
+    /// no buffer space (memory per idle connection).
+    pub(crate) fn release_consumed(&mut self) {
+        if self.pos == self.input.len() {
+            self.input = Vec::new();
+            self.pos = 0;
+        }
+        if self.message.is_empty() {
+            self.message = Vec::new();
+        }
+    }
+
     /// Treat the next lines as plain lines (no literal recognition).
     pub(crate) fn set_line_only(&mut self, on: bool) {
         self.line_only = on;

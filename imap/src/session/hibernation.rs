@@ -14,10 +14,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use storage_hooks::{Flags, Hooks, MessageMeta, StoreError, UidRange, UidSet, UserStore};
+use storage_hooks::{Hooks, StoreError, UidRange, UidSet, UserStore};
 
 use super::machine::Phase;
 use super::selected::{Selected, ViewEntry};
+use super::shared_mailbox;
 use super::{Authenticator, EnabledExtensions, Session, SessionError, SessionOptions};
 
 /// The selected mailbox as the client knows it.
@@ -106,9 +107,9 @@ impl Session {
                 Some(HibernatedView {
                     mailbox: sel.name().to_string(),
                     read_only: sel.read_only,
-                    uidvalidity: sel.mailbox.uidvalidity(),
-                    uids: UidSet::from_ranges(sel.view.iter().map(|e| UidRange { first: e.meta.uid, last: e.meta.uid })),
-                    highest_modseq_seen: sel.view.iter().map(|e| e.meta.modseq).max().unwrap_or(0),
+                    uidvalidity: sel.status.uidvalidity,
+                    uids: UidSet::from_ranges(sel.view.iter().map(|e| UidRange { first: e.uid, last: e.uid })),
+                    highest_modseq_seen: sel.view.iter().map(|e| e.modseq).max().unwrap_or(0),
                 })
             }
         };
@@ -166,29 +167,31 @@ impl Session {
 
 /// The client's view over the current mailbox; `None` if UIDVALIDITY changed.
 fn rebuild_view(store: &UserStore, view: &HibernatedView) -> Result<Option<Selected>, StoreError> {
-    let mailbox = store.open_mailbox(&view.mailbox)?;
-    if mailbox.uidvalidity() != view.uidvalidity {
-        return Ok(None);
-    }
-    let current = mailbox.messages();
-    let entries: Vec<ViewEntry> = view
-        .uids
-        .iter()
-        .map(|uid| match current.binary_search_by_key(&uid, |m| m.uid) {
-            Ok(i) => {
-                let mut meta = current[i].clone();
-                if meta.modseq > view.highest_modseq_seen {
-                    // Unknown to the client: a MODSEQ no message has makes
-                    // the next sync report this message's flags.
-                    meta.modseq = 0;
+    let shared = shared_mailbox::open(store, &view.mailbox)?;
+    let entries = {
+        let mut guard = shared_mailbox::lock(&shared);
+        let g = &mut *guard;
+        if g.mailbox.uidvalidity() != view.uidvalidity {
+            return Ok(None);
+        }
+        let current = g.mailbox.messages();
+        let entries: Vec<ViewEntry> = view
+            .uids
+            .iter()
+            .map(|uid| match current.binary_search_by_key(&uid, |m| m.uid) {
+                Ok(i) => {
+                    let mut entry = ViewEntry::of(&current[i], &mut g.keyword_sets);
+                    if entry.modseq > view.highest_modseq_seen {
+                        // Unknown to the client: a MODSEQ no message has makes
+                        // the next sync report this message's flags.
+                        entry.modseq = 0;
+                    }
+                    entry
                 }
-                ViewEntry { meta, expunged: false }
-            }
-            Err(_) => ViewEntry {
-                meta: MessageMeta { uid, flags: Flags::default(), modseq: 0, size: 0, internal_date: 0, recent: false },
-                expunged: true,
-            },
-        })
-        .collect();
-    Ok(Some(Selected::from_view(mailbox, view.read_only, entries)))
+                Err(_) => ViewEntry::gone(uid),
+            })
+            .collect();
+        entries
+    };
+    Ok(Some(Selected::from_view(shared, view.read_only, entries)))
 }

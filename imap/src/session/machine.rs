@@ -156,8 +156,8 @@ impl Session {
             // Our own writes come back through the bus: a message-level
             // event that is not newer than what we synced needs no resync.
             let already_seen = message_level
-                && event.uidvalidity == sel.mailbox.uidvalidity()
-                && event.modseq_after <= sel.mailbox.highestmodseq();
+                && event.uidvalidity == sel.status.uidvalidity
+                && event.modseq_after <= sel.status.highestmodseq;
             if !already_seen {
                 self.changes_pending = true;
             }
@@ -223,6 +223,13 @@ impl Session {
                 }
             }
             let Some(frame) = self.framer.poll() else {
+                // Waiting for the client: hand back buffer space a long
+                // command or a big response left behind.
+                self.framer.release_consumed();
+                self.out = Vec::new();
+                if let Some(sel) = self.selected.as_mut() {
+                    sel.release_spare_capacity();
+                }
                 return SessionEvent::NeedMoreInput { deadline: self.deadline() };
             };
             self.last_activity = now;

@@ -17,6 +17,7 @@ pub(crate) mod mutf7;
 mod options;
 pub(crate) mod response;
 pub(crate) mod selected;
+pub(crate) mod shared_mailbox;
 
 pub use authenticator::{AuthFailure, AuthenticatedUser, Authenticator};
 pub use event::SessionEvent;
