@@ -58,6 +58,7 @@ fn serve(index: u32, run_dir: &Path) {
         socket_path: run_dir.join(format!("hibernate-{index}.sock")),
         bus: BusConfig::unix_in_run_dir(run_dir),
         settings: Settings::default(),
+        max_sessions: 0,
     };
     run(cfg, Arc::new(AtomicBool::new(false))).unwrap();
 }

@@ -38,6 +38,10 @@ impl Drop for Fixture {
 }
 
 fn fixture(messages: usize) -> Fixture {
+    fixture_with(messages, 0)
+}
+
+fn fixture_with(messages: usize, max_sessions: usize) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let run_dir = dir.path().join("run");
     std::fs::create_dir_all(&run_dir).unwrap();
@@ -50,6 +54,7 @@ fn fixture(messages: usize) -> Fixture {
         socket_path: socket.clone(),
         bus: bus_cfg.clone(),
         settings: Settings { keepalive_interval: Duration::from_secs(2), ..Settings::default() },
+        max_sessions,
     };
     let stop2 = stop.clone();
     let thread = std::thread::spawn(move || run(cfg, stop2).unwrap());
@@ -228,4 +233,17 @@ fn client_gone_while_being_handed_back_is_not_lost_input() {
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut buf = [0u8; 16];
     assert_eq!(s.read(&mut buf).unwrap(), 0);
+}
+
+#[test]
+fn a_full_process_sends_sessions_straight_back() {
+    let f = fixture_with(1, 1);
+    let _first = f.hibernate(true, false, b"");
+    f.wait_held(1);
+    let _second = f.hibernate(false, false, b"A7 NOOP\r\n");
+    let (record, _fd) = f.hand_back();
+    assert_eq!(record.pending_input, b"A7 NOOP\r\n", "returned unchanged");
+    assert_eq!(record.idle_tag, None);
+    let stats = f.stats();
+    assert_eq!((stats.held, stats.refused_full), (1, 1));
 }

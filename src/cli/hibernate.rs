@@ -137,6 +137,7 @@ pub fn run(config: Config, args: HibernateArgs) -> anyhow::Result<()> {
             autologout: Duration::from_secs(config.imap.autologout_secs),
             ..Settings::default()
         },
+        max_sessions: 0,
     };
     run_driver(cfg, stop).context("hibernate process failed")?;
     Ok(())
@@ -229,6 +230,7 @@ pub fn stats(config: &Config) -> anyhow::Result<()> {
         println!("  STATUS from cache      {}", c.status_from_cache);
         println!("  keepalives             {}", c.keepalives);
         println!("  inactivity timeouts    {}", c.timeouts);
+        println!("  refused (full)         {}", c.refused_full);
     }
     anyhow::ensure!(answered > 0, "no hibernate process is running (no socket in {})", config.run_dir().display());
     Ok(())

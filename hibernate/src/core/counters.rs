@@ -72,6 +72,9 @@ pub struct Counters {
     pub keepalives: u64,
     /// Sessions ended by the IDLE timeout or autologout.
     pub timeouts: u64,
+    /// Sessions refused (sent straight back) because the process was near
+    /// its descriptor limit.
+    pub refused_full: u64,
 }
 
 impl Counters {

@@ -233,6 +233,11 @@ impl<S: StateSource, H> Hibernator<S, H> {
         self.get(key).is_some_and(|s| !s.is_leaving())
     }
 
+    /// Counts a session refused because the process is full.
+    pub fn count_refused_full(&mut self) {
+        self.counters.refused_full += 1;
+    }
+
     /// The handle of a held session.
     pub fn handle(&self, key: SessionKey) -> Option<&H> {
         self.get(key).map(|s| &s.handle)

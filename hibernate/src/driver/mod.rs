@@ -57,6 +57,8 @@ pub struct DriverConfig {
     pub bus: BusConfig,
     /// Core settings (keepalive interval).
     pub settings: Settings,
+    /// Most sessions to hold; 0 = as many as the descriptor limit allows.
+    pub max_sessions: usize,
 }
 
 /// The client descriptor plus the worker it came from.
@@ -73,9 +75,14 @@ const BUS: u64 = u64::MAX - 1;
 const WORKER_BASE: u64 = u64::MAX - 2;
 const MAX_WORKERS: u64 = 1 << 16;
 const READ_CHUNK: usize = 16 * 1024;
+/// Descriptors kept free for worker links, the bus, storage reads and logs.
+const FD_RESERVE: u64 = 256;
 
 struct Driver {
     cfg: DriverConfig,
+    /// Most sessions held: the descriptor limit minus a reserve, so that a
+    /// received descriptor never fails with EMFILE.
+    capacity: usize,
     epoll: OwnedFd,
     listener: OwnedFd,
     workers: Vec<Option<OwnedFd>>,
@@ -100,7 +107,12 @@ pub fn run(cfg: DriverConfig, stop: Arc<AtomicBool>) -> Result<(), DriverError> 
     epoll::add(&epoll, &listener, EventData::new_u64(LISTENER), EventFlags::IN).map_err(io::Error::from)?;
     epoll::add(&epoll, bus.wake_fd(), EventData::new_u64(BUS), EventFlags::IN).map_err(io::Error::from)?;
     let core = Hibernator::new(cfg.settings, StorageSource, Instant::now());
-    let mut d = Driver { cfg, epoll, listener, workers: Vec::new(), bus, core, buf: vec![0u8; MAX_MESSAGE] };
+    let fd_limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(1 << 20);
+    let mut capacity = usize::try_from(fd_limit.saturating_sub(FD_RESERVE)).unwrap_or(usize::MAX);
+    if cfg.max_sessions > 0 {
+        capacity = capacity.min(cfg.max_sessions);
+    }
+    let mut d = Driver { cfg, capacity, epoll, listener, workers: Vec::new(), bus, core, buf: vec![0u8; MAX_MESSAGE] };
     tracing::info!(index = d.cfg.index, pid = std::process::id(), socket = %d.cfg.socket_path.display(), "hibernate process ready");
     let mut events: Vec<Event> = Vec::with_capacity(1024);
     while !stop.load(Ordering::Relaxed) {
@@ -176,6 +188,11 @@ impl Driver {
             match received {
                 Ok(m) => self.worker_message(w, m.len, m.fd),
                 Err(ChannelError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(ChannelError::Malformed) => {
+                    // A truncated message (e.g. the descriptor could not be
+                    // installed): that session is lost, the link is fine.
+                    tracing::error!(worker = w, "truncated message from a worker; a session was lost");
+                }
                 Err(e) => {
                     if !matches!(e, ChannelError::Closed) {
                         tracing::warn!(worker = w, error = %e, "worker channel failed");
@@ -216,6 +233,18 @@ impl Driver {
             tracing::warn!(worker = w, "session record without a descriptor");
             return;
         };
+        if self.core.len() >= self.capacity {
+            // Full: the session goes straight back, unchanged; the worker
+            // keeps serving it.
+            self.core.count_refused_full();
+            let payload = bytes.to_vec();
+            if let Some(Some(ch)) = self.workers.get(w as usize) {
+                if send_blocking(ch.as_fd(), &payload, fd.as_fd()).is_err() {
+                    let _ = rustix::io::write(&fd, b"* BYE Server is busy, please reconnect.\r\n");
+                }
+            }
+            return;
+        }
         let record = match HibernationRecord::decode(bytes) {
             Ok(r) => r,
             Err(e) => {
