@@ -69,6 +69,8 @@ pub struct Config {
     pub bus: BusConfig,
     /// IDLE hibernation timing.
     pub hibernate: HibernateConfig,
+    /// Where change events come from (store hooks, Maildir watcher).
+    pub storage: StorageConfig,
 }
 
 impl Default for Config {
@@ -83,6 +85,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             bus: BusConfig::default(),
             hibernate: HibernateConfig::default(),
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -338,6 +341,15 @@ impl Config {
                 return invalid(key, "must be an IP:port address such as 127.0.0.1:1143");
             }
         }
+        if self.storage.change_source == ChangeSource::Inotify {
+            return invalid(
+                "storage.change_source",
+                "\"inotify\" alone would hide our own writes (the watcher reports only changes the store did not make); use \"both\"",
+            );
+        }
+        if self.storage.poll_interval_secs == 0 {
+            return invalid("storage.poll_interval_secs", "must be greater than 0");
+        }
         if self.imap.workers == 0 || self.imap.workers > 256 {
             return invalid("imap.workers", "must be between 1 and 256");
         }
@@ -390,6 +402,35 @@ impl Config {
     }
 }
 
+/// Where change events come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeSource {
+    /// Only the store hooks: changes made by other programs are not announced.
+    Hooks,
+    /// Only the Maildir watcher (refused by validation, see `storage.change_source`).
+    Inotify,
+    /// Hooks for our own writes, the watcher for outside writers.
+    #[default]
+    Both,
+}
+
+/// `[storage]`: change events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `hooks`, `inotify` or `both`.
+    pub change_source: ChangeSource,
+    /// Stat-poll interval for users without inotify watches (watch limit reached).
+    pub poll_interval_secs: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { change_source: ChangeSource::Both, poll_interval_secs: 30 }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -419,6 +460,9 @@ mod tests {
             "[users]\ndefault_scheme = \"MD5\"\n",
             "[users]\nmail_location = \"%q/Maildir\"\n",
             "[bus]\ntransport = \"carrier-pigeon\"\n",
+            "[storage]\nchange_source = \"inotify\"\n",
+            "[storage]\nchange_source = \"fanotify\"\n",
+            "[storage]\npoll_interval_secs = 0\n",
         ] {
             assert!(Config::parse(text, Path::new("x")).is_err(), "accepted: {text}");
         }
@@ -433,3 +477,4 @@ mod tests {
         assert_eq!(c.lmtp_unix_socket(), None);
     }
 }
+

@@ -47,10 +47,26 @@ pub fn run(config: Config, _args: WorkerArgs) -> anyhow::Result<()> {
         let location = MailLocation::parse(&config.users.mail_location)?;
         let users = Arc::new(UserDb::open(config.passwd_file(), location)?);
         let wakeups = WakeupRegistry::new();
-        start_bus_subscriber(&config, wakeups.clone()).await;
+        let bus_listener = start_bus_subscriber(&config, wakeups.clone()).await;
+        let hooks = store_hooks(&config).await;
+        // Outside changes to the Maildirs of users with sessions here.
+        let watcher = super::outside_changes::start_watcher(&config);
+        match &watcher {
+            Some(w) => wakeups.set_listener(Arc::new(super::outside_changes::WatchingListener::new(
+                w.clone(),
+                users.clone(),
+                hooks.clone(),
+                bus_listener,
+            ))),
+            None => {
+                if let Some(l) = bus_listener {
+                    wakeups.set_listener(l);
+                }
+            }
+        }
         let deps = WorkerDeps {
             authenticator: UserDbAuthenticator::new(users),
-            hooks: store_hooks(&config).await,
+            hooks,
             wakeups,
             hibernation: super::hibernate::worker_settings(&config),
         };
@@ -89,16 +105,19 @@ impl UserSubscriptionListener for SubscriptionRequests {
 /// Connects the bus subscriber to the wake-up registry: events of users with
 /// sessions here wake those sessions. Without a bus, sessions still see this
 /// worker's own changes at once and other changes with their next command.
-async fn start_bus_subscriber(config: &Config, wakeups: Arc<WakeupRegistry>) {
+/// Returns the listener to install in the registry (sessions coming and going).
+async fn start_bus_subscriber(
+    config: &Config,
+    wakeups: Arc<WakeupRegistry>,
+) -> Option<Arc<dyn UserSubscriptionListener>> {
     let mut subscriber = match BusSubscriber::from_config(&bus_config(config)).await {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "no event bus: IDLE sessions will not be woken by other processes' changes");
-            return;
+            return None;
         }
     };
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    wakeups.set_listener(Arc::new(SubscriptionRequests(tx)));
+    let (tx, mut rx) = mpsc::unbounded_channel::<(String, bool)>();
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -121,4 +140,5 @@ async fn start_bus_subscriber(config: &Config, wakeups: Arc<WakeupRegistry>) {
             }
         }
     });
+    Some(Arc::new(SubscriptionRequests(tx)))
 }
