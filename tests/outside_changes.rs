@@ -114,3 +114,4 @@ fn change_source_hooks_announces_nothing_from_outside() {
     out.push_str(&imap_until(&mut r, "d OK"));
     assert!(out.contains("* 1 EXISTS"), "{out}");
 }
+

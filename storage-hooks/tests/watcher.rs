@@ -261,3 +261,22 @@ fn a_slow_plain_copy_is_published_once_complete() {
     assert_eq!(events[0].summary.as_ref().unwrap().subject, "outside");
     assert!(quiet_for(&hook, Duration::from_millis(200)).is_empty());
 }
+
+#[test]
+fn a_file_named_like_a_live_writers_own_is_left_to_it_then_still_published() {
+    let base = tempfile::tempdir().unwrap();
+    let (store, hook) = store("judy", base.path());
+    let watcher = MaildirWatcher::start(WatcherConfig::default()).unwrap();
+    watcher.watch_user(&store);
+    // Named like one of our own deliveries by this (live) process, but no
+    // writer numbers it: after the grace period the watcher publishes it.
+    let name = format!("1700000000.M1P{}Q1R0badcafe.host,S=10,W=10", std::process::id());
+    let tmp = store.root().join("tmp").join(&name);
+    std::fs::write(&tmp, MSG).unwrap();
+    let t = Instant::now();
+    std::fs::rename(&tmp, store.root().join("new").join(&name)).unwrap();
+    let events = wait_for(&hook, |e| !e.is_empty());
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].kind, EventKind::MessageNew);
+    assert!(t.elapsed() >= Duration::from_millis(150), "left to its writer first: {:?}", t.elapsed());
+}

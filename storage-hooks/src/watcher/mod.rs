@@ -27,6 +27,7 @@
 mod folder_set;
 #[cfg(target_os = "linux")]
 mod inotify_source;
+mod own_files;
 
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsString;
@@ -520,7 +521,7 @@ impl Shared {
             }
             // Files still being written (created, not closed) wait a little.
             let now = Instant::now();
-            writing.retain(|_, since| now.duration_since(*since) < WRITE_GRACE);
+            writing.retain(|_, until| now < *until);
             let busy: BTreeSet<(String, String)> = {
                 let state = self.lock();
                 writing.keys().filter_map(|(w, _)| state.targets.get(w)).flatten().map(|t| (t.user.clone(), t.mailbox.clone())).collect()
@@ -583,15 +584,22 @@ impl Shared {
                             continue;
                         }
                         match kind {
+                            RawKind::Created | RawKind::MovedTo
+                                if target.kind == DirKind::New && own_files::written_by_live_dormouse(&name) =>
+                            {
+                                // Its writer numbers it (and publishes it) itself.
+                                writing.insert((watch, name.clone()), now + own_files::OWN_FILE_GRACE);
+                            }
                             RawKind::Created => {
                                 // A hard link (our COPY) is complete at once; a
                                 // plain `cp` is complete at close.
                                 let sub = if target.kind == DirKind::New { "new" } else { "cur" };
                                 let linked = state.users.get(&target.user).and_then(|u| u.store.mailbox_path(&target.mailbox).ok()).and_then(|p| std::fs::metadata(p.join(sub).join(&name)).ok()).is_none_or(|m| m.nlink() > 1);
                                 if !linked {
-                                    writing.insert((watch, name.clone()), now);
+                                    writing.insert((watch, name.clone()), now + WRITE_GRACE);
                                 }
                             }
+                            RawKind::MovedTo => {}
                             _ => {
                                 writing.remove(&(watch, name.clone()));
                             }
