@@ -260,16 +260,79 @@ pub struct HibernateConfig {
     pub timeout_secs: u64,
     /// Seconds without commands after which a session counts as idle.
     pub idle_after_secs: u64,
-    /// Number of hibernate processes; 0 = none (sessions never hibernate).
-    /// Each process holds up to ~19,000 sessions (its descriptor limit).
-    pub processes: usize,
+    /// How many hibernate processes: `"auto"` (start one, add another
+    /// whenever every running one is full, up to
+    /// [`AUTO_MAX_HIBERNATE_PROCESSES`]), a fixed number, or 0 = none
+    /// (sessions never hibernate).
+    pub processes: HibernateProcesses,
+    /// Most sessions one hibernate process holds; 0 = its descriptor limit
+    /// (soft `RLIMIT_NOFILE`) minus a reserve of 256.
+    pub max_sessions_per_process: usize,
     /// Seconds between `* OK Still here` lines to hibernated IDLE clients.
     pub keepalive_secs: u64,
 }
 
 impl Default for HibernateConfig {
     fn default() -> Self {
-        HibernateConfig { timeout_secs: 10, idle_after_secs: 60, processes: 2, keepalive_secs: 120 }
+        HibernateConfig {
+            timeout_secs: 10,
+            idle_after_secs: 60,
+            processes: HibernateProcesses::Auto,
+            max_sessions_per_process: 0,
+            keepalive_secs: 120,
+        }
+    }
+}
+
+/// Most hibernate processes `processes = "auto"` starts.
+pub const AUTO_MAX_HIBERNATE_PROCESSES: usize = 64;
+
+/// `hibernate.processes`: `"auto"` or a fixed count (0 = off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "ProcessesValue", into = "ProcessesValue")]
+pub enum HibernateProcesses {
+    /// One process at start, one more whenever all running ones are full.
+    Auto,
+    /// Exactly this many (0 = hibernation off).
+    Fixed(usize),
+}
+
+impl HibernateProcesses {
+    /// Socket slots the workers know (`hibernate-0.sock` ..): the fixed
+    /// count, or [`AUTO_MAX_HIBERNATE_PROCESSES`] in auto mode.
+    pub fn slots(self) -> usize {
+        match self {
+            HibernateProcesses::Auto => AUTO_MAX_HIBERNATE_PROCESSES,
+            HibernateProcesses::Fixed(n) => n,
+        }
+    }
+}
+
+/// The TOML form of [`HibernateProcesses`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+enum ProcessesValue {
+    Count(usize),
+    Word(String),
+}
+
+impl TryFrom<ProcessesValue> for HibernateProcesses {
+    type Error = String;
+    fn try_from(v: ProcessesValue) -> Result<Self, String> {
+        match v {
+            ProcessesValue::Count(n) => Ok(HibernateProcesses::Fixed(n)),
+            ProcessesValue::Word(w) if w == "auto" => Ok(HibernateProcesses::Auto),
+            ProcessesValue::Word(w) => Err(format!("hibernate.processes: expected \"auto\" or a number, got {w:?}")),
+        }
+    }
+}
+
+impl From<HibernateProcesses> for ProcessesValue {
+    fn from(p: HibernateProcesses) -> Self {
+        match p {
+            HibernateProcesses::Auto => ProcessesValue::Word("auto".into()),
+            HibernateProcesses::Fixed(n) => ProcessesValue::Count(n),
+        }
     }
 }
 
@@ -439,6 +502,17 @@ mod tests {
     fn example_parses_and_equals_defaults() {
         let parsed = Config::parse(EXAMPLE_CONFIG, Path::new("examples/dormouse.toml")).unwrap();
         assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn hibernate_processes_accepts_auto_and_numbers() {
+        let parse = |v: &str| Config::parse(&format!("[hibernate]\nprocesses = {v}\n"), Path::new("x"));
+        assert_eq!(parse("\"auto\"").unwrap().hibernate.processes, HibernateProcesses::Auto);
+        assert_eq!(parse("3").unwrap().hibernate.processes, HibernateProcesses::Fixed(3));
+        assert_eq!(parse("0").unwrap().hibernate.processes.slots(), 0);
+        assert!(parse("\"many\"").is_err());
+        let text = toml::to_string(&Config::default()).unwrap();
+        assert_eq!(Config::parse(&text, Path::new("x")).unwrap(), Config::default());
     }
 
     #[test]

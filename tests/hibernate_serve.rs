@@ -282,3 +282,44 @@ fn a_dead_hibernate_process_is_restarted_and_the_loss_logged() {
     server.deliver("alice", &message("two"));
     assert_eq!(line(&mut again), "* 2 EXISTS");
 }
+
+#[test]
+fn auto_mode_starts_hibernate_processes_as_they_fill_up() {
+    let server = Server::start(ServerOptions {
+        imap_extra: "login_failure_delay_ms = 50\n".into(),
+        sections_extra: "[hibernate]\ntimeout_secs = 1\nidle_after_secs = 2\nprocesses = \"auto\"\n\
+                         max_sessions_per_process = 5\nkeepalive_secs = 600\n"
+            .into(),
+        ..ServerOptions::default()
+    });
+    let n = 12;
+    let mut clients = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut c = Conn::open(server.imap);
+        let (user, pass) = if i % 2 == 0 { ("alice", "secret-a") } else { ("bob", "secret-b") };
+        c.cmd("a1", &format!("LOGIN {user} {pass}"));
+        c.cmd("a2", "SELECT INBOX");
+        c.send(b"a3 IDLE\r\n");
+        assert!(line(&mut c).starts_with("+ "));
+        clients.push(c);
+    }
+    wait_held(&server, n as u64);
+    // One process at start; a second when the first held 5, a third when
+    // both held 5; no fourth while the third has room.
+    std::thread::sleep(Duration::from_millis(1000));
+    let s = stats(&server);
+    let mut held: Vec<u64> = s.iter().filter(|(k, _)| k == "sessions held").map(|(_, v)| *v).collect();
+    held.sort_unstable();
+    assert_eq!(held, vec![2, 5, 5], "{s:?}");
+    assert!(s.iter().filter(|(k, _)| k == "capacity").all(|(_, v)| *v == 5), "{s:?}");
+    assert!(stat(&server, "refused (full)") > 0);
+    let out = Command::new(dormouse()).args(["--config", server.config.to_str().unwrap(), "who"]).output().unwrap();
+    let who = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(who.lines().filter(|l| l.contains("hibernated")).count(), n, "{who}");
+    // The sessions were handed back unnoticed: every client still idles and
+    // gets news.
+    server.deliver("alice", &message("news"));
+    assert_eq!(line(&mut clients[0]), "* 1 EXISTS");
+    drop(clients);
+    wait_held(&server, 0);
+}

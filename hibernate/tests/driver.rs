@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bus::{BusConfig, BusPublisher, UnixPublisher};
 use hibernate::core::{HandBackReason, Settings};
 use hibernate::driver::channel;
-use hibernate::driver::control::{query, ControlReply, ControlRequest};
+use hibernate::driver::control::{self, query, ControlReply, ControlRequest};
 use hibernate::driver::{run, DriverConfig};
 use hibernate::record::{ClientTransport, Extensions, HibernationRecord, SelectedView};
 use storage_hooks::{AppendOptions, FlagOp, Flags, Hooks, SystemFlags, UidSet, UserStore};
@@ -241,6 +241,12 @@ fn a_full_process_sends_sessions_straight_back() {
     let _first = f.hibernate(true, false, b"");
     f.wait_held(1);
     let _second = f.hibernate(false, false, b"A7 NOOP\r\n");
+    // First the notice that this process is full, then the session itself.
+    channel::set_nonblocking(&f.worker, false).unwrap();
+    let mut buf = vec![0u8; channel::MAX_MESSAGE];
+    let m = channel::recv(f.worker.as_fd(), &mut buf).unwrap();
+    assert!(m.fd.is_none());
+    assert_eq!(control::decode::<ControlReply>(&buf[..m.len]).unwrap(), ControlReply::Full { index: 0 });
     let (record, _fd) = f.hand_back();
     assert_eq!(record.pending_input, b"A7 NOOP\r\n", "returned unchanged");
     assert_eq!(record.idle_tag, None);

@@ -17,7 +17,7 @@ use imap::server::hibernation::HibernationSettings;
 use tokio::sync::watch;
 
 use super::worker::bus_config;
-use crate::config::Config;
+use crate::config::{Config, HibernateProcesses, AUTO_MAX_HIBERNATE_PROCESSES};
 
 /// Arguments of `dormouse hibernate`.
 #[derive(Debug, Args)]
@@ -40,37 +40,100 @@ pub fn socket_path(config: &Config, index: u32) -> PathBuf {
 }
 
 /// The workers' hibernation settings (`None` when `hibernate.processes = 0`).
+/// In auto mode the workers know every socket slot up to the cap; sockets of
+/// processes not started yet simply do not exist and are skipped.
 pub fn worker_settings(config: &Config) -> Option<HibernationSettings> {
     let h = &config.hibernate;
-    (h.processes > 0).then(|| HibernationSettings {
+    let slots = h.processes.slots();
+    (slots > 0).then(|| HibernationSettings {
         timeout: Duration::from_secs(h.timeout_secs),
         idle_after: Duration::from_secs(h.idle_after_secs),
-        sockets: (0..h.processes as u32).map(|i| socket_path(config, i)).collect(),
+        sockets: (0..slots as u32).map(|i| socket_path(config, i)).collect(),
     })
 }
 
-/// Starts `hibernate.processes` hibernate processes and keeps them running:
-/// one that dies is restarted, and the loss is logged with the number of
-/// sessions it held (the workers keep serving meanwhile; parking fails over
-/// to the other processes).
+/// Starts the hibernate processes and keeps them running: one that dies is
+/// restarted, and the loss is logged with the number of sessions it held
+/// (the workers keep serving meanwhile; parking fails over to the other
+/// processes). A fixed `hibernate.processes = n` starts n; `"auto"` starts
+/// one and [`scale`] adds more as they fill up.
 pub fn spawn_processes(config: &Config, config_file: &Path, shutdown: watch::Receiver<bool>) {
     let Ok(program) = std::env::current_exe() else {
         tracing::error!("cannot find the dormouse executable; hibernation disabled");
         return;
     };
-    for index in 0..config.hibernate.processes as u32 {
+    let starter = ProcessStarter {
+        program,
+        config: config.clone(),
+        config_file: config_file.to_path_buf(),
+        shutdown: shutdown.clone(),
+    };
+    match config.hibernate.processes {
+        HibernateProcesses::Fixed(n) => (0..n as u32).for_each(|index| starter.start(index)),
+        HibernateProcesses::Auto => {
+            starter.start(0);
+            tokio::spawn(scale(starter, AUTO_MAX_HIBERNATE_PROCESSES as u32));
+        }
+    }
+}
+
+/// Starts supervised hibernate processes by index.
+struct ProcessStarter {
+    program: PathBuf,
+    config: Config,
+    config_file: PathBuf,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl ProcessStarter {
+    fn start(&self, index: u32) {
         let args: Vec<std::ffi::OsString> = vec![
             "--config".into(),
-            config_file.as_os_str().to_owned(),
+            self.config_file.as_os_str().to_owned(),
             "hibernate".into(),
             "--index".into(),
             index.to_string().into(),
             "--keepalive-secs".into(),
-            config.hibernate.keepalive_secs.to_string().into(),
+            self.config.hibernate.keepalive_secs.to_string().into(),
         ];
-        let socket = socket_path(config, index);
-        tokio::spawn(supervise(program.clone(), args, index, socket, shutdown.clone()));
+        let socket = socket_path(&self.config, index);
+        tokio::spawn(supervise(self.program.clone(), args, index, socket, self.shutdown.clone()));
     }
+}
+
+/// Auto mode: every 250 ms asks the running processes for their load and
+/// starts the next one when each of them is full (holds its capacity), up
+/// to `cap` processes. A process that does not answer (starting, or being
+/// restarted) counts as not full, so at most one is added per fill-up.
+async fn scale(starter: ProcessStarter, cap: u32) {
+    let mut running = 1u32;
+    let mut shutdown = starter.shutdown.clone();
+    let mut poll = tokio::time::interval(Duration::from_millis(250));
+    while running < cap {
+        tokio::select! {
+            _ = poll.tick() => {}
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() {
+                    return;
+                }
+            }
+        }
+        let sockets: Vec<PathBuf> = (0..running).map(|i| socket_path(&starter.config, i)).collect();
+        let all_full = tokio::task::spawn_blocking(move || {
+            sockets.iter().all(|path| {
+                matches!(query(path, ControlRequest::Stats),
+                    Ok(ControlReply::Stats { counters, capacity, .. }) if counters.held >= capacity)
+            })
+        })
+        .await
+        .unwrap_or(false);
+        if all_full {
+            tracing::info!(index = running, "every hibernate process is full; starting another");
+            starter.start(running);
+            running += 1;
+        }
+    }
+    tracing::warn!(cap, "hibernate processes at their cap; further idle sessions stay in the workers");
 }
 
 async fn supervise(
@@ -137,7 +200,7 @@ pub fn run(config: Config, args: HibernateArgs) -> anyhow::Result<()> {
             autologout: Duration::from_secs(config.imap.autologout_secs),
             ..Settings::default()
         },
-        max_sessions: 0,
+        max_sessions: config.hibernate.max_sessions_per_process,
     };
     run_driver(cfg, stop).context("hibernate process failed")?;
     Ok(())
@@ -212,12 +275,13 @@ pub fn who(config: &Config) -> anyhow::Result<()> {
 pub fn stats(config: &Config) -> anyhow::Result<()> {
     let mut answered = 0;
     for path in sockets(&config.run_dir()) {
-        let Ok(ControlReply::Stats { pid, index, workers, counters: c }) = query(&path, ControlRequest::Stats) else {
+        let Ok(ControlReply::Stats { pid, index, workers, counters: c, capacity }) = query(&path, ControlRequest::Stats) else {
             continue;
         };
         answered += 1;
         println!("hibernate {index} (pid {pid}, {workers} worker connections)");
         println!("  sessions held          {}", c.held);
+        println!("  capacity               {capacity}");
         println!("  hibernations           {}", c.hibernations);
         for r in HandBackReason::ALL {
             println!("  hand-backs {:<12} {}", r.as_str(), c.hand_backs_for(r));

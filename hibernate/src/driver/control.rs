@@ -37,6 +37,8 @@ pub enum ControlReply {
         workers: u32,
         /// The counters.
         counters: Counters,
+        /// Most sessions this process holds.
+        capacity: u64,
     },
     /// Sessions held.
     Who {
@@ -44,6 +46,12 @@ pub enum ControlReply {
         sessions: Vec<SessionInfo>,
         /// All sessions held.
         total: u64,
+    },
+    /// Sent to a worker, unasked, just before a session is handed back
+    /// because this process is full: park elsewhere for a while.
+    Full {
+        /// Index of the hibernate process.
+        index: u32,
     },
 }
 
@@ -90,4 +98,21 @@ pub fn query(socket: &Path, request: ControlRequest) -> Result<ControlReply, Con
     let mut buf = vec![0u8; MAX_MESSAGE];
     let m = channel::recv(fd.as_fd(), &mut buf)?;
     decode(&buf[..m.len])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_round_trip() {
+        for reply in [
+            ControlReply::Full { index: 3 },
+            ControlReply::Stats { pid: 7, index: 1, workers: 2, counters: Counters::default(), capacity: 5 },
+            ControlReply::Who { sessions: Vec::new(), total: 0 },
+        ] {
+            assert_eq!(decode::<ControlReply>(&encode(&reply)).unwrap(), reply);
+        }
+        assert!(decode::<ControlReply>(&[0x01, 0x00]).is_err());
+    }
 }

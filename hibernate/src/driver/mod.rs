@@ -215,6 +215,7 @@ impl Driver {
                     index: self.cfg.index,
                     workers: self.workers.iter().flatten().count() as u32,
                     counters: self.core.counters().clone(),
+                    capacity: self.capacity as u64,
                 },
                 Ok(ControlRequest::Who) => {
                     let mut sessions = self.core.session_infos();
@@ -239,6 +240,8 @@ impl Driver {
             self.core.count_refused_full();
             let payload = bytes.to_vec();
             if let Some(Some(ch)) = self.workers.get(w as usize) {
+                let full = control::encode(&ControlReply::Full { index: self.cfg.index });
+                let _ = channel::send(ch.as_fd(), &full, None);
                 if send_blocking(ch.as_fd(), &payload, fd.as_fd()).is_err() {
                     let _ = rustix::io::write(&fd, b"* BYE Server is busy, please reconnect.\r\n");
                 }

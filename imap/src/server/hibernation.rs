@@ -10,7 +10,9 @@
 //! forgets the session. Hand-backs arrive on the same connection (record +
 //! descriptor) and are resumed with [`Session::resume_hibernated`]; see
 //! [`super::worker`]. Sessions that cannot be parked stay and are counted
-//! by reason.
+//! by reason. A process that is full says so (`Full`) and hands the
+//! session back; it is then skipped for [`FULL_BACKOFF`], and sockets of
+//! processes not started yet (auto mode) are skipped at connect.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,7 +20,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hibernate::record::{ClientTransport, Extensions, HibernationRecord, SelectedView};
 
@@ -26,6 +28,10 @@ use crate::fd_passing::FdChannel;
 use crate::handover::Transport;
 use super::client_stream::ClientStream;
 use crate::session::{Session, EnabledExtensions, HibernatedView, HibernationState, NotHibernatable};
+
+/// How long a worker skips a hibernate process that said it is full
+/// (sessions freed there meanwhile are used again after this).
+pub const FULL_BACKOFF: Duration = Duration::from_secs(30);
 
 /// When and where to park sessions.
 #[derive(Debug, Clone)]
@@ -58,6 +64,8 @@ pub struct ConnectionFacts {
 pub struct HibernateLinks {
     settings: HibernationSettings,
     links: Mutex<Vec<Option<Arc<FdChannel>>>>,
+    /// Per process: skip it until then (it said it is full).
+    full_until: Mutex<Vec<Option<Instant>>>,
     hibernated: AtomicU64,
     refused: Mutex<HashMap<&'static str, u64>>,
 }
@@ -137,6 +145,7 @@ impl HibernateLinks {
         Arc::new(HibernateLinks {
             settings,
             links: Mutex::new(vec![None; n]),
+            full_until: Mutex::new(vec![None; n]),
             hibernated: AtomicU64::new(0),
             refused: Mutex::new(HashMap::new()),
         })
@@ -194,8 +203,36 @@ impl HibernateLinks {
         }
     }
 
+    /// Notes that the process behind `channel` refused a session because it
+    /// is full: [`Self::park`] skips it for [`FULL_BACKOFF`] (or twice the
+    /// hibernation timeout if longer), so retries go to processes with room
+    /// (in `processes = "auto"` the master starts one when all are full).
+    pub fn mark_full(&self, channel: &Arc<FdChannel>) {
+        let Some(i) = self.index_of(channel) else { return };
+        let backoff = (self.settings.timeout * 2).max(FULL_BACKOFF);
+        if let Ok(mut full) = self.full_until.lock() {
+            if let Some(slot) = full.get_mut(i) {
+                *slot = Some(Instant::now() + backoff);
+            }
+        }
+    }
+
+    fn index_of(&self, channel: &Arc<FdChannel>) -> Option<usize> {
+        let links = self.links.lock().ok()?;
+        links.iter().position(|l| l.as_ref().is_some_and(|c| Arc::ptr_eq(c, channel)))
+    }
+
+    fn is_full(&self, i: usize) -> bool {
+        self.full_until
+            .lock()
+            .ok()
+            .and_then(|full| full.get(i).copied().flatten())
+            .is_some_and(|until| Instant::now() < until)
+    }
+
     /// Sends the session to a hibernate process (preferring
-    /// `session_id % n`). On success the caller drops its copy of the
+    /// `session_id % n`, skipping missing sockets and processes that
+    /// recently said they are full). On success the caller drops its copy of the
     /// descriptor and forgets the session.
     ///
     /// # Errors
@@ -214,6 +251,9 @@ impl HibernateLinks {
         let first = (record.session_id % n as u64) as usize;
         for k in 0..n {
             let i = (first + k) % n;
+            if self.is_full(i) {
+                continue;
+            }
             let Some(link) = self.link(i, on_new) else { continue };
             match link.send(&payload, Some(client)).await {
                 Ok(()) => {

@@ -242,7 +242,15 @@ async fn hand_back_loop(shared: Arc<WorkerShared>, link: Arc<FdChannel>) {
     loop {
         match link.recv(&mut buf).await {
             Ok(received) => {
-                let Some(fd) = received.fd else { continue };
+                let Some(fd) = received.fd else {
+                    // The only descriptor-less message: "I am full".
+                    let full = hibernate::driver::control::decode::<hibernate::driver::control::ControlReply>(&buf[..received.len]);
+                    if let (Ok(hibernate::driver::control::ControlReply::Full { index }), Some(links)) = (full, shared.hibernate.as_ref()) {
+                        tracing::debug!(worker = shared.index, process = index, "hibernate process full; parking elsewhere for a while");
+                        links.mark_full(&link);
+                    }
+                    continue;
+                };
                 match hibernate::record::HibernationRecord::decode(&buf[..received.len]) {
                     Ok(record) => {
                         tokio::spawn(serve_handed_back(shared.clone(), record, fd));
