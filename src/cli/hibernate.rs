@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::Args;
 use hibernate::core::{HandBackReason, Settings};
 use hibernate::driver::control::{query, ControlReply, ControlRequest};
-use hibernate::driver::{run as run_driver, DriverConfig};
+use hibernate::driver::DriverConfig;
 
 use imap::server::hibernation::HibernationSettings;
 use tokio::sync::watch;
@@ -202,7 +202,9 @@ pub fn run(config: Config, args: HibernateArgs) -> anyhow::Result<()> {
         },
         max_sessions: config.hibernate.max_sessions_per_process,
     };
-    run_driver(cfg, stop).context("hibernate process failed")?;
+    // Outside changes to the Maildirs of users with hibernated sessions.
+    let watch_hook = super::outside_changes::hibernate_watch_hook(&config);
+    hibernate::driver::run_with_hook(cfg, stop, watch_hook).context("hibernate process failed")?;
     Ok(())
 }
 

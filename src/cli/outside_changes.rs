@@ -3,6 +3,12 @@
 //! (one inotify instance per process, one watch per directory per user)
 //! publishes through the same store hooks (the bus publisher) as our own
 //! writes. Enabled by `storage.change_source = "both"` (the default).
+//!
+//! Workers watch users while they have sessions there; a hibernate process
+//! watches users while they have hibernated sessions there
+//! ([`hibernate_watch_hook`]). Two processes watching one user publish
+//! each change once: the reconcile runs under the mailbox's uidlist lock,
+//! so the second one finds nothing left to announce.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +56,58 @@ impl WatchingListener {
         next: Option<Arc<dyn UserSubscriptionListener>>,
     ) -> Self {
         WatchingListener { watcher, users, hooks, next }
+    }
+}
+
+/// The hibernate process's watcher: follows the users subscribed on the
+/// bus (those with hibernated sessions) and publishes on the bus, so the
+/// process hears the changes through its own subscription like any other.
+pub struct HibernateWatchHook {
+    listener: WatchingListener,
+    /// Runs the publisher's background task (NATS).
+    _runtime: tokio::runtime::Runtime,
+}
+
+/// The hook to give the hibernate driver, if the configuration asks for a
+/// watcher and it could be started.
+pub fn hibernate_watch_hook(config: &Config) -> Option<Arc<dyn hibernate::driver::bus_bridge::SubscriptionHook>> {
+    let watcher = start_watcher(config)?;
+    let users = match imap::auth::MailLocation::parse(&config.users.mail_location)
+        .map_err(anyhow::Error::from)
+        .and_then(|location| Ok(UserDb::open(config.passwd_file(), location)?))
+    {
+        Ok(users) => Arc::new(users),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the users: hibernated sessions do not see changes by other programs");
+            return None;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("hibernate-publisher")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the publisher runtime: hibernated sessions do not see changes by other programs");
+            return None;
+        }
+    };
+    let hooks = runtime.block_on(super::serve::store_hooks(config));
+    Some(Arc::new(HibernateWatchHook {
+        listener: WatchingListener::new(watcher, users, hooks, None),
+        _runtime: runtime,
+    }))
+}
+
+impl hibernate::driver::bus_bridge::SubscriptionHook for HibernateWatchHook {
+    fn user_subscribed(&self, user: &str) {
+        self.listener.user_added(user);
+    }
+
+    fn user_unsubscribed(&self, user: &str) {
+        self.listener.user_removed(user);
     }
 }
 

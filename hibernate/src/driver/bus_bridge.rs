@@ -1,6 +1,8 @@
 //! The bus subscriber runs on its own small tokio thread; bus messages
 //! reach the epoll thread through a queue and an eventfd, and
-//! subscribe/unsubscribe requests go the other way.
+//! subscribe/unsubscribe requests go the other way. A [`SubscriptionHook`]
+//! (the process's Maildir watcher) hears of each user subscribed and
+//! unsubscribed on that thread, never on the epoll thread.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::mpsc;
@@ -12,6 +14,15 @@ use bus::{BusConfig, BusMessage, BusSubscriber};
 use super::DriverError;
 use rustix::event::{eventfd, EventfdFlags};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
+
+/// Told on the bus thread when a user's subscription starts (after it is
+/// in effect on the bus) and ends; calls for one user come in order.
+pub trait SubscriptionHook: Send + Sync {
+    /// The user has hibernated sessions here now.
+    fn user_subscribed(&self, user: &str);
+    /// The user's last hibernated session left.
+    fn user_unsubscribed(&self, user: &str);
+}
 
 /// A request to the bus thread.
 #[derive(Debug)]
@@ -47,6 +58,15 @@ impl BusBridge {
     /// # Errors
     /// The subscriber could not be opened (bad config, NATS unreachable).
     pub fn start(config: BusConfig) -> Result<Self, DriverError> {
+        Self::start_with_hook(config, None)
+    }
+
+    /// Like [`BusBridge::start`], telling `hook` of users subscribed and
+    /// unsubscribed.
+    ///
+    /// # Errors
+    /// The subscriber could not be opened (bad config, NATS unreachable).
+    pub fn start_with_hook(config: BusConfig, hook: Option<Arc<dyn SubscriptionHook>>) -> Result<Self, DriverError> {
         let wake = Arc::new(
             eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK).map_err(std::io::Error::from)?,
         );
@@ -86,11 +106,19 @@ impl BusBridge {
                                     if let Err(e) = sub.sync().await {
                                         tracing::warn!(error = %e, "bus subscription not confirmed");
                                     }
+                                    if let Some(hook) = &hook {
+                                        hook.user_subscribed(&u);
+                                    }
                                     if notify(BridgeItem::Subscribed(u)) {
                                         return;
                                     }
                                 }
-                                Some(BusCommand::Unsubscribe(u)) => sub.unsubscribe(&u),
+                                Some(BusCommand::Unsubscribe(u)) => {
+                                    sub.unsubscribe(&u);
+                                    if let Some(hook) = &hook {
+                                        hook.user_unsubscribed(&u);
+                                    }
+                                }
                                 None => return,
                             },
                             msg = sub.recv() => {
@@ -154,5 +182,52 @@ impl Drop for BusBridge {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// Records the hook calls in order.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl SubscriptionHook for Recorder {
+        fn user_subscribed(&self, user: &str) {
+            self.0.lock().unwrap().push(format!("+{user}"));
+        }
+        fn user_unsubscribed(&self, user: &str) {
+            self.0.lock().unwrap().push(format!("-{user}"));
+        }
+    }
+
+    #[test]
+    fn the_hook_hears_subscriptions_in_order_before_they_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let recorder = Arc::new(Recorder::default());
+        let bridge = BusBridge::start_with_hook(BusConfig::unix_in_run_dir(dir.path()), Some(recorder.clone())).unwrap();
+        bridge.subscribe("bob".into());
+        bridge.unsubscribe("bob".into());
+        bridge.subscribe("carol".into());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut subscribed = Vec::new();
+        while subscribed.len() < 2 {
+            assert!(Instant::now() < deadline, "subscriptions never confirmed");
+            for item in bridge.drain() {
+                if let BridgeItem::Subscribed(u) = item {
+                    // Watching starts before the epoll thread resyncs.
+                    assert!(recorder.0.lock().unwrap().contains(&format!("+{u}")));
+                    subscribed.push(u);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(subscribed, ["bob", "carol"]);
+        drop(bridge);
+        assert_eq!(*recorder.0.lock().unwrap(), ["+bob", "-bob", "+carol"]);
     }
 }

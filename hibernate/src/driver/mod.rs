@@ -101,7 +101,21 @@ fn now_ms() -> u64 {
 /// # Errors
 /// [`DriverError`] if the socket, epoll or bus cannot be set up.
 pub fn run(cfg: DriverConfig, stop: Arc<AtomicBool>) -> Result<(), DriverError> {
-    let bus = BusBridge::start(cfg.bus.clone())?;
+    run_with_hook(cfg, stop, None)
+}
+
+/// Like [`run`], telling `hook` (on the bus thread) of every user
+/// subscribed and unsubscribed: the process's Maildir watcher follows the
+/// users with hibernated sessions this way.
+///
+/// # Errors
+/// [`DriverError`] if the socket, epoll or bus cannot be set up.
+pub fn run_with_hook(
+    cfg: DriverConfig,
+    stop: Arc<AtomicBool>,
+    hook: Option<Arc<dyn bus_bridge::SubscriptionHook>>,
+) -> Result<(), DriverError> {
+    let bus = BusBridge::start_with_hook(cfg.bus.clone(), hook)?;
     let listener = channel::listen(&cfg.socket_path)?;
     let epoll = epoll::create(CreateFlags::CLOEXEC).map_err(io::Error::from)?;
     epoll::add(&epoll, &listener, EventData::new_u64(LISTENER), EventFlags::IN).map_err(io::Error::from)?;
