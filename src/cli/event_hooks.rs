@@ -8,7 +8,7 @@
 use bus::BusPublisher;
 use storage_hooks::Hooks;
 
-use crate::config::Config;
+use crate::config::{ChangeSource, Config};
 
 /// The hooks plus the publisher behind them (to flush before exit).
 #[derive(Debug, Clone)]
@@ -23,13 +23,20 @@ impl EventHooks {
     /// Opens the publisher of the configured bus. Needs a tokio runtime
     /// (NATS publishes from a background task).
     pub async fn open(config: &Config) -> EventHooks {
+        // With a file watcher running, every committing load of a mailbox
+        // publishes the outside changes it finds (whoever commits first
+        // publishes); with hooks only, outside changes stay silent.
+        let report_outside = config.storage.change_source != ChangeSource::Hooks;
         match BusPublisher::from_config(&super::worker::bus_config(config)).await {
             Ok(publisher) => {
-                EventHooks { hooks: Hooks::new().with(std::sync::Arc::new(publisher.clone())), publisher: Some(publisher) }
+                let hooks = Hooks::new()
+                    .with(std::sync::Arc::new(publisher.clone()))
+                    .with_outside_change_reporting(report_outside);
+                EventHooks { hooks, publisher: Some(publisher) }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "no event bus: changes are stored but not announced");
-                EventHooks { hooks: Hooks::new(), publisher: None }
+                EventHooks { hooks: Hooks::new().with_outside_change_reporting(report_outside), publisher: None }
             }
         }
     }

@@ -12,12 +12,16 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 
-use crate::locked_mailbox::LockedMailbox;
+use crate::locked_mailbox::{Committed, LockedMailbox};
 use crate::mailbox_dir::MailboxDir;
 use crate::{Flags, MailboxStatus, StoreError};
 
 /// Emits the event of one committed append through the requester's hooks.
 pub type EmitFn = Box<dyn Fn(&Appended) + Send>;
+
+/// Publishes the outside changes the batch's load found, through the
+/// requester's store (see `UserStore::publish_outside_changes`).
+pub type PublishOutsideFn = Box<dyn Fn(&Committed) + Send>;
 
 /// One message waiting for its UID.
 pub struct PendingAppend {
@@ -28,6 +32,9 @@ pub struct PendingAppend {
     /// Called by the batch leader once the batch is durable: the
     /// requester's own hooks, user and mailbox name travel with it.
     pub emit: EmitFn,
+    /// Called by the batch leader (for the first append of the batch only)
+    /// once the batch is durable, before any `emit`.
+    pub publish_outside: PublishOutsideFn,
 }
 
 impl std::fmt::Debug for PendingAppend {
@@ -224,7 +231,12 @@ fn commit_batch(dir: &MailboxDir, batch: &[(u64, PendingAppend)]) -> Vec<(u64, R
         uids.push(uid);
     }
     let status = match locked.commit() {
-        Ok(c) => c.status,
+        Ok(c) => {
+            if let Some((_, first)) = batch.first() {
+                (first.publish_outside)(&c);
+            }
+            c.status
+        }
         Err(e) => return batch.iter().map(|(t, _)| (*t, Err(duplicate(&e)))).collect(),
     };
     let mut modseq_before = before;

@@ -25,11 +25,14 @@ pub trait ChangeHook: Send + Sync {
 #[derive(Clone, Default)]
 pub struct Hooks {
     hooks: Vec<Arc<dyn ChangeHook>>,
+    /// Whether every committing locked load publishes the outside changes
+    /// it finds (see [`Hooks::with_outside_change_reporting`]).
+    report_outside_changes: bool,
 }
 
 impl std::fmt::Debug for Hooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Hooks({})", self.hooks.len())
+        write!(f, "Hooks({}, outside changes: {})", self.hooks.len(), self.report_outside_changes)
     }
 }
 
@@ -43,6 +46,21 @@ impl Hooks {
     pub fn with(mut self, hook: Arc<dyn ChangeHook>) -> Self {
         self.hooks.push(hook);
         self
+    }
+
+    /// Turns publishing of outside changes on every committing locked load
+    /// on or off (default off). On, a `NOOP`, `SELECT`, `STATUS` rescan or
+    /// delivery that finds changes other programs made publishes them just
+    /// as [`crate::UserStore::reconcile_outside_changes`] would; off (the
+    /// `change_source = "hooks"` setting), only that reconcile publishes them.
+    pub fn with_outside_change_reporting(mut self, on: bool) -> Self {
+        self.report_outside_changes = on;
+        self
+    }
+
+    /// True if committing locked loads publish the outside changes they find.
+    pub fn reports_outside_changes(&self) -> bool {
+        self.report_outside_changes
     }
 
     /// Adds a hook in place.

@@ -12,7 +12,8 @@
 //!   concurrent renames by other programs) are dropped and logged as expunged;
 //! - a message whose flags differ from the index (changed by another
 //!   program), or that is new, gets a new MODSEQ. Changes found here are
-//!   not events: outside changes are reported by the watcher.
+//!   recorded in `outside` and carried by [`Committed`]; the caller
+//!   publishes them (see `outside_changes`).
 
 use std::collections::HashSet;
 use std::io::ErrorKind;
@@ -64,6 +65,10 @@ pub struct Committed {
     /// was settled (see [`FsStamp::settled`]): equal to a later stamp only if
     /// nobody changed the mailbox since.
     pub settled_stamp: Option<FsStamp>,
+    /// What the load found changed by other programs, now committed.
+    pub outside: crate::outside_changes::OutsideChanges,
+    /// HIGHESTMODSEQ right after the outside changes (before this operation).
+    pub outside_modseq: u64,
 }
 
 /// A mailbox held under its uidlist dot-lock.
@@ -560,7 +565,13 @@ impl<'a> LockedMailbox<'a> {
             }
         }
         let settled_stamp = stamp.filter(|s| s.settled(now));
-        Ok(Committed { status, messages: std::mem::take(&mut self.messages), settled_stamp })
+        Ok(Committed {
+            status,
+            messages: std::mem::take(&mut self.messages),
+            settled_stamp,
+            outside: std::mem::take(&mut self.outside),
+            outside_modseq: self.base_modseq,
+        })
     }
 }
 

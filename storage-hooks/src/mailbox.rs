@@ -32,6 +32,7 @@ impl Mailbox {
         let locked = LockedMailbox::load(&dir, &[])?;
         locked.remove_stale_temps();
         let committed = locked.commit()?;
+        store.publish_outside_changes(&dir, &committed);
         let mut mailbox = Mailbox {
             store,
             name: dir.name.to_string(),
@@ -238,6 +239,7 @@ impl Mailbox {
             return Ok(SyncChanges::default());
         }
         let committed = LockedMailbox::load(&self.dir, &[])?.commit()?;
+        self.store.publish_outside_changes(&self.dir, &committed);
         Ok(self.apply(committed))
     }
 
@@ -266,6 +268,7 @@ impl Mailbox {
             }
         }
         let committed = locked.commit()?;
+        self.store.publish_outside_changes(&self.dir, &committed);
         self.refresh_known(&committed);
         Ok(cleared)
     }
@@ -328,6 +331,7 @@ impl Mailbox {
             result.changed.push((uid, m.flags.clone(), m.modseq));
         }
         let committed = locked.commit()?;
+        self.store.publish_outside_changes(&self.dir, &committed);
         self.refresh_known(&committed);
         let mut before = before;
         if !set_uids.is_empty() {
@@ -364,6 +368,7 @@ impl Mailbox {
             locked.messages().iter().filter(|m| self.position(m.uid).is_some() && select(m)).map(|m| m.uid).collect();
         let removed = if targets.is_empty() { UidSet::new() } else { locked.expunge(&targets)? };
         let committed = locked.commit()?;
+        self.store.publish_outside_changes(&self.dir, &committed);
         let keep: Vec<bool> = self.messages.iter().map(|m| !removed.contains(m.uid)).collect();
         let mut keep_iter = keep.iter();
         self.messages.retain(|_| *keep_iter.next().unwrap_or(&true));

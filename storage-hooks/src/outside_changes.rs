@@ -12,13 +12,16 @@
 //! uidlist and index in the same locked step, so a later load finds nothing
 //! new.
 //!
-//! Known limit: any locked load absorbs outside changes (an IMAP `NOOP`,
-//! a delivery), and only the watcher's reconcile publishes them; if
-//! another load runs between the outside write and the watcher's
-//! reconcile, the change is seen by that caller but not published.
+//! Any other locked load (an IMAP `NOOP`, `SELECT`, a `STATUS` rescan, a
+//! delivery) also absorbs outside changes. With
+//! [`crate::Hooks::with_outside_change_reporting`] on, every such load
+//! publishes what it found the same way (whoever commits first publishes;
+//! later loads find nothing); off (`change_source = "hooks"`), those loads
+//! stay silent and only the watcher's reconcile publishes.
 
 use crate::event::{EventKind, MailboxEvent};
-use crate::locked_mailbox::LockedMailbox;
+use crate::locked_mailbox::{Committed, LockedMailbox};
+use crate::mailbox_dir::MailboxDir;
 use crate::{durable, summary, Flags, MailboxStatus, StoreError, UidSet, UserStore};
 
 /// What a locked load found changed by other programs.
@@ -94,57 +97,29 @@ impl UserStore {
             Err(StoreError::NoSuchMailbox(_)) => return Ok(ReconcileReport::default()),
             Err(e) => return Err(e),
         };
-        let changes = locked.outside.clone();
-        let after_outside = locked.base_modseq;
         let committed = locked.commit()?;
-        let status = committed.status;
-        let mut report = ReconcileReport { changes, status, events: 0 };
-        if report.changes.is_empty() {
-            return Ok(report);
-        }
-        // All outside changes of one load share one MODSEQ.
-        let mut before = after_outside.saturating_sub(1);
-        let event = |kind: EventKind, uids: &UidSet, flags: &Flags, before: u64| MailboxEvent {
-            kind,
-            user: self.user().to_string(),
-            mailbox: dir.name.to_string(),
-            old_mailbox: None,
-            uidvalidity: status.uidvalidity,
-            uids: uids.clone(),
-            flags: flags.clone(),
-            status,
-            modseq_before: before,
-            modseq_after: status.highestmodseq,
-            summary: None,
-            timestamp_ms: durable::now_ms(),
-        };
-        let c = &report.changes;
-        let mut events = Vec::new();
-        if !c.added.is_empty() {
-            let mut ev = event(EventKind::MessageNew, &c.added, &c.added_flags, before);
-            let first = c.added.first().and_then(|uid| committed.messages.iter().find(|m| m.uid == uid));
-            ev.summary = first
-                .and_then(|m| std::fs::read(dir.file_path(m.entry.in_new, &m.entry.file_name)).ok())
-                .map(|raw| summary::summarize(&raw));
-            events.push(ev);
-        }
-        for (kind, uids, flags) in [
-            (EventKind::FlagsSet, &c.flags_set, &c.set_flags),
-            (EventKind::FlagsClear, &c.flags_cleared, &c.cleared_flags),
-            (EventKind::MessageExpunge, &c.expunged, &Flags::default()),
-        ] {
-            if !uids.is_empty() {
-                events.push(event(kind, uids, flags, before));
-            }
-            if let Some(last) = events.last() {
-                before = last.modseq_after;
-            }
-        }
+        let events = outside_change_events(self.user(), &dir, &committed);
         for ev in &events {
             self.hooks().emit(ev);
         }
-        report.events = events.len();
-        Ok(report)
+        Ok(ReconcileReport { changes: committed.outside, status: committed.status, events: events.len() })
+    }
+
+    /// Publishes the outside changes a committed locked load found, if this
+    /// store's hooks report outside changes on every load (see
+    /// [`crate::Hooks::with_outside_change_reporting`]). Whoever commits
+    /// first under the uidlist lock owns (and publishes) a change: later
+    /// loads, including the watcher's reconcile, find nothing, so nothing is
+    /// published twice. Returns the number of events emitted.
+    pub(crate) fn publish_outside_changes(&self, dir: &MailboxDir, committed: &Committed) -> usize {
+        if !self.hooks().reports_outside_changes() || committed.outside.is_empty() {
+            return 0;
+        }
+        let events = outside_change_events(self.user(), dir, committed);
+        for ev in &events {
+            self.hooks().emit(ev);
+        }
+        events.len()
     }
 
     /// Reconciles every mailbox of the user (after an inotify queue
@@ -165,4 +140,57 @@ impl UserStore {
         }
         Ok(events)
     }
+}
+
+/// The events describing the outside changes found by the load behind
+/// `committed`, in this order: `MessageNew` (all new UIDs, ascending, with
+/// the summary of the first), `FlagsSet`, `FlagsClear`, `MessageExpunge`.
+/// All outside changes of one load share one MODSEQ: the first event goes
+/// from HIGHESTMODSEQ before them to [`Committed::outside_modseq`], the
+/// following ones have `modseq_before == modseq_after`. Any operation of the
+/// same load (a flag change, an append) gets a later MODSEQ and its own events.
+fn outside_change_events(user: &str, dir: &MailboxDir, committed: &Committed) -> Vec<MailboxEvent> {
+    let c = &committed.outside;
+    let mut events = Vec::new();
+    if c.is_empty() {
+        return events;
+    }
+    let status = committed.status;
+    let after = committed.outside_modseq;
+    let mut before = after.saturating_sub(1);
+    let event = |kind: EventKind, uids: &UidSet, flags: &Flags, before: u64| MailboxEvent {
+        kind,
+        user: user.to_string(),
+        mailbox: dir.name.to_string(),
+        old_mailbox: None,
+        uidvalidity: status.uidvalidity,
+        uids: uids.clone(),
+        flags: flags.clone(),
+        status,
+        modseq_before: before,
+        modseq_after: after,
+        summary: None,
+        timestamp_ms: durable::now_ms(),
+    };
+    if !c.added.is_empty() {
+        let mut ev = event(EventKind::MessageNew, &c.added, &c.added_flags, before);
+        let first = c.added.first().and_then(|uid| committed.messages.iter().find(|m| m.uid == uid));
+        ev.summary = first
+            .and_then(|m| std::fs::read(dir.file_path(m.entry.in_new, &m.entry.file_name)).ok())
+            .map(|raw| summary::summarize(&raw));
+        events.push(ev);
+    }
+    for (kind, uids, flags) in [
+        (EventKind::FlagsSet, &c.flags_set, &c.set_flags),
+        (EventKind::FlagsClear, &c.flags_cleared, &c.cleared_flags),
+        (EventKind::MessageExpunge, &c.expunged, &Flags::default()),
+    ] {
+        if !uids.is_empty() {
+            events.push(event(kind, uids, flags, before));
+        }
+        if let Some(last) = events.last() {
+            before = last.modseq_after;
+        }
+    }
+    events
 }

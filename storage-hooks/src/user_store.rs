@@ -7,7 +7,7 @@ use crate::append_queue::{self, Appended, PendingAppend};
 use crate::dotlock::{DotLock, DotLockOptions};
 use crate::durable::Durability;
 use crate::event::{EventKind, MailboxEvent, MessageSummary};
-use crate::locked_mailbox::{fresh_status, LockedMailbox, UIDLIST_FILE};
+use crate::locked_mailbox::{fresh_status, Committed, LockedMailbox, UIDLIST_FILE};
 use crate::mailbox_dir::{to_crlf, MailboxDir};
 use crate::mailbox_name::MailboxName;
 use crate::message::{AppendKind, AppendOptions, AppendResult, MailboxInfo};
@@ -361,7 +361,9 @@ impl UserStore {
         self.durability.fsync_dir(&to_dir.path.join("cur"))?;
         // The files are gone from INBOX: the expunge drops their records.
         locked.expunge(&moved_uids)?;
-        let inbox_status = locked.commit()?.status;
+        let committed = locked.commit()?;
+        self.publish_outside_changes(inbox, &committed);
+        let inbox_status = committed.status;
         let (_, _, status) = self.add_files_quiet(to_dir, &moved)?;
         let mut ev = self.event(EventKind::MailboxRename, to_dir.name.as_str(), status, 0);
         ev.old_mailbox = Some("INBOX".into());
@@ -411,7 +413,9 @@ impl UserStore {
         if let Some(status) = fresh_status(&dir) {
             return Ok(status);
         }
-        Ok(LockedMailbox::load(&dir, &[])?.commit()?.status)
+        let committed = LockedMailbox::load(&dir, &[])?.commit()?;
+        self.publish_outside_changes(&dir, &committed);
+        Ok(committed.status)
     }
 
     /// Opens a mailbox: syncs the Maildir with the uidlist (new files get
@@ -469,7 +473,12 @@ impl UserStore {
             ev.summary = Some(summary.clone());
             store.hooks.emit(&ev);
         });
-        let appended = append_queue::append(&dir, PendingAppend { basename: name.basename, flags, emit })?;
+        let (store, outside_dir) = (self.clone(), dir.clone());
+        let publish_outside = Box::new(move |committed: &Committed| {
+            store.publish_outside_changes(&outside_dir, committed);
+        });
+        let pending = PendingAppend { basename: name.basename, flags, emit, publish_outside };
+        let appended = append_queue::append(&dir, pending)?;
         Ok(AppendResult { uidvalidity: appended.uidvalidity, uid: appended.uid })
     }
 
@@ -517,7 +526,8 @@ impl UserStore {
             }
             uids.push(locked.messages()[idx].uid);
         }
-        let status = locked.commit()?.status;
-        Ok((before, uids, status))
+        let committed = locked.commit()?;
+        self.publish_outside_changes(dir, &committed);
+        Ok((before, uids, committed.status))
     }
 }
