@@ -20,13 +20,24 @@
 //! are stat-polled every [`WatcherConfig::poll_interval`]. An inotify queue
 //! overflow triggers a rescan of every watched user, so no change is lost.
 //!
-//! Only Linux has a system-call backend (`inotify_source.rs`); elsewhere
-//! every user is polled (a kqueue backend would implement the same two
-//! traits).
+//! The system calls sit behind two small traits ([`WatchRegistry`],
+//! [`EventReader`]): Linux uses inotify (`inotify_source.rs`); macOS, iOS
+//! and the BSDs use kqueue (`kqueue_source.rs`), which reports only "this
+//! directory changed" ([`RawKind::DirChanged`]) and has no overflow. On any
+//! other system every user is stat-polled.
 
 mod folder_set;
 #[cfg(target_os = "linux")]
 mod inotify_source;
+#[cfg(any(
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly"
+))]
+mod kqueue_source;
 mod own_files;
 
 use std::collections::{BTreeSet, HashMap};
@@ -113,24 +124,33 @@ pub(crate) enum DirKind {
 /// What happened to a name in a watched directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RawKind {
-    /// Created (file or directory).
+    /// Created (file or directory). (inotify only)
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     Created,
-    /// Removed.
+    /// Removed. (inotify only)
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     Deleted,
-    /// Renamed away.
+    /// Renamed away. (inotify only)
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     MovedFrom,
-    /// Renamed here.
+    /// Renamed here. (inotify only)
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     MovedTo,
-    /// A file opened for writing was closed.
+    /// A file opened for writing was closed. (inotify only)
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     Written,
     /// Anything else (watch removed, ...).
     Other,
+    /// Something in the directory changed, name unknown (kqueue).
+    #[cfg_attr(target_os = "linux", allow(dead_code))]
+    DirChanged,
 }
 
 /// A system-independent file-system event.
 #[derive(Debug)]
 pub(crate) enum RawEvent {
-    /// Events were lost: rescan everything.
+    /// Events were lost: rescan everything. (inotify only)
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     Overflow,
     /// Something changed in a watched directory.
     Changed {
@@ -266,7 +286,31 @@ impl MaildirWatcher {
                 None
             }
         };
-        #[cfg(not(target_os = "linux"))]
+        #[cfg(any(
+            target_os = "macos",
+            target_os = "ios",
+            target_os = "freebsd",
+            target_os = "netbsd",
+            target_os = "openbsd",
+            target_os = "dragonfly"
+        ))]
+        let source = match kqueue_source::open() {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(error = %e, interval_ms = config.poll_interval.as_millis() as u64,
+                    "kqueue unavailable; polling all users");
+                None
+            }
+        };
+        #[cfg(not(any(
+            target_os = "linux",
+            target_os = "macos",
+            target_os = "ios",
+            target_os = "freebsd",
+            target_os = "netbsd",
+            target_os = "openbsd",
+            target_os = "dragonfly"
+        )))]
         let source: Option<(Box<dyn WatchRegistry>, Box<dyn EventReader>)> = None;
         let (registry, reader) = match source {
             Some((r, e)) => (Some(r), Some(e)),
@@ -561,6 +605,10 @@ impl Shared {
                 }
                 RawEvent::Changed { watch, kind, is_dir, name, .. } => (watch, kind, is_dir, name),
             };
+            if kind == RawKind::DirChanged {
+                self.classify_dir_change(&mut state, watch, dirty, roots, writing, now);
+                continue;
+            }
             let Some(name) = name else { continue };
             if kind == RawKind::Other {
                 continue;
@@ -610,6 +658,40 @@ impl Shared {
             }
         }
         overflow
+    }
+
+    /// A directory changed without saying which name (kqueue): the root
+    /// re-reads the folders, `new/`/`cur/` reconcile their mailbox. Files a
+    /// live dormouse is still numbering in `new/` keep it waiting, as with inotify.
+    fn classify_dir_change(
+        &self,
+        state: &mut State,
+        watch: WatchId,
+        dirty: &mut BTreeSet<(String, String)>,
+        roots: &mut BTreeSet<String>,
+        writing: &mut HashMap<(WatchId, OsString), Instant>,
+        now: Instant,
+    ) {
+        let Some(targets) = state.targets.get(&watch).cloned() else { return };
+        for target in targets {
+            match target.kind {
+                DirKind::Root => {
+                    roots.insert(target.user);
+                }
+                DirKind::New | DirKind::Cur => {
+                    if target.kind == DirKind::New {
+                        let dir = state.users.get(&target.user).and_then(|u| u.store.mailbox_path(&target.mailbox).ok()).map(|p| p.join("new"));
+                        for entry in dir.and_then(|d| std::fs::read_dir(d).ok()).into_iter().flatten().flatten() {
+                            let name = entry.file_name();
+                            if own_files::written_by_live_dormouse(&name) {
+                                writing.entry((watch, name)).or_insert(now + own_files::OWN_FILE_GRACE);
+                            }
+                        }
+                    }
+                    dirty.insert((target.user, target.mailbox));
+                }
+            }
+        }
     }
 
     /// Reconciles one mailbox of a watched user.
