@@ -209,6 +209,27 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Renames the mailbox directory `from` to `to`, failing with `EEXIST` or
+/// `ENOTEMPTY` instead of replacing an existing `to`.
+///
+/// Linux has `RENAME_NOREPLACE`. Elsewhere a plain POSIX `rename` is used:
+/// it also fails onto a non-empty directory, and a mailbox directory is never
+/// empty (it is populated under a temporary name, then renamed), so only a
+/// stray empty directory could be replaced there.
+///
+/// # Errors
+/// The `rename` error number.
+pub fn rename_dir_noreplace(from: &Path, to: &Path) -> rustix::io::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        rustix::fs::renameat_with(rustix::fs::CWD, from, rustix::fs::CWD, to, rustix::fs::RenameFlags::NOREPLACE)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        rustix::fs::renameat(rustix::fs::CWD, from, rustix::fs::CWD, to)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -191,14 +191,7 @@ impl UserStore {
             let uidlist = UidList::new(uidvalidity::allocate(&self.root)?);
             durable::replace_file(&tmp.join(UIDLIST_FILE), uidlist.serialize().as_bytes(), durable::Sync::Data)?;
             durable::fsync_dir(&tmp)?;
-            rustix::fs::renameat_with(
-                rustix::fs::CWD,
-                &tmp,
-                rustix::fs::CWD,
-                &dir.path,
-                rustix::fs::RenameFlags::NOREPLACE,
-            )
-            .map_err(|e| match e {
+            durable::rename_dir_noreplace(&tmp, &dir.path).map_err(|e| match e {
                 rustix::io::Errno::EXIST | rustix::io::Errno::NOTEMPTY => StoreError::MailboxExists(dir.name.to_string()),
                 e => StoreError::io(&dir.path, e.into()),
             })
@@ -317,7 +310,7 @@ impl UserStore {
         for (old, new) in &renamed {
             let old_path = MailboxDir::new(&self.root, old.clone(), &self.host, self.durability).path;
             let new_path = MailboxDir::new(&self.root, new.clone(), &self.host, self.durability).path;
-            rustix::fs::renameat_with(rustix::fs::CWD, &old_path, rustix::fs::CWD, &new_path, rustix::fs::RenameFlags::NOREPLACE)
+            durable::rename_dir_noreplace(&old_path, &new_path)
                 .map_err(|e| match e {
                     rustix::io::Errno::EXIST | rustix::io::Errno::NOTEMPTY => StoreError::MailboxExists(new.to_string()),
                     e => StoreError::io(&old_path, e.into()),
