@@ -59,6 +59,7 @@ fn serve(index: u32, run_dir: &Path) {
         bus: BusConfig::unix_in_run_dir(run_dir),
         settings: Settings::default(),
         max_sessions: 0,
+        store_hooks: storage_hooks::Hooks::default(),
     };
     run(cfg, Arc::new(AtomicBool::new(false))).unwrap();
 }

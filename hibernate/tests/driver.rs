@@ -55,6 +55,7 @@ fn fixture_with(messages: usize, max_sessions: usize) -> Fixture {
         bus: bus_cfg.clone(),
         settings: Settings { keepalive_interval: Duration::from_secs(2), ..Settings::default() },
         max_sessions,
+        store_hooks: storage_hooks::Hooks::default(),
     };
     let stop2 = stop.clone();
     let thread = std::thread::spawn(move || run(cfg, stop2).unwrap());

@@ -190,6 +190,8 @@ async fn supervise(
 pub fn run(config: Config, args: HibernateArgs) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     spawn_signal_watcher(stop.clone())?;
+    // Outside changes to the Maildirs of users with hibernated sessions.
+    let watch = super::outside_changes::hibernate_watch_hook(&config);
     let cfg = DriverConfig {
         index: args.index,
         socket_path: socket_path(&config, args.index),
@@ -201,10 +203,9 @@ pub fn run(config: Config, args: HibernateArgs) -> anyhow::Result<()> {
             ..Settings::default()
         },
         max_sessions: config.hibernate.max_sessions_per_process,
+        store_hooks: watch.as_ref().map(|w| w.store_hooks.clone()).unwrap_or_default(),
     };
-    // Outside changes to the Maildirs of users with hibernated sessions.
-    let watch_hook = super::outside_changes::hibernate_watch_hook(&config);
-    hibernate::driver::run_with_hook(cfg, stop, watch_hook).context("hibernate process failed")?;
+    hibernate::driver::run_with_hook(cfg, stop, watch.map(|w| w.hook)).context("hibernate process failed")?;
     Ok(())
 }
 

@@ -70,7 +70,7 @@ pub struct HibernateWatchHook {
 
 /// The hook to give the hibernate driver, if the configuration asks for a
 /// watcher and it could be started.
-pub fn hibernate_watch_hook(config: &Config) -> Option<Arc<dyn hibernate::driver::bus_bridge::SubscriptionHook>> {
+pub fn hibernate_watch_hook(config: &Config) -> Option<HibernateWatch> {
     let watcher = start_watcher(config)?;
     let users = match imap::auth::MailLocation::parse(&config.users.mail_location)
         .map_err(anyhow::Error::from)
@@ -95,10 +95,20 @@ pub fn hibernate_watch_hook(config: &Config) -> Option<Arc<dyn hibernate::driver
         }
     };
     let hooks = runtime.block_on(super::serve::store_hooks(config));
-    Some(Arc::new(HibernateWatchHook {
-        listener: WatchingListener::new(watcher, users, hooks, None),
-        _runtime: runtime,
-    }))
+    Some(HibernateWatch {
+        store_hooks: hooks.clone(),
+        hook: Arc::new(HibernateWatchHook { listener: WatchingListener::new(watcher, users, hooks, None), _runtime: runtime }),
+    })
+}
+
+/// What the hibernate process needs to follow outside changes: the hook that
+/// watches its users, and the hooks (publishing on the bus, reporting outside
+/// changes) for the stores it reads.
+pub struct HibernateWatch {
+    /// Follows the users with hibernated sessions.
+    pub hook: Arc<dyn hibernate::driver::bus_bridge::SubscriptionHook>,
+    /// Hooks for the process's own store reads.
+    pub store_hooks: storage_hooks::Hooks,
 }
 
 impl hibernate::driver::bus_bridge::SubscriptionHook for HibernateWatchHook {

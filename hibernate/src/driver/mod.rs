@@ -59,6 +59,9 @@ pub struct DriverConfig {
     pub settings: Settings,
     /// Most sessions to hold; 0 = as many as the descriptor limit allows.
     pub max_sessions: usize,
+    /// Hooks of the stores this process reads: with outside-change reporting
+    /// on, a read that is first to find another program's change publishes it.
+    pub store_hooks: storage_hooks::Hooks,
 }
 
 /// The client descriptor plus the worker it came from.
@@ -120,7 +123,7 @@ pub fn run_with_hook(
     let epoll = epoll::create(CreateFlags::CLOEXEC).map_err(io::Error::from)?;
     epoll::add(&epoll, &listener, EventData::new_u64(LISTENER), EventFlags::IN).map_err(io::Error::from)?;
     epoll::add(&epoll, bus.wake_fd(), EventData::new_u64(BUS), EventFlags::IN).map_err(io::Error::from)?;
-    let core = Hibernator::new(cfg.settings, StorageSource, Instant::now());
+    let core = Hibernator::new(cfg.settings, StorageSource::new(cfg.store_hooks.clone()), Instant::now());
     let fd_limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(1 << 20);
     let mut capacity = usize::try_from(fd_limit.saturating_sub(FD_RESERVE)).unwrap_or(usize::MAX);
     if cfg.max_sessions > 0 {
