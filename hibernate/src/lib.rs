@@ -15,4 +15,5 @@
 
 pub mod core;
 pub mod driver;
+pub mod fd_passing;
 pub mod record;

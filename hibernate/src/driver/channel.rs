@@ -1,22 +1,19 @@
 //! Seqpacket messages with an optional descriptor (`SCM_RIGHTS`) between
 //! workers and a hibernate process, through rustix's safe wrappers.
 //!
-//! This mirrors `imap::fd_passing::{send_message, recv_message}`; it is
-//! repeated here (about 60 lines) because `imap` depends on this crate for
-//! the hibernation record, so this crate cannot depend on `imap`.
+//! The descriptor passing itself is [`crate::fd_passing`]; this module adds
+//! the listener/connect side and the error shape the epoll driver wants.
 
-use std::io::{self, IoSlice, IoSliceMut};
-use std::mem::MaybeUninit;
+use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
-use rustix::net::{
-    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
-    SendAncillaryMessage, SendFlags, SocketAddrUnix, SocketFlags, SocketType,
-};
+use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+
+use crate::fd_passing::{self, FdPassingError};
 
 /// Largest message (record or control reply) on a channel.
-pub const MAX_MESSAGE: usize = 128 * 1024;
+pub const MAX_MESSAGE: usize = fd_passing::MAX_MESSAGE_LEN;
 
 /// One received message.
 #[derive(Debug)]
@@ -49,24 +46,7 @@ pub enum ChannelError {
 /// # Errors
 /// [`ChannelError`] (a full non-blocking socket gives `Io(WouldBlock)`).
 pub fn send(socket: BorrowedFd<'_>, payload: &[u8], fd: Option<BorrowedFd<'_>>) -> Result<(), ChannelError> {
-    if payload.len() > MAX_MESSAGE {
-        return Err(ChannelError::TooLarge);
-    }
-    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
-    let mut control = SendAncillaryBuffer::new(&mut space);
-    let fds;
-    if let Some(fd) = fd {
-        fds = [fd];
-        if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
-            return Err(ChannelError::Malformed);
-        }
-    }
-    let sent = rustix::net::sendmsg(socket, &[IoSlice::new(payload)], &mut control, SendFlags::NOSIGNAL)
-        .map_err(io::Error::from)?;
-    if sent != payload.len() {
-        return Err(ChannelError::Malformed);
-    }
-    Ok(())
+    fd_passing::send_message(socket, payload, fd).map_err(ChannelError::from)
 }
 
 /// Receives one message into `buf`.
@@ -74,23 +54,19 @@ pub fn send(socket: BorrowedFd<'_>, payload: &[u8], fd: Option<BorrowedFd<'_>>) 
 /// # Errors
 /// [`ChannelError::Closed`] at end of stream, `Io(WouldBlock)` when empty.
 pub fn recv(socket: BorrowedFd<'_>, buf: &mut [u8]) -> Result<Message, ChannelError> {
-    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(4))];
-    let mut control = RecvAncillaryBuffer::new(&mut space);
-    let mut iov = [IoSliceMut::new(buf)];
-    let msg = rustix::net::recvmsg(socket, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC).map_err(io::Error::from)?;
-    let mut fds: Vec<OwnedFd> = Vec::new();
-    for m in control.drain() {
-        if let RecvAncillaryMessage::ScmRights(received) = m {
-            fds.extend(received);
+    let received = fd_passing::recv_message(socket, buf)?;
+    Ok(Message { len: received.len, fd: received.fd })
+}
+
+impl From<FdPassingError> for ChannelError {
+    fn from(e: FdPassingError) -> Self {
+        match e {
+            FdPassingError::Io(e) => ChannelError::Io(e),
+            FdPassingError::Closed => ChannelError::Closed,
+            FdPassingError::TooLarge { .. } => ChannelError::TooLarge,
+            FdPassingError::Truncated | FdPassingError::TooManyFds(_) => ChannelError::Malformed,
         }
     }
-    if msg.flags.contains(ReturnFlags::TRUNC) || msg.flags.contains(ReturnFlags::CTRUNC) || fds.len() > 1 {
-        return Err(ChannelError::Malformed);
-    }
-    if msg.bytes == 0 && fds.is_empty() {
-        return Err(ChannelError::Closed);
-    }
-    Ok(Message { len: msg.bytes, fd: fds.pop() })
 }
 
 /// Binds a non-blocking, close-on-exec seqpacket listener at `path`
