@@ -92,8 +92,11 @@ pub fn tagged_ok(out: &mut Vec<u8>, tag: &str, text: &str) {
     let _ = write!(out, "{tag} OK {text}\r\n");
 }
 
-/// A quoted string, or a literal when quoting is impossible (as the worker).
-fn string(out: &mut Vec<u8>, s: &[u8]) {
+/// Appends `s` as an IMAP `string`: quoted if it is short 7-bit text,
+/// otherwise a literal. The IMAP worker writes strings with this same
+/// function, so an answer from the hibernate process is byte-identical to
+/// the worker's.
+pub fn string(out: &mut Vec<u8>, s: &[u8]) {
     let quotable = s.len() <= 1024 && s.iter().all(|&b| b != 0 && b != b'\r' && b != b'\n' && b < 0x80);
     if quotable {
         out.push(b'"');

@@ -15,21 +15,10 @@ fn is_atom_char(b: u8) -> bool {
 }
 
 /// Appends `s` as an IMAP `string`: quoted if it is short 7-bit text,
-/// otherwise a literal.
+/// otherwise a literal (shared with the hibernate process, whose answers
+/// must be byte-identical to ours).
 pub(crate) fn string(out: &mut Vec<u8>, s: &[u8]) {
-    let quotable = s.len() <= 1024 && s.iter().all(|&b| b != 0 && b != b'\r' && b != b'\n' && b < 0x80);
-    if quotable {
-        out.push(b'"');
-        for &b in s {
-            if b == b'"' || b == b'\\' {
-                out.push(b'\\');
-            }
-            out.push(b);
-        }
-        out.push(b'"');
-    } else {
-        literal(out, s);
-    }
+    hibernate::core::render::string(out, s);
 }
 
 /// Appends a literal `{n}\r\n<bytes>`.
