@@ -71,6 +71,8 @@ pub struct Config {
     pub hibernate: HibernateConfig,
     /// Where change events come from (store hooks, Maildir watcher).
     pub storage: StorageConfig,
+    /// Events for outside consumers: NATS/JetStream, webhooks, Web Push.
+    pub push: push::PushConfig,
 }
 
 impl Default for Config {
@@ -86,6 +88,7 @@ impl Default for Config {
             bus: BusConfig::default(),
             hibernate: HibernateConfig::default(),
             storage: StorageConfig::default(),
+            push: push::PushConfig::default(),
         }
     }
 }
@@ -409,6 +412,9 @@ impl Config {
                 "storage.change_source",
                 "\"inotify\" alone would hide our own writes (the watcher reports only changes the store did not make); use \"both\"",
             );
+        }
+        if let Err(e) = self.push.validate() {
+            return Err(ConfigError::Invalid { key: "push", reason: e.to_string() });
         }
         if self.storage.poll_interval_secs == 0 {
             return invalid("storage.poll_interval_secs", "must be greater than 0");
