@@ -163,60 +163,8 @@ impl Default for LmtpConfig {
     }
 }
 
-/// `[imap]`: IMAP listeners (the IMAP server fills in its own settings here).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ImapConfig {
-    /// Plain-text (STARTTLS) listener address; empty disables it.
-    pub listen: String,
-    /// Implicit-TLS listener address; empty disables it.
-    pub listen_tls: String,
-    /// Number of IMAP worker processes serving logged-in sessions.
-    pub workers: usize,
-    /// Longest command line accepted, in bytes (literals not counted).
-    pub max_line_length: usize,
-    /// Largest literal (e.g. an APPENDed message) accepted, in bytes.
-    pub max_literal_size: u64,
-    /// Seconds a client may stay unauthenticated before `* BYE`.
-    pub prelogin_timeout_secs: u64,
-    /// Seconds a client may stay in IDLE before `* BYE` (RFC 2177: at most 1800).
-    pub idle_timeout_secs: u64,
-    /// Seconds an authenticated session may stay silent outside IDLE before `* BYE`.
-    pub autologout_secs: u64,
-    /// Most simultaneous connections from one IP address (0 = unlimited).
-    pub max_connections_per_ip: usize,
-    /// Most simultaneous sessions of one user (0 = unlimited).
-    pub max_sessions_per_user: usize,
-    /// Delay of the answer to the first failed login from an IP, in ms; doubles per further failure.
-    pub login_failure_delay_ms: u64,
-    /// Upper bound of the failed-login delay, in ms.
-    pub login_failure_delay_max_ms: u64,
-    /// Allow LOGIN / AUTHENTICATE PLAIN on unencrypted connections.
-    pub allow_plaintext_auth: bool,
-    /// Seconds between counter log lines (0 = only on SIGUSR1 and at shutdown).
-    pub counters_interval_secs: u64,
-}
-
-impl Default for ImapConfig {
-    fn default() -> Self {
-        ImapConfig {
-            listen: "127.0.0.1:1143".into(),
-            listen_tls: "127.0.0.1:1993".into(),
-            workers: 2,
-            max_line_length: 64 * 1024,
-            max_literal_size: 64 * 1024 * 1024,
-            prelogin_timeout_secs: 60,
-            idle_timeout_secs: 30 * 60,
-            autologout_secs: 30 * 60,
-            max_connections_per_ip: 100,
-            max_sessions_per_user: 50,
-            login_failure_delay_ms: 500,
-            login_failure_delay_max_ms: 15_000,
-            allow_plaintext_auth: true,
-            counters_interval_secs: 300,
-        }
-    }
-}
+/// `[imap]`: IMAP listeners, workers and limits (defined by the IMAP server).
+pub type ImapConfig = imap::server::ImapSettings;
 
 /// `[tls]`: certificate and key paths.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -402,10 +350,8 @@ impl Config {
         if !self.lmtp.listen.is_empty() && self.lmtp.listen.parse::<std::net::SocketAddr>().is_err() {
             return invalid("lmtp.listen", "must be an IP:port address such as 127.0.0.1:24");
         }
-        for (key, value) in [("imap.listen", &self.imap.listen), ("imap.listen_tls", &self.imap.listen_tls)] {
-            if !value.is_empty() && value.parse::<std::net::SocketAddr>().is_err() {
-                return invalid(key, "must be an IP:port address such as 127.0.0.1:1143");
-            }
+        if let Err(e) = self.imap.validate() {
+            return Err(ConfigError::Invalid { key: e.key, reason: e.reason });
         }
         if self.storage.change_source == ChangeSource::Inotify {
             return invalid(
@@ -418,18 +364,6 @@ impl Config {
         }
         if self.storage.poll_interval_secs == 0 {
             return invalid("storage.poll_interval_secs", "must be greater than 0");
-        }
-        if self.imap.workers == 0 || self.imap.workers > 256 {
-            return invalid("imap.workers", "must be between 1 and 256");
-        }
-        if self.imap.max_line_length < 1024 {
-            return invalid("imap.max_line_length", "must be at least 1024");
-        }
-        if self.imap.max_literal_size == 0 || self.imap.max_literal_size > u64::from(u32::MAX) {
-            return invalid("imap.max_literal_size", "must be between 1 and 4294967295");
-        }
-        if self.imap.prelogin_timeout_secs == 0 || self.imap.idle_timeout_secs == 0 || self.imap.autologout_secs == 0 {
-            return invalid("imap timeouts", "prelogin_timeout_secs, idle_timeout_secs and autologout_secs must be > 0");
         }
         if imap::auth::PasswordScheme::parse(&self.users.default_scheme).is_none() {
             return invalid("users.default_scheme", "must be ARGON2ID, SHA512-CRYPT, BLF-CRYPT or PLAIN");

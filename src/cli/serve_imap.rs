@@ -2,7 +2,6 @@
 //! configuration, writes the configuration the workers start with, and runs
 //! the master until shutdown.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -20,37 +19,12 @@ use crate::config::Config;
 /// (the master's effective configuration, so both always agree).
 pub const WORKER_CONFIG_FILE: &str = "imap-worker.toml";
 
-fn parse_listen(key: &str, value: &str) -> anyhow::Result<Vec<SocketAddr>> {
-    if value.is_empty() {
-        return Ok(Vec::new());
-    }
-    Ok(vec![value.parse().with_context(|| format!("{key} = {value:?} is not an IP:port address"))?])
-}
-
 /// The IMAP server settings of `config`.
 ///
 /// # Errors
-/// Unparsable listen addresses.
+/// Unparsable listen addresses or other bad `[imap]` values.
 pub fn imap_server_config(config: &Config) -> anyhow::Result<ImapServerConfig> {
-    let imap = &config.imap;
-    Ok(ImapServerConfig {
-        listen: parse_listen("imap.listen", &imap.listen)?,
-        listen_tls: parse_listen("imap.listen_tls", &imap.listen_tls)?,
-        tls_cert: Some(config.tls_cert()),
-        tls_key: Some(config.tls_key()),
-        workers: imap.workers,
-        max_line_length: imap.max_line_length,
-        max_literal_size: imap.max_literal_size,
-        prelogin_timeout_secs: imap.prelogin_timeout_secs,
-        idle_timeout_secs: imap.idle_timeout_secs,
-        autologout_secs: imap.autologout_secs,
-        max_connections_per_ip: imap.max_connections_per_ip,
-        max_sessions_per_user: imap.max_sessions_per_user,
-        login_failure_delay_ms: imap.login_failure_delay_ms,
-        login_failure_delay_max_ms: imap.login_failure_delay_max_ms,
-        allow_plaintext_auth: imap.allow_plaintext_auth,
-        counters_interval_secs: imap.counters_interval_secs,
-    })
+    Ok(ImapServerConfig::new(config.imap.clone(), Some((config.tls_cert(), config.tls_key())))?)
 }
 
 /// Binds the IMAP listeners and starts the master (which spawns the

@@ -133,12 +133,12 @@ impl Master {
             session_options: session_options(&config),
             authenticator,
             tls: tls.map(TlsAcceptor::from),
-            limits: Arc::new(ConnectionLimits::new(config.max_connections_per_ip, config.max_sessions_per_user)),
+            limits: Arc::new(ConnectionLimits::new(config.settings.max_connections_per_ip, config.settings.max_sessions_per_user)),
             login_delay: LoginDelay::new(
-                Duration::from_millis(config.login_failure_delay_ms),
-                Duration::from_millis(config.login_failure_delay_max_ms),
+                Duration::from_millis(config.settings.login_failure_delay_ms),
+                Duration::from_millis(config.settings.login_failure_delay_max_ms),
             ),
-            pool: WorkerPool::new(config.workers),
+            pool: WorkerPool::new(config.settings.workers),
             counters: Counters::new(),
             session_ids: AtomicU64::new(1),
             stopping: tokio::sync::watch::channel(false).0,
@@ -201,7 +201,7 @@ async fn accept_loop(shared: Arc<MasterShared>, listener: TcpListener, implicit_
 
 async fn counters_loop(shared: Arc<MasterShared>) {
     let mut usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).ok();
-    let interval_secs = shared.config.counters_interval_secs;
+    let interval_secs = shared.config.settings.counters_interval_secs;
     let mut tick =
         tokio::time::interval(Duration::from_secs(if interval_secs == 0 { 365 * 24 * 3600 } else { interval_secs }));
     tick.tick().await;

@@ -59,7 +59,7 @@ pub mod worker;
 pub mod worker_pool;
 pub mod worker_report;
 
-pub use config::ImapServerConfig;
+pub use config::{ImapServerConfig, ImapSettings, ImapSettingsError};
 pub use master::{Master, MasterError, WorkerCommand, WORKER_INDEX_ENV};
 pub use worker::WorkerDeps;
 
@@ -74,15 +74,15 @@ pub fn session_options(config: &ImapServerConfig) -> SessionOptions {
     SessionOptions {
         tls_active: false,
         starttls_available: false,
-        allow_plaintext_auth: config.allow_plaintext_auth,
+        allow_plaintext_auth: config.settings.allow_plaintext_auth,
         hand_over_on_auth: false,
         server_name: "dormouse".to_string(),
         limits: Limits {
-            max_line: config.max_line_length,
-            max_append_literal: u32::try_from(config.max_literal_size).unwrap_or(u32::MAX),
-            idle_timeout: config.idle_timeout(),
-            autologout: config.autologout(),
-            preauth_timeout: config.prelogin_timeout(),
+            max_line: config.settings.max_line_length,
+            max_append_literal: u32::try_from(config.settings.max_literal_size).unwrap_or(u32::MAX),
+            idle_timeout: config.settings.idle_timeout(),
+            autologout: config.settings.autologout(),
+            preauth_timeout: config.settings.prelogin_timeout(),
             ..Limits::default()
         },
     }

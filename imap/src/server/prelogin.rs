@@ -103,7 +103,7 @@ async fn serve_inner(
     let _ = tcp.set_nodelay(true);
     let mut stream = if implicit_tls {
         let Some(acceptor) = shared.tls.clone() else { return false };
-        match tokio::time::timeout(shared.config.prelogin_timeout(), acceptor.accept(tcp)).await {
+        match tokio::time::timeout(shared.config.settings.prelogin_timeout(), acceptor.accept(tcp)).await {
             Ok(Ok(tls)) => PreloginStream::Tls(Box::new(tls)),
             Ok(Err(e)) => {
                 tracing::info!(session = session_id, %peer, error = %e, "TLS handshake failed");
@@ -177,7 +177,7 @@ async fn serve_inner(
                     tracing::error!(session = session_id, "STARTTLS on a connection that cannot do it");
                     return false;
                 };
-                match tokio::time::timeout(shared.config.prelogin_timeout(), acceptor.accept(tcp)).await {
+                match tokio::time::timeout(shared.config.settings.prelogin_timeout(), acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
                         stream = PreloginStream::Tls(Box::new(tls));
                         session.tls_started();

@@ -320,7 +320,7 @@ fn log_hibernation(shared: &WorkerShared, why: &str) {
 async fn counters_loop(shared: Arc<WorkerShared>) {
     let role = format!("worker {}", shared.index);
     let mut usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).ok();
-    let interval_secs = shared.config.counters_interval_secs;
+    let interval_secs = shared.config.settings.counters_interval_secs;
     let mut tick = tokio::time::interval(Duration::from_secs(interval_secs.max(1)));
     tick.tick().await;
     loop {
