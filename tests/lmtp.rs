@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{free_port, TestEnv};
+use support::{free_port, idle_in_empty_inbox, imap_until, TestEnv};
 
 /// A running `dormouse serve`, terminated on drop.
 struct Server {
@@ -253,19 +253,6 @@ fn first_run_creates_demo_user_and_tls_pair() {
     assert!(!rest.contains("password"), "{rest}");
 }
 
-/// Reads IMAP lines until one starts with `prefix` (or panics after the read timeout).
-fn imap_until(reader: &mut BufReader<TcpStream>, prefix: &str) -> String {
-    let mut seen = String::new();
-    loop {
-        let mut line = String::new();
-        assert!(reader.read_line(&mut line).unwrap() > 0, "IMAP connection closed; saw: {seen}");
-        seen.push_str(&line);
-        if line.starts_with(prefix) {
-            return seen;
-        }
-    }
-}
-
 #[test]
 fn lmtp_delivery_wakes_an_idle_imap_session() {
     let (lmtp_port, imap_port) = (free_port(), free_port());
@@ -277,25 +264,7 @@ fn lmtp_delivery_wakes_an_idle_imap_session() {
     );
     env.add_user("alice", "a-pw");
     let _server = Server::start(&env, lmtp_port);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let imap = loop {
-        match TcpStream::connect(("127.0.0.1", imap_port)) {
-            Ok(s) => break s,
-            Err(e) => assert!(Instant::now() < deadline, "IMAP port never opened: {e}"),
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    imap.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut w = imap.try_clone().unwrap();
-    let mut r = BufReader::new(imap);
-    imap_until(&mut r, "* OK");
-    w.write_all(b"a LOGIN alice a-pw\r\n").unwrap();
-    imap_until(&mut r, "a OK");
-    w.write_all(b"b SELECT INBOX\r\n").unwrap();
-    let selected = imap_until(&mut r, "b OK");
-    assert!(selected.contains("* 0 EXISTS"), "{selected}");
-    w.write_all(b"c IDLE\r\n").unwrap();
-    imap_until(&mut r, "+ ");
+    let (mut w, mut r) = idle_in_empty_inbox(imap_port, "alice", "a-pw");
 
     let out = exchange(lmtp_port, b"LHLO x\r\nMAIL FROM:<s@x>\r\nRCPT TO:<alice@x>\r\nDATA\r\nSubject: wake\r\n\r\nup\r\n.\r\n", 5);
     assert!(out.ends_with("Saved as UID 1\r\n"), "{out}");

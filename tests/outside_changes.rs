@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{free_port, TestEnv};
+use support::{free_port, idle_in_empty_inbox, imap_until, TestEnv};
 
 /// A running `dormouse serve`, killed on drop.
 struct Server(Child);
@@ -21,41 +21,11 @@ impl Drop for Server {
     }
 }
 
-fn imap_until(reader: &mut BufReader<TcpStream>, prefix: &str) -> String {
-    let mut seen = String::new();
-    loop {
-        let mut line = String::new();
-        assert!(reader.read_line(&mut line).unwrap() > 0, "IMAP connection closed; saw: {seen}");
-        seen.push_str(&line);
-        if line.starts_with(prefix) {
-            return seen;
-        }
-    }
-}
-
 /// Starts serve for `alice` and returns a session IDLE in INBOX.
 fn idle_session(env: &TestEnv, port: u16) -> (Server, TcpStream, BufReader<TcpStream>) {
     env.add_user("alice", "a-pw");
     let server = Server(env.command().arg("serve").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let imap = loop {
-        match TcpStream::connect(("127.0.0.1", port)) {
-            Ok(s) => break s,
-            Err(e) => assert!(Instant::now() < deadline, "IMAP port never opened: {e}"),
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    imap.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut w = imap.try_clone().unwrap();
-    let mut r = BufReader::new(imap);
-    imap_until(&mut r, "* OK");
-    w.write_all(b"a LOGIN alice a-pw\r\n").unwrap();
-    imap_until(&mut r, "a OK");
-    w.write_all(b"b SELECT INBOX\r\n").unwrap();
-    let selected = imap_until(&mut r, "b OK");
-    assert!(selected.contains("* 0 EXISTS"), "{selected}");
-    w.write_all(b"c IDLE\r\n").unwrap();
-    imap_until(&mut r, "+ ");
+    let (w, r) = idle_in_empty_inbox(port, "alice", "a-pw");
     (server, w, r)
 }
 

@@ -111,3 +111,48 @@ pub fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Output {
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
+
+/// Reads IMAP lines until one starts with `prefix` (panics when the
+/// connection closes or the read timeout passes) and returns all lines read.
+pub fn imap_until(reader: &mut std::io::BufReader<std::net::TcpStream>, prefix: &str) -> String {
+    use std::io::BufRead;
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "IMAP connection closed; saw: {seen}");
+        seen.push_str(&line);
+        if line.starts_with(prefix) {
+            return seen;
+        }
+    }
+}
+
+/// Connects to the IMAP port (waiting up to 60 s for it to open), logs in,
+/// selects an empty INBOX and enters IDLE; returns the writer and reader.
+pub fn idle_in_empty_inbox(
+    port: u16,
+    user: &str,
+    password: &str,
+) -> (std::net::TcpStream, std::io::BufReader<std::net::TcpStream>) {
+    use std::time::{Duration, Instant};
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let imap = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => break s,
+            Err(e) => assert!(Instant::now() < deadline, "IMAP port never opened: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    imap.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut w = imap.try_clone().unwrap();
+    let mut r = std::io::BufReader::new(imap);
+    imap_until(&mut r, "* OK");
+    w.write_all(format!("a LOGIN {user} {password}\r\n").as_bytes()).unwrap();
+    imap_until(&mut r, "a OK");
+    w.write_all(b"b SELECT INBOX\r\n").unwrap();
+    let selected = imap_until(&mut r, "b OK");
+    assert!(selected.contains("* 0 EXISTS"), "{selected}");
+    w.write_all(b"c IDLE\r\n").unwrap();
+    imap_until(&mut r, "+ ");
+    (w, r)
+}
