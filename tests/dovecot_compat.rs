@@ -10,114 +10,26 @@
 //! Maildir is handed to `nobody` after each dormouse write: on a real system
 //! both programs run as the mail user.
 
+mod dovecot_support;
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use storage_hooks::{FlagOp, Flags, SystemFlags, UidSet};
-use support::{free_port, TestEnv};
+use dovecot_support::{mail_ids, Dovecot, DOVECOT};
+use support::TestEnv;
 
-const DOVECOT: &str = "/usr/sbin/dovecot";
 const LDA: &str = "/usr/lib/dovecot/dovecot-lda";
 
-/// uid/gid the mail user gets in the shared passwd file.
-fn mail_ids() -> (u32, u32) {
-    if rustix::process::geteuid().is_root() {
-        (65534, 65534)
-    } else {
-        (rustix::process::getuid().as_raw(), rustix::process::getgid().as_raw())
-    }
+/// What only this test needs of Dovecot.
+trait DovecotExt {
+    fn lda(&self, user: &str, message: &[u8]);
+    fn imap_view(&self, stores: &[(u32, &str)]) -> (u32, BTreeMap<u32, Vec<String>>);
 }
 
-/// A throwaway Dovecot instance; stopped on drop.
-struct Dovecot {
-    dir: PathBuf,
-    port: u16,
-}
-
-impl Dovecot {
-    fn start(dir: &Path, passwd: &Path) -> Dovecot {
-        let port = free_port();
-        for sub in ["run", "state"] {
-            std::fs::create_dir_all(dir.join(sub)).unwrap();
-        }
-        let users = if rustix::process::geteuid().is_root() {
-            String::new()
-        } else {
-            // Not root: every Dovecot service runs as the current user.
-            let id = |flag: &str| String::from_utf8(Command::new("id").arg(flag).output().unwrap().stdout).unwrap();
-            format!(
-                "default_internal_user = {0}\ndefault_login_user = {0}\ndefault_internal_group = {1}\n\
-                 service anvil {{\n  chroot =\n}}\nservice imap-login {{\n  chroot =\n}}\n",
-                id("-un").trim(),
-                id("-gn").trim()
-            )
-        };
-        let conf = format!(
-            r#"base_dir = {d}/run
-state_dir = {d}/state
-log_path = {d}/dovecot.log
-protocols = imap
-listen = 127.0.0.1
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain login
-mail_location = maildir:~/Maildir
-{users}passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u {passwd}
-}}
-userdb {{
-  driver = passwd-file
-  args = username_format=%u {passwd}
-}}
-namespace inbox {{
-  inbox = yes
-}}
-service imap-login {{
-  inet_listener imap {{
-    address = 127.0.0.1
-    port = {port}
-  }}
-  inet_listener imaps {{
-    port = 0
-  }}
-}}
-"#,
-            d = dir.display(),
-            passwd = passwd.display(),
-        );
-        std::fs::write(dir.join("dovecot.conf"), conf).unwrap();
-        // The master daemonizes: give it a file, not a pipe, for its stderr.
-        let stderr_path = dir.join("dovecot.stderr");
-        let status = Command::new(DOVECOT)
-            .arg("-c")
-            .arg(dir.join("dovecot.conf"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&stderr_path).unwrap())
-            .status()
-            .unwrap();
-        assert!(status.success(), "dovecot did not start: {}", std::fs::read_to_string(&stderr_path).unwrap_or_default());
-        let dovecot = Dovecot { dir: dir.to_path_buf(), port };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "dovecot never listened: {}", dovecot.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        dovecot
-    }
-
-    fn conf(&self) -> PathBuf {
-        self.dir.join("dovecot.conf")
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("dovecot.log")).unwrap_or_default()
-    }
-
+impl DovecotExt for Dovecot {
     /// Delivers with dovecot-lda.
     fn lda(&self, user: &str, message: &[u8]) {
         let out = support::run_with_stdin(Command::new(LDA).arg("-c").arg(self.conf()).args(["-d", user]), message);
@@ -170,16 +82,6 @@ print(json.dumps({"uidvalidity": uidvalidity, "messages": msgs}))
             })
             .collect();
         (v["uidvalidity"].as_u64().unwrap() as u32, msgs)
-    }
-}
-
-impl Drop for Dovecot {
-    fn drop(&mut self) {
-        if let Ok(pid) = std::fs::read_to_string(self.dir.join("run/master.pid")) {
-            if let Some(pid) = pid.trim().parse().ok().and_then(rustix::process::Pid::from_raw) {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-            }
-        }
     }
 }
 

@@ -16,37 +16,9 @@ use imap_support::{dormouse, Conn, Server, ServerOptions};
 /// because the test machine is shared.
 const MAX_DELAY: Duration = Duration::from_secs(2);
 
-/// `dormouse stats` as (name, value) pairs.
-fn stats(server: &Server) -> Vec<(String, u64)> {
-    let out = Command::new(dormouse()).args(["--config", server.config.to_str().unwrap(), "stats"]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let (name, value) = l.trim().rsplit_once(' ')?;
-            Some((name.trim().to_string(), value.parse().ok()?))
-        })
-        .collect()
-}
-
-fn stat(server: &Server, name: &str) -> u64 {
-    stats(server).iter().filter(|(n, _)| n == name).map(|(_, v)| v).sum()
-}
-
 /// Every hand-back, whatever the reason.
 fn hand_backs(server: &Server) -> u64 {
-    stats(server).iter().filter(|(n, _)| n.starts_with("hand-backs")).map(|(_, v)| v).sum()
-}
-
-fn wait_held(server: &Server, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let held = stat(server, "sessions held");
-        if held == n {
-            return;
-        }
-        assert!(Instant::now() < deadline, "held {held}, want {n}; stats {:?}\nlog:\n{}", stats(server), server.log_text());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    server.stats().iter().filter(|(n, _)| n.starts_with("hand-backs")).map(|(_, v)| v).sum()
 }
 
 /// The next response line without CRLF, and how long it took to come.
@@ -75,7 +47,7 @@ fn hibernated_idle_client_sees_outside_cp_flag_rename_and_rm() {
     assert!(selected.iter().any(|l| l.trim_end() == "* 1 EXISTS"), "{selected:?}");
     c.send(b"a3 IDLE\r\n");
     assert!(c.line().starts_with("+ "));
-    wait_held(&server, 1);
+    server.wait_held(1);
     let who = Command::new(dormouse()).args(["--config", server.config.to_str().unwrap(), "who"]).output().unwrap();
     let who = String::from_utf8_lossy(&who.stdout);
     assert!(who.lines().any(|l| l.starts_with("alice ") && l.contains("hibernated")), "{who}");
@@ -104,9 +76,9 @@ fn hibernated_idle_client_sees_outside_cp_flag_rename_and_rm() {
     }
 
     // All of it was written by the hibernate process.
-    assert_eq!(stat(&server, "sessions held"), 1);
-    assert_eq!(hand_backs(&server), 0, "{:?}", stats(&server));
-    assert!(stat(&server, "notifications written") >= 3, "{:?}", stats(&server));
+    assert_eq!(server.stat("sessions held"), 1);
+    assert_eq!(hand_backs(&server), 0, "{:?}", server.stats());
+    assert!(server.stat("notifications written") >= 3, "{:?}", server.stats());
 
     // Nothing announced twice: the next line is the answer to DONE.
     c.send(b"DONE\r\n");
@@ -146,7 +118,7 @@ fn a_worker_and_the_hibernate_process_watching_one_user_announce_each_change_onc
     c.cmd("a2", "SELECT INBOX");
     c.send(b"a3 IDLE\r\n");
     assert!(c.line().starts_with("+ "));
-    wait_held(&server, 1);
+    server.wait_held(1);
     // A second session of the same user stays busy in a worker, so that
     // worker watches the Maildir too.
     let mut o = Conn::open(server.imap);
@@ -162,7 +134,7 @@ fn a_worker_and_the_hibernate_process_watching_one_user_announce_each_change_onc
     let mut seen = keep_busy(&mut o, &mut n, Duration::from_millis(300));
     std::fs::rename(maildir.join("new/outside.1"), maildir.join("cur/outside.1:2,F")).unwrap();
     seen.extend(keep_busy(&mut o, &mut n, Duration::from_millis(300)));
-    assert_eq!(stat(&server, "sessions held"), 1, "the busy session hibernated: {:?}", stats(&server));
+    assert_eq!(server.stat("sessions held"), 1, "the busy session hibernated: {:?}", server.stats());
 
     // Each change was published once (two watchers would make 4 events)
     // and the hibernated client got each change once.
@@ -175,6 +147,6 @@ fn a_worker_and_the_hibernate_process_watching_one_user_announce_each_change_onc
     // And so did the worker's session.
     assert_eq!(seen.iter().filter(|l| l.ends_with("EXISTS")).count(), 1, "{seen:?}");
     assert_eq!(seen.iter().filter(|l| l.contains("FETCH")).count(), 1, "{seen:?}");
-    assert_eq!(stat(&server, "events in"), 2, "{:?}", stats(&server));
-    assert_eq!(hand_backs(&server), 0, "{:?}", stats(&server));
+    assert_eq!(server.stat("events in"), 2, "{:?}", server.stats());
+    assert_eq!(hand_backs(&server), 0, "{:?}", server.stats());
 }

@@ -19,34 +19,6 @@ fn server(extra_imap: &str) -> Server {
     })
 }
 
-/// `dormouse stats` as (name, value) pairs.
-fn stats(server: &Server) -> Vec<(String, u64)> {
-    let out = Command::new(dormouse()).args(["--config", server.config.to_str().unwrap(), "stats"]).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .filter_map(|l| {
-            let (name, value) = l.trim().rsplit_once(' ')?;
-            Some((name.trim().to_string(), value.parse().ok()?))
-        })
-        .collect()
-}
-
-fn stat(server: &Server, name: &str) -> u64 {
-    stats(server).iter().filter(|(n, _)| n == name).map(|(_, v)| v).sum()
-}
-
-fn wait_held(server: &Server, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let held = stat(server, "sessions held");
-        if held == n {
-            return;
-        }
-        assert!(Instant::now() < deadline, "held {held}, want {n}; stats {:?}\nlog:\n{}", stats(server), server.log_text());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// One response line without its CRLF.
 fn line(c: &mut Conn) -> String {
     c.line().trim_end().to_string()
@@ -89,8 +61,8 @@ fn idle_session_hibernates_gets_updates_answers_status_and_comes_back_for_fetch(
     c.cmd("a2", "SELECT INBOX");
     c.send(b"a3 IDLE\r\n");
     assert!(line(&mut c).starts_with("+ "));
-    wait_held(&server, 1);
-    assert_eq!(stat(&server, "hibernations"), 1);
+    server.wait_held(1);
+    assert_eq!(server.stat("hibernations"), 1);
 
     // A delivery reaches the hibernated client.
     server.deliver("alice", &message("three"));
@@ -112,7 +84,7 @@ fn idle_session_hibernates_gets_updates_answers_status_and_comes_back_for_fetch(
     assert_eq!(line(&mut c), "a3 OK Idle completed.");
     assert_eq!(line(&mut c), "* STATUS \"INBOX\" (MESSAGES 2 UIDNEXT 4)");
     assert_eq!(line(&mut c), "a4 OK Status completed.");
-    assert_eq!(stat(&server, "hand-backs command"), 0);
+    assert_eq!(server.stat("hand-backs command"), 0);
 
     // IDLE again, then DONE + FETCH in one packet: handed back, right data.
     c.send(b"a5 IDLE\r\n");
@@ -123,8 +95,8 @@ fn idle_session_hibernates_gets_updates_answers_status_and_comes_back_for_fetch(
     assert!(lines[1].starts_with("* 1 FETCH (UID 2 FLAGS (\\Flagged"), "{lines:?}");
     assert!(lines[2].starts_with("* 2 FETCH (UID 3 FLAGS ("), "{lines:?}");
     assert!(lines[3].starts_with("a6 OK"), "{lines:?}");
-    assert_eq!(stat(&server, "hand-backs command"), 1);
-    assert_eq!(stat(&server, "sessions held"), 0);
+    assert_eq!(server.stat("hand-backs command"), 1);
+    assert_eq!(server.stat("sessions held"), 0);
     // The session lives on in the worker.
     let lines = c.cmd("a7", "NOOP");
     assert!(lines.last().unwrap().starts_with("a7 OK"), "{lines:?}");
@@ -137,7 +109,7 @@ fn noop_poller_hibernates_and_logout_is_answered_there() {
     let mut c = Conn::open(server.imap);
     c.cmd("a1", "LOGIN bob secret-b");
     c.cmd("a2", "SELECT INBOX");
-    wait_held(&server, 1);
+    server.wait_held(1);
     let out = Command::new(dormouse()).args(["--config", server.config.to_str().unwrap(), "who"]).output().unwrap();
     let who = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{who}");
@@ -149,9 +121,9 @@ fn noop_poller_hibernates_and_logout_is_answered_there() {
     assert_eq!(lines, vec!["* 2 EXISTS".to_string(), "a3 OK NOOP completed.".to_string()]);
     let lines = trimmed(c.cmd("a4", "LOGOUT"));
     assert_eq!(lines, vec!["* BYE Logging out.".to_string(), "a4 OK Logout completed.".to_string()]);
-    wait_held(&server, 0);
-    assert_eq!(stat(&server, "hand-backs command"), 0);
-    assert!(stat(&server, "answered from cache") >= 2);
+    server.wait_held(0);
+    assert_eq!(server.stat("hand-backs command"), 0);
+    assert!(server.stat("answered from cache") >= 2);
 }
 
 #[test]
@@ -165,7 +137,7 @@ fn client_split_at_every_byte_and_disconnecting_during_hand_back() {
         c.cmd("x0b", "SELECT INBOX");
         c.send(b"x1 IDLE\r\n");
         assert!(line(&mut c).starts_with("+ "));
-        wait_held(&server, 1);
+        server.wait_held(1);
         c.send(&script[..cut]);
         std::thread::sleep(Duration::from_millis(20));
         c.send(&script[cut..]);
@@ -181,10 +153,10 @@ fn client_split_at_every_byte_and_disconnecting_during_hand_back() {
     c.cmd("y1", "SELECT INBOX");
     c.send(b"y2 IDLE\r\n");
     assert!(line(&mut c).starts_with("+ "));
-    wait_held(&server, 1);
+    server.wait_held(1);
     c.send(b"DONE\r\ny3 FETCH 1 BODY[]\r\n");
     drop(c);
-    wait_held(&server, 0);
+    server.wait_held(0);
     // The server still works.
     let mut c = Conn::open(server.imap);
     let lines = c.cmd("z1", "LOGIN alice secret-a");
@@ -212,7 +184,7 @@ fn two_thousand_sessions_hibernate_and_are_released() {
             got.extend_from_slice(&buf[..k]);
         }
     }
-    wait_held(&server, n as u64);
+    server.wait_held(n as u64);
     let pid = hibernate_pid(&server);
     let rss = |pid: u32| -> u64 {
         std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -224,9 +196,9 @@ fn two_thousand_sessions_hibernate_and_are_released() {
     };
     let rss_full = rss(pid);
     drop(clients);
-    wait_held(&server, 0);
-    assert_eq!(stat(&server, "hibernations"), n as u64);
-    assert_eq!(stat(&server, "sessions ended here"), n as u64);
+    server.wait_held(0);
+    assert_eq!(server.stat("hibernations"), n as u64);
+    assert_eq!(server.stat("sessions ended here"), n as u64);
     // Memory is given back to the allocator: a second wave does not grow RSS
     // much beyond the first.
     let mut again = Vec::new();
@@ -235,11 +207,11 @@ fn two_thousand_sessions_hibernate_and_are_released() {
         s.write_all(b"a1 LOGIN alice secret-a\r\na2 SELECT INBOX\r\na3 IDLE\r\n").unwrap();
         again.push(s);
     }
-    wait_held(&server, n as u64);
+    server.wait_held(n as u64);
     let rss_second = rss(pid);
     assert!(rss_second < rss_full + rss_full / 4, "RSS grew from {rss_full} kB to {rss_second} kB");
     drop(again);
-    wait_held(&server, 0);
+    server.wait_held(0);
 }
 
 #[test]
@@ -253,7 +225,7 @@ fn a_dead_hibernate_process_is_restarted_and_the_loss_logged() {
     assert!(line(&mut parked).starts_with("+ "));
     let mut active = Conn::open(server.imap);
     active.cmd("b1", "LOGIN bob secret-b");
-    wait_held(&server, 1);
+    server.wait_held(1);
     // The supervisor learns the count by polling every 250 ms.
     std::thread::sleep(Duration::from_millis(700));
     let pid = hibernate_pid(&server);
@@ -278,7 +250,7 @@ fn a_dead_hibernate_process_is_restarted_and_the_loss_logged() {
     again.send(b"c3 IDLE\r\n");
     assert!(line(&mut again).starts_with("+ "));
     // `active` (quiet for idle_after) is parked there too.
-    wait_held(&server, 2);
+    server.wait_held(2);
     server.deliver("alice", &message("two"));
     assert_eq!(line(&mut again), "* 2 EXISTS");
 }
@@ -303,16 +275,16 @@ fn auto_mode_starts_hibernate_processes_as_they_fill_up() {
         assert!(line(&mut c).starts_with("+ "));
         clients.push(c);
     }
-    wait_held(&server, n as u64);
+    server.wait_held(n as u64);
     // One process at start; a second when the first held 5, a third when
     // both held 5; no fourth while the third has room.
     std::thread::sleep(Duration::from_millis(1000));
-    let s = stats(&server);
+    let s = server.stats();
     let mut held: Vec<u64> = s.iter().filter(|(k, _)| k == "sessions held").map(|(_, v)| *v).collect();
     held.sort_unstable();
     assert_eq!(held, vec![2, 5, 5], "{s:?}");
     assert!(s.iter().filter(|(k, _)| k == "capacity").all(|(_, v)| *v == 5), "{s:?}");
-    assert!(stat(&server, "refused (full)") > 0);
+    assert!(server.stat("refused (full)") > 0);
     let out = Command::new(dormouse()).args(["--config", server.config.to_str().unwrap(), "who"]).output().unwrap();
     let who = String::from_utf8_lossy(&out.stdout);
     assert_eq!(who.lines().filter(|l| l.contains("hibernated")).count(), n, "{who}");
@@ -321,5 +293,5 @@ fn auto_mode_starts_hibernate_processes_as_they_fill_up() {
     server.deliver("alice", &message("news"));
     assert_eq!(line(&mut clients[0]), "* 1 EXISTS");
     drop(clients);
-    wait_held(&server, 0);
+    server.wait_held(0);
 }

@@ -8,78 +8,14 @@
 //!
 //! As root, Dovecot's copy is owned by `nobody` (Dovecot refuses root mail access).
 
+mod dovecot_support;
 mod imap_support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use imap_support::{free_port, Server, ServerOptions, PYTHON};
-
-const DOVECOT: &str = "/usr/sbin/dovecot";
-
-fn is_root() -> bool {
-    let out = Command::new("id").arg("-u").output().unwrap();
-    String::from_utf8_lossy(&out.stdout).trim() == "0"
-}
-
-fn mail_ids() -> (String, String) {
-    if is_root() {
-        ("65534".into(), "65534".into())
-    } else {
-        let id = |flag: &str| String::from_utf8(Command::new("id").arg(flag).output().unwrap().stdout).unwrap().trim().to_string();
-        (id("-u"), id("-g"))
-    }
-}
-
-struct Dovecot {
-    dir: PathBuf,
-    port: u16,
-}
-
-impl Dovecot {
-    fn start(dir: &Path, passwd: &Path) -> Dovecot {
-        let port = free_port();
-        for sub in ["run", "state"] {
-            std::fs::create_dir_all(dir.join(sub)).unwrap();
-        }
-        let users = if is_root() {
-            String::new()
-        } else {
-            let me = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
-            format!("default_internal_user = {0}\ndefault_login_user = {0}\n", me.trim())
-        };
-        let conf = format!(
-            "base_dir = {d}/run\nstate_dir = {d}/state\nlog_path = {d}/dovecot.log\nprotocols = imap\nlisten = 127.0.0.1\n\
-             ssl = no\ndisable_plaintext_auth = no\nauth_mechanisms = plain login\nmail_location = maildir:~/Maildir\n{users}\
-             passdb {{\n  driver = passwd-file\n  args = scheme=PLAIN username_format=%u {p}\n}}\n\
-             userdb {{\n  driver = passwd-file\n  args = username_format=%u {p}\n}}\n\
-             namespace inbox {{\n  inbox = yes\n}}\n\
-             service imap-login {{\n  inet_listener imap {{\n    address = 127.0.0.1\n    port = {port}\n  }}\n  \
-             inet_listener imaps {{\n    port = 0\n  }}\n}}\n",
-            d = dir.display(),
-            p = passwd.display(),
-        );
-        std::fs::write(dir.join("dovecot.conf"), conf).unwrap();
-        let status = Command::new(DOVECOT).arg("-c").arg(dir.join("dovecot.conf")).status().unwrap();
-        assert!(status.success(), "dovecot did not start");
-        let dovecot = Dovecot { dir: dir.to_path_buf(), port };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "dovecot never listened");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        dovecot
-    }
-}
-
-impl Drop for Dovecot {
-    fn drop(&mut self) {
-        if let Ok(pid) = std::fs::read_to_string(self.dir.join("run/master.pid")) {
-            let _ = Command::new("kill").arg(pid.trim()).status();
-        }
-    }
-}
+use dovecot_support::{is_root, mail_ids, Dovecot, DOVECOT};
+use imap_support::{Server, ServerOptions, PYTHON};
 
 const MESSAGES: &[&str] = &[
     "From: Alice Example <alice@example.org>\r\nTo: u1@example.org\r\nSubject: hello there\r\n\

@@ -126,6 +126,37 @@ impl Server {
         }
     }
 
+    /// `dormouse stats` as (counter name, value) pairs, summed over nothing:
+    /// one pair per line and hibernate process.
+    pub fn stats(&self) -> Vec<(String, u64)> {
+        let out = std::process::Command::new(dormouse()).args(["--config", self.config.to_str().unwrap(), "stats"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let (name, value) = l.trim().rsplit_once(' ')?;
+                Some((name.trim().to_string(), value.parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// One `dormouse stats` counter, summed over the hibernate processes.
+    pub fn stat(&self, name: &str) -> u64 {
+        self.stats().iter().filter(|(n, _)| n == name).map(|(_, v)| v).sum()
+    }
+
+    /// Waits (up to 60 s) until the hibernate processes hold exactly `n` sessions.
+    pub fn wait_held(&self, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let held = self.stat("sessions held");
+            if held == n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "held {held}, want {n}; stats {:?}\nlog:\n{}", self.stats(), self.log_text());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Runs a Python script from tests/py with `args`; panics with its output on failure.
     pub fn python(&self, script: &str, args: &[String]) -> String {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py").join(script);
