@@ -45,6 +45,8 @@ enum Command {
     Who(cli::hibernate::QueryArgs),
     /// Print the hibernate processes' counters.
     Stats(cli::hibernate::QueryArgs),
+    /// Webhook / Web Push relay: `run`, and manage registrations.
+    PushRelay(cli::push_relay::PushRelayArgs),
 }
 
 fn main() -> ExitCode {
@@ -68,7 +70,8 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::CONFIG);
         }
     };
-    let is_serve = matches!(cli.command, Command::Serve(_) | Command::Worker(_) | Command::Hibernate(_));
+    let is_serve = matches!(cli.command, Command::Serve(_) | Command::Worker(_) | Command::Hibernate(_))
+        || matches!(&cli.command, Command::PushRelay(a) if a.is_run());
     cli::logging::init(&config, is_serve);
     match cli.command {
         Command::Serve(args) => cli::report(cli::serve::run(config, args)),
@@ -79,5 +82,6 @@ fn main() -> ExitCode {
         Command::Hibernate(args) => cli::report(cli::hibernate::run(config, args)),
         Command::Who(_) => cli::report(cli::hibernate::who(&config)),
         Command::Stats(_) => cli::report(cli::hibernate::stats(&config)),
+        Command::PushRelay(args) => cli::report(cli::push_relay::run(config, args)),
     }
 }

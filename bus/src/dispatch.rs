@@ -4,6 +4,7 @@
 //! loop on a single slow application.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -26,10 +27,13 @@ struct UserState {
 
 /// Subscribed users, counted per session: a user stays subscribed from the
 /// first [`UserTable::subscribe`] until the matching last
-/// [`UserTable::unsubscribe`].
+/// [`UserTable::unsubscribe`]. After [`UserTable::subscribe_all`] every
+/// user counts as subscribed (a push relay); users are then added on their
+/// first event, with no sessions, to track their modseq chain.
 #[derive(Debug, Default)]
 pub struct UserTable {
     users: Mutex<HashMap<String, UserState>>,
+    all: AtomicBool,
 }
 
 impl UserTable {
@@ -56,7 +60,8 @@ impl UserTable {
     /// is no longer subscribed). Unknown users are ignored.
     pub fn unsubscribe(&self, user: &str) -> bool {
         let mut users = self.lock();
-        let Some(st) = users.get_mut(user) else { return false };
+        // Users added by the wildcard have no sessions to remove.
+        let Some(st) = users.get_mut(user).filter(|st| st.sessions > 0) else { return false };
         st.sessions -= 1;
         if st.sessions == 0 {
             users.remove(user);
@@ -66,14 +71,24 @@ impl UserTable {
         }
     }
 
-    /// True if `user` is subscribed.
-    pub fn contains(&self, user: &str) -> bool {
-        self.lock().contains_key(user)
+    /// Subscribes every user, for good (a consumer of all events).
+    pub fn subscribe_all(&self) {
+        self.all.store(true, Ordering::SeqCst);
     }
 
-    /// Number of subscribed users.
+    /// True after [`UserTable::subscribe_all`].
+    pub fn is_all(&self) -> bool {
+        self.all.load(Ordering::SeqCst)
+    }
+
+    /// True if `user` is subscribed.
+    pub fn contains(&self, user: &str) -> bool {
+        self.is_all() || self.lock().contains_key(user)
+    }
+
+    /// Number of users with sessions.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().values().filter(|st| st.sessions > 0).count()
     }
 
     /// True if nobody is subscribed.
@@ -171,10 +186,12 @@ impl Dispatcher {
             Err(e) => self.bad_input(source, &e),
             Ok(Record::Event(ev)) => {
                 let check = {
+                    let all = self.users.is_all();
                     let mut users = self.users.lock();
                     match users.get_mut(&ev.user) {
-                        None => Check::NotSubscribed,
                         Some(st) => check_modseq(&mut st.modseq, &ev),
+                        None if all => check_modseq(&mut users.entry(ev.user.clone()).or_default().modseq, &ev),
+                        None => Check::NotSubscribed,
                     }
                 };
                 match check {
@@ -304,6 +321,29 @@ mod tests {
         assert!(users.unsubscribe("a"));
         d.record("t", Ok(Record::Event(ev("a", 6, 7))));
         assert!(rx.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn subscribe_all_passes_every_user_and_checks_their_chains() {
+        let users = Arc::new(UserTable::default());
+        let counters = Arc::new(BusCounters::default());
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut d = Dispatcher::new(users.clone(), tx, counters.clone());
+        d.record("t", Ok(Record::Event(ev("a", 1, 2))));
+        users.subscribe_all();
+        assert!(users.contains("anyone"));
+        d.record("t", Ok(Record::Event(ev("b", 1, 2))));
+        d.record("t", Ok(Record::Event(ev("c", 4, 5))));
+        d.record("t", Ok(Record::Event(ev("b", 3, 4)))); // 2..3 missed
+        assert!(d.end_batch().await);
+        assert_eq!(rx.recv().await, Some(BusMessage::Event(ev("b", 1, 2))));
+        assert_eq!(rx.recv().await, Some(BusMessage::Event(ev("c", 4, 5))));
+        assert!(matches!(rx.recv().await, Some(BusMessage::Resync { reason: ResyncReason::ModseqGap, .. })));
+        assert_eq!(rx.recv().await, Some(BusMessage::Event(ev("b", 3, 4))));
+        // Users seen through the wildcard have no sessions.
+        assert_eq!(users.len(), 0);
+        assert!(!users.unsubscribe("b"));
+        assert_eq!(counters.snapshot().filtered, 1);
     }
 
     #[tokio::test]

@@ -112,6 +112,16 @@ impl BusSubscriber {
         }
     }
 
+    /// Receives every user's events from now on, for good (a consumer of
+    /// all events such as the push relay); per-user calls become no-ops.
+    /// Call [`BusSubscriber::sync`] to wait until it is in effect.
+    pub fn subscribe_all(&self) {
+        match self {
+            BusSubscriber::Unix(s) => s.subscribe_all(),
+            BusSubscriber::Nats(s) => s.subscribe_all(),
+        }
+    }
+
     /// Removes a session of `user` (call once per session that leaves);
     /// after the last one its events stop (NATS: the subscription is dropped).
     pub fn unsubscribe(&self, user: &str) {

@@ -12,6 +12,7 @@
 pub mod config;
 pub mod external_event;
 pub mod registration;
+pub mod registration_store;
 pub mod relay;
 pub mod web_push;
 

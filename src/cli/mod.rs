@@ -7,6 +7,7 @@ pub mod first_run;
 pub mod hibernate;
 pub mod logging;
 pub mod outside_changes;
+pub mod push_relay;
 pub mod serve;
 pub mod serve_imap;
 pub mod user;

@@ -18,6 +18,7 @@ use crate::wire::decode_frame;
 use crate::{BusCounters, BusError, BusMessage, CountersSnapshot, NatsConfig, ResyncReason, SubscriptionMode};
 
 enum Command {
+    SubscribeAll,
     Subscribe(String),
     Unsubscribe(String),
     Sync(oneshot::Sender<Result<(), String>>),
@@ -39,6 +40,7 @@ pub struct NatsSubscriber {
 impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
+            Command::SubscribeAll => "SubscribeAll",
             Command::Subscribe(_) => "Subscribe",
             Command::Unsubscribe(_) => "Unsubscribe",
             Command::Sync(_) => "Sync",
@@ -98,6 +100,14 @@ impl NatsSubscriber {
         }
     }
 
+    /// Subscribes every user for good (a consumer of all events, such as a
+    /// push relay): one subscription to `<subject_prefix>.>` replaces the
+    /// per-user ones. Call [`NatsSubscriber::sync`] to wait until it applies.
+    pub fn subscribe_all(&self) {
+        self.users.subscribe_all();
+        let _ = self.cmd.send(Command::SubscribeAll);
+    }
+
     /// Removes a session of `user`; after the last, the subscription is dropped.
     pub fn unsubscribe(&self, user: &str) {
         if self.users.unsubscribe(user) {
@@ -152,7 +162,7 @@ impl Drop for NatsSubscriber {
 async fn run(
     client: Client,
     prefix: String,
-    wildcard: bool,
+    mut wildcard: bool,
     mut cmd_rx: mpsc::UnboundedReceiver<Command>,
     mut dispatcher: Dispatcher,
 ) {
@@ -176,6 +186,23 @@ async fn run(
             cmd = cmd_rx.recv() => {
                 let Some(cmd) = cmd else { return };
                 match cmd {
+                    Command::SubscribeAll => {
+                        if wildcard {
+                            continue;
+                        }
+                        match client.subscribe(format!("{prefix}.>")).await {
+                            Ok(sub) => {
+                                wildcard = true;
+                                streams.push(futures::stream::abortable(sub).0);
+                                // The wildcard carries their events now; two
+                                // subscriptions would deliver each twice.
+                                for (_, h) in handles.drain() {
+                                    h.abort();
+                                }
+                            }
+                            Err(e) => tracing::error!(error = %e, "bus: NATS wildcard subscribe failed"),
+                        }
+                    }
                     Command::Subscribe(user) => {
                         // In wildcard mode the user table alone decides.
                         if wildcard || handles.contains_key(&user) {

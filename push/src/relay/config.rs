@@ -11,6 +11,8 @@
 //! backoff_max_ms = 60000
 //! queue_per_endpoint = 1000
 //! concurrency_per_endpoint = 4
+//! max_ack_pending = 10000       # JetStream: messages in work at once
+//! ack_wait_secs = 30            # JetStream: redelivery of un-acked messages after
 //!
 //! [[push.relay.endpoints]]      # global endpoints: every user's events
 //! url = "https://hooks.example.org/mail"
@@ -59,6 +61,13 @@ pub struct RelayConfig {
     pub queue_per_endpoint: usize,
     /// Requests in flight per endpoint.
     pub concurrency_per_endpoint: usize,
+    /// JetStream source: most stream messages in work (un-acknowledged) at
+    /// once; the server sends no more until some are final.
+    pub max_ack_pending: i64,
+    /// JetStream source: the server redelivers a message not acknowledged
+    /// within this many seconds (after a crash: how soon a restarted relay
+    /// gets the open messages again).
+    pub ack_wait_secs: u64,
     /// Endpoints that receive every user's events.
     pub endpoints: Vec<GlobalEndpoint>,
 }
@@ -75,6 +84,8 @@ impl Default for RelayConfig {
             backoff_max_ms: 60_000,
             queue_per_endpoint: 1000,
             concurrency_per_endpoint: 4,
+            max_ack_pending: 10_000,
+            ack_wait_secs: 30,
             endpoints: Vec::new(),
         }
     }
@@ -102,10 +113,20 @@ impl RelayConfig {
         if self.consumer.is_empty() || self.consumer.contains(['.', ' ', '*', '>']) {
             return bad("relay.consumer", "must be a non-empty name without '.', ' ', '*' or '>'");
         }
+        if self.max_ack_pending < 1 {
+            return bad("relay.max_ack_pending", "must be at least 1");
+        }
+        if self.ack_wait_secs == 0 {
+            return bad("relay.ack_wait_secs", "must be at least 1");
+        }
         for ep in &self.endpoints {
             for name in &ep.events {
                 crate::ExternalEventKind::parse(name).map_err(|reason| PushConfigError { key: "relay.endpoints.events", reason })?;
             }
+            crate::registration::parse_webhook_url(&ep.url)
+                .map_err(|e| PushConfigError { key: "relay.endpoints.url", reason: e.to_string() })?;
+            crate::registration::check_secret(&ep.secret)
+                .map_err(|e| PushConfigError { key: "relay.endpoints.secret", reason: e.to_string() })?;
         }
         Ok(())
     }

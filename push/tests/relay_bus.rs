@@ -1,0 +1,99 @@
+//! The relay fed by the real UNIX-datagram bus from a real store: new mail,
+//! flag changes and expunges each become one signed webhook, and one
+//! user's registration never sees another user's events.
+
+mod relay_support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bus::{BusConfig, BusPublisher, BusSubscriber};
+use push::relay::bus_source::run_bus_source;
+use push::relay::verify_signature;
+use push::HeaderPolicy;
+use relay_support::*;
+use storage_hooks::{AppendOptions, FlagOp, Flags, Hooks, SystemFlags, UidSet, UserStore};
+
+const SECRET: &str = "bus-test-secret-0123456789";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_changes_become_signed_webhooks_per_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus_cfg = BusConfig::unix_in_run_dir(&dir.path().join("run"));
+    let rx = Receiver::start().await;
+    let relay = relay(&dir.path().join("push"), test_config());
+    relay.set_registrations(&[
+        webhook("alice", &rx.url("/alice"), SECRET, &[]),
+        webhook("bob", &rx.url("/bob"), SECRET, &["MessageNew"]),
+    ]);
+    let subscriber = BusSubscriber::from_config(&bus_cfg).await.unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let source = {
+        let relay = relay.clone();
+        tokio::spawn(async move {
+            run_bus_source(&relay, subscriber, HeaderPolicy::default(), stop_rx, Duration::from_secs(2)).await
+        })
+    };
+    let publisher = BusPublisher::from_config(&bus_cfg).await.unwrap();
+    let hooks = Hooks::new().with(Arc::new(publisher.clone()));
+    let alice = UserStore::open("alice", dir.path().join("alice"), hooks.clone()).unwrap();
+    let bob = UserStore::open("bob", dir.path().join("bob"), hooks).unwrap();
+    // Until the relay's subscription is in effect nothing can arrive; keep
+    // delivering to bob until the first webhook shows up.
+    let mut bob_mails = 0;
+    for _ in 0..200 {
+        bob.append("INBOX", b"Subject: for bob\r\n\r\nhi bob\r\n", &AppendOptions::default()).unwrap();
+        bob_mails += 1;
+        publisher.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if !rx.requests_to("/bob").is_empty() {
+            break;
+        }
+    }
+    assert!(!rx.requests_to("/bob").is_empty(), "the relay never received bob's mail");
+
+    let raw = b"From: Carol <carol@example.org>\r\nSubject: Lunch?\r\n\r\nAre you free at noon\r\n";
+    alice.append("INBOX", raw, &AppendOptions::default()).unwrap();
+    let mut inbox = alice.open_mailbox("INBOX").unwrap();
+    inbox.store_flags(&UidSet::from_range(1, 1), FlagOp::Add, &Flags::system(SystemFlags::SEEN), None).unwrap();
+    inbox.store_flags(&UidSet::from_range(1, 1), FlagOp::Add, &Flags::system(SystemFlags::DELETED), None).unwrap();
+    inbox.expunge(None).unwrap();
+    publisher.flush().await.unwrap();
+
+    // New, FlagsSet+MessageRead, FlagsSet+MessageTrash, MessageExpunge.
+    let got = rx.wait_for("/alice", 6).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got_all = rx.requests_to("/alice");
+    assert_eq!(got_all.len(), 6, "{got:#?}");
+    let kinds: Vec<&str> = got_all.iter().map(|r| r.event.as_str()).collect();
+    for k in ["MessageNew", "MessageRead", "MessageTrash", "MessageExpunge"] {
+        assert_eq!(kinds.iter().filter(|x| **x == k).count(), 1, "{k} in {kinds:?}");
+    }
+    assert_eq!(kinds.iter().filter(|x| **x == "FlagsSet").count(), 2, "{kinds:?}");
+    let ids: std::collections::HashSet<&str> = got_all.iter().map(|r| r.event_id.as_str()).collect();
+    assert_eq!(ids.len(), 6, "every event has its own id");
+    for r in &got_all {
+        let ev = r.event();
+        assert_eq!(ev.user, "alice");
+        assert_eq!(ev.id, r.event_id);
+        assert_eq!(ev.event.as_str(), r.event);
+        verify_signature(&r.signature, SECRET.as_bytes(), &r.body, now_secs(), 300).unwrap();
+    }
+    let new = got_all.iter().find(|r| r.event == "MessageNew").unwrap().event();
+    assert_eq!((new.mailbox.as_str(), new.uids.as_str(), new.uid_count), ("INBOX", "1", 1));
+    assert_eq!(new.subject.as_deref(), Some("Lunch?"));
+    assert_eq!(new.from.as_deref(), Some("Carol <carol@example.org>"));
+    assert!(new.snippet.as_deref().unwrap_or("").starts_with("Are you free"));
+    let read = got_all.iter().find(|r| r.event == "MessageRead").unwrap().event();
+    assert!(read.flags.contains(&"\\Seen".to_string()), "{:?}", read.flags);
+    let expunge = got_all.iter().find(|r| r.event == "MessageExpunge").unwrap().event();
+    assert_eq!((expunge.uids.as_str(), expunge.messages), ("1", 0));
+
+    // bob's registration: only bob's new mail, never alice's events.
+    let bob_got = rx.requests_to("/bob");
+    assert!(bob_got.iter().all(|r| r.event == "MessageNew" && r.event().user == "bob"));
+    assert!(bob_got.len() <= bob_mails);
+
+    stop_tx.send(true).unwrap();
+    source.await.unwrap().unwrap();
+}
