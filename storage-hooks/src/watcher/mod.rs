@@ -29,14 +29,7 @@
 mod folder_set;
 #[cfg(target_os = "linux")]
 mod inotify_source;
-#[cfg(any(
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "dragonfly"
-))]
+#[cfg(kqueue)]
 mod kqueue_source;
 mod own_files;
 
@@ -286,14 +279,7 @@ impl MaildirWatcher {
                 None
             }
         };
-        #[cfg(any(
-            target_os = "macos",
-            target_os = "ios",
-            target_os = "freebsd",
-            target_os = "netbsd",
-            target_os = "openbsd",
-            target_os = "dragonfly"
-        ))]
+        #[cfg(kqueue)]
         let source = match kqueue_source::open() {
             Ok(s) => Some(s),
             Err(e) => {
@@ -302,15 +288,7 @@ impl MaildirWatcher {
                 None
             }
         };
-        #[cfg(not(any(
-            target_os = "linux",
-            target_os = "macos",
-            target_os = "ios",
-            target_os = "freebsd",
-            target_os = "netbsd",
-            target_os = "openbsd",
-            target_os = "dragonfly"
-        )))]
+        #[cfg(not(any(target_os = "linux", kqueue)))]
         let source: Option<(Box<dyn WatchRegistry>, Box<dyn EventReader>)> = None;
         let (registry, reader) = match source {
             Some((r, e)) => (Some(r), Some(e)),
