@@ -65,8 +65,9 @@ pub struct Config {
     pub imap: ImapConfig,
     /// TLS certificate and key.
     pub tls: TlsConfig,
-    /// Event bus transport.
-    pub bus: BusConfig,
+    /// Event bus between the processes: transport, UNIX and NATS settings
+    /// (`[bus.nats]` is also the connection of `[push.nats]`).
+    pub bus: bus::BusConfig,
     /// IDLE hibernation timing.
     pub hibernate: HibernateConfig,
     /// Where change events come from (store hooks, Maildir watcher).
@@ -85,7 +86,7 @@ impl Default for Config {
             lmtp: LmtpConfig::default(),
             imap: ImapConfig::default(),
             tls: TlsConfig::default(),
-            bus: BusConfig::default(),
+            bus: bus::BusConfig::default(),
             hibernate: HibernateConfig::default(),
             storage: StorageConfig::default(),
             push: push::PushConfig::default(),
@@ -176,33 +177,6 @@ pub struct TlsConfig {
     pub key: PathBuf,
 }
 
-/// Which event transport to use.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BusTransport {
-    /// The embedded UNIX-datagram bus under `run_dir`.
-    #[default]
-    Unix,
-    /// A NATS server.
-    Nats,
-}
-
-/// `[bus]`: event transport.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct BusConfig {
-    /// Transport kind.
-    pub transport: BusTransport,
-    /// NATS URL for `transport = "nats"`.
-    pub nats_url: String,
-}
-
-impl Default for BusConfig {
-    fn default() -> Self {
-        BusConfig { transport: BusTransport::Unix, nats_url: "nats://127.0.0.1:4222".into() }
-    }
-}
-
 /// `[hibernate]`: IDLE hibernation timing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -287,6 +261,16 @@ impl From<HibernateProcesses> for ProcessesValue {
     }
 }
 
+/// What [`Config::redacted`] shows instead of a secret.
+pub const REDACTED: &str = "<redacted>";
+
+/// True if one dotted NATS subject prefix equals the other or starts with
+/// it token-wise (`a.b` and `a.b.c` overlap, `a.b` and `a.bc` do not).
+fn subjects_overlap(a: &str, b: &str) -> bool {
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    long == short || long.strip_prefix(short).is_some_and(|rest| rest.starts_with('.'))
+}
+
 fn or_default(value: &Path, default: impl FnOnce() -> PathBuf) -> PathBuf {
     if value.as_os_str().is_empty() {
         default()
@@ -362,6 +346,15 @@ impl Config {
         if let Err(e) = self.push.validate() {
             return Err(ConfigError::Invalid { key: "push", reason: e.to_string() });
         }
+        if let Err(e) = self.bus_resolved().validate() {
+            return Err(ConfigError::Invalid { key: "bus", reason: e.to_string() });
+        }
+        if self.push.nats.enabled && subjects_overlap(&self.bus.nats.subject_prefix, &self.push.nats.subject_prefix) {
+            return invalid(
+                "push.nats.subject_prefix",
+                "must not equal, contain or lie under bus.nats.subject_prefix (bus subscribers and streams would receive both)",
+            );
+        }
         if self.storage.poll_interval_secs == 0 {
             return invalid("storage.poll_interval_secs", "must be greater than 0");
         }
@@ -372,6 +365,29 @@ impl Config {
             return Err(ConfigError::Invalid { key: "users.mail_location", reason: e.to_string() });
         }
         Ok(())
+    }
+
+    /// The `[bus]` settings with an empty `bus.unix.dir` filled in as
+    /// `<run_dir>/bus`.
+    pub fn bus_resolved(&self) -> bus::BusConfig {
+        let mut cfg = self.bus.clone();
+        if cfg.unix.dir.as_os_str().is_empty() {
+            cfg.unix.dir = self.run_dir().join("bus");
+        }
+        cfg
+    }
+
+    /// A copy for display (`dormouse config show`): passwords, tokens and
+    /// key seeds replaced by `"<redacted>"`.
+    pub fn redacted(&self) -> Config {
+        let mut cfg = self.clone();
+        let nats = &mut cfg.bus.nats;
+        for secret in [&mut nats.password, &mut nats.token, &mut nats.nkey_seed] {
+            if secret.is_some() {
+                *secret = Some(REDACTED.into());
+            }
+        }
+        cfg
     }
 
     /// The run directory (`run_dir`, or `<data_dir>/run`).
@@ -474,12 +490,45 @@ mod tests {
             "[users]\ndefault_scheme = \"MD5\"\n",
             "[users]\nmail_location = \"%q/Maildir\"\n",
             "[bus]\ntransport = \"carrier-pigeon\"\n",
+            "[bus]\nnats_url = \"nats://127.0.0.1:4222\"\n",
+            "[bus]\nqueue_capacity = 0\n",
+            "[bus.nats]\nsubject_prefix = \"a.*\"\n",
+            "[bus.nats]\nurl = \"nats://h:1\"\nsurprise = 1\n",
+            "[push.nats]\nenabled = true\nsubject_prefix = \"dormouse.v1.events.push\"\n",
+            "[push.nats]\nenabled = true\nsubject_prefix = \"dormouse.v1\"\n",
             "[storage]\nchange_source = \"inotify\"\n",
             "[storage]\nchange_source = \"fanotify\"\n",
             "[storage]\npoll_interval_secs = 0\n",
         ] {
             assert!(Config::parse(text, Path::new("x")).is_err(), "accepted: {text}");
         }
+    }
+
+    #[test]
+    fn bus_section_carries_the_bus_crate_settings() {
+        let c = Config::parse(
+            "data_dir = \"/srv/dm\"\n[bus]\ntransport = \"nats\"\nqueue_capacity = 10\n[bus.unix]\ncoalesce_us = 0\n\
+             [bus.nats]\nurl = \"nats://10.0.0.1:4222\"\nuser = \"dm\"\npassword = \"hunter2\"\n\
+             subscription_mode = \"wildcard\"\n[bus.nats.jetstream]\nenabled = true\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        let b = c.bus_resolved();
+        assert_eq!(b.transport, bus::Transport::Nats);
+        assert_eq!((b.queue_capacity, b.unix.coalesce_us), (10, 0));
+        assert_eq!(b.unix.dir, PathBuf::from("/srv/dm/run/bus"));
+        assert_eq!(b.nats.url, "nats://10.0.0.1:4222");
+        assert_eq!(b.nats.subscription_mode, bus::SubscriptionMode::Wildcard);
+        assert!(b.nats.jetstream.enabled);
+        // Secrets stay out of `config show` and of Debug output (logs).
+        let shown = toml::to_string_pretty(&c.redacted()).unwrap();
+        assert!(!shown.contains("hunter2") && shown.contains(REDACTED), "{shown}");
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert_eq!(c.bus.nats.password.as_deref(), Some("hunter2"));
+        // An explicit folder wins over the run_dir default.
+        let c = Config::parse("[bus.unix]\ndir = \"/var/bus\"\n", Path::new("x")).unwrap();
+        assert_eq!(c.bus_resolved().unix.dir, PathBuf::from("/var/bus"));
+        assert!(subjects_overlap("a.b", "a.b.c") && subjects_overlap("a.b", "a.b") && !subjects_overlap("a.b", "a.bc"));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! queue_capacity = 65536        # per-subscriber queue (and NATS publish queue)
 //!
 //! [bus.unix]
-//! dir = "/run/dormouse/bus"     # private to the server's user (mode 0700)
+//! dir = "/run/dormouse/bus"     # private to the server's user (mode 0700); required
 //! max_frame_bytes = 61440
 //! coalesce_us = 100             # batch events closer together than this
 //!
@@ -77,6 +77,9 @@ impl BusConfig {
         if self.queue_capacity == 0 {
             return Err(BusError::Config("queue_capacity must be at least 1".into()));
         }
+        if self.transport == Transport::Unix && self.unix.dir.as_os_str().is_empty() {
+            return Err(BusError::Config("unix.dir must be set for the unix transport".into()));
+        }
         if !(1024..=200 * 1024).contains(&self.unix.max_frame_bytes) {
             return Err(BusError::Config("unix.max_frame_bytes must be between 1024 and 204800".into()));
         }
@@ -104,7 +107,8 @@ impl BusConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UnixConfig {
-    /// The bus folder; created with mode 0700 if missing.
+    /// The bus folder; created with mode 0700 if missing. No default (empty):
+    /// the application chooses it, e.g. with [`UnixConfig::in_run_dir`].
     pub dir: PathBuf,
     /// Largest frame sent; bigger events travel as a reference record.
     pub max_frame_bytes: usize,
@@ -116,7 +120,7 @@ pub struct UnixConfig {
 
 impl Default for UnixConfig {
     fn default() -> Self {
-        Self { dir: PathBuf::from("/run/dormouse/bus"), max_frame_bytes: 60 * 1024, coalesce_us: 100 }
+        Self { dir: PathBuf::new(), max_frame_bytes: 60 * 1024, coalesce_us: 100 }
     }
 }
 
@@ -282,8 +286,11 @@ mod tests {
         let mut cfg = BusConfig::default();
         cfg.nats.subject_prefix = "a.*".into();
         assert!(cfg.validate().is_err());
-        let cfg = BusConfig { queue_capacity: 0, ..BusConfig::default() };
+        let cfg = BusConfig { queue_capacity: 0, ..BusConfig::unix_in_run_dir(Path::new("/run/x")) };
         assert!(cfg.validate().is_err());
+        let err = BusConfig::default().validate().unwrap_err();
+        assert!(err.to_string().contains("unix.dir"), "{err}");
+        BusConfig { transport: Transport::Nats, ..BusConfig::default() }.validate().unwrap();
         let mut cfg = BusConfig::unix_in_run_dir(Path::new("/run/x"));
         assert_eq!(cfg.unix.dir, PathBuf::from("/run/x/bus"));
         cfg.unix.max_frame_bytes = 10;

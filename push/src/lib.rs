@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod external_event;
+pub mod nats_publisher;
 pub mod registration;
 pub mod registration_store;
 pub mod relay;
@@ -18,4 +19,5 @@ pub mod web_push;
 
 pub use config::{HeaderPolicy, PushConfig};
 pub use external_event::{ExternalEvent, ExternalEventKind, EXTERNAL_EVENT_VERSION};
+pub use nats_publisher::PushNatsPublisher;
 pub use registration::{Registration, Target};

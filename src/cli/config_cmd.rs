@@ -24,7 +24,7 @@ pub struct ConfigArgs {
 pub enum ConfigAction {
     /// Parse the active configuration and report errors (exit 78 if invalid).
     Check,
-    /// Print the effective configuration (defaults filled in) as TOML.
+    /// Print the effective configuration (defaults filled in, secrets redacted) as TOML.
     Show,
 }
 
@@ -45,7 +45,9 @@ pub fn run(config: &Config, path: Option<&Path>, args: &ConfigArgs) -> ExitCode 
             }
             ExitCode::SUCCESS
         }
-        Some(ConfigAction::Show) => match toml::to_string_pretty(config) {
+        // Passwords, tokens and key seeds never reach the terminal (or a
+        // bug report pasted from it).
+        Some(ConfigAction::Show) => match toml::to_string_pretty(&config.redacted()) {
             Ok(text) => {
                 print!("{text}");
                 ExitCode::SUCCESS

@@ -15,24 +15,17 @@ use tokio::sync::mpsc;
 
 use super::serve::store_hooks;
 use super::serve_imap::imap_server_config;
-use crate::config::{BusTransport, Config};
+use crate::config::Config;
 
 /// Arguments of `dormouse worker` (none: the master passes the channel on
 /// stdin, the slot in `DORMOUSE_WORKER_INDEX`, the config with `--config`).
 #[derive(Debug, Args)]
 pub struct WorkerArgs {}
 
-/// The event-bus settings of `config`.
+/// The event-bus settings of `config` (`[bus]`, the UNIX bus folder
+/// defaulting to `<run_dir>/bus`).
 pub fn bus_config(config: &Config) -> bus::BusConfig {
-    let mut cfg = bus::BusConfig::unix_in_run_dir(&config.run_dir());
-    match config.bus.transport {
-        BusTransport::Unix => cfg.transport = bus::Transport::Unix,
-        BusTransport::Nats => {
-            cfg.transport = bus::Transport::Nats;
-            cfg.nats.url = config.bus.nats_url.clone();
-        }
-    }
-    cfg
+    config.bus_resolved()
 }
 
 /// Runs the worker until the master goes away or SIGTERM.

@@ -8,8 +8,13 @@ use async_nats::{Client, ConnectOptions, Event};
 use crate::{BusError, NatsConfig};
 
 /// Connects with the credentials and TLS settings of `cfg`; `on_event` sees
-/// connection events (disconnect, reconnect, slow consumer).
-pub(crate) async fn connect<F, Fut>(cfg: &NatsConfig, on_event: F) -> Result<Client, BusError>
+/// connection events (disconnect, reconnect, slow consumer). The client
+/// reconnects forever (delay growing to 2 s) after the first connection.
+///
+/// # Errors
+/// [`BusError::NatsConnect`] for inconsistent credentials, an unreadable
+/// credentials file, no URL, or no server reachable within 5 s.
+pub async fn connect<F, Fut>(cfg: &NatsConfig, on_event: F) -> Result<Client, BusError>
 where
     F: Fn(Event) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + Sync + 'static,
