@@ -8,6 +8,7 @@ pub mod hibernate;
 pub mod logging;
 pub mod outside_changes;
 pub mod push_relay;
+pub mod push_webpush;
 pub mod serve;
 pub mod serve_imap;
 pub mod user;
