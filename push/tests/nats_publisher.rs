@@ -63,14 +63,15 @@ impl Drop for NatsServer {
 }
 
 fn push_config(stream: &str) -> PushConfig {
-    let mut cfg = PushConfig::default();
-    cfg.nats = PushNatsConfig {
-        enabled: true,
-        subject_prefix: format!("test.{}", stream.to_lowercase()),
-        stream: stream.into(),
-        ..PushNatsConfig::default()
-    };
-    cfg
+    PushConfig {
+        nats: PushNatsConfig {
+            enabled: true,
+            subject_prefix: format!("test.{}", stream.to_lowercase()),
+            stream: stream.into(),
+            ..PushNatsConfig::default()
+        },
+        ..PushConfig::default()
+    }
 }
 
 fn event(user: &str, kind: EventKind, uid: u32, modseq: u64) -> MailboxEvent {
