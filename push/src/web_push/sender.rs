@@ -184,7 +184,8 @@ async fn outcome_of_response(origin: &str, mut response: reqwest::Response) -> A
 }
 
 fn outcome_of_error(origin: &str, e: &reqwest::Error) -> AttemptOutcome {
-    // `without_url`: the endpoint path is a capability; the origin is enough.
+    // The error's own Display names the full endpoint URL, whose path is a
+    // bearer capability: the reason names the origin and the root cause only.
     let what = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {
