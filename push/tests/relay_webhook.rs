@@ -206,7 +206,7 @@ async fn removing_a_registration_stops_its_deliveries() {
     let rx = Receiver::start().await;
     let relay = relay(dir.path(), test_config());
     let reg = webhook("alice", &rx.url("/a"), SECRET, &[]);
-    relay.set_registrations(&[reg.clone()]);
+    relay.set_registrations(std::slice::from_ref(&reg));
     assert_eq!(relay.counters().registrations, 1);
     relay.dispatch(&new_mail("alice", 1), None);
     rx.wait_for("/a", 1).await;
