@@ -10,6 +10,11 @@
 //!   queue is full (NATS). Median and worst of 3 runs.
 //! * latency at 1,000 events/s to one subscriber process: the send time
 //!   (ns since the UNIX epoch) travels in the event's `status.size` field.
+//! * UNIX routing: one publisher, 8 subscriber processes each subscribing
+//!   its own 8 of 64 users (events round-robin over the users): lossless
+//!   throughput and latency at 1,000 events/s, routed (each event goes to
+//!   its owner only) and broadcast (`all=1`: every subscriber asks for
+//!   every event and filters, as before routing). Skip with `no-routing`.
 //! * NATS: time to create 100,000 per-user subscriptions in a fresh
 //!   subscriber process and the RSS of that process and of nats-server.
 //!
@@ -259,6 +264,101 @@ fn rss_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Users per subscriber process in the routing scenario.
+const USERS_PER_SUB: usize = 8;
+
+/// One routing run: `subs` subscriber processes owning `USERS_PER_SUB` users
+/// each; `rate` paces the publisher (events/s), `all` asks for broadcast.
+/// Returns (events/s, median of the subscribers' p50, worst p99) in µs.
+async fn routing_run(p: &UnixPublisher, max_frame: usize, dir: &str, subs: usize, events: u64, all: bool, rate: Option<u64>) -> Option<(f64, f64, f64)> {
+    let n_users = subs * USERS_PER_SUB;
+    let events = events - events % n_users as u64;
+    let user = |u: usize| format!("r{}-{}", u / USERS_PER_SUB, u % USERS_PER_SUB);
+    let children: Vec<Sub> = (0..subs)
+        .map(|k| {
+            let mine: Vec<String> = (0..USERS_PER_SUB).map(|j| user(k * USERS_PER_SUB + j)).collect();
+            let mut args = vec!["transport=unix".into(), format!("dir={dir}"), format!("users={}", mine.join(","))];
+            args.push(format!("expect={}", events / subs as u64));
+            args.push("timeout=60".into());
+            if all {
+                args.push("all=1".into());
+            }
+            Sub::spawn(&args)
+        })
+        .collect();
+    for c in &children {
+        c.wait("READY", Duration::from_secs(30))?;
+    }
+    let target = Target::Unix(p, max_frame);
+    let mut modseq = vec![0u64; n_users];
+    let start = now_ns();
+    let t0 = tokio::time::Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for i in 0..events {
+        if let Some(rate) = rate {
+            tokio::time::sleep_until(t0 + Duration::from_nanos(i * 1_000_000_000 / rate)).await;
+        } else if i % 1024 == 0 {
+            while i / subs as u64 > WINDOW + children.iter().map(|c| c.progress.load(Ordering::Relaxed)).min().unwrap_or(0) {
+                if Instant::now() > deadline {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+        }
+        let u = (i % n_users as u64) as usize;
+        let mut ev = event(modseq[u]);
+        ev.user = user(u);
+        ev.modseq_after = modseq[u] + 1;
+        modseq[u] += 1;
+        target.publish(&ev).await;
+        if i % 65_536 == 0 && Instant::now() > deadline {
+            eprintln!("publisher hit the time limit");
+            return None;
+        }
+    }
+    target.flush().await;
+    let (mut last, mut p50s, mut p99) = (0u64, Vec::new(), 0f64);
+    for c in &children {
+        let done = c.wait("DONE", Duration::from_secs(60))?;
+        if done.get("events").map(String::as_str) != Some(&(events / subs as u64).to_string()) || done["gaps"] != "0" {
+            eprintln!("subscriber incomplete: {done:?}");
+            return None;
+        }
+        last = last.max(done["last_ns"].parse().ok()?);
+        p50s.push(done["p50_ns"].parse::<f64>().ok()? / 1000.0);
+        p99 = p99.max(done["p99_ns"].parse::<f64>().ok()? / 1000.0);
+    }
+    let (p50, _) = median_and_worst(p50s, false);
+    Some((events as f64 / ((last - start) as f64 / 1e9), p50, p99))
+}
+
+/// Rows of the routing scenario (UNIX only).
+async fn routing_rows(p: &UnixPublisher, max_frame: usize, dir: &str, events: u64, rows: &mut Vec<Row>) {
+    let subs = 8;
+    for (mode, all) in [("routed", false), ("broadcast", true)] {
+        let mut rates = Vec::new();
+        for _ in 0..RUNS {
+            match routing_run(p, max_frame, dir, subs, events, all, None).await {
+                Some((r, _, _)) => rates.push(r),
+                None => eprintln!("unix {mode}: a throughput run failed"),
+            }
+        }
+        if !rates.is_empty() {
+            let (median, worst) = median_and_worst(rates, true);
+            rows.push(Row {
+                what: format!("unix {mode}: throughput, 1 publisher -> {subs} processes x {USERS_PER_SUB} own users (worst run)"),
+                n: events * RUNS as u64,
+                median,
+                p99: worst,
+                unit: "events/s",
+            });
+        }
+        if let Some((_, p50, p99)) = routing_run(p, max_frame, dir, subs, 8_000, all, Some(1_000)).await {
+            rows.push(Row { what: format!("unix {mode}: latency at 1,000 events/s, {subs} processes"), n: 8_000, median: p50, p99, unit: "us" });
+        }
+    }
+}
+
 async fn transport_rows(name: &str, target: &Target<'_>, dir: &str, url: &str, events: u64, rows: &mut Vec<Row>) {
     let latency_only = std::env::args().any(|a| a == "latency-only");
     for subs in [1usize, 4].into_iter().filter(|_| !latency_only) {
@@ -311,6 +411,9 @@ async fn run(quick: bool) {
     if only.as_deref() != Some("nats") {
         let unix = UnixPublisher::open(&ucfg).expect("unix publisher");
         transport_rows("unix", &Target::Unix(&unix, ucfg.max_frame_bytes), &dir_s, "", events, &mut rows).await;
+        if !std::env::args().any(|a| a == "no-routing" || a == "latency-only") {
+            routing_rows(&unix, ucfg.max_frame_bytes, &dir_s, events, &mut rows).await;
+        }
     }
     if only.as_deref() == Some("unix") {
         print_rows(rows);

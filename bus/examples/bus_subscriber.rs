@@ -6,7 +6,8 @@
 //! `truth=DIR` (a "storage" folder holding one file per user with its current
 //! modseq, read when resyncing), `synthetic=N` (also subscribe N users
 //! `synthetic-0..N`, to measure the cost of many subscriptions),
-//! `mode=wildcard` (NATS: one wildcard subscription), `timeout=SECS`.
+//! `mode=wildcard` (NATS: one wildcard subscription), `all=1` (UNIX: ask
+//! publishers for every event, as before routing; filtered here), `timeout=SECS`.
 //!
 //! Protocol: prints `READY` once subscribed, `P <events>` every 4,096
 //! events (the benchmark's flow-control window), then `SUBSCRIBED ms=.. rss_kb=..`
@@ -161,6 +162,9 @@ pub async fn main() {
     };
     for u in &users {
         sub.subscribe(u);
+    }
+    if let (BusSubscriber::Unix(s), "1") = (&sub, get("all").as_str()) {
+        s.set_receive_all(true);
     }
     if let Err(e) = sub.sync().await {
         println!("ERROR {e}");

@@ -3,10 +3,35 @@
 //! Every subscribing process binds one datagram socket `<pid>-<random>.sock`
 //! in the bus folder (mode 0700, owned by the server's user, so no other
 //! local user can inject events). A publisher keeps one connected,
-//! non-blocking datagram socket per receiver and sends every event to every
-//! receiver; the list is refreshed whenever the folder's mtime changes (and
-//! while that mtime is too recent to trust), and a receiver whose socket has
-//! no owner any more (`ECONNREFUSED`) is removed and its file unlinked.
+//! non-blocking datagram socket per receiver; the list is refreshed whenever
+//! the folder's mtime changes (and while that mtime is too recent to trust),
+//! and a receiver whose socket has no owner any more (`ECONNREFUSED`) is
+//! removed and its file unlinked (with its interest file).
+//!
+//! # Routing
+//!
+//! Next to its socket each subscriber keeps an *interest file*
+//! `<socket>.interest` ([`interest`] describes the layout): a 16-byte
+//! versioned header (with a wildcard flag) and a bitmap of 2^16 bits, one
+//! per bucket of user names (first 8 bytes of SHA-256 of the name). The
+//! subscriber writes it before binding the socket, counts subscribed users
+//! per bit in memory, and `pwrite`s the changed byte *before*
+//! [`UnixSubscriber::subscribe`] returns; it clears the byte's bit when the
+//! last subscribed user of that bit unsubscribes. A publisher keeps the file
+//! open next to the connected socket and, per event and receiver, `pread`s
+//! the one byte holding the user's bit, after the event was committed: an
+//! event whose change was committed after `subscribe` returned is always
+//! sent. A bit seen set is believed for 10 ms without reading it again
+//! (a false positive only costs a datagram the subscriber filters out; a
+//! clear bit is never cached). A receiver without an interest file (an
+//! older version) or with one that is short, garbage or of another version
+//! gets every event, as before, and the problem is logged. A subscriber
+//! that cannot update its file truncates it, which publishers also take as
+//! "everything". [`UnixSubscriber::set_receive_all`] sets the wildcard
+//! (and every bit). Sequence numbers count the frames sent to one receiver,
+//! so events skipped for it never look like a gap.
+//!
+//! # Full receivers
 //!
 //! Linux lets a receiving socket queue only `net.unix.max_dgram_qlen`
 //! datagrams (10 here); a non-blocking sender then gets `EAGAIN`. Because each
@@ -21,6 +46,8 @@
 //! storage.
 
 mod bus_dir;
+pub mod interest;
+mod interest_view;
 mod publisher;
 mod subscriber;
 

@@ -1,5 +1,6 @@
-//! The UNIX-datagram publisher: sends each event to every receiver socket in
-//! the bus folder without ever blocking the caller.
+//! The UNIX-datagram publisher: sends each event to the receiver sockets in
+//! the bus folder whose interest file asks for the event's user (or that
+//! have no interest file), without ever blocking the caller.
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -9,6 +10,7 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -19,6 +21,8 @@ use rustix::pipe::PipeFlags;
 use storage_hooks::{ChangeHook, HookError, MailboxEvent};
 
 use super::ensure_bus_dir;
+use super::interest::{interest_path, user_hash, INTEREST_SUFFIX};
+use super::interest_view::Routing;
 use crate::rate_log::RateLimitedLog;
 use crate::wire::{self, FrameHeader, MAX_HEADER_LEN};
 use crate::{BusCounters, BusError, CountersSnapshot, UnixConfig};
@@ -39,6 +43,10 @@ const IDLE_CHECK: Duration = Duration::from_secs(1);
 /// Suffix of receiver sockets in the bus folder.
 pub(crate) const SOCKET_SUFFIX: &str = ".sock";
 
+/// An interest file (or its temporary) without a socket is removed once
+/// it is this old: a subscriber writes it just before binding its socket.
+const ORPHAN_AGE: Duration = Duration::from_secs(60);
+
 /// Publishes events to every subscriber process over UNIX datagrams.
 /// Cheap to clone; all clones share one set of receiver sockets.
 #[derive(Debug, Clone)]
@@ -54,6 +62,9 @@ struct Inner {
     counters: Arc<BusCounters>,
     state: Mutex<State>,
     scan_log: RateLimitedLog,
+    interest_log: RateLimitedLog,
+    /// Events not sent to a receiver because it had not subscribed the user.
+    skipped: AtomicU64,
     wake: Arc<Wake>,
 }
 
@@ -104,6 +115,8 @@ struct State {
 struct Peer {
     name: OsString,
     sock: Arc<UnixDatagram>,
+    /// Which events this receiver wants (its interest file).
+    routing: Routing,
     /// Sequence number of the last frame sent (or skipped) to this receiver.
     last_seq: u64,
     /// Encoded records waiting to be sent as one frame.
@@ -287,6 +300,8 @@ impl UnixPublisher {
             counters: Arc::new(BusCounters::default()),
             state: Mutex::new(State::default()),
             scan_log: RateLimitedLog::new(Duration::from_secs(10)),
+            interest_log: RateLimitedLog::new(Duration::from_secs(10)),
+            skipped: AtomicU64::new(0),
             wake: Arc::new(wake),
         };
         Ok(Self { inner: Arc::new(inner) })
@@ -309,9 +324,17 @@ impl UnixPublisher {
         self.inner.counters.snapshot()
     }
 
-    /// Sends `event` to every receiver. Never blocks: a receiver whose queue
-    /// is full gets the event later (batched) or, if it stays full, detects a
-    /// gap and resyncs. Events larger than one frame travel as a reference.
+    /// Events (per receiver) not sent because the receiver's interest file
+    /// said it had not subscribed the event's user.
+    pub fn skipped_by_routing(&self) -> u64 {
+        self.inner.skipped.load(Ordering::Relaxed)
+    }
+
+    /// Sends `event` to every receiver that subscribed its user (by the
+    /// receiver's interest file; a receiver without one gets every event).
+    /// Never blocks: a receiver whose queue is full gets the event later
+    /// (batched) or, if it stays full, detects a gap and resyncs. Events
+    /// larger than one frame travel as a reference.
     ///
     /// Returns the largest number of bytes still waiting for one receiver
     /// (0 = delivered everywhere); callers may ignore it or use it to slow down.
@@ -328,7 +351,17 @@ impl UnixPublisher {
         let mut dead = Vec::new();
         let now = Instant::now();
         let mut new_batch = false;
+        let mut hash = None;
+        let mut skipped = 0;
         for (i, peer) in st.peers.iter_mut().enumerate() {
+            // Read after the event was committed, so a subscription that
+            // was in place before is seen; sequence numbers count frames
+            // sent to this receiver only, so skipping leaves no gap.
+            let h = *hash.get_or_insert_with(|| user_hash(&event.user));
+            if !peer.routing.wants(h, now, &inner.interest_log) {
+                skipped += 1;
+                continue;
+            }
             let was_idle = peer.pending_count == 0;
             match peer.deliver(inner.id, &record, &inner.limits, &inner.counters, now) {
                 Delivery::Done => {}
@@ -340,6 +373,9 @@ impl UnixPublisher {
             }
         }
         inner.remove_dead(&mut st, &dead);
+        if skipped > 0 {
+            inner.skipped.fetch_add(skipped, Ordering::Relaxed);
+        }
         let any_pending = max_pending > 0;
         if any_pending && st.retry_running && new_batch {
             // The thread may be waiting on a later deadline or a full receiver.
@@ -403,13 +439,17 @@ impl Inner {
                 return;
             }
         };
-        let names: HashSet<OsString> = entries
-            .filter_map(Result::ok)
-            .map(|e| e.file_name())
-            .filter(|n| n.to_str().is_some_and(|s| s.ends_with(SOCKET_SUFFIX)))
-            .collect();
+        let all: Vec<OsString> = entries.filter_map(Result::ok).map(|e| e.file_name()).collect();
+        let names: HashSet<OsString> =
+            all.iter().filter(|n| n.to_str().is_some_and(|s| s.ends_with(SOCKET_SUFFIX))).cloned().collect();
+        self.remove_orphan_interest(&all, &names);
         st.peers.retain(|p| names.contains(&p.name));
         st.dead.retain(|n| names.contains(n));
+        for peer in &mut st.peers {
+            if matches!(peer.routing, Routing::NoFile) {
+                peer.routing = Routing::open(&interest_path(&self.dir.join(&peer.name)));
+            }
+        }
         for name in names {
             if st.dead.contains(&name) || st.peers.iter().any(|p| p.name == name) {
                 continue;
@@ -419,6 +459,8 @@ impl Inner {
                 Ok(sock) => st.peers.push(Peer {
                     name,
                     sock: Arc::new(sock),
+                    // The subscriber writes this file before binding its socket.
+                    routing: Routing::open(&interest_path(&path)),
                     last_seq: 0,
                     pending: Vec::new(),
                     pending_count: 0,
@@ -440,10 +482,32 @@ impl Inner {
         }
     }
 
-    /// Removes the socket file of a receiver whose owner is gone.
+    /// Removes interest files (and their temporaries) left without a
+    /// socket by subscribers that died, once they are old enough not to
+    /// belong to a subscriber that is just starting.
+    fn remove_orphan_interest(&self, all: &[OsString], sockets: &HashSet<OsString>) {
+        for name in all {
+            let Some(s) = name.to_str() else { continue };
+            let base = s.strip_suffix(".tmp").unwrap_or(s);
+            let Some(socket) = base.strip_suffix(INTEREST_SUFFIX) else { continue };
+            if sockets.contains(std::ffi::OsStr::new(socket)) {
+                continue;
+            }
+            let path = self.dir.join(name);
+            let old = fs::symlink_metadata(&path)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > ORPHAN_AGE));
+            if old && fs::remove_file(&path).is_ok() {
+                tracing::info!(file = %path.display(), "bus: removed interest file of a receiver that is gone");
+            }
+        }
+    }
+
+    /// Removes the socket file (and interest file) of a receiver whose owner is gone.
     fn forget_stale(&self, st: &mut State, name: &OsString, why: &str) {
         let path = self.dir.join(name);
         self.counters.add_receivers_removed(1);
+        let _ = fs::remove_file(interest_path(&path));
         match fs::remove_file(&path) {
             Ok(()) => tracing::info!(socket = %path.display(), why, "bus: removed receiver socket whose owner is gone"),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

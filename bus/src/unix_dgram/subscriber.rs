@@ -1,9 +1,10 @@
 //! The UNIX-datagram subscriber: one socket per process, drained in batches
-//! by a tokio task into the application's queue.
+//! by a tokio task into the application's queue, and the interest file next
+//! to it that tells publishers which users' events to send.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::net::UnixDatagram;
@@ -11,6 +12,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::ensure_bus_dir;
+use super::interest::{interest_path, InterestFile};
 use super::publisher::SOCKET_SUFFIX;
 use crate::dispatch::{Dispatcher, UserTable};
 use crate::wire::decode_frame;
@@ -35,6 +37,8 @@ const MAX_PUBLISHERS: usize = 4096;
 #[derive(Debug)]
 pub struct UnixSubscriber {
     users: Arc<UserTable>,
+    /// Held while the user table and the interest file change together.
+    interest: Mutex<InterestFile>,
     rx: mpsc::Receiver<BusMessage>,
     counters: Arc<BusCounters>,
     path: PathBuf,
@@ -42,34 +46,74 @@ pub struct UnixSubscriber {
 }
 
 impl UnixSubscriber {
-    /// Binds this process's socket in the bus folder and starts draining it.
-    /// Must be called inside a tokio runtime. Events published after this
-    /// returns reach the socket (publishers rescan the folder on change).
+    /// Writes this process's (empty) interest file, binds its socket in the
+    /// bus folder and starts draining it. Must be called inside a tokio
+    /// runtime. Events of users subscribed after this returns reach the
+    /// socket (publishers rescan the folder on change).
     ///
     /// # Errors
-    /// [`BusError`] if the folder is unusable or the socket cannot be bound.
+    /// [`BusError`] if the folder is unusable, the interest file cannot be
+    /// written or the socket cannot be bound.
     pub fn bind(config: &UnixConfig, queue_capacity: usize) -> Result<Self, BusError> {
         ensure_bus_dir(&config.dir)?;
         let name = format!("{}-{:016x}{SOCKET_SUFFIX}", std::process::id(), rand::random::<u64>());
         let path = config.dir.join(name);
+        // Before the socket: a publisher that finds the socket finds the file.
+        let interest = InterestFile::create(&path)
+            .map_err(|source| BusError::Socket { path: interest_path(&path), source })?;
         let sock = UnixDatagram::bind(&path).map_err(|source| BusError::Socket { path: path.clone(), source })?;
         let users = Arc::new(UserTable::default());
         let counters = Arc::new(BusCounters::default());
         let (tx, rx) = mpsc::channel(queue_capacity.max(1));
         let dispatcher = Dispatcher::new(users.clone(), tx, counters.clone());
         let task = tokio::spawn(receive_loop(sock, dispatcher, counters.clone(), path.clone()));
-        Ok(Self { users, rx, counters, path, task })
+        Ok(Self { users, interest: Mutex::new(interest), rx, counters, path, task })
+    }
+
+    fn interest(&self) -> MutexGuard<'_, InterestFile> {
+        self.interest.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Adds a session of `user`: its events are delivered from the first
     /// session until the last one is removed with [`UnixSubscriber::unsubscribe`].
+    /// When this returns, the interest file asks publishers for the user's
+    /// events, so every event published from now on arrives.
     pub fn subscribe(&self, user: &str) {
-        self.users.subscribe(user);
+        let mut interest = self.interest();
+        if self.users.subscribe(user) {
+            interest.add(user);
+        }
     }
 
-    /// Removes a session of `user`; after the last, its events stop.
+    /// Removes a session of `user`; after the last, its events stop (and
+    /// publishers stop sending them here, unless another subscribed user
+    /// shares the user's bit in the interest file).
     pub fn unsubscribe(&self, user: &str) {
-        self.users.unsubscribe(user);
+        let mut interest = self.interest();
+        if self.users.unsubscribe(user) {
+            interest.remove(user);
+        }
+    }
+
+    /// Routing only: asks every publisher to send this socket every event
+    /// (`true`, the interest file's wildcard) or only those of subscribed
+    /// users (`false`, the default). Events of users not subscribed here
+    /// are still filtered out locally; a subscriber that wants them all
+    /// also needs the user table's wildcard.
+    pub fn set_receive_all(&self, on: bool) {
+        self.interest().set_wildcard(on);
+    }
+
+    /// Receives every user's events for good (a push relay): the user
+    /// table's wildcard plus [`UnixSubscriber::set_receive_all`].
+    pub fn subscribe_all(&self) {
+        self.users.subscribe_all();
+        self.set_receive_all(true);
+    }
+
+    /// True while publishers are asked for every event.
+    pub fn receives_all(&self) -> bool {
+        self.interest().wildcard()
     }
 
     /// Number of subscribed users.
@@ -101,7 +145,8 @@ impl UnixSubscriber {
 impl Drop for UnixSubscriber {
     fn drop(&mut self) {
         self.task.abort();
-        // Publishers notice the removal at their next folder rescan.
+        // Publishers notice the removal at their next folder rescan; the
+        // interest file goes when `interest` is dropped, after the socket.
         let _ = std::fs::remove_file(&self.path);
     }
 }
