@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use storage_hooks::{EventKind, Flags, MailboxEvent, MailboxStatus, MessageSummary, SystemFlags, UidRange, UidSet};
 
 const SCHEMA: &str = include_str!("../schema/external-event-v1.schema.json");
+const README: &str = include_str!("../README.md");
 
 fn validator() -> jsonschema::Validator {
     let schema: Value = serde_json::from_str(SCHEMA).unwrap();
@@ -169,4 +170,25 @@ fn malformed_documents_are_rejected() {
         d["event"] = json!("MailboxRename");
     });
     assert!(!v.is_valid(&json!([good])));
+}
+
+#[test]
+fn readme_examples_are_valid() {
+    let v = validator();
+    let start = README.find("## External event format").expect("format section in push/README.md");
+    let section = &README[start..];
+    let end = section[3..].find("\n## ").map_or(section.len(), |i| i + 3);
+    let mut examples = 0;
+    let mut kinds = std::collections::BTreeSet::new();
+    for block in section[..end].split("```json\n").skip(1) {
+        let json = &block[..block.find("```").expect("closed code block")];
+        let doc: Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}"));
+        assert_valid(&v, &doc);
+        // Each example is also exactly what the code would parse.
+        let parsed = ExternalEvent::from_json(json.as_bytes()).unwrap();
+        kinds.insert(parsed.event);
+        examples += 1;
+    }
+    assert!(examples >= 6, "only {examples} JSON examples found");
+    assert!(kinds.contains(&ExternalEventKind::MessageNew) && kinds.contains(&ExternalEventKind::MailboxRename), "{kinds:?}");
 }
