@@ -292,12 +292,20 @@ impl FieldToCut {
     fn cut(self, ev: &mut ExternalEvent, excess: usize) {
         let shorten = |s: &mut Option<String>| {
             if let Some(v) = s {
-                // JSON escaping can make a character cost up to 6 bytes, so
-                // cut by what the field costs in JSON, not its raw length.
-                let cost = serde_json::to_string(v).map(|j| j.len()).unwrap_or(v.len());
-                let keep = v.len().saturating_sub(excess + (cost - v.len()));
-                let kept = truncate_utf8(v, keep).to_owned();
-                *v = kept;
+                // Keep the longest prefix whose JSON form is at least
+                // `excess` bytes shorter: escaping makes a character cost
+                // up to 6 bytes, so count what each one costs in JSON.
+                let budget = json_string_cost(v).saturating_sub(excess);
+                let mut cost = 2; // the quotes
+                let mut end = 0;
+                for (i, c) in v.char_indices() {
+                    cost += json_char_cost(c);
+                    if cost > budget {
+                        break;
+                    }
+                    end = i + c.len_utf8();
+                }
+                v.truncate(end);
             }
         };
         match self {
@@ -331,6 +339,20 @@ impl FieldToCut {
             }
         }
     }
+}
+
+/// Bytes `c` takes inside a JSON string as serde_json writes it.
+fn json_char_cost(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+        c if (c as u32) < 0x20 => 6,
+        c => c.len_utf8(),
+    }
+}
+
+/// Bytes `s` takes as a JSON string, quotes included.
+fn json_string_cost(s: &str) -> usize {
+    2 + s.chars().map(json_char_cost).sum::<usize>()
 }
 
 /// The de-duplication id: 128 bits of SHA-256 over the event kind and the
@@ -470,6 +492,19 @@ mod tests {
         assert_eq!(back.uid_count, 4999);
         assert!(parse_uids(&back.uids).unwrap().contains(3));
         assert_eq!(back.id, big.id);
+    }
+
+    #[test]
+    fn escaped_text_is_cut_only_as_far_as_needed() {
+        let mut ev = ExternalEvent::from_mailbox_event(&new_mail(), &HeaderPolicy::default()).remove(0);
+        ev.snippet = Some("Grüße aus Köln, \"quoted\" \\ ".repeat(2000));
+        let json = ev.to_json_bounded(3800);
+        assert!(json.len() <= 3800, "{}", json.len());
+        let back = ExternalEvent::from_json(&json).unwrap();
+        let kept = back.snippet.unwrap();
+        assert!(kept.len() > 2500, "cut too far: {} bytes kept", kept.len());
+        assert!(json.len() > 3790, "{}", json.len());
+        assert_eq!(json_string_cost(&kept), serde_json::to_string(&kept).unwrap().len());
     }
 
     #[test]
