@@ -496,6 +496,8 @@ mod tests {
             "[bus.nats]\nurl = \"nats://h:1\"\nsurprise = 1\n",
             "[push.nats]\nenabled = true\nsubject_prefix = \"dormouse.v1.events.push\"\n",
             "[push.nats]\nenabled = true\nsubject_prefix = \"dormouse.v1\"\n",
+            "[push.nats]\nduplicate_window_secs = 0\n",
+            "[push.nats]\nmax_age_secs = 60\nduplicate_window_secs = 120\n",
             "[storage]\nchange_source = \"inotify\"\n",
             "[storage]\nchange_source = \"fanotify\"\n",
             "[storage]\npoll_interval_secs = 0\n",

@@ -85,6 +85,15 @@ impl PushConfig {
         if self.nats.stream.is_empty() || self.nats.stream.contains(['.', ' ', '*', '>']) {
             return Err(PushConfigError { key: "nats.stream", reason: format!("{:?} is not a valid stream name", self.nats.stream) });
         }
+        // JetStream turns 0 into its own default (which would look like a
+        // changed setting at every start) and refuses a window above max_age.
+        let nats = &self.nats;
+        if nats.duplicate_window_secs == 0 || (nats.max_age_secs > 0 && nats.duplicate_window_secs > nats.max_age_secs) {
+            return Err(PushConfigError {
+                key: "nats.duplicate_window_secs",
+                reason: "must be at least 1 and at most nats.max_age_secs (when that is not 0)".into(),
+            });
+        }
         self.relay.validate()?;
         self.webpush.validate()?;
         Ok(())
