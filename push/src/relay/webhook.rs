@@ -136,10 +136,15 @@ fn classify_error(e: &reqwest::Error) -> AttemptOutcome {
     AttemptOutcome::Retry { reason, retry_after: None }
 }
 
-/// Parses `Retry-After` given in seconds (the HTTP-date form is ignored:
-/// the backoff applies instead).
+/// Parses `Retry-After`: seconds, or an HTTP date (time from now; a past
+/// date means no wait).
 fn parse_retry_after(v: &str) -> Option<Duration> {
-    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
 }
 
 #[cfg(test)]
@@ -163,6 +168,10 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(parse_retry_after(" 12 "), Some(Duration::from_secs(12)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(120));
+        let wait = parse_retry_after(&later).unwrap();
+        assert!(wait > Duration::from_secs(100) && wait <= Duration::from_secs(120), "{wait:?}");
+        assert_eq!(parse_retry_after("soon"), None);
     }
 }
