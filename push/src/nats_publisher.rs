@@ -13,9 +13,11 @@
 //! (the user token is [`bus::nats::user_token`], the opaque SHA-256 token of
 //! the internal bus) with the header `Nats-Msg-Id: <event id>`, so the
 //! stream drops a re-publish of the same event within its duplicate window.
-//! Acks are awaited pipelined (at most [`MAX_IN_FLIGHT`] at once); a publish
-//! whose ack fails or times out is sent again, same id, with backoff, while
-//! the others go on. Delivery to the stream is therefore at-least-once and
+//! Acks are awaited pipelined (at most [`MAX_IN_FLIGHT`] events unsettled
+//! at once, counting those waiting to be sent again); a publish whose ack
+//! fails or times out is sent again, same id, with backoff, while the others
+//! go on. During an outage the task therefore stops taking events and the
+//! queue in front of it fills up, which bounds memory. Delivery to the stream is therefore at-least-once and
 //! consumers de-duplicate on `id`.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -40,7 +42,8 @@ use tokio::time::Instant;
 use crate::config::PushNatsConfig;
 use crate::{ExternalEvent, PushConfig};
 
-/// Most publishes awaiting their JetStream ack at once.
+/// Most external events sent and not yet acknowledged at once (awaiting
+/// their ack or waiting to be sent again).
 pub const MAX_IN_FLIGHT: usize = 512;
 /// How long one ack may take before the event is published again.
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -408,8 +411,7 @@ impl PublishLoop {
             if self.closed && self.unsettled.is_empty() {
                 return;
             }
-            let room = self.in_flight.len() < MAX_IN_FLIGHT;
-            let intake = room && self.ready.is_empty() && !self.closed;
+            let intake = self.outstanding() < MAX_IN_FLIGHT && self.ready.is_empty() && !self.closed;
             let mut next_retry = self.retry.keys().next().map(|(due, _)| *due);
             if let (true, Some(due), Some(checked)) = (self.stream_missing, next_retry, self.last_stream_check) {
                 next_retry = Some(due.max(checked + STREAM_RECHECK));
@@ -422,7 +424,7 @@ impl PublishLoop {
                     Some(Job::Flush(done)) => self.flushes.push((self.next_seq, done)),
                     None => self.closed = true,
                 },
-                () = retry_wait, if room && next_retry.is_some() => {}
+                () = retry_wait, if next_retry.is_some() => {}
             }
         }
     }
@@ -443,15 +445,26 @@ impl PublishLoop {
         }
     }
 
-    /// Sends due re-publishes first, then new events, while there is room.
+    /// Events sent and not settled: awaiting an ack or a re-publish.
+    fn outstanding(&self) -> usize {
+        self.in_flight.len() + self.retry.len()
+    }
+
+    /// Sends due re-publishes (already counted as outstanding), then new
+    /// events while fewer than [`MAX_IN_FLIGHT`] are outstanding.
     async fn start_publishes(&mut self) {
         let now = Instant::now();
-        while self.in_flight.len() < MAX_IN_FLIGHT {
-            let due = match self.retry.first_key_value() {
-                Some((&(at, _), _)) if at <= now && !self.stream_missing => self.retry.pop_first().map(|(_, m)| m),
-                _ => None,
-            };
-            let Some(msg) = due.or_else(|| self.ready.pop_front()) else { break };
+        while !self.stream_missing {
+            match self.retry.first_key_value() {
+                Some((&(at, _), _)) if at <= now => {}
+                _ => break,
+            }
+            if let Some((_, msg)) = self.retry.pop_first() {
+                self.send(msg).await;
+            }
+        }
+        while self.outstanding() < MAX_IN_FLIGHT {
+            let Some(msg) = self.ready.pop_front() else { break };
             self.send(msg).await;
         }
     }

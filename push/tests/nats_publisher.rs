@@ -284,3 +284,34 @@ async fn an_outage_blocks_nothing_and_queued_events_arrive_afterwards() {
     assert_eq!((c.published, c.failed), (50, 0), "{c:?}");
     assert!(c.retried > 0, "{c:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_an_outage_memory_is_bounded_and_drops_are_counted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = NatsServer::start(tmp.path());
+    let cfg = push_config("BOUNDED");
+    let queue = 16;
+    let p = PushNatsPublisher::connect(&server.bus_config(), &cfg, queue).await.unwrap();
+    server.stop();
+    let total = 2000u32;
+    for uid in 1..=total {
+        p.on_change(&event("dave", EventKind::MessageNew, uid, u64::from(uid) + 1)).unwrap();
+        if uid % 100 == 0 {
+            // Give the task a chance to take as much as it ever would.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let c = p.counters();
+    // At most MAX_IN_FLIGHT unsettled events, the queue, and one event
+    // being converted are held; the rest was dropped and counted.
+    let held = (push::nats_publisher::MAX_IN_FLIGHT + queue + 1) as u64;
+    assert!(c.dropped_queue_full >= u64::from(total) - held, "{c:?}");
+    assert_eq!(c.queued + c.dropped_queue_full, u64::from(total), "{c:?}");
+
+    server.launch();
+    flush(&p).await;
+    let got = stored(p.client(), "BOUNDED").await;
+    let ids: std::collections::HashSet<&str> = got.iter().map(|s| s.msg_id.as_str()).collect();
+    assert_eq!(got.len() as u64, c.queued, "every queued event stored once");
+    assert_eq!(ids.len(), got.len());
+}
