@@ -48,7 +48,7 @@ pub async fn run_bus_source(
                 }
                 None => break Err(RelayError::Source("the bus subscriber stopped".into())),
             },
-            _ = shutdown.wait_for(|stop| *stop) => break Ok(()),
+            () = super::runner::wait_stop(&mut shutdown) => break Ok(()),
         }
     };
     drop(subscriber);

@@ -92,7 +92,7 @@ pub async fn run_jetstream_source(
                 }
                 None => messages = None,
             },
-            _ = shutdown.wait_for(|stop| *stop), if !stopping => {
+            () = super::runner::wait_stop(&mut shutdown), if !stopping => {
                 stopping = true;
                 // No new messages; the buffered ones come again after ack_wait.
                 messages = None;
@@ -145,7 +145,7 @@ async fn setup_consumer(
                 tracing::warn!(attempt, reason, "push-relay: JetStream set-up failed; retrying");
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_secs(2)) => {}
-                    _ = shutdown.wait_for(|stop| *stop) => return Ok(None),
+                    () = super::runner::wait_stop(shutdown) => return Ok(None),
                 }
             }
         }

@@ -61,7 +61,7 @@ async fn reload_loop(
     loop {
         tokio::select! {
             () = tokio::time::sleep(every) => {}
-            _ = stop.wait_for(|s| *s) => return,
+            () = wait_stop(&mut stop) => return,
         }
         let now = store.stamp();
         if now == stamp {
@@ -78,11 +78,17 @@ async fn reload_loop(
     }
 }
 
+/// Waits until `stop` turns true (or its sender is gone). Returns `()`, so
+/// no borrow of the channel lives on in a `select!` (the future stays `Send`).
+pub async fn wait_stop(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
 async fn counters_loop(relay: Relay, every: Duration, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(every) => relay.counters().log("periodic"),
-            _ = stop.wait_for(|s| *s) => return,
+            () = wait_stop(&mut stop) => return,
         }
     }
 }
