@@ -377,11 +377,12 @@ impl Config {
         cfg
     }
 
-    /// A copy for display (`dormouse config show`): passwords, tokens and
-    /// key seeds replaced by `"<redacted>"`.
+    /// A copy for display (`dormouse config show`): passwords, tokens, key
+    /// seeds and credentials in the NATS URL replaced by `"<redacted>"`.
     pub fn redacted(&self) -> Config {
         let mut cfg = self.clone();
         let nats = &mut cfg.bus.nats;
+        nats.url = bus::nats::redacted_url(&nats.url);
         for secret in [&mut nats.password, &mut nats.token, &mut nats.nkey_seed] {
             if secret.is_some() {
                 *secret = Some(REDACTED.into());
@@ -510,7 +511,7 @@ mod tests {
     fn bus_section_carries_the_bus_crate_settings() {
         let c = Config::parse(
             "data_dir = \"/srv/dm\"\n[bus]\ntransport = \"nats\"\nqueue_capacity = 10\n[bus.unix]\ncoalesce_us = 0\n\
-             [bus.nats]\nurl = \"nats://10.0.0.1:4222\"\nuser = \"dm\"\npassword = \"hunter2\"\n\
+             [bus.nats]\nurl = \"nats://10.0.0.1:4222,nats://x:hunter3@10.0.0.2\"\nuser = \"dm\"\npassword = \"hunter2\"\n\
              subscription_mode = \"wildcard\"\n[bus.nats.jetstream]\nenabled = true\n",
             Path::new("x"),
         )
@@ -519,13 +520,14 @@ mod tests {
         assert_eq!(b.transport, bus::Transport::Nats);
         assert_eq!((b.queue_capacity, b.unix.coalesce_us), (10, 0));
         assert_eq!(b.unix.dir, PathBuf::from("/srv/dm/run/bus"));
-        assert_eq!(b.nats.url, "nats://10.0.0.1:4222");
+        assert_eq!(b.nats.url, "nats://10.0.0.1:4222,nats://x:hunter3@10.0.0.2");
         assert_eq!(b.nats.subscription_mode, bus::SubscriptionMode::Wildcard);
         assert!(b.nats.jetstream.enabled);
         // Secrets stay out of `config show` and of Debug output (logs).
         let shown = toml::to_string_pretty(&c.redacted()).unwrap();
-        assert!(!shown.contains("hunter2") && shown.contains(REDACTED), "{shown}");
-        assert!(!format!("{c:?}").contains("hunter2"));
+        assert!(!shown.contains("hunter2") && !shown.contains("hunter3") && shown.contains(REDACTED), "{shown}");
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("hunter2") && !debug.contains("hunter3"), "{debug}");
         assert_eq!(c.bus.nats.password.as_deref(), Some("hunter2"));
         // An explicit folder wins over the run_dir default.
         let c = Config::parse("[bus.unix]\ndir = \"/var/bus\"\n", Path::new("x")).unwrap();

@@ -190,7 +190,7 @@ impl std::fmt::Debug for NatsConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let hidden = |o: &Option<String>| o.as_ref().map(|_| "<redacted>");
         f.debug_struct("NatsConfig")
-            .field("url", &self.url)
+            .field("url", &crate::nats::redacted_url(&self.url))
             .field("user", &self.user)
             .field("password", &hidden(&self.password))
             .field("token", &hidden(&self.token))

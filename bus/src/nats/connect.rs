@@ -19,7 +19,7 @@ where
     F: Fn(Event) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + Sync + 'static,
 {
-    let fail = |reason: String| BusError::NatsConnect { url: cfg.url.clone(), reason };
+    let fail = |reason: String| BusError::NatsConnect { url: redacted_url(&cfg.url), reason };
     let mut opts = ConnectOptions::new()
         .name(&cfg.client_name)
         .max_reconnects(None)
@@ -56,6 +56,25 @@ where
     opts.connect(urls.as_slice()).await.map_err(|e| fail(e.to_string()))
 }
 
+/// `url` (one or several, comma separated) with any `user:password@` or
+/// `token@` part replaced by `<redacted>@`, for logs and displays.
+pub fn redacted_url(url: &str) -> String {
+    url.split(',')
+        .map(|one| {
+            let (scheme, rest) = one.split_once("://").map_or(("", one), |(s, r)| (s, r));
+            let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            match rest[..authority_end].rfind('@') {
+                Some(at) => {
+                    let sep = if scheme.is_empty() { "" } else { "://" };
+                    format!("{scheme}{sep}<redacted>@{}", &rest[at + 1..])
+                }
+                None => one.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Waits until the server has processed everything this connection sent so
 /// far (subscriptions included): publishes to a fresh inbox subscription and
 /// waits for the message to come back. `Client::flush` only flushes the
@@ -70,5 +89,19 @@ pub(crate) async fn round_trip(client: &Client) -> Result<(), String> {
         Ok(Some(_)) => Ok(()),
         Ok(None) => Err("connection closed during round trip".into()),
         Err(_) => Err("no answer from the server within 10 s".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted_url;
+
+    #[test]
+    fn credentials_in_urls_are_redacted() {
+        assert_eq!(redacted_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(redacted_url("nats://u:hunter2@h:4222"), "nats://<redacted>@h:4222");
+        assert_eq!(redacted_url("tls://tok@h, nats://a:b@g:1"), "tls://<redacted>@h, nats://<redacted>@g:1");
+        assert_eq!(redacted_url("u:p@h:4222"), "<redacted>@h:4222");
+        assert_eq!(redacted_url("nats://h/x@y"), "nats://h/x@y");
     }
 }

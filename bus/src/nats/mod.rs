@@ -56,7 +56,7 @@ mod publisher;
 mod subject;
 mod subscriber;
 
-pub use connect::connect;
+pub use connect::{connect, redacted_url};
 pub use publisher::NatsPublisher;
 pub use subject::{subject_for_user, user_token};
 pub use subscriber::NatsSubscriber;
