@@ -218,3 +218,40 @@ fn deliver_respects_the_header_policy_and_survives_a_missing_server() {
     let inbox: PathBuf = env.home("alice").join("Maildir");
     assert_eq!(support::files_in(&inbox).len(), 2);
 }
+
+#[test]
+fn outside_changes_seen_by_the_hibernate_process_are_external_events_too() {
+    let nats_dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(nats_dir.path());
+    let server = Server::start(ServerOptions {
+        sections_extra: format!(
+            "[hibernate]\ntimeout_secs = 1\nidle_after_secs = 2\nprocesses = 1\nkeepalive_secs = 600\n\
+             [bus.nats]\nurl = \"{}\"\n[push.nats]\nenabled = true\n",
+            nats.url()
+        ),
+        ..ServerOptions::default()
+    });
+    server.deliver("alice", &message("Delivered", "first"));
+    let mut c = Conn::open(server.imap);
+    c.cmd("a", "LOGIN alice secret-a");
+    c.cmd("b", "SELECT INBOX");
+    c.send(b"c IDLE\r\n");
+    assert!(c.line().starts_with("+ "));
+    server.wait_held(1);
+
+    // Another program drops a message into the Maildir: the hibernate
+    // process finds it, tells the client, and publishes it.
+    let maildir = server.dir.path().join("data/home/alice/Maildir");
+    std::fs::write(
+        maildir.join("new/outside.1"),
+        b"From: Carol <carol@example.org>\r\nSubject: From outside\r\n\r\nDropped in by procmail\r\n",
+    )
+    .unwrap();
+    assert_eq!(c.line().trim_end(), "* 2 EXISTS");
+    let got = consume(&nats.url(), "alice", |got| by_kind(got, "MessageNew").len() >= 2);
+    let new = by_kind(&got, "MessageNew");
+    let subjects: Vec<&str> = new.iter().map(|r| r.json["subject"].as_str().unwrap_or_default()).collect();
+    assert_eq!(subjects, ["Delivered", "From outside"], "{got:#?}\nlog:\n{}", server.log_text());
+    assert_eq!(new[1].json["uids"], "2");
+    assert_eq!(new[1].json["snippet"], "Dropped in by procmail");
+}
