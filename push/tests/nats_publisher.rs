@@ -315,3 +315,20 @@ async fn during_an_outage_memory_is_bounded_and_drops_are_counted() {
     assert_eq!(got.len() as u64, c.queued, "every queued event stored once");
     assert_eq!(ids.len(), got.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_stream_is_created_again_and_the_event_stored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(tmp.path());
+    let cfg = push_config("GONE");
+    let p = PushNatsPublisher::connect(&server.bus_config(), &cfg, 64).await.unwrap();
+    let js = jetstream::new(p.client().clone());
+    js.delete_stream("GONE").await.unwrap();
+    p.on_change(&event("erin", EventKind::MessageNew, 1, 2)).unwrap();
+    flush(&p).await;
+    let got = stored(p.client(), "GONE").await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].event.user, "erin");
+    let c = p.counters();
+    assert!(c.retried >= 1 && c.acked == 1, "{c:?}");
+}
