@@ -51,7 +51,8 @@ impl Drop for Nats {
 }
 
 struct Setup {
-    _nats: Nats,
+    url: String,
+    nats: Nats,
     js: jetstream::Context,
     nats_cfg: PushNatsConfig,
     relay_cfg: RelayConfig,
@@ -92,7 +93,7 @@ async fn setup(state_dir: &std::path::Path, cfg: RelayConfig, regs: &[push::Regi
         assert!(Instant::now() < deadline, "the relay never created its consumer");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Setup { _nats: nats, js, nats_cfg, relay_cfg: cfg, relay, stop, source }
+    Setup { url: format!("nats://127.0.0.1:{}", nats.port), nats, js, nats_cfg, relay_cfg: cfg, relay, stop, source }
 }
 
 impl Setup {
@@ -167,4 +168,37 @@ async fn a_message_redelivered_while_in_flight_is_sent_once() {
     let info = stream.consumer_info(&s.relay_cfg.consumer).await.unwrap();
     assert!(info.delivered.consumer_sequence >= 2, "no redelivery happened: {:?}", info.delivered);
     s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_consumer_settings_apply_on_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = RelayConfig { consumer: "settings-test".into(), ack_wait_secs: 30, max_ack_pending: 100, ..test_config() };
+    let s = setup(dir.path(), cfg.clone(), &[]).await;
+    let (url, js, nats_cfg, relay) = (s.url.clone(), s.js.clone(), s.nats_cfg.clone(), s.relay.clone());
+    let nats = {
+        s.stop.send(true).unwrap();
+        s.source.await.unwrap().unwrap();
+        s.nats
+    };
+    let changed = RelayConfig { ack_wait_secs: 2, max_ack_pending: 7, ..cfg };
+    let client = async_nats::connect(url).await.unwrap();
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let source = {
+        let (nats_cfg, changed) = (nats_cfg.clone(), changed.clone());
+        tokio::spawn(async move { run_jetstream_source(&relay, client, &nats_cfg, &changed, stop_rx, Duration::from_secs(1)).await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let stream = js.get_stream(&nats_cfg.stream).await.unwrap();
+        let info = stream.consumer_info(&changed.consumer).await.unwrap();
+        if info.config.ack_wait == Duration::from_secs(2) && info.config.max_ack_pending == 7 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "consumer not updated: {:?}", info.config);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.send(true).unwrap();
+    source.await.unwrap().unwrap();
+    drop(nats);
 }

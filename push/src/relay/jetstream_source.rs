@@ -13,7 +13,9 @@
 //! the same `X-Dormouse-Event-Id`.
 //!
 //! On its first start the consumer begins with events published from then
-//! on (`DeliverPolicy::New`); afterwards it resumes where it stopped. If the
+//! on (`DeliverPolicy::New`); afterwards it resumes where it stopped, with
+//! `ack_wait_secs` and `max_ack_pending` updated if the configuration
+//! changed. If the
 //! server redelivers a message still being worked on (its retries outlast
 //! `ack_wait_secs`), the newer copy replaces the old one for the
 //! acknowledgement and nothing is sent twice. At a graceful stop, open
@@ -133,7 +135,29 @@ async fn setup_consumer(
         let result = async {
             crate::nats_publisher::ensure_stream(js, nats).await.map_err(|e| e.to_string())?;
             let stream = js.get_stream(&nats.stream).await.map_err(|e| e.to_string())?;
-            stream.get_or_create_consumer(&cfg.consumer, config.clone()).await.map_err(|e| e.to_string())
+            match stream.consumer_info(&cfg.consumer).await {
+                Ok(info) => {
+                    // An existing consumer keeps its position and start
+                    // policy; the limits follow the configuration.
+                    let current = &info.config;
+                    let wanted = pull::Config { deliver_policy: current.deliver_policy, ..config.clone() };
+                    if current.ack_wait != wanted.ack_wait
+                        || current.max_ack_pending != wanted.max_ack_pending
+                        || current.filter_subject != wanted.filter_subject
+                    {
+                        tracing::info!(
+                            consumer = %cfg.consumer,
+                            ack_wait_secs = cfg.ack_wait_secs,
+                            max_ack_pending = cfg.max_ack_pending,
+                            "push-relay: consumer settings updated to the configuration"
+                        );
+                        stream.update_consumer(wanted).await.map_err(|e| e.to_string())
+                    } else {
+                        stream.get_consumer(&cfg.consumer).await.map_err(|e| e.to_string())
+                    }
+                }
+                Err(_) => stream.get_or_create_consumer(&cfg.consumer, config.clone()).await.map_err(|e| e.to_string()),
+            }
         }
         .await;
         match result {
