@@ -378,7 +378,8 @@ impl Config {
     }
 
     /// A copy for display (`dormouse config show`): passwords, tokens, key
-    /// seeds and credentials in the NATS URL replaced by `"<redacted>"`.
+    /// seeds, credentials in the NATS URL and webhook secrets replaced by
+    /// `"<redacted>"`.
     pub fn redacted(&self) -> Config {
         let mut cfg = self.clone();
         let nats = &mut cfg.bus.nats;
@@ -387,6 +388,9 @@ impl Config {
             if secret.is_some() {
                 *secret = Some(REDACTED.into());
             }
+        }
+        for endpoint in &mut cfg.push.relay.endpoints {
+            endpoint.secret = REDACTED.into();
         }
         cfg
     }
@@ -512,7 +516,8 @@ mod tests {
         let c = Config::parse(
             "data_dir = \"/srv/dm\"\n[bus]\ntransport = \"nats\"\nqueue_capacity = 10\n[bus.unix]\ncoalesce_us = 0\n\
              [bus.nats]\nurl = \"nats://10.0.0.1:4222,nats://x:hunter3@10.0.0.2\"\nuser = \"dm\"\npassword = \"hunter2\"\n\
-             subscription_mode = \"wildcard\"\n[bus.nats.jetstream]\nenabled = true\n",
+             subscription_mode = \"wildcard\"\n[bus.nats.jetstream]\nenabled = true\n\
+             [[push.relay.endpoints]]\nurl = \"https://hooks.example.org/x\"\nsecret = \"hunter4-long-enough-secret\"\n",
             Path::new("x"),
         )
         .unwrap();
@@ -525,7 +530,9 @@ mod tests {
         assert!(b.nats.jetstream.enabled);
         // Secrets stay out of `config show` and of Debug output (logs).
         let shown = toml::to_string_pretty(&c.redacted()).unwrap();
-        assert!(!shown.contains("hunter2") && !shown.contains("hunter3") && shown.contains(REDACTED), "{shown}");
+        for secret in ["hunter2", "hunter3", "hunter4"] {
+            assert!(!shown.contains(secret) && shown.contains(REDACTED), "{shown}");
+        }
         let debug = format!("{c:?}");
         assert!(!debug.contains("hunter2") && !debug.contains("hunter3"), "{debug}");
         assert_eq!(c.bus.nats.password.as_deref(), Some("hunter2"));
