@@ -1,6 +1,7 @@
 //! The relay fed by the real UNIX-datagram bus from a real store: new mail,
 //! flag changes and expunges each become one signed webhook, and one
-//! user's registration never sees another user's events.
+//! user's registration never sees another user's events. Also over core
+//! NATS (the relay's wildcard subscription).
 
 mod relay_support;
 
@@ -96,4 +97,65 @@ async fn store_changes_become_signed_webhooks_per_user() {
 
     stop_tx.send(true).unwrap();
     source.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_nats_bus_reaches_the_relay_for_every_user() {
+    let nats_dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut server = std::process::Command::new("/usr/sbin/nats-server")
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(nats_dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start /usr/sbin/nats-server");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "nats-server did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut bus_cfg = BusConfig { transport: bus::Transport::Nats, ..BusConfig::default() };
+    bus_cfg.nats.url = format!("nats://127.0.0.1:{port}");
+    let rx = Receiver::start().await;
+    let relay = relay(&dir.path().join("push"), test_config());
+    relay.set_registrations(&[
+        webhook("alice", &rx.url("/alice"), SECRET, &["MessageNew"]),
+        webhook("bob", &rx.url("/bob"), SECRET, &["MessageNew"]),
+    ]);
+    let subscriber = BusSubscriber::from_config(&bus_cfg).await.unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let source = {
+        let relay = relay.clone();
+        tokio::spawn(async move {
+            run_bus_source(&relay, subscriber, HeaderPolicy::default(), stop_rx, Duration::from_secs(2)).await
+        })
+    };
+    let publisher = BusPublisher::from_config(&bus_cfg).await.unwrap();
+    let hooks = Hooks::new().with(Arc::new(publisher.clone()));
+    let alice = UserStore::open("alice", dir.path().join("alice"), hooks.clone()).unwrap();
+    let bob = UserStore::open("bob", dir.path().join("bob"), hooks).unwrap();
+    // Until the wildcard subscription is confirmed nothing arrives; deliver
+    // until the first webhook shows up.
+    for _ in 0..200 {
+        alice.append("INBOX", b"Subject: warm-up\r\n\r\nx\r\n", &AppendOptions::default()).unwrap();
+        publisher.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if !rx.requests_to("/alice").is_empty() {
+            break;
+        }
+    }
+    assert!(!rx.requests_to("/alice").is_empty(), "the relay never received alice's mail over NATS");
+    bob.append("INBOX", b"Subject: for bob\r\n\r\nhi\r\n", &AppendOptions::default()).unwrap();
+    publisher.flush().await.unwrap();
+    let got = rx.wait_for("/bob", 1).await;
+    let ev = got[0].event();
+    assert_eq!((ev.user.as_str(), ev.subject.as_deref()), ("bob", Some("for bob")));
+    verify_signature(&got[0].signature, SECRET.as_bytes(), &got[0].body, now_secs(), 300).unwrap();
+    assert!(rx.requests_to("/alice").iter().all(|r| r.event().user == "alice"));
+    stop_tx.send(true).unwrap();
+    source.await.unwrap().unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
 }
