@@ -12,7 +12,10 @@
 //!   messages/s; the time from calling `append`, and from `append`
 //!   returning, to the receiver getting the webhook, p50/p99/max (the hook
 //!   publishes before `append` returns, so the webhook can arrive first:
-//!   negative values, counted on the last line).
+//!   negative values, counted on the last line). The same again through
+//!   JetStream (`[push.nats]` publisher hook, the relay's durable consumer,
+//!   delivered log on) when `/usr/sbin/nats-server` exists (own port and
+//!   folder).
 //!
 //! Everything runs on 127.0.0.1 in a temporary folder; every phase has a
 //! count and a time limit.
@@ -25,6 +28,7 @@ use axum::body::Bytes;
 use axum::http::StatusCode;
 use bus::{BusConfig, BusPublisher, BusSubscriber};
 use push::relay::bus_source::run_bus_source;
+use push::relay::jetstream_source::run_jetstream_source;
 use push::relay::{Relay, RelayConfig, RelaySettings};
 use push::{ExternalEvent, HeaderPolicy, Registration, Target};
 use storage_hooks::{
@@ -121,25 +125,59 @@ async fn throughput(n: u32, users: usize, concurrency: usize) -> f64 {
     f64::from(n) / secs
 }
 
+/// Where the latency run's events travel.
+enum EventPath {
+    /// The UNIX-datagram bus.
+    UnixBus,
+    /// `[push.nats]` JetStream publishing and the relay's durable consumer,
+    /// on a nats-server at this port.
+    JetStream(u16),
+}
+
 /// Latencies (µs) from calling `append` and from `append` returning to the
 /// webhook arriving (negative: it arrived before `append` returned).
-async fn latency(n: u32, rate_per_sec: u32) -> (Vec<i64>, Vec<i64>) {
+async fn latency(n: u32, rate_per_sec: u32, path: EventPath) -> (Vec<i64>, Vec<i64>) {
     let dir = tempfile::tempdir().unwrap();
     let seen = Arc::new(Mutex::new(Seen::default()));
     let url = start_receiver(seen.clone(), true).await;
-    let relay = relay(&dir.path().join("push"), RelayConfig::default());
+    let jetstream = matches!(path, EventPath::JetStream(_));
+    let relay = Relay::new(&RelaySettings {
+        relay: RelayConfig::default(),
+        max_event_bytes: 3800,
+        state_dir: dir.path().join("push"),
+        remember_delivered: jetstream,
+        webpush: push::web_push::WebPushConfig::default(),
+    })
+    .unwrap();
     relay.set_registrations(&[registration("alice", &url)]);
-    let bus_cfg = BusConfig::unix_in_run_dir(&dir.path().join("run"));
-    let subscriber = BusSubscriber::from_config(&bus_cfg).await.unwrap();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let source = {
-        let relay = relay.clone();
-        tokio::spawn(async move {
-            run_bus_source(&relay, subscriber, HeaderPolicy::default(), stop_rx, Duration::from_secs(1)).await
-        })
+    let (hooks, source) = match path {
+        EventPath::UnixBus => {
+            let bus_cfg = BusConfig::unix_in_run_dir(&dir.path().join("run"));
+            let subscriber = BusSubscriber::from_config(&bus_cfg).await.unwrap();
+            let relay = relay.clone();
+            let source = tokio::spawn(async move {
+                run_bus_source(&relay, subscriber, HeaderPolicy::default(), stop_rx, Duration::from_secs(1)).await
+            });
+            let publisher = BusPublisher::from_config(&bus_cfg).await.unwrap();
+            (Hooks::new().with(Arc::new(publisher)), source)
+        }
+        EventPath::JetStream(port) => {
+            let nats = bus::NatsConfig { url: format!("nats://127.0.0.1:{port}"), ..bus::NatsConfig::default() };
+            let push_cfg = push::PushConfig {
+                nats: push::config::PushNatsConfig { enabled: true, ..Default::default() },
+                ..Default::default()
+            };
+            let publisher = push::PushNatsPublisher::connect(&nats, &push_cfg, 65_536).await.unwrap();
+            let client = async_nats::connect(&nats.url).await.unwrap();
+            let relay = relay.clone();
+            let source = tokio::spawn(async move {
+                run_jetstream_source(&relay, client, &push_cfg.nats, &RelayConfig::default(), stop_rx, Duration::from_secs(1))
+                    .await
+            });
+            (Hooks::new().with(Arc::new(publisher)), source)
+        }
     };
-    let publisher = BusPublisher::from_config(&bus_cfg).await.unwrap();
-    let hooks = Hooks::new().with(Arc::new(publisher));
     let store = UserStore::open("alice", dir.path().join("alice"), hooks).unwrap().with_durability(Durability::NoFsync);
     // Warm up until the relay's subscription is live.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -191,6 +229,24 @@ async fn latency(n: u32, rate_per_sec: u32) -> (Vec<i64>, Vec<i64>) {
     (from_call, from_return)
 }
 
+/// Where the JetStream phase finds its server.
+const NATS_SERVER: &str = "/usr/sbin/nats-server";
+
+fn report_latency(n: u32, (mut from_call, mut from_return): (Vec<i64>, Vec<i64>), via: &str) {
+    from_call.sort_unstable();
+    from_return.sort_unstable();
+    let early = from_return.iter().filter(|&&l| l < 0).count();
+    for (what, lat) in [("append call", &from_call), ("append return", &from_return)] {
+        println!(
+            "{:<58} {:>8} {:>14}",
+            format!("latency {what} -> webhook, 200/s, {via}, p50/p99/max"),
+            n,
+            format!("{}/{}/{} us", pct(lat, 0.5), pct(lat, 0.99), lat[lat.len() - 1])
+        );
+    }
+    println!("{:<58} {:>8} {:>14}", format!("webhooks before append returned ({via})"), n, early);
+}
+
 fn pct(sorted: &[i64], p: f64) -> i64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -205,17 +261,26 @@ async fn main() {
         println!("{:<58} {:>8} {:>10.0} /s", format!("webhooks/s, {users} registration(s), {conc} in flight each"), n, rate);
     }
     let lat_n = if quick { 500 } else { 2_000 };
-    let (mut from_call, mut from_return) = latency(lat_n, 200).await;
-    from_call.sort_unstable();
-    from_return.sort_unstable();
-    let early = from_return.iter().filter(|&&l| l < 0).count();
-    for (what, lat) in [("append call", &from_call), ("append return", &from_return)] {
-        println!(
-            "{:<58} {:>8} {:>14}",
-            format!("latency {what} -> webhook, 200/s, UNIX bus, p50/p99/max"),
-            lat_n,
-            format!("{}/{}/{} us", pct(lat, 0.5), pct(lat, 0.99), lat[lat.len() - 1])
-        );
+    report_latency(lat_n, latency(lat_n, 200, EventPath::UnixBus).await, "UNIX bus");
+    if std::path::Path::new(NATS_SERVER).exists() {
+        let nats_dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut server = std::process::Command::new(NATS_SERVER)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(nats_dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        report_latency(lat_n, latency(lat_n, 200, EventPath::JetStream(port)).await, "JetStream");
+        let _ = server.kill();
+        let _ = server.wait();
+    } else {
+        println!("(no {NATS_SERVER}: JetStream latency skipped)");
     }
-    println!("{:<58} {:>8} {:>14}", "webhooks that arrived before append returned", lat_n, early);
 }
