@@ -86,7 +86,7 @@ pub struct DeliveryContext {
     /// Finished pairs (JetStream mode).
     pub delivered: Option<DeliveredLog>,
     /// Registration store, to drop registrations whose target is gone.
-    pub store: Option<RegistrationStore>,
+    pub store: RegistrationStore,
     /// Deliveries queued or in progress, for draining at shutdown.
     pub pending: AtomicUsize,
     /// Web Push sending.
@@ -200,11 +200,10 @@ impl DeliveryContext {
 
     /// Drops a registration whose target no longer exists.
     fn remove_registration(&self, endpoint: &Endpoint) {
-        let Some(store) = &self.store else { return };
         if endpoint.user.is_none() {
             return;
         }
-        match store.remove(&endpoint.key) {
+        match self.store.remove(&endpoint.key) {
             Ok(_) => tracing::info!(registration = %endpoint.key, "push-relay: registration removed (target gone)"),
             Err(crate::registration_store::RegistrationError::NotFound(_)) => {}
             Err(e) => tracing::warn!(registration = %endpoint.key, error = %e, "push-relay: cannot remove a gone registration"),

@@ -43,6 +43,9 @@ pub enum RelayError {
         #[source]
         source: std::io::Error,
     },
+    /// The registration file could not be read.
+    #[error("registrations: {0}")]
+    Registrations(#[from] crate::registration_store::RegistrationError),
     /// The event source failed.
     #[error("event source: {0}")]
     Source(String),
@@ -98,10 +101,7 @@ impl Relay {
         let http = super::webhook::http_client(Duration::from_millis(cfg.timeout_ms))
             .map_err(|e| RelayError::Http(e.to_string()))?;
         let store = RegistrationStore::new(&settings.state_dir);
-        store.ensure_dir().map_err(|e| RelayError::State {
-            path: settings.state_dir.clone(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        store.ensure_dir()?;
         let delivered = if settings.remember_delivered {
             let path = settings.state_dir.join(DELIVERED_FILE);
             Some(DeliveredLog::open(path.clone(), DEFAULT_CAPACITY).map_err(|source| RelayError::State { path, source })?)
@@ -115,7 +115,7 @@ impl Relay {
             backoff: Backoff::from_config(cfg),
             max_attempts: cfg.max_attempts,
             delivered,
-            store: Some(store),
+            store,
             pending: AtomicUsize::new(0),
             webpush: super::delivery::WebPushSlot::new(settings.webpush.clone(), settings.state_dir.clone()),
         });

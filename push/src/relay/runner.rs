@@ -36,7 +36,7 @@ where
     F: Future<Output = Result<(), RelayError>>,
 {
     let stamp = store.stamp();
-    let regs = store.load().map_err(|e| RelayError::Source(format!("registrations: {e}")))?;
+    let regs = store.load()?;
     relay.set_registrations(&regs);
     tracing::info!(registrations = regs.len(), file = %store.path().display(), "push-relay: registrations loaded");
     let (stop_tx, stop_rx) = watch::channel(false);
