@@ -159,3 +159,56 @@ async fn core_nats_bus_reaches_the_relay_for_every_user() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bus_gap_is_counted_as_a_resync_and_later_events_still_flow() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus_cfg = BusConfig::unix_in_run_dir(&dir.path().join("run"));
+    let rx = Receiver::start().await;
+    let relay = relay(&dir.path().join("push"), test_config());
+    relay.set_registrations(&[webhook("alice", &rx.url("/alice"), SECRET, &[])]);
+    let subscriber = BusSubscriber::from_config(&bus_cfg).await.unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let source = {
+        let relay = relay.clone();
+        tokio::spawn(async move {
+            run_bus_source(&relay, subscriber, HeaderPolicy::default(), stop_rx, Duration::from_secs(2)).await
+        })
+    };
+    let publisher = BusPublisher::from_config(&bus_cfg).await.unwrap();
+    let event = |before: u64, after: u64| storage_hooks::MailboxEvent {
+        kind: storage_hooks::EventKind::MessageNew,
+        user: "alice".into(),
+        mailbox: "INBOX".into(),
+        old_mailbox: None,
+        uidvalidity: 1,
+        uids: UidSet::from_range(after as u32, after as u32),
+        flags: Flags::default(),
+        status: storage_hooks::MailboxStatus::default(),
+        modseq_before: before,
+        modseq_after: after,
+        summary: None,
+        timestamp_ms: 0,
+    };
+    // Wait until the relay hears alice at all.
+    let mut modseq = 0;
+    for _ in 0..200 {
+        publisher.publish(&event(modseq, modseq + 1)).unwrap();
+        modseq += 1;
+        publisher.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if !rx.requests_to("/alice").is_empty() {
+            break;
+        }
+    }
+    rx.wait_for("/alice", 1).await;
+    let resyncs = relay.counters().resyncs;
+    // modseq jumps by 5: events were lost on the way.
+    publisher.publish(&event(modseq + 5, modseq + 6)).unwrap();
+    publisher.flush().await.unwrap();
+    eventually("the resync", || relay.counters().resyncs == resyncs + 1).await;
+    let after_gap = (modseq + 6).to_string();
+    eventually("the event after the gap", || rx.requests_to("/alice").iter().any(|r| r.event().uids == after_gap)).await;
+    stop_tx.send(true).unwrap();
+    source.await.unwrap().unwrap();
+}
