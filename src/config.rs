@@ -400,6 +400,12 @@ impl Config {
         or_default(&self.run_dir, || self.data_dir.join("run"))
     }
 
+    /// The push relay's state folder (`push.relay.state_dir`, or
+    /// `<data_dir>/push`): registrations, dead letters, the VAPID key.
+    pub fn push_state_dir(&self) -> PathBuf {
+        or_default(&self.push.relay.state_dir, || self.data_dir.join("push"))
+    }
+
     /// The passwd file (`users.passwd_file`, or `<data_dir>/passwd`).
     pub fn passwd_file(&self) -> PathBuf {
         or_default(&self.users.passwd_file, || self.data_dir.join("passwd"))

@@ -2,7 +2,6 @@
 //! registrations (stored in `<state_dir>/registrations.json`; the running
 //! relay picks up changes within a second).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -84,22 +83,13 @@ pub enum PushRelayAction {
     },
 }
 
-/// The push state directory: `push.relay.state_dir`, or `<data_dir>/push`.
-pub fn state_dir(config: &Config) -> PathBuf {
-    if config.push.relay.state_dir.as_os_str().is_empty() {
-        config.data_dir.join("push")
-    } else {
-        config.push.relay.state_dir.clone()
-    }
-}
-
 /// Runs a `push-relay` action.
 ///
 /// # Errors
 /// Bad arguments (URL, secret, event names, unknown user or id), store
 /// failures, and for `run` start-up failures.
 pub fn run(config: Config, args: PushRelayArgs) -> anyhow::Result<()> {
-    let store = RegistrationStore::new(&state_dir(&config));
+    let store = RegistrationStore::new(&config.push_state_dir());
     match args.action {
         PushRelayAction::Run => run_relay_process(config),
         PushRelayAction::AddWebhook { user, url, secret, events } => {
@@ -149,7 +139,7 @@ pub fn run(config: Config, args: PushRelayArgs) -> anyhow::Result<()> {
             Ok(())
         }
         PushRelayAction::DeadLetters { tail } => {
-            let path = state_dir(&config).join(push::relay::dead_letter::DEAD_LETTER_FILE);
+            let path = config.push_state_dir().join(push::relay::dead_letter::DEAD_LETTER_FILE);
             let lines = push::relay::dead_letter::read_tail(&path, tail)
                 .with_context(|| format!("cannot read {}", path.display()))?;
             for line in lines {
@@ -199,7 +189,7 @@ fn run_relay_process(config: Config) -> anyhow::Result<()> {
             RelaySource::Auto => RelaySource::Bus,
             s => s,
         };
-        let state_dir = state_dir(&config);
+        let state_dir = config.push_state_dir();
         let settings = RelaySettings {
             relay: config.push.relay.clone(),
             max_event_bytes: config.push.max_event_bytes,

@@ -54,14 +54,6 @@ struct SubscriptionKeysJson {
 }
 
 /// The push state directory: `push.relay.state_dir`, or `<data_dir>/push`.
-fn push_state_dir(config: &Config) -> PathBuf {
-    if config.push.relay.state_dir.as_os_str().is_empty() {
-        config.data_dir.join("push")
-    } else {
-        config.push.relay.state_dir.clone()
-    }
-}
-
 /// Checks a Web Push subscription and stores it as a registration of
 /// `args.user`; the running relay picks it up without a restart. The same
 /// endpoint registered again for the same user replaces the old
@@ -84,7 +76,7 @@ pub fn add_webpush(config: &Config, args: AddWebPushArgs) -> anyhow::Result<()> 
 
     let location = MailLocation::parse(&config.users.mail_location)?;
     let users = UserDb::open(config.passwd_file(), location)?;
-    let state_dir = push_state_dir(config);
+    let state_dir = config.push_state_dir();
     let store = RegistrationStore::new(&state_dir);
     store.ensure_dir()?;
     let (id, origin) = (registration.id.clone(), registration.target.display_url());
@@ -128,7 +120,7 @@ pub fn add_webpush(config: &Config, args: AddWebPushArgs) -> anyhow::Result<()> 
 /// # Errors
 /// An unreadable or invalid key file, or one that cannot be created.
 pub fn vapid_public_key(config: &Config) -> anyhow::Result<()> {
-    let state_dir = push_state_dir(config);
+    let state_dir = config.push_state_dir();
     let path = vapid_key_path(&config.push.webpush, &state_dir);
     let signer = VapidSigner::load_or_create(&path, &config.push.webpush.subject)?;
     println!("{}", signer.public_key());
