@@ -332,8 +332,42 @@ async fn routing_run(p: &UnixPublisher, max_frame: usize, dir: &str, subs: usize
     Some((events as f64 / ((last - start) as f64 / 1e9), p50, p99))
 }
 
+/// The publisher's routing cost: hashing a user name, and deciding to skip
+/// a receiver (one `pread` of its interest file, the bit being clear).
+fn routing_cost_rows(rows: &mut Vec<Row>) {
+    let n = 1_000_000u64;
+    let names: Vec<String> = (0..10_000).map(|i| format!("user-{i}@example.org")).collect();
+    let t = Instant::now();
+    let mut acc = 0u64;
+    for i in 0..n {
+        acc ^= bus::unix_dgram::interest::user_hash(&names[(i % 10_000) as usize]);
+    }
+    let ns = t.elapsed().as_nanos() as f64 / n as f64;
+    std::hint::black_box(acc);
+    rows.push(Row { what: "unix routing: user hash (SHA-256) per event".into(), n, median: ns, p99: ns, unit: "ns" });
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = UnixConfig { dir: tmp.path().join("bus"), ..UnixConfig::default() };
+    let receivers = 8;
+    let subs: Vec<bus::UnixSubscriber> =
+        (0..receivers).map(|_| bus::UnixSubscriber::bind(&cfg, 16).expect("subscriber")).collect();
+    let p = UnixPublisher::open(&cfg).expect("publisher");
+    let n = 200_000u64;
+    let mut ev = event(0);
+    let t = Instant::now();
+    for i in 0..n {
+        ev.user.clear();
+        ev.user.push_str(&names[(i % 10_000) as usize]);
+        p.publish(&ev);
+    }
+    let ns = t.elapsed().as_nanos() as f64 / (n * receivers as u64) as f64;
+    assert_eq!(p.skipped_by_routing(), n * receivers as u64);
+    rows.push(Row { what: format!("unix routing: publish cost per skipped receiver ({receivers} receivers)"), n, median: ns, p99: ns, unit: "ns" });
+    drop(subs);
+}
+
 /// Rows of the routing scenario (UNIX only).
 async fn routing_rows(p: &UnixPublisher, max_frame: usize, dir: &str, events: u64, rows: &mut Vec<Row>) {
+    routing_cost_rows(rows);
     let subs = 8;
     for (mode, all) in [("routed", false), ("broadcast", true)] {
         let mut rates = Vec::new();

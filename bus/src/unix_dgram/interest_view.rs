@@ -17,6 +17,9 @@ const POSITIVE_TTL: Duration = Duration::from_millis(10);
 /// Largest bitmap whose positive bits are cached (2^16 bits = 8 KiB per receiver).
 const MAX_CACHED_LOG2_BITS: u8 = 16;
 
+/// Largest bitmap kept as a copy while the folder is watched (2^20 bits = 128 KiB).
+const MAX_COPIED_LOG2_BITS: u8 = 20;
+
 /// How a publisher chooses the events for one receiver.
 #[derive(Debug)]
 pub(crate) enum Routing {
@@ -44,11 +47,22 @@ impl Routing {
         }
     }
 
-    /// True if an event of the user with hash `user_hash` must go to this receiver.
-    pub(crate) fn wants(&mut self, user_hash: u64, now: Instant, log: &RateLimitedLog) -> bool {
+    /// True if an event of the user with hash `user_hash` must go to this
+    /// receiver. `watched`: the caller drained an [`super::interest_watch::InterestWatch`]
+    /// after the event was committed and marked changed files with
+    /// [`Routing::changed`], so an up-to-date copy of the bitmap may be used.
+    pub(crate) fn wants(&mut self, user_hash: u64, now: Instant, log: &RateLimitedLog, watched: bool) -> bool {
         match self {
             Routing::NoFile | Routing::Unusable => true,
+            Routing::Filter(view) if watched => view.wants_from_copy(user_hash, now, log),
             Routing::Filter(view) => view.wants(user_hash, now, log),
+        }
+    }
+
+    /// The interest file changed: the copy of its bitmap is stale.
+    pub(crate) fn changed(&mut self) {
+        if let Routing::Filter(view) = self {
+            view.copy_fresh = false;
         }
     }
 }
@@ -64,6 +78,10 @@ pub(crate) struct InterestView {
     seen_since: Instant,
     /// The file was truncated or unreadable: every event goes.
     broken: bool,
+    /// The whole bitmap as last read (used while the folder is watched).
+    copy: Vec<u8>,
+    /// No change was reported since `copy` was read.
+    copy_fresh: bool,
 }
 
 impl InterestView {
@@ -91,7 +109,54 @@ impl InterestView {
         }
         let layout = parse_header(&header[..got], len)
             .map_err(|reason| InterestError::Format { path: path.to_owned(), reason })?;
-        Ok(Some(Self { path: path.to_owned(), file, layout, seen: Vec::new(), seen_since: Instant::now(), broken: false }))
+        Ok(Some(Self {
+            path: path.to_owned(),
+            file,
+            layout,
+            seen: Vec::new(),
+            seen_since: Instant::now(),
+            broken: false,
+            copy: Vec::new(),
+            copy_fresh: false,
+        }))
+    }
+
+    /// Like [`InterestView::wants`], from a copy of the bitmap that is
+    /// re-read (one `pread`) only after a change was reported.
+    fn wants_from_copy(&mut self, user_hash: u64, now: Instant, log: &RateLimitedLog) -> bool {
+        if self.broken {
+            return true;
+        }
+        if self.layout.log2_bits > MAX_COPIED_LOG2_BITS {
+            return self.wants(user_hash, now, log);
+        }
+        if !self.copy_fresh {
+            let len = (1usize << self.layout.log2_bits) / 8;
+            self.copy.resize(len, 0);
+            let mut got = 0;
+            while got < len {
+                match self.file.read_at(&mut self.copy[got..], (HEADER_LEN + got) as u64) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        if let Some(suppressed) = log.allow() {
+                            tracing::warn!(path = %self.path.display(), error = %e, suppressed,
+                                "bus: cannot read interest file; sending the event anyway");
+                        }
+                        return true;
+                    }
+                }
+            }
+            if got < len {
+                tracing::warn!(path = %self.path.display(), "bus: interest file was truncated; sending every event to that receiver");
+                self.broken = true;
+                return true;
+            }
+            self.copy_fresh = true;
+        }
+        let bit = self.layout.bit(user_hash);
+        self.copy[(bit / 8) as usize] & (1 << (bit % 8)) != 0
     }
 
     /// True if the user's bit is set (or the file can no longer be read).
@@ -152,19 +217,28 @@ mod tests {
         let mut view = Routing::open(file.path());
         let (alice, bob) = (user_hash("alice"), user_hash("bob"));
         let now = Instant::now();
-        assert!(!view.wants(alice, now, &log));
+        assert!(!view.wants(alice, now, &log, false));
         file.add("alice");
-        assert!(view.wants(alice, now, &log), "a set bit is seen at once");
-        assert!(!view.wants(bob, now, &log));
+        assert!(view.wants(alice, now, &log, false), "a set bit is seen at once");
+        assert!(!view.wants(bob, now, &log, false));
         file.remove("alice");
         // Believed for POSITIVE_TTL, then read again.
-        assert!(view.wants(alice, now, &log));
-        assert!(!view.wants(alice, now + POSITIVE_TTL, &log));
+        assert!(view.wants(alice, now, &log, false));
+        assert!(!view.wants(alice, now + POSITIVE_TTL, &log, false));
         file.set_wildcard(true);
-        assert!(view.wants(bob, now + POSITIVE_TTL, &log));
+        assert!(view.wants(bob, now + POSITIVE_TTL, &log, false));
         // Truncated by a subscriber that gave up: everything.
         std::fs::OpenOptions::new().write(true).open(file.path()).unwrap().set_len(0).unwrap();
-        assert!(view.wants(user_hash("carol"), now + POSITIVE_TTL * 3, &log));
+        assert!(view.wants(user_hash("carol"), now + POSITIVE_TTL * 3, &log, false));
+        // From a copy, re-read only when told the file changed.
+        let mut file2 = InterestFile::create(&tmp.path().join("2-2.sock")).unwrap();
+        let mut copied = Routing::open(file2.path());
+        assert!(!copied.wants(alice, now, &log, true));
+        file2.add("alice");
+        assert!(!copied.wants(alice, now, &log, true), "stale copy until a change is reported");
+        copied.changed();
+        assert!(copied.wants(alice, now, &log, true));
+        assert!(!copied.wants(bob, now, &log, true));
         // Garbage: everything.
         std::fs::write(file.path(), b"garbage").unwrap();
         assert!(matches!(Routing::open(file.path()), Routing::Unusable));

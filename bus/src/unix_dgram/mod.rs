@@ -48,6 +48,7 @@
 mod bus_dir;
 pub mod interest;
 mod interest_view;
+mod interest_watch;
 mod publisher;
 mod subscriber;
 

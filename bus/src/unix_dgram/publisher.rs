@@ -23,6 +23,7 @@ use storage_hooks::{ChangeHook, HookError, MailboxEvent};
 use super::ensure_bus_dir;
 use super::interest::{interest_path, user_hash, INTEREST_SUFFIX};
 use super::interest_view::Routing;
+use super::interest_watch::{Drained, InterestWatch};
 use crate::rate_log::RateLimitedLog;
 use crate::wire::{self, FrameHeader, MAX_HEADER_LEN};
 use crate::{BusCounters, BusError, CountersSnapshot, UnixConfig};
@@ -108,6 +109,9 @@ struct State {
     retry_running: bool,
     /// The retry thread exists (it sleeps while nothing is pending).
     retry_spawned: bool,
+    /// Reports changed interest files (`None`: inotify unavailable, every
+    /// decision reads one byte of the receiver's file).
+    watch: Option<InterestWatch>,
 }
 
 /// One receiver socket and what is still owed to it.
@@ -290,6 +294,15 @@ impl UnixPublisher {
     pub fn open(config: &UnixConfig) -> Result<Self, BusError> {
         ensure_bus_dir(&config.dir)?;
         let wake = Wake::new().map_err(|source| BusError::Socket { path: config.dir.clone(), source })?;
+        // Before any interest file is read, so no change can slip past.
+        let watch = match InterestWatch::open(&config.dir) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::info!(dir = %config.dir.display(), error = %e,
+                    "bus: cannot watch the bus folder; reading interest files per event instead");
+                None
+            }
+        };
         let inner = Inner {
             dir: config.dir.clone(),
             id: rand::random(),
@@ -298,7 +311,7 @@ impl UnixPublisher {
                 coalesce: Duration::from_micros(config.coalesce_us),
             },
             counters: Arc::new(BusCounters::default()),
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State { watch, ..State::default() }),
             scan_log: RateLimitedLog::new(Duration::from_secs(10)),
             interest_log: RateLimitedLog::new(Duration::from_secs(10)),
             skipped: AtomicU64::new(0),
@@ -347,6 +360,7 @@ impl UnixPublisher {
         let inner = &self.inner;
         let mut st = inner.lock();
         inner.refresh(&mut st);
+        let watched = inner.drain_watch(&mut st);
         let mut max_pending = 0;
         let mut dead = Vec::new();
         let now = Instant::now();
@@ -358,7 +372,7 @@ impl UnixPublisher {
             // was in place before is seen; sequence numbers count frames
             // sent to this receiver only, so skipping leaves no gap.
             let h = *hash.get_or_insert_with(|| user_hash(&event.user));
-            if !peer.routing.wants(h, now, &inner.interest_log) {
+            if !peer.routing.wants(h, now, &inner.interest_log, watched) {
                 skipped += 1;
                 continue;
             }
@@ -478,6 +492,33 @@ impl Inner {
                         tracing::warn!(socket = %path.display(), error = %e, suppressed, "bus: cannot connect to receiver");
                     }
                 }
+            }
+        }
+    }
+
+    /// Marks the receivers whose interest file changed since the last call;
+    /// true if the watch works (their bitmap copies are then up to date
+    /// once re-read).
+    fn drain_watch(&self, st: &mut State) -> bool {
+        let Some(watch) = st.watch.as_mut() else { return false };
+        let peers = &mut st.peers;
+        let result = watch.drain(|name| {
+            let Some(socket) = name.to_str().and_then(|n| n.strip_suffix(INTEREST_SUFFIX)) else { return };
+            if let Some(peer) = peers.iter_mut().find(|p| p.name == socket) {
+                peer.routing.changed();
+            }
+        });
+        match result {
+            Ok(Drained::Listed) => true,
+            Ok(Drained::Overflow) => {
+                st.peers.iter_mut().for_each(|p| p.routing.changed());
+                true
+            }
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e,
+                    "bus: watching the bus folder failed; reading interest files per event instead");
+                st.watch = None;
+                false
             }
         }
     }
