@@ -59,6 +59,17 @@ impl Routing {
         }
     }
 
+    /// What the copy of the bitmap says without any system call: `true`
+    /// if the event goes here (no file, unusable file, or the bit set in
+    /// a copy, which at worst is a stale "set": a wasted datagram), `false`
+    /// if the copy must be confirmed (bit clear, or no fresh copy).
+    pub(crate) fn surely_wants(&self, user_hash: u64) -> bool {
+        match self {
+            Routing::NoFile | Routing::Unusable => true,
+            Routing::Filter(view) => view.broken || view.copy_has(user_hash),
+        }
+    }
+
     /// The interest file changed: the copy of its bitmap is stale.
     pub(crate) fn changed(&mut self) {
         if let Routing::Filter(view) = self {
@@ -119,6 +130,12 @@ impl InterestView {
             copy: Vec::new(),
             copy_fresh: false,
         }))
+    }
+
+    /// True if a copy of the bitmap exists and has the user's bit set.
+    fn copy_has(&self, user_hash: u64) -> bool {
+        let bit = self.layout.bit(user_hash);
+        self.copy.get((bit / 8) as usize).is_some_and(|b| b & (1 << (bit % 8)) != 0)
     }
 
     /// Like [`InterestView::wants`], from a copy of the bitmap that is
@@ -239,6 +256,7 @@ mod tests {
         copied.changed();
         assert!(copied.wants(alice, now, &log, true));
         assert!(!copied.wants(bob, now, &log, true));
+        assert!(copied.surely_wants(alice) && !copied.surely_wants(bob));
         // Garbage: everything.
         std::fs::write(file.path(), b"garbage").unwrap();
         assert!(matches!(Routing::open(file.path()), Routing::Unusable));

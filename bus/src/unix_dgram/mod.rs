@@ -18,18 +18,24 @@
 //! per bit in memory, and `pwrite`s the changed byte *before*
 //! [`UnixSubscriber::subscribe`] returns; it clears the byte's bit when the
 //! last subscribed user of that bit unsubscribes. A publisher keeps the file
-//! open next to the connected socket and, per event and receiver, `pread`s
-//! the one byte holding the user's bit, after the event was committed: an
-//! event whose change was committed after `subscribe` returned is always
-//! sent. A bit seen set is believed for 10 ms without reading it again
-//! (a false positive only costs a datagram the subscriber filters out; a
-//! clear bit is never cached). A receiver without an interest file (an
-//! older version) or with one that is short, garbage or of another version
-//! gets every event, as before, and the problem is logged. A subscriber
-//! that cannot update its file truncates it, which publishers also take as
-//! "everything". [`UnixSubscriber::set_receive_all`] sets the wildcard
-//! (and every bit). Sequence numbers count the frames sent to one receiver,
-//! so events skipped for it never look like a gap.
+//! open next to the connected socket and a copy of its bitmap. An inotify
+//! watch on the bus folder (opened before any file is read) reports each
+//! modified interest file; the kernel queues that report inside the
+//! subscriber's `pwrite`, so it is queued before `subscribe` returns. Per
+//! event the publisher drains the watch once (one non-blocking `read`,
+//! after the event was committed), re-reads the bitmaps of the files named
+//! there, and decides every receiver from its copy: an event whose change
+//! was committed after `subscribe` returned is always sent. Without inotify
+//! (limits reached) it `pread`s the one byte holding the user's bit per
+//! event and receiver, believing a bit seen set for 10 ms (a false positive
+//! only costs a datagram the subscriber filters out; a clear bit is never
+//! cached). A receiver without an interest file (an older version) or with
+//! one that is short, garbage or of another version gets every event, as
+//! before, and the problem is logged. A subscriber that cannot update its
+//! file truncates it, which publishers also take as "everything".
+//! [`UnixSubscriber::set_receive_all`] sets the wildcard (and every bit).
+//! Sequence numbers count the frames sent to one receiver, so events
+//! skipped for it never look like a gap.
 //!
 //! # Full receivers
 //!
