@@ -333,7 +333,8 @@ async fn routing_run(p: &UnixPublisher, max_frame: usize, dir: &str, subs: usize
 }
 
 /// The publisher's routing cost: hashing a user name, and deciding to skip
-/// a receiver (one `pread` of its interest file, the bit being clear).
+/// a receiver whose bit is clear (one drain of the inotify watch per event,
+/// shared by the receivers; the encoding of the event is included).
 fn routing_cost_rows(rows: &mut Vec<Row>) {
     let n = 1_000_000u64;
     let names: Vec<String> = (0..10_000).map(|i| format!("user-{i}@example.org")).collect();
