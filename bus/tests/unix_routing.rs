@@ -69,10 +69,9 @@ fn colliding_users() -> (String, String) {
     unreachable!()
 }
 
-#[tokio::test]
-async fn events_reach_only_receivers_that_subscribed_the_user() {
+async fn events_reach_only_receivers_that_subscribed_the_user(interest_watch: bool) {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = config(tmp.path());
+    let cfg = UnixConfig { interest_watch, ..config(tmp.path()) };
     let mut sub_x = UnixSubscriber::bind(&cfg, 1 << 12).unwrap();
     let mut sub_y = UnixSubscriber::bind(&cfg, 1 << 12).unwrap();
     sub_x.subscribe("xavier");
@@ -121,10 +120,9 @@ async fn events_reach_only_receivers_that_subscribed_the_user() {
 
 /// The race the interest file must win: a subscription that returned is
 /// seen by the very next publish from another thread, every time.
-#[test]
-fn subscribe_then_immediate_publish_is_never_lost() {
+fn subscribe_then_immediate_publish_is_never_lost(interest_watch: bool) {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = config(tmp.path());
+    let cfg = UnixConfig { interest_watch, ..config(tmp.path()) };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let mut sub = rt.block_on(async { UnixSubscriber::bind(&cfg, 1 << 12) }).unwrap();
     let publisher = UnixPublisher::open(&cfg).unwrap();
@@ -154,11 +152,10 @@ fn subscribe_then_immediate_publish_is_never_lost() {
     assert_eq!((c.events_in, c.gaps, c.resyncs), (rounds, 0, 0));
 }
 
-#[tokio::test]
-async fn unsubscribing_one_user_keeps_a_colliding_user_delivered() {
+async fn unsubscribing_one_user_keeps_a_colliding_user_delivered(interest_watch: bool) {
     let (a, b) = colliding_users();
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = config(tmp.path());
+    let cfg = UnixConfig { interest_watch, ..config(tmp.path()) };
     let mut sub = UnixSubscriber::bind(&cfg, 1 << 12).unwrap();
     sub.subscribe(&a);
     sub.subscribe(&b);
@@ -176,10 +173,9 @@ async fn unsubscribing_one_user_keeps_a_colliding_user_delivered() {
     assert_eq!(publisher.skipped_by_routing(), 1, "the bit is clear once both left");
 }
 
-#[tokio::test]
-async fn wildcard_receivers_get_everything() {
+async fn wildcard_receivers_get_everything(interest_watch: bool) {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = config(tmp.path());
+    let cfg = UnixConfig { interest_watch, ..config(tmp.path()) };
     let raw = RawReceiver::bind(&cfg, "1-00000000000000bb");
     let mut interest = InterestFile::create(&raw.path).unwrap();
     interest.set_wildcard(true);
@@ -377,4 +373,44 @@ async fn interest_files_of_dead_receivers_are_removed() {
     let sock = sub.socket_path().to_owned();
     drop(sub);
     assert!(!sock.exists() && !bus::unix_dgram::interest::interest_path(&sock).exists());
+}
+
+#[tokio::test]
+async fn events_reach_only_receivers_that_subscribed_the_user_reading_interest_per_event() {
+    events_reach_only_receivers_that_subscribed_the_user(false).await;
+}
+
+#[tokio::test]
+async fn events_reach_only_receivers_that_subscribed_the_user_with_inotify_copies() {
+    events_reach_only_receivers_that_subscribed_the_user(true).await;
+}
+
+#[tokio::test]
+async fn unsubscribing_one_user_keeps_a_colliding_user_delivered_reading_interest_per_event() {
+    unsubscribing_one_user_keeps_a_colliding_user_delivered(false).await;
+}
+
+#[tokio::test]
+async fn unsubscribing_one_user_keeps_a_colliding_user_delivered_with_inotify_copies() {
+    unsubscribing_one_user_keeps_a_colliding_user_delivered(true).await;
+}
+
+#[tokio::test]
+async fn wildcard_receivers_get_everything_reading_interest_per_event() {
+    wildcard_receivers_get_everything(false).await;
+}
+
+#[tokio::test]
+async fn wildcard_receivers_get_everything_with_inotify_copies() {
+    wildcard_receivers_get_everything(true).await;
+}
+
+#[test]
+fn subscribe_then_immediate_publish_is_never_lost_reading_interest_per_event() {
+    subscribe_then_immediate_publish_is_never_lost(false);
+}
+
+#[test]
+fn subscribe_then_immediate_publish_is_never_lost_with_inotify_copies() {
+    subscribe_then_immediate_publish_is_never_lost(true);
 }

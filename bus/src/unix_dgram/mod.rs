@@ -18,15 +18,18 @@
 //! per bit in memory, and `pwrite`s the changed byte *before*
 //! [`UnixSubscriber::subscribe`] returns; it clears the byte's bit when the
 //! last subscribed user of that bit unsubscribes. A publisher keeps the file
-//! open next to the connected socket and a copy of its bitmap. An inotify
+//! open next to the connected socket; with `interest_watch` on it also
+//! keeps a copy of its bitmap (off by default: one inotify instance per
+//! publishing process, from the same per-user budget of 128 the Maildir
+//! watchers need). An inotify
 //! watch on the bus folder (opened before any file is read) reports each
 //! modified interest file; the kernel queues that report inside the
 //! subscriber's `pwrite`, so it is queued before `subscribe` returns. Per
 //! event the publisher drains the watch once (one non-blocking `read`,
 //! after the event was committed), re-reads the bitmaps of the files named
 //! there, and decides every receiver from its copy: an event whose change
-//! was committed after `subscribe` returned is always sent. Without inotify
-//! (limits reached) it `pread`s the one byte holding the user's bit per
+//! was committed after `subscribe` returned is always sent. Without the
+//! copy (the default, or inotify limits reached) it `pread`s the one byte holding the user's bit per
 //! event and receiver, believing a bit seen set for 10 ms (a false positive
 //! only costs a datagram the subscriber filters out; a clear bit is never
 //! cached). A receiver without an interest file (an older version) or with

@@ -301,9 +301,10 @@ impl UnixPublisher {
         ensure_bus_dir(&config.dir)?;
         let wake = Wake::new().map_err(|source| BusError::Socket { path: config.dir.clone(), source })?;
         // Before any interest file is read, so no change can slip past.
-        let watch = match InterestWatch::open(&config.dir) {
-            Ok(w) => Some(w),
-            Err(e) => {
+        let watch = match config.interest_watch.then(|| InterestWatch::open(&config.dir)) {
+            None => None,
+            Some(Ok(w)) => Some(w),
+            Some(Err(e)) => {
                 tracing::info!(dir = %config.dir.display(), error = %e,
                     "bus: cannot watch the bus folder; reading interest files per event instead");
                 None
