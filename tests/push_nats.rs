@@ -7,50 +7,14 @@ mod imap_support;
 mod support;
 
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer::pull};
+use bus::LocalNatsServer;
 use futures::StreamExt;
 use imap_support::{Conn, Server, ServerOptions};
 use serde_json::Value;
-
-/// A nats-server of our own, with JetStream, on a free port.
-struct NatsServer {
-    port: u16,
-    child: Child,
-}
-
-impl NatsServer {
-    fn start(dir: &Path) -> Self {
-        let port = imap_support::free_port();
-        let child = Command::new("/usr/sbin/nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start /usr/sbin/nats-server");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not start on port {port}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        NatsServer { port, child }
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// One event as a consumer sees it.
 #[derive(Debug)]
@@ -136,7 +100,7 @@ fn by_kind<'a>(got: &'a [Received], kind: &str) -> Vec<&'a Received> {
 #[test]
 fn serve_and_deliver_publish_external_events_a_late_consumer_gets() {
     let nats_dir = tempfile::tempdir().unwrap();
-    let nats = NatsServer::start(nats_dir.path());
+    let nats = LocalNatsServer::start(nats_dir.path()).unwrap();
     let server = Server::start(ServerOptions {
         sections_extra: format!(
             "[bus]\ntransport = \"nats\"\n[bus.nats]\nurl = \"{}\"\n[push.nats]\nenabled = true\n",
@@ -189,7 +153,7 @@ fn serve_and_deliver_publish_external_events_a_late_consumer_gets() {
 #[test]
 fn deliver_respects_the_header_policy_and_survives_a_missing_server() {
     let nats_dir = tempfile::tempdir().unwrap();
-    let nats = NatsServer::start(nats_dir.path());
+    let nats = LocalNatsServer::start(nats_dir.path()).unwrap();
     let env = support::TestEnv::new(
         "",
         &format!("[bus.nats]\nurl = \"{}\"\n[push.nats]\nenabled = true\n[push.headers]\nsubject = false\n", nats.url()),
@@ -222,7 +186,7 @@ fn deliver_respects_the_header_policy_and_survives_a_missing_server() {
 #[test]
 fn outside_changes_seen_by_the_hibernate_process_are_external_events_too() {
     let nats_dir = tempfile::tempdir().unwrap();
-    let nats = NatsServer::start(nats_dir.path());
+    let nats = LocalNatsServer::start(nats_dir.path()).unwrap();
     let server = Server::start(ServerOptions {
         sections_extra: format!(
             "[hibernate]\ntimeout_secs = 1\nidle_after_secs = 2\nprocesses = 1\nkeepalive_secs = 600\n\

@@ -8,8 +8,8 @@ mod support;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -145,38 +145,6 @@ impl Drop for Proc {
     }
 }
 
-/// A nats-server of our own with JetStream, killed on drop.
-struct Nats {
-    port: u16,
-    child: Child,
-}
-
-impl Nats {
-    fn start(dir: &Path) -> Nats {
-        let port = free_port();
-        let child = Command::new("/usr/sbin/nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start /usr/sbin/nats-server");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Nats { port, child }
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A plain LMTP client.
 struct Lmtp {
     reader: BufReader<TcpStream>,
@@ -308,7 +276,7 @@ fn jetstream_relay_killed_mid_stream_delivers_everything_after_restart() {
     const N: usize = 300;
     let lmtp_port = free_port();
     let nats_dir = tempfile::tempdir().unwrap();
-    let nats = Nats::start(nats_dir.path());
+    let nats = bus::LocalNatsServer::start(nats_dir.path()).unwrap();
     let env = TestEnv::new(
         "",
         &format!(
@@ -316,7 +284,7 @@ fn jetstream_relay_killed_mid_stream_delivers_everything_after_restart() {
              [bus]\ntransport = \"nats\"\n[bus.nats]\nurl = \"nats://127.0.0.1:{}\"\n\
              [push.nats]\nenabled = true\n\
              [push.relay]\nack_wait_secs = 3\nbackoff_initial_ms = 50\nbackoff_max_ms = 500\n",
-            nats.port
+            nats.port()
         ),
     );
     env.add_user("alice", "pw");

@@ -456,20 +456,8 @@ async fn run(quick: bool) {
     }
 
     // Our own nats-server.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
-    let js_dir = tmp.path().join("js");
-    let mut server = Command::new("/usr/sbin/nats-server")
-        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-        .arg(&js_dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start nats-server");
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() && started.elapsed() < Duration::from_secs(20) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let url = format!("nats://127.0.0.1:{port}");
+    let mut server = bus::LocalNatsServer::start(&tmp.path().join("js")).expect("start nats-server");
+    let url = server.url();
     let ncfg = NatsConfig { url: url.clone(), ..NatsConfig::default() };
     let nats = NatsPublisher::connect(&ncfg, 1 << 16).await.expect("nats publisher");
     transport_rows("nats", &Target::Nats(&nats), &dir_s, &url, events, &mut rows).await;
@@ -477,11 +465,10 @@ async fn run(quick: bool) {
     // Cost of 100,000 per-user subscriptions (and of the wildcard mode).
     let subs_n: u64 = if quick { 10_000 } else { 100_000 };
     for mode in ["per-user", "wildcard"] {
-        subscription_rows(mode, server.id(), &url, subs_n, &mut rows);
+        subscription_rows(mode, server.pid(), &url, subs_n, &mut rows);
     }
     drop(nats);
-    let _ = server.kill();
-    let _ = server.wait();
+    server.stop();
 
     print_rows(rows);
 }

@@ -30,5 +30,5 @@ pub use counters::{BusCounters, CountersSnapshot};
 pub use endpoint::{BusPublisher, BusSubscriber};
 pub use error::BusError;
 pub use message::{BusMessage, ResyncReason};
-pub use nats::{NatsPublisher, NatsSubscriber};
+pub use nats::{LocalNatsServer, NatsPublisher, NatsSubscriber};
 pub use unix_dgram::{UnixPublisher, UnixSubscriber};

@@ -5,11 +5,12 @@ mod common;
 use std::time::Duration;
 
 use bus::{BusMessage, NatsConfig, NatsPublisher, NatsSubscriber, ResyncReason};
-use common::{event, NatsServer};
+use bus::LocalNatsServer;
+use common::event;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn config(server: &NatsServer) -> NatsConfig {
+fn config(server: &LocalNatsServer) -> NatsConfig {
     NatsConfig { url: server.url(), ..NatsConfig::default() }
 }
 
@@ -22,7 +23,7 @@ const NASTY: [&str; 6] = ["a.b", "star*", "gt>", "with space", "ünï.cødé>*",
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriber_sees_only_its_users_even_with_nasty_names() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = NatsServer::start(tmp.path());
+    let server = LocalNatsServer::start(tmp.path()).unwrap();
     let cfg = config(&server);
     let publisher = NatsPublisher::connect(&cfg, 1024).await.unwrap();
     let mut subs = Vec::new();
@@ -71,7 +72,7 @@ async fn subscriber_sees_only_its_users_even_with_nasty_names() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wildcard_mode_still_delivers_only_subscribed_users() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = NatsServer::start(tmp.path());
+    let server = LocalNatsServer::start(tmp.path()).unwrap();
     let cfg = NatsConfig { subscription_mode: bus::SubscriptionMode::Wildcard, ..config(&server) };
     let publisher = NatsPublisher::connect(&cfg, 1024).await.unwrap();
     let mut sub = NatsSubscriber::connect(&cfg, 1024).await.unwrap();
@@ -90,7 +91,7 @@ async fn wildcard_mode_still_delivers_only_subscribed_users() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_restart_mid_stream_resyncs_and_continues() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut server = NatsServer::start(tmp.path());
+    let mut server = LocalNatsServer::start(tmp.path()).unwrap();
     let cfg = config(&server);
     let publisher = NatsPublisher::connect(&cfg, 1 << 16).await.unwrap();
     let mut sub = NatsSubscriber::connect(&cfg, 1 << 16).await.unwrap();
@@ -103,7 +104,7 @@ async fn server_restart_mid_stream_resyncs_and_continues() {
     for i in 0..100 {
         assert_eq!(next(&mut sub).await, BusMessage::Event(event("u", i)));
     }
-    server.restart();
+    server.restart().unwrap();
     // Events published while the client reconnects may be lost; the resync covers them.
     let mut i = 100;
     let mut resynced = false;
@@ -139,7 +140,7 @@ async fn server_restart_mid_stream_resyncs_and_continues() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetstream_stream_captures_events() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = NatsServer::start(tmp.path());
+    let server = LocalNatsServer::start(tmp.path()).unwrap();
     let mut cfg = config(&server);
     cfg.jetstream.enabled = true;
     cfg.jetstream.stream = "EVENTS_TEST".into();
@@ -172,7 +173,7 @@ async fn jetstream_stream_captures_events() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_messages_are_counted_and_dropped() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = NatsServer::start(tmp.path());
+    let server = LocalNatsServer::start(tmp.path()).unwrap();
     let cfg = config(&server);
     let mut sub = NatsSubscriber::connect(&cfg, 64).await.unwrap();
     sub.subscribe("u");
@@ -213,7 +214,7 @@ authorization {
 "#,
     )
     .unwrap();
-    let server = NatsServer::start_with(&tmp.path().join("js"), &["-c".into(), conf.display().to_string()]);
+    let server = LocalNatsServer::start_with(&tmp.path().join("js"), &["-c".into(), conf.display().to_string()]).unwrap();
     let as_user = |user: &str, password: &str| NatsConfig {
         user: Some(user.into()),
         password: Some(password.into()),

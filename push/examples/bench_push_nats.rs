@@ -11,9 +11,7 @@
 //! thread's share), and events/s from the first hook call until `flush`
 //! returned (every event acked by the stream).
 
-use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use push::config::PushNatsConfig;
 use push::{PushConfig, PushNatsPublisher};
@@ -47,21 +45,8 @@ async fn main() {
     let users = args.get(1).copied().unwrap_or(1000).max(1) as u32;
 
     let store = tempfile::tempdir().expect("temp dir");
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut server = Command::new("/usr/sbin/nats-server")
-        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-        .arg(store.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start /usr/sbin/nats-server");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nats-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-
-    let nats = bus::NatsConfig { url: format!("nats://127.0.0.1:{port}"), ..bus::NatsConfig::default() };
+    let mut server = bus::LocalNatsServer::start(store.path()).expect("start /usr/sbin/nats-server");
+    let nats = bus::NatsConfig { url: server.url(), ..bus::NatsConfig::default() };
     let cfg = PushConfig { nats: PushNatsConfig { enabled: true, max_bytes: -1, ..PushNatsConfig::default() }, ..PushConfig::default() };
     let publisher = PushNatsPublisher::connect(&nats, &cfg, events as usize + 1).await.expect("connect");
     let names: Vec<String> = (0..users).map(|u| format!("user{u}@example.org")).collect();
@@ -75,8 +60,7 @@ async fn main() {
     publisher.flush().await.expect("flush");
     let total = started.elapsed();
     let c = publisher.counters();
-    let _ = server.kill();
-    let _ = server.wait();
+    server.stop();
 
     assert_eq!(c.acked, u64::from(events), "{c:?}");
     let json_bytes = push::ExternalEvent::from_mailbox_event(&prepared[0], &cfg.headers)[0].to_json().len();

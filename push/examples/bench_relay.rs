@@ -229,9 +229,6 @@ async fn latency(n: u32, rate_per_sec: u32, path: EventPath) -> (Vec<i64>, Vec<i
     (from_call, from_return)
 }
 
-/// Where the JetStream phase finds its server.
-const NATS_SERVER: &str = "/usr/sbin/nats-server";
-
 fn report_latency(n: u32, (mut from_call, mut from_return): (Vec<i64>, Vec<i64>), via: &str) {
     from_call.sort_unstable();
     from_return.sort_unstable();
@@ -262,25 +259,12 @@ async fn main() {
     }
     let lat_n = if quick { 500 } else { 2_000 };
     report_latency(lat_n, latency(lat_n, 200, EventPath::UnixBus).await, "UNIX bus");
-    if std::path::Path::new(NATS_SERVER).exists() {
+    if std::path::Path::new(bus::LocalNatsServer::BINARY).exists() {
         let nats_dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut server = std::process::Command::new(NATS_SERVER)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(nats_dir.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        report_latency(lat_n, latency(lat_n, 200, EventPath::JetStream(port)).await, "JetStream");
-        let _ = server.kill();
-        let _ = server.wait();
+        let server = bus::LocalNatsServer::start(nats_dir.path()).expect("start nats-server");
+        report_latency(lat_n, latency(lat_n, 200, EventPath::JetStream(server.port())).await, "JetStream");
+        drop(server);
     } else {
-        println!("(no {NATS_SERVER}: JetStream latency skipped)");
+        println!("(no {}: JetStream latency skipped)", bus::LocalNatsServer::BINARY);
     }
 }

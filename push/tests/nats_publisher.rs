@@ -3,63 +3,19 @@
 //! set-up and behaviour across a server outage.
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use async_nats::jetstream;
+use bus::LocalNatsServer;
 use push::config::PushNatsConfig;
 use push::nats_publisher::{ensure_stream, event_subject, StreamSetup};
 use push::{ExternalEvent, ExternalEventKind, PushConfig, PushNatsPublisher};
 use storage_hooks::{ChangeHook, EventKind, Flags, MailboxEvent, MailboxStatus, MessageSummary, SystemFlags, UidSet};
 
-/// A nats-server of our own, with JetStream, on a free port.
-struct NatsServer {
-    port: u16,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl NatsServer {
-    fn start(dir: &Path) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut s = NatsServer { port, dir: dir.to_owned(), child: None };
-        s.launch();
-        s
-    }
-
-    fn launch(&mut self) {
-        let child = Command::new("/usr/sbin/nats-server")
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start /usr/sbin/nats-server");
-        self.child = Some(child);
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "nats-server did not start on port {}", self.port);
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn bus_config(&self) -> bus::NatsConfig {
-        bus::NatsConfig { url: format!("nats://127.0.0.1:{}", self.port), ..bus::NatsConfig::default() }
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
+/// Client settings for the test's own nats-server.
+fn bus_config(server: &LocalNatsServer) -> bus::NatsConfig {
+    bus::NatsConfig { url: server.url(), ..bus::NatsConfig::default() }
 }
 
 fn push_config(stream: &str) -> PushConfig {
@@ -125,9 +81,9 @@ async fn flush(p: &PushNatsPublisher) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_land_in_the_stream_with_subject_header_and_json() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = NatsServer::start(tmp.path());
+    let server = LocalNatsServer::start(tmp.path()).unwrap();
     let cfg = push_config("LAND");
-    let p = PushNatsPublisher::connect(&server.bus_config(), &cfg, 1024).await.unwrap();
+    let p = PushNatsPublisher::connect(&bus_config(&server), &cfg, 1024).await.unwrap();
     let new_mail = event("alice", EventKind::MessageNew, 7, 31);
     let seen = event("alice", EventKind::FlagsSet, 7, 32);
     p.on_change(&new_mail).unwrap();
@@ -154,14 +110,14 @@ async fn events_land_in_the_stream_with_subject_header_and_json() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_event_twice_is_stored_once() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = NatsServer::start(tmp.path());
+    let server = LocalNatsServer::start(tmp.path()).unwrap();
     let cfg = push_config("DEDUP");
-    let p = PushNatsPublisher::connect(&server.bus_config(), &cfg, 1024).await.unwrap();
+    let p = PushNatsPublisher::connect(&bus_config(&server), &cfg, 1024).await.unwrap();
     let ev = event("bob", EventKind::MessageNew, 1, 2);
     p.on_change(&ev).unwrap();
     flush(&p).await;
     // Another process (or a restart) announcing the same change.
-    let other = PushNatsPublisher::connect(&server.bus_config(), &cfg, 1024).await.unwrap();
+    let other = PushNatsPublisher::connect(&bus_config(&server), &cfg, 1024).await.unwrap();
     other.on_change(&ev).unwrap();
     p.on_change(&event("bob", EventKind::MessageNew, 2, 3)).unwrap();
     flush(&other).await;
@@ -176,8 +132,8 @@ async fn the_same_event_twice_is_stored_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_is_created_when_missing_and_its_limits_updated() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = NatsServer::start(tmp.path());
-    let client = async_nats::connect(format!("127.0.0.1:{}", server.port)).await.unwrap();
+    let server = LocalNatsServer::start(tmp.path()).unwrap();
+    let client = async_nats::connect(format!("127.0.0.1:{}", server.port())).await.unwrap();
     let js = jetstream::new(client.clone());
     let mut cfg = push_config("LIMITS").nats;
     cfg.max_age_secs = 3600;
@@ -232,9 +188,9 @@ async fn stream_is_created_when_missing_and_its_limits_updated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn awkward_user_names_map_to_safe_subjects() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = NatsServer::start(tmp.path());
+    let server = LocalNatsServer::start(tmp.path()).unwrap();
     let cfg = push_config("NAMES");
-    let p = PushNatsPublisher::connect(&server.bus_config(), &cfg, 1024).await.unwrap();
+    let p = PushNatsPublisher::connect(&bus_config(&server), &cfg, 1024).await.unwrap();
     let users = ["a.b", "x*", "y>", "with space", "ünï@exämple.org", "a.>"];
     for (i, u) in users.iter().enumerate() {
         p.on_change(&event(u, EventKind::MessageNew, 1, 2 + i as u64)).unwrap();
@@ -255,9 +211,9 @@ async fn awkward_user_names_map_to_safe_subjects() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_blocks_nothing_and_queued_events_arrive_afterwards() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut server = NatsServer::start(tmp.path());
+    let mut server = LocalNatsServer::start(tmp.path()).unwrap();
     let cfg = push_config("OUTAGE");
-    let p = PushNatsPublisher::connect(&server.bus_config(), &cfg, 1024).await.unwrap();
+    let p = PushNatsPublisher::connect(&bus_config(&server), &cfg, 1024).await.unwrap();
     p.on_change(&event("carol", EventKind::MessageNew, 1, 2)).unwrap();
     flush(&p).await;
 
@@ -274,7 +230,7 @@ async fn an_outage_blocks_nothing_and_queued_events_arrive_afterwards() {
     // again (same ids) once the server is back.
     tokio::time::sleep(Duration::from_secs(7)).await;
 
-    server.launch();
+    server.restart().unwrap();
     flush(&p).await;
     let got = stored(p.client(), "OUTAGE").await;
     let mut uids: Vec<u32> = got.iter().map(|s| s.event.uids.parse().unwrap()).collect();
@@ -288,10 +244,10 @@ async fn an_outage_blocks_nothing_and_queued_events_arrive_afterwards() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn during_an_outage_memory_is_bounded_and_drops_are_counted() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut server = NatsServer::start(tmp.path());
+    let mut server = LocalNatsServer::start(tmp.path()).unwrap();
     let cfg = push_config("BOUNDED");
     let queue = 16;
-    let p = PushNatsPublisher::connect(&server.bus_config(), &cfg, queue).await.unwrap();
+    let p = PushNatsPublisher::connect(&bus_config(&server), &cfg, queue).await.unwrap();
     server.stop();
     let total = 2000u32;
     for uid in 1..=total {
@@ -308,7 +264,7 @@ async fn during_an_outage_memory_is_bounded_and_drops_are_counted() {
     assert!(c.dropped_queue_full >= u64::from(total) - held, "{c:?}");
     assert_eq!(c.queued + c.dropped_queue_full, u64::from(total), "{c:?}");
 
-    server.launch();
+    server.restart().unwrap();
     flush(&p).await;
     let got = stored(p.client(), "BOUNDED").await;
     let ids: std::collections::HashSet<&str> = got.iter().map(|s| s.msg_id.as_str()).collect();
@@ -319,9 +275,9 @@ async fn during_an_outage_memory_is_bounded_and_drops_are_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_stream_is_created_again_and_the_event_stored() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = NatsServer::start(tmp.path());
+    let server = LocalNatsServer::start(tmp.path()).unwrap();
     let cfg = push_config("GONE");
-    let p = PushNatsPublisher::connect(&server.bus_config(), &cfg, 64).await.unwrap();
+    let p = PushNatsPublisher::connect(&bus_config(&server), &cfg, 64).await.unwrap();
     let js = jetstream::new(p.client().clone());
     js.delete_stream("GONE").await.unwrap();
     p.on_change(&event("erin", EventKind::MessageNew, 1, 2)).unwrap();

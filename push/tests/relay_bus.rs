@@ -102,22 +102,10 @@ async fn store_changes_become_signed_webhooks_per_user() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn core_nats_bus_reaches_the_relay_for_every_user() {
     let nats_dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut server = std::process::Command::new("/usr/sbin/nats-server")
-        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-        .arg(nats_dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start /usr/sbin/nats-server");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "nats-server did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let server = bus::LocalNatsServer::start(nats_dir.path()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut bus_cfg = BusConfig { transport: bus::Transport::Nats, ..BusConfig::default() };
-    bus_cfg.nats.url = format!("nats://127.0.0.1:{port}");
+    bus_cfg.nats.url = server.url();
     let rx = Receiver::start().await;
     let relay = relay(&dir.path().join("push"), test_config());
     relay.set_registrations(&[
@@ -156,8 +144,7 @@ async fn core_nats_bus_reaches_the_relay_for_every_user() {
     assert!(rx.requests_to("/alice").iter().all(|r| r.event().user == "alice"));
     stop_tx.send(true).unwrap();
     source.await.unwrap().unwrap();
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,6 @@
 
 mod relay_support;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
@@ -17,36 +16,16 @@ use relay_support::*;
 
 const SECRET: &str = "jetstream-test-secret-0123";
 
+/// A nats-server of the test's own, with its JetStream folder.
 struct Nats {
-    port: u16,
-    child: Child,
+    server: bus::LocalNatsServer,
     _dir: tempfile::TempDir,
 }
 
 impl Nats {
     fn start() -> Nats {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new("/usr/sbin/nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start /usr/sbin/nats-server");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Nats { port, child, _dir: dir }
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        Nats { server: bus::LocalNatsServer::start(dir.path()).unwrap(), _dir: dir }
     }
 }
 
@@ -65,7 +44,7 @@ struct Setup {
 /// source running with the consumer in place.
 async fn setup(state_dir: &std::path::Path, cfg: RelayConfig, regs: &[push::Registration]) -> Setup {
     let nats = Nats::start();
-    let client = async_nats::connect(format!("nats://127.0.0.1:{}", nats.port)).await.unwrap();
+    let client = async_nats::connect(nats.server.url()).await.unwrap();
     let js = jetstream::new(client.clone());
     let nats_cfg = PushNatsConfig { enabled: true, subject_prefix: "test.push".into(), stream: "TESTPUSH".into(), ..PushNatsConfig::default() };
     let relay = Relay::new(&RelaySettings {
@@ -93,7 +72,7 @@ async fn setup(state_dir: &std::path::Path, cfg: RelayConfig, regs: &[push::Regi
         assert!(Instant::now() < deadline, "the relay never created its consumer");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Setup { url: format!("nats://127.0.0.1:{}", nats.port), nats, js, nats_cfg, relay_cfg: cfg, relay, stop, source }
+    Setup { url: nats.server.url(), nats, js, nats_cfg, relay_cfg: cfg, relay, stop, source }
 }
 
 impl Setup {

@@ -52,11 +52,13 @@
 //! cannot publish events.
 
 mod connect;
+mod local_server;
 mod publisher;
 mod subject;
 mod subscriber;
 
 pub use connect::{connect, redacted_url};
+pub use local_server::LocalNatsServer;
 pub use publisher::NatsPublisher;
 pub use subject::{subject_for_user, user_token};
 pub use subscriber::NatsSubscriber;
