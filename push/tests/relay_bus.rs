@@ -17,6 +17,36 @@ use storage_hooks::{AppendOptions, FlagOp, Flags, Hooks, SystemFlags, UidSet, Us
 
 const SECRET: &str = "bus-test-secret-0123456789";
 
+/// The relay's bus source running on `bus_cfg`, and a publisher on it.
+struct BusFeed {
+    stop_tx: tokio::sync::watch::Sender<bool>,
+    source: tokio::task::JoinHandle<Result<(), push::relay::RelayError>>,
+    publisher: BusPublisher,
+}
+
+impl BusFeed {
+    async fn start(relay: &push::relay::Relay, bus_cfg: &BusConfig) -> BusFeed {
+        let subscriber = BusSubscriber::from_config(bus_cfg).await.unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let source = {
+            let relay = relay.clone();
+            tokio::spawn(async move {
+                run_bus_source(&relay, subscriber, HeaderPolicy::default(), stop_rx, Duration::from_secs(2)).await
+            })
+        };
+        let publisher = BusPublisher::from_config(bus_cfg).await.unwrap();
+        BusFeed { stop_tx, source, publisher }
+    }
+}
+
+/// Stores of alice and bob under `dir` whose changes go to `publisher`.
+fn alice_and_bob(dir: &std::path::Path, publisher: &BusPublisher) -> (UserStore, UserStore) {
+    let hooks = Hooks::new().with(Arc::new(publisher.clone()));
+    let alice = UserStore::open("alice", dir.join("alice"), hooks.clone()).unwrap();
+    let bob = UserStore::open("bob", dir.join("bob"), hooks).unwrap();
+    (alice, bob)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_changes_become_signed_webhooks_per_user() {
     let dir = tempfile::tempdir().unwrap();
@@ -27,18 +57,8 @@ async fn store_changes_become_signed_webhooks_per_user() {
         webhook("alice", &rx.url("/alice"), SECRET, &[]),
         webhook("bob", &rx.url("/bob"), SECRET, &["MessageNew"]),
     ]);
-    let subscriber = BusSubscriber::from_config(&bus_cfg).await.unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let source = {
-        let relay = relay.clone();
-        tokio::spawn(async move {
-            run_bus_source(&relay, subscriber, HeaderPolicy::default(), stop_rx, Duration::from_secs(2)).await
-        })
-    };
-    let publisher = BusPublisher::from_config(&bus_cfg).await.unwrap();
-    let hooks = Hooks::new().with(Arc::new(publisher.clone()));
-    let alice = UserStore::open("alice", dir.path().join("alice"), hooks.clone()).unwrap();
-    let bob = UserStore::open("bob", dir.path().join("bob"), hooks).unwrap();
+    let BusFeed { stop_tx, source, publisher } = BusFeed::start(&relay, &bus_cfg).await;
+    let (alice, bob) = alice_and_bob(dir.path(), &publisher);
     // Until the relay's subscription is in effect nothing can arrive; keep
     // delivering to bob until the first webhook shows up.
     let mut bob_mails = 0;
@@ -112,18 +132,8 @@ async fn core_nats_bus_reaches_the_relay_for_every_user() {
         webhook("alice", &rx.url("/alice"), SECRET, &["MessageNew"]),
         webhook("bob", &rx.url("/bob"), SECRET, &["MessageNew"]),
     ]);
-    let subscriber = BusSubscriber::from_config(&bus_cfg).await.unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let source = {
-        let relay = relay.clone();
-        tokio::spawn(async move {
-            run_bus_source(&relay, subscriber, HeaderPolicy::default(), stop_rx, Duration::from_secs(2)).await
-        })
-    };
-    let publisher = BusPublisher::from_config(&bus_cfg).await.unwrap();
-    let hooks = Hooks::new().with(Arc::new(publisher.clone()));
-    let alice = UserStore::open("alice", dir.path().join("alice"), hooks.clone()).unwrap();
-    let bob = UserStore::open("bob", dir.path().join("bob"), hooks).unwrap();
+    let BusFeed { stop_tx, source, publisher } = BusFeed::start(&relay, &bus_cfg).await;
+    let (alice, bob) = alice_and_bob(dir.path(), &publisher);
     // Until the wildcard subscription is confirmed nothing arrives; deliver
     // until the first webhook shows up.
     for _ in 0..200 {
@@ -154,15 +164,7 @@ async fn a_bus_gap_is_counted_as_a_resync_and_later_events_still_flow() {
     let rx = Receiver::start().await;
     let relay = relay(&dir.path().join("push"), test_config());
     relay.set_registrations(&[webhook("alice", &rx.url("/alice"), SECRET, &[])]);
-    let subscriber = BusSubscriber::from_config(&bus_cfg).await.unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let source = {
-        let relay = relay.clone();
-        tokio::spawn(async move {
-            run_bus_source(&relay, subscriber, HeaderPolicy::default(), stop_rx, Duration::from_secs(2)).await
-        })
-    };
-    let publisher = BusPublisher::from_config(&bus_cfg).await.unwrap();
+    let BusFeed { stop_tx, source, publisher } = BusFeed::start(&relay, &bus_cfg).await;
     let event = |before: u64, after: u64| storage_hooks::MailboxEvent {
         kind: storage_hooks::EventKind::MessageNew,
         user: "alice".into(),
