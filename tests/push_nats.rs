@@ -219,3 +219,26 @@ fn outside_changes_seen_by_the_hibernate_process_are_external_events_too() {
     assert_eq!(new[1].json["uids"], "2");
     assert_eq!(new[1].json["snippet"], "Dropped in by procmail");
 }
+
+#[test]
+fn serve_started_while_nats_is_down_publishes_once_it_is_up() {
+    let nats_dir = tempfile::tempdir().unwrap();
+    let mut nats = LocalNatsServer::start(nats_dir.path()).unwrap();
+    nats.stop();
+    // The bus stays the UNIX default; only the push publisher needs NATS.
+    let server = Server::start(ServerOptions {
+        sections_extra: format!("[bus.nats]\nurl = \"{}\"\n[push.nats]\nenabled = true\n", nats.url()),
+        ..ServerOptions::default()
+    });
+    lmtp_deliver(server.lmtp, "alice@example.org", &message("While NATS was down", "stored all the same"));
+    nats.restart().unwrap();
+    server.wait_for_log("push: NATS reachable", Duration::from_secs(90));
+    lmtp_deliver(server.lmtp, "alice@example.org", &message("After NATS came back", "published"));
+    let got = consume(&nats.url(), "alice", |got| !by_kind(got, "MessageNew").is_empty());
+    let subjects: Vec<&str> = by_kind(&got, "MessageNew").iter().map(|r| r.json["subject"].as_str().unwrap()).collect();
+    assert_eq!(subjects, ["After NATS came back"], "{got:#?}");
+    let mut c = Conn::open(server.imap);
+    c.cmd("a", "LOGIN alice secret-a");
+    let selected = c.cmd("b", "SELECT INBOX");
+    assert!(selected.iter().any(|l| l.starts_with("* 2 EXISTS")), "both messages stored: {selected:?}");
+}

@@ -7,18 +7,47 @@
 //! the hook and a warning is logged; bus receivers notice the gap by modseq
 //! and resync.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bus::BusPublisher;
 use push::PushNatsPublisher;
-use storage_hooks::Hooks;
+use storage_hooks::{ChangeHook, HookError, Hooks, MailboxEvent};
 
 use crate::config::{ChangeSource, Config};
 
 /// Longest wait in [`EventHooks::flush`] for JetStream to acknowledge the
 /// external events (a server outage must not hold up `deliver`).
 const PUSH_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// First and longest wait between attempts of a long-lived process to reach
+/// NATS for the push publisher after it could not at start (doubling).
+const PUSH_RETRY_FIRST: Duration = Duration::from_secs(1);
+/// Longest wait between those attempts.
+const PUSH_RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// The push hook of a long-lived process whose NATS server was unreachable
+/// at start: until a background task connects, external events are counted
+/// and dropped (the mail itself is stored and announced on the bus as
+/// always); from then on they are published.
+#[derive(Debug, Default)]
+struct LatePushHook {
+    publisher: OnceLock<PushNatsPublisher>,
+    dropped: AtomicU64,
+}
+
+impl ChangeHook for LatePushHook {
+    fn on_change(&self, event: &MailboxEvent) -> Result<(), HookError> {
+        match self.publisher.get() {
+            Some(p) => p.on_change(event),
+            None => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+        }
+    }
+}
 
 /// The hooks plus the publishers behind them (to flush before exit).
 #[derive(Debug, Clone)]
@@ -71,6 +100,40 @@ impl EventHooks {
             hooks = hooks.with(Arc::new(p.clone()));
         }
         EventHooks { hooks: hooks.with_outside_change_reporting(report_outside), publisher, push }
+    }
+
+    /// [`EventHooks::open`] for a long-lived process (serve, workers,
+    /// hibernate): if `[push.nats]` is enabled but NATS is unreachable at
+    /// start, keeps trying in the background (1 s doubling to 60 s) and
+    /// starts publishing external events once it connects, instead of
+    /// staying silent until a restart.
+    pub async fn open_for_server(config: &Config) -> EventHooks {
+        let mut events = Self::open(config).await;
+        if config.push.nats.enabled && events.push.is_none() {
+            let late = Arc::new(LatePushHook::default());
+            events.hooks.push(late.clone());
+            let nats = super::worker::bus_config(config).nats;
+            let (push_cfg, capacity) = (config.push.clone(), config.bus.queue_capacity);
+            tokio::spawn(async move {
+                let mut wait = PUSH_RETRY_FIRST;
+                loop {
+                    tokio::time::sleep(wait).await;
+                    match PushNatsPublisher::connect(&nats, &push_cfg, capacity).await {
+                        Ok(p) => {
+                            let dropped = late.dropped.load(Ordering::Relaxed);
+                            tracing::info!(dropped, "push: NATS reachable; publishing external events from now on");
+                            let _ = late.publisher.set(p);
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, retry_in_secs = wait.as_secs(), "push: NATS still unreachable");
+                            wait = (wait * 2).min(PUSH_RETRY_MAX);
+                        }
+                    }
+                }
+            });
+        }
+        events
     }
 
     /// Pushes out queued events (before a short-lived process exits): the

@@ -25,7 +25,7 @@ pub struct ServeArgs {}
 /// The hooks every store opened by this process calls (the bus publisher;
 /// see [`EventHooks`]).
 pub async fn store_hooks(config: &Config) -> Hooks {
-    EventHooks::open(config).await.hooks
+    EventHooks::open_for_server(config).await.hooks
 }
 
 /// The host name for LMTP greetings and Received headers.
