@@ -190,6 +190,7 @@ async fn supervise(
 pub fn run(config: Config, args: HibernateArgs) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     spawn_signal_watcher(stop.clone())?;
+    stop_with_the_master()?;
     // Outside changes to the Maildirs of users with hibernated sessions.
     let watch = super::outside_changes::hibernate_watch_hook(&config);
     let cfg = DriverConfig {
@@ -206,6 +207,24 @@ pub fn run(config: Config, args: HibernateArgs) -> anyhow::Result<()> {
         store_hooks: watch.as_ref().map(|w| w.store_hooks.clone()).unwrap_or_default(),
     };
     hibernate::driver::run_with_hook(cfg, stop, watch.map(|w| w.hook)).context("hibernate process failed")?;
+    Ok(())
+}
+
+/// Makes the kernel send SIGTERM when the master (our parent) dies: a
+/// master killed with SIGKILL cannot stop its hibernate processes, which
+/// would otherwise live on as orphans holding sessions nobody serves.
+///
+/// # Errors
+/// The parent is already gone, or the kernel refused the request.
+fn stop_with_the_master() -> anyhow::Result<()> {
+    let parent = std::os::unix::process::parent_id();
+    #[cfg(target_os = "linux")]
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))
+        .context("cannot ask for a signal when the master exits")?;
+    // The master may have died before the request took effect.
+    if parent == 1 || std::os::unix::process::parent_id() != parent {
+        anyhow::bail!("the master process is gone; a hibernate process is started by `dormouse serve`");
+    }
     Ok(())
 }
 
