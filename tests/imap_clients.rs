@@ -65,16 +65,15 @@ fn imaplib_idle_woken_by_dormouse_deliver() {
     assert!(rest.last().unwrap().starts_with("a3 OK"), "{rest:?}");
 }
 
+/// Arguments of the TLS scripts: host, STARTTLS port, IMAPS port, alice's login.
+fn tls_script_args(server: &Server) -> Vec<String> {
+    vec!["127.0.0.1".into(), server.imap.to_string(), server.imaps.to_string(), "alice".into(), "secret-a".into()]
+}
+
 #[test]
 fn imaplib_starttls_and_imaps() {
     let server = Server::start(ServerOptions::default());
-    let args = vec![
-        "127.0.0.1".to_string(),
-        server.imap.to_string(),
-        server.imaps.to_string(),
-        "alice".into(),
-        "secret-a".into(),
-    ];
+    let args = tls_script_args(&server);
     let out = server.python("imap_tls.py", &args);
     assert!(out.contains("imap_tls: ok"), "{out}");
 }
@@ -82,13 +81,7 @@ fn imaplib_starttls_and_imaps() {
 #[test]
 fn commands_pipelined_after_login_over_tls_reach_the_worker() {
     let server = Server::start(ServerOptions::default());
-    let args = vec![
-        "127.0.0.1".to_string(),
-        server.imap.to_string(),
-        server.imaps.to_string(),
-        "alice".into(),
-        "secret-a".into(),
-    ];
+    let args = tls_script_args(&server);
     let out = server.python("imap_tls_pipelined.py", &args);
     assert!(out.contains("imap_tls_pipelined: ok"), "{out}");
 }

@@ -9,17 +9,36 @@ use storage_hooks::{
 
 const MSG: &[u8] = b"From: a@example.org\r\nSubject: outside\r\n\r\nhello\r\n";
 
-fn store() -> (tempfile::TempDir, UserStore, Arc<CollectingHook>) {
+/// A store whose events the returned hook collects; `report_outside` as
+/// [`Hooks::with_outside_change_reporting`].
+fn store_reporting(report_outside: bool) -> (tempfile::TempDir, UserStore, Arc<CollectingHook>) {
     let dir = tempfile::tempdir().unwrap();
     let hook = CollectingHook::new();
-    let store = UserStore::open("u", dir.path().join("Maildir"), Hooks::new().with(hook.clone()))
-        .unwrap()
-        .with_durability(Durability::NoFsync);
+    let hooks = Hooks::new().with(hook.clone()).with_outside_change_reporting(report_outside);
+    let store = UserStore::open("u", dir.path().join("Maildir"), hooks).unwrap().with_durability(Durability::NoFsync);
     (dir, store, hook)
+}
+
+fn store() -> (tempfile::TempDir, UserStore, Arc<CollectingHook>) {
+    store_reporting(false)
 }
 
 fn kinds(hook: &CollectingHook) -> Vec<EventKind> {
     hook.take().iter().map(|e| e.kind).collect()
+}
+
+/// The hook saw exactly one event: the outside file `new/outside.1`
+/// numbered as UID 2 of a two-message INBOX, in an unbroken modseq chain.
+fn assert_one_outside_delivery_as_uid_2(hook: &CollectingHook) {
+    let events = hook.take();
+    assert_eq!(events.len(), 1);
+    let ev = &events[0];
+    assert_eq!(ev.kind, EventKind::MessageNew);
+    assert_eq!(ev.uids.to_imap_string(), "2");
+    assert_eq!(ev.status.messages, 2);
+    assert_eq!(ev.modseq_after, ev.status.highestmodseq);
+    assert_eq!(ev.modseq_before + 1, ev.modseq_after);
+    assert_eq!(ev.summary.as_ref().unwrap().subject, "outside");
 }
 
 #[test]
@@ -30,15 +49,7 @@ fn outside_copy_into_new_is_exactly_one_message_new() {
     std::fs::write(store.root().join("new/outside.1"), MSG).unwrap();
     let report = store.reconcile_outside_changes("INBOX").unwrap();
     assert_eq!(report.events, 1);
-    let events = hook.take();
-    assert_eq!(events.len(), 1);
-    let ev = &events[0];
-    assert_eq!(ev.kind, EventKind::MessageNew);
-    assert_eq!(ev.uids.to_imap_string(), "2");
-    assert_eq!(ev.status.messages, 2);
-    assert_eq!(ev.modseq_after, ev.status.highestmodseq);
-    assert_eq!(ev.modseq_before + 1, ev.modseq_after);
-    assert_eq!(ev.summary.as_ref().unwrap().subject, "outside");
+    assert_one_outside_delivery_as_uid_2(&hook);
     // Nothing changed since: nothing reported.
     assert_eq!(store.reconcile_outside_changes("INBOX").unwrap().events, 0);
     assert!(hook.is_empty());
@@ -129,11 +140,7 @@ fn vanished_mailbox_reports_nothing() {
 }
 
 fn reporting_store() -> (tempfile::TempDir, UserStore, Arc<CollectingHook>) {
-    let dir = tempfile::tempdir().unwrap();
-    let hook = CollectingHook::new();
-    let hooks = Hooks::new().with(hook.clone()).with_outside_change_reporting(true);
-    let store = UserStore::open("u", dir.path().join("Maildir"), hooks).unwrap().with_durability(Durability::NoFsync);
-    (dir, store, hook)
+    store_reporting(true)
 }
 
 #[test]
@@ -146,15 +153,7 @@ fn with_reporting_a_sync_before_the_watcher_publishes_once() {
     // A NOOP's sync runs before the watcher's reconcile.
     let changes = mb.sync().unwrap();
     assert_eq!(changes.added.len(), 1);
-    let events = hook.take();
-    assert_eq!(events.len(), 1);
-    let ev = &events[0];
-    assert_eq!(ev.kind, EventKind::MessageNew);
-    assert_eq!(ev.uids.to_imap_string(), "2");
-    assert_eq!(ev.status.messages, 2);
-    assert_eq!(ev.modseq_after, ev.status.highestmodseq);
-    assert_eq!(ev.modseq_before + 1, ev.modseq_after);
-    assert_eq!(ev.summary.as_ref().unwrap().subject, "outside");
+    assert_one_outside_delivery_as_uid_2(&hook);
     // The watcher's reconcile comes later and finds nothing left to publish.
     assert_eq!(store.reconcile_outside_changes("INBOX").unwrap().events, 0);
     assert!(hook.is_empty());
