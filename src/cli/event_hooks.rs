@@ -71,7 +71,7 @@ impl EventHooks {
         // publishes the outside changes it finds (whoever commits first
         // publishes); with hooks only, outside changes stay silent.
         let report_outside = config.storage.change_source != ChangeSource::Hooks;
-        let bus_cfg = super::worker::bus_config(config);
+        let bus_cfg = config.bus_resolved();
         let open_push = async {
             if !config.push.nats.enabled {
                 return None;
@@ -112,7 +112,7 @@ impl EventHooks {
         if config.push.nats.enabled && events.push.is_none() {
             let late = Arc::new(LatePushHook::default());
             events.hooks.push(late.clone());
-            let nats = super::worker::bus_config(config).nats;
+            let nats = config.bus_resolved().nats;
             let (push_cfg, capacity) = (config.push.clone(), config.bus.queue_capacity);
             tokio::spawn(async move {
                 let mut wait = PUSH_RETRY_FIRST;

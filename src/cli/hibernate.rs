@@ -16,7 +16,6 @@ use hibernate::driver::DriverConfig;
 use imap::server::hibernation::HibernationSettings;
 use tokio::sync::watch;
 
-use super::worker::bus_config;
 use crate::config::{Config, HibernateProcesses, AUTO_MAX_HIBERNATE_PROCESSES};
 
 /// Arguments of `dormouse hibernate`.
@@ -196,7 +195,7 @@ pub fn run(config: Config, args: HibernateArgs) -> anyhow::Result<()> {
     let cfg = DriverConfig {
         index: args.index,
         socket_path: socket_path(&config, args.index),
-        bus: bus_config(&config),
+        bus: config.bus_resolved(),
         settings: Settings {
             keepalive_interval: Duration::from_secs(args.keepalive_secs.max(1)),
             idle_timeout: Duration::from_secs(config.imap.idle_timeout_secs),

@@ -207,7 +207,7 @@ fn run_relay_process(config: Config) -> anyhow::Result<()> {
             }
             let _ = stop_tx.send(true);
         });
-        let bus_cfg = super::worker::bus_config(&config);
+        let bus_cfg = config.bus_resolved();
         tracing::info!(source = ?source, state_dir = %state_dir.display(), "push-relay: starting");
         match source {
             RelaySource::Jetstream => {

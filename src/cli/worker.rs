@@ -22,12 +22,6 @@ use crate::config::Config;
 #[derive(Debug, Args)]
 pub struct WorkerArgs {}
 
-/// The event-bus settings of `config` (`[bus]`, the UNIX bus folder
-/// defaulting to `<run_dir>/bus`).
-pub fn bus_config(config: &Config) -> bus::BusConfig {
-    config.bus_resolved()
-}
-
 /// Runs the worker until the master goes away or SIGTERM.
 ///
 /// # Errors
@@ -103,7 +97,7 @@ async fn start_bus_subscriber(
     config: &Config,
     wakeups: Arc<WakeupRegistry>,
 ) -> Option<Arc<dyn UserSubscriptionListener>> {
-    let mut subscriber = match BusSubscriber::from_config(&bus_config(config)).await {
+    let mut subscriber = match BusSubscriber::from_config(&config.bus_resolved()).await {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "no event bus: IDLE sessions will not be woken by other processes' changes");
