@@ -100,12 +100,24 @@ impl Default for Config {
 pub struct LogConfig {
     /// tracing-subscriber filter used when `RUST_LOG` is unset.
     pub level: String,
+    /// Line format on stderr.
+    pub format: LogFormat,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { level: "info".into() }
+        LogConfig { level: "info".into(), format: LogFormat::Text }
     }
+}
+
+/// `log.format`: how each log line is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable text; ANSI colours only when stderr is a terminal.
+    Text,
+    /// One JSON object per line (timestamp, level, target, fields), for log shippers.
+    Json,
 }
 
 /// `[users]`: the passwd-file user database.

@@ -183,7 +183,10 @@ impl Master {
 
 async fn accept_loop(shared: Arc<MasterShared>, listener: TcpListener, implicit_tls: bool) {
     let local = listener.local_addr().ok();
-    tracing::info!(addr = ?local, tls = implicit_tls, "IMAP listener ready");
+    match local {
+        Some(addr) => tracing::info!(%addr, tls = implicit_tls, "IMAP listener ready"),
+        None => tracing::info!(tls = implicit_tls, "IMAP listener ready"),
+    }
     loop {
         match listener.accept().await {
             Ok((tcp, peer)) => {

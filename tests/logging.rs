@@ -1,0 +1,85 @@
+//! The log a redirected `serve` writes: plain text without ANSI colour codes
+//! (stderr is a file here, not a terminal), addresses printed as addresses,
+//! and one JSON object per line with `[log] format = "json"`.
+
+mod imap_support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use imap_support::{dormouse, free_port, Conn};
+
+/// Starts serve with `format`, waits for its listener line, logs in once
+/// (so session lines are written), stops it and returns its stderr.
+fn serve_log(format: &str) -> (String, u16) {
+    let dir = tempfile::tempdir().unwrap();
+    let (imap, imaps, lmtp) = (free_port(), free_port(), free_port());
+    let config = dir.path().join("dormouse.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n[log]\nlevel = \"info\"\nformat = \"{format}\"\n[lmtp]\nlisten = \"127.0.0.1:{lmtp}\"\n\
+             [imap]\nlisten = \"127.0.0.1:{imap}\"\nlisten_tls = \"127.0.0.1:{imaps}\"\nworkers = 1\n",
+            dir.path().join("data")
+        ),
+    )
+    .unwrap();
+    let added = Command::new(dormouse())
+        .args(["--config", config.to_str().unwrap(), "user", "add", "alice", "--password", "pw-a", "--scheme", "PLAIN"])
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "user add: {}", String::from_utf8_lossy(&added.stderr));
+    let log = dir.path().join("serve.log");
+    // No NO_COLOR here: the decision must come from stderr not being a terminal.
+    let mut child = Command::new(dormouse())
+        .args(["--config", config.to_str().unwrap(), "serve"])
+        .env_remove("NO_COLOR")
+        .env_remove("JOURNAL_STREAM")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut conn = loop {
+        if let Ok(mut c) = Conn::connect(imap) {
+            assert!(c.line().starts_with("* OK"));
+            break c;
+        }
+        assert!(Instant::now() < deadline, "serve did not start: {}", std::fs::read_to_string(&log).unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let login = conn.cmd("a", "LOGIN alice pw-a");
+    assert!(login.last().unwrap().starts_with("a OK"), "{login:?}");
+    conn.cmd("b", "LOGOUT");
+    drop(conn);
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = child.wait();
+    (std::fs::read_to_string(&log).unwrap(), imap)
+}
+
+#[test]
+fn redirected_text_log_has_no_colour_codes_and_plain_addresses() {
+    let (text, port) = serve_log("text");
+    assert!(text.contains("IMAP listener ready"), "{text}");
+    assert!(!text.contains('\u{1b}'), "ANSI escape in a redirected log:\n{text}");
+    assert!(text.contains(&format!("addr=127.0.0.1:{port}")), "listener address not printed as an address:\n{text}");
+    assert!(!text.contains("Some("), "an Option leaked into the log:\n{text}");
+}
+
+#[test]
+fn json_log_is_one_object_per_line() {
+    let (text, port) = serve_log("json");
+    let mut listener_lines = 0;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}\nwhole log:\n{text}"));
+        assert!(value.get("level").is_some() && value.get("timestamp").is_some(), "{line}");
+        if value.get("message").and_then(|m| m.as_str()) == Some("IMAP listener ready")
+            && value.get("addr").and_then(|a| a.as_str()) == Some(&format!("127.0.0.1:{port}"))
+        {
+            listener_lines += 1;
+        }
+    }
+    assert_eq!(listener_lines, 1, "listener line with its address as a field:\n{text}");
+}
