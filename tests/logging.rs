@@ -18,7 +18,7 @@ fn serve_log(format: &str) -> (String, u16) {
     std::fs::write(
         &config,
         format!(
-            "data_dir = {:?}\n[log]\nlevel = \"info\"\nformat = \"{format}\"\n[lmtp]\nlisten = \"127.0.0.1:{lmtp}\"\n\
+            "data_dir = {:?}\n[log]\nlevel = \"info,imap=debug\"\nformat = \"{format}\"\n[lmtp]\nlisten = \"127.0.0.1:{lmtp}\"\n\
              [imap]\nlisten = \"127.0.0.1:{imap}\"\nlisten_tls = \"127.0.0.1:{imaps}\"\nworkers = 1\n",
             dir.path().join("data")
         ),
@@ -51,6 +51,8 @@ fn serve_log(format: &str) -> (String, u16) {
     };
     let login = conn.cmd("a", "LOGIN alice pw-a");
     assert!(login.last().unwrap().starts_with("a OK"), "{login:?}");
+    let select = conn.cmd("s", "SELECT nosuch");
+    assert!(select.last().unwrap().starts_with("s NO [NONEXISTENT]"), "{select:?}");
     conn.cmd("b", "LOGOUT");
     drop(conn);
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
@@ -65,6 +67,11 @@ fn redirected_text_log_has_no_colour_codes_and_plain_addresses() {
     assert!(!text.contains('\u{1b}'), "ANSI escape in a redirected log:\n{text}");
     assert!(text.contains(&format!("addr=127.0.0.1:{port}")), "listener address not printed as an address:\n{text}");
     assert!(!text.contains("Some("), "an Option leaked into the log:\n{text}");
+    // The client's own mistake is not a server warning, and it names the session.
+    let refused: Vec<&str> = text.lines().filter(|l| l.contains("mailbox does not exist")).collect();
+    assert_eq!(refused.len(), 1, "{text}");
+    assert!(refused[0].contains("DEBUG") && !refused[0].contains("WARN"), "{}", refused[0]);
+    assert!(refused[0].contains("user=alice") && refused[0].contains("peer=127.0.0.1"), "{}", refused[0]);
 }
 
 #[test]

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use storage_hooks::Hooks;
 use tokio::net::{TcpStream, UnixStream};
+use tracing::Instrument;
 
 use crate::fd_passing::{FdChannel, FdPassingError, MAX_MESSAGE_LEN};
 use crate::handover::{Handover, Transport};
@@ -196,7 +197,8 @@ async fn serve_session(shared: Arc<WorkerShared>, record: Handover, mut stream: 
     let end = match resumed {
         Ok(session) => {
             tracing::debug!(session = facts.session_id, %user, peer = %facts.peer, "session started in worker");
-            drive_session(&shared, session, stream, &user, facts).await
+            let span = session_span(&facts, &user);
+            drive_session(&shared, session, stream, &user, facts).instrument(span).await
         }
         Err(e) => {
             tracing::error!(session = facts.session_id, %user, error = %e, "cannot resume session");
@@ -225,6 +227,12 @@ async fn drive_session(
     };
     let parking = shared.hibernate.as_deref().map(|links| Parking { links, facts, on_new: &on_new });
     session_driver::drive(session, stream, registration, &shared.counters, parking).await
+}
+
+/// The span every log line of a session's commands carries, so a line such
+/// as "mailbox does not exist" names who asked and from where.
+fn session_span(facts: &ConnectionFacts, user: &str) -> tracing::Span {
+    tracing::info_span!("session", id = facts.session_id, %user, peer = %facts.peer.ip())
 }
 
 async fn session_done(shared: &WorkerShared, session_id: u64, user: &str, end: SessionEnd) {
@@ -297,7 +305,10 @@ async fn serve_handed_back_inner(shared: Arc<WorkerShared>, record: hibernate::r
         Session::resume_hibernated(options, state, shared.deps.authenticator.clone(), shared.hooks.clone(), Instant::now())
     });
     let end = match resumed {
-        Ok(session) => drive_session(&shared, session, stream, &user, facts).await,
+        Ok(session) => {
+            let span = session_span(&facts, &user);
+            drive_session(&shared, session, stream, &user, facts).instrument(span).await
+        }
         Err(e) => {
             tracing::error!(session = facts.session_id, %user, error = %e, "cannot resume a handed-back session");
             let _ = stream.write_all(b"* BYE [UNAVAILABLE] Mail store unavailable, try again later.\r\n").await;

@@ -500,7 +500,14 @@ impl Session {
             StoreError::Io { .. } | StoreError::Corrupt { .. } => "[SERVERBUG] ",
             StoreError::InvalidMessage(_) | StoreError::NoSuchMessage(_) => "",
         };
-        tracing::warn!(error = %err, "storage error");
+        // Client-caused refusals (no such mailbox, exists, bad name) are the
+        // client's business: debug. Failures of ours stay warnings.
+        match err {
+            StoreError::Io { .. } | StoreError::Corrupt { .. } | StoreError::LockTimeout(_) => {
+                tracing::warn!(error = %err, "storage error")
+            }
+            _ => tracing::debug!(error = %err, "command refused"),
+        }
         let text = match err {
             // Paths are internal; do not show them to the client.
             StoreError::Io { .. } | StoreError::Corrupt { .. } => "Internal error; try again later.".to_string(),
