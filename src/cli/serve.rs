@@ -101,7 +101,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // IMAP: the master (pre-login, TLS) and its worker processes.
     tasks.push(super::serve_imap::start(&config, users.clone(), shutdown_rx.clone()).await?);
 
+    super::systemd_notify::notify("READY=1");
     wait_for_signal().await?;
+    super::systemd_notify::notify("STOPPING=1");
     tracing::info!("shutting down");
     let _ = shutdown_tx.send(true);
     for task in tasks {

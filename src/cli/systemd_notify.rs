@@ -1,0 +1,33 @@
+//! The systemd readiness protocol (`sd_notify(3)`): when systemd started us
+//! with `Type=notify` it names a datagram socket in `NOTIFY_SOCKET`, and
+//! `READY=1` sent there tells it the listeners are bound. Hand-written
+//! because it is one datagram (the `sd-notify` crate does the same thing).
+
+use std::os::unix::net::UnixDatagram;
+
+/// Sends `state` (e.g. `"READY=1"`) to the notify socket, if there is one.
+/// A failure is logged, never fatal: a server without systemd keeps running.
+pub fn notify(state: &str) {
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    if let Err(e) = send(&target, state) {
+        tracing::warn!(socket = %target.to_string_lossy(), error = %e, "cannot notify systemd");
+    }
+}
+
+fn send(target: &std::ffi::OsStr, state: &str) -> std::io::Result<()> {
+    let socket = UnixDatagram::unbound()?;
+    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(target);
+    match bytes.strip_prefix(b"@") {
+        // '@' names a socket in the abstract namespace (Linux only).
+        #[cfg(target_os = "linux")]
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+            socket.send_to_addr(state.as_bytes(), &addr)?;
+        }
+        _ => {
+            socket.send_to(state.as_bytes(), target)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! The systemd units in `dist/systemd/` pass `systemd-analyze verify` with no
+//! warning (unknown keys only warn, so stderr must be empty too), and `serve`
+//! speaks the readiness protocol their `Type=notify` relies on.
+
+mod imap_support;
+
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use imap_support::{dormouse, free_port, Conn};
+
+#[test]
+fn units_pass_systemd_analyze_verify() {
+    if Command::new("systemd-analyze").arg("--version").output().is_err() {
+        eprintln!("skipped: systemd-analyze is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut units = Vec::new();
+    for name in ["dormouse.service", "dormouse-push-relay.service"] {
+        let text = std::fs::read_to_string(format!("{}/dist/systemd/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        assert!(text.contains("ExecStart=/usr/bin/dormouse "), "{name}: ExecStart must name the packaged binary");
+        // verify checks that ExecStart exists: point it at the binary under test.
+        let path = dir.path().join(name);
+        std::fs::write(&path, text.replace("/usr/bin/dormouse", dormouse())).unwrap();
+        units.push(path);
+    }
+    let out = Command::new("systemd-analyze").arg("verify").arg("--man=no").args(&units).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.trim().is_empty(), "systemd-analyze verify: {stderr}");
+}
+
+#[test]
+fn serve_notifies_ready_once_listening_and_stopping_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (imap, imaps, lmtp) = (free_port(), free_port(), free_port());
+    let config = dir.path().join("dormouse.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n[lmtp]\nlisten = \"127.0.0.1:{lmtp}\"\n[imap]\nlisten = \"127.0.0.1:{imap}\"\n\
+             listen_tls = \"127.0.0.1:{imaps}\"\nworkers = 1\n",
+            dir.path().join("data")
+        ),
+    )
+    .unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut child = Command::new(dormouse())
+        .args(["--config", config.to_str().unwrap(), "serve"])
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("serve.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 256];
+    let n = notify.recv(&mut buf).expect("no READY=1 within 60 s");
+    assert_eq!(&buf[..n], b"READY=1", "first notification");
+    // Ready means listening: the greeting comes at once, no retry loop.
+    let mut conn = Conn::connect(imap).expect("IMAP not listening when READY=1 was sent");
+    assert!(conn.line().starts_with("* OK"));
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let n = notify.recv(&mut buf).expect("no STOPPING=1 after SIGTERM");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "serve exit {status:?} after {:?}", started.elapsed());
+}
