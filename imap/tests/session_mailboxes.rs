@@ -102,3 +102,33 @@ fn enable_namespace_unselect_close() {
     c.expect("h CLOSE", &["h OK Close completed."]);
     c.expect("i STATUS INBOX (MESSAGES)", &["* STATUS \"INBOX\" (MESSAGES 0)", "i OK Status completed."]);
 }
+
+#[test]
+fn list_patterns_take_any_atom_characters() {
+    let w = World::new();
+    let mut c = w.alice();
+    // Not valid modified UTF-7 as a name, but a pattern: answered, not refused.
+    c.expect("a LIST \"\" !#$&'+,%*", &["a OK List completed."]);
+    c.expect("b LIST \"\" &", &["b OK List completed."]);
+    c.expect("c CREATE &AOQ-rger", &["c OK Create completed."]);
+    c.expect("d LIST \"\" &AOQ-*", &["* LIST (\\HasNoChildren) \"/\" \"&AOQ-rger\"", "d OK List completed."]);
+    c.expect("e LIST \"\" &*", &["* LIST (\\HasNoChildren) \"/\" \"&AOQ-rger\"", "e OK List completed."]);
+}
+
+#[test]
+fn lsub_returns_unsubscribed_parents_as_noselect() {
+    let w = World::new();
+    let mut c = w.alice();
+    c.expect("a CREATE foo/bar", &["a OK Create completed."]);
+    c.expect("b CREATE baz/x/y", &["b OK Create completed."]);
+    c.expect("c SUBSCRIBE foo/bar", &["c OK Subscribe completed."]);
+    c.expect("d SUBSCRIBE baz/x/y", &["d OK Subscribe completed."]);
+    // RFC 3501 §6.3.9: "%" returns foo, not foo/bar, with \Noselect.
+    c.expect("e LSUB \"\" %", &["* LSUB (\\Noselect) \"/\" \"baz\"", "* LSUB (\\Noselect) \"/\" \"foo\"", "e OK Lsub completed."]);
+    c.expect("f LSUB \"\" baz/%", &["* LSUB (\\Noselect) \"/\" \"baz/x\"", "f OK Lsub completed."]);
+    // "*" matches the subscribed names themselves: no implied parents.
+    c.expect("g LSUB \"\" *", &["* LSUB () \"/\" \"baz/x/y\"", "* LSUB () \"/\" \"foo/bar\"", "g OK Lsub completed."]);
+    // A subscribed parent is listed as itself, not as \Noselect.
+    c.expect("h SUBSCRIBE foo", &["h OK Subscribe completed."]);
+    c.expect("i LSUB \"\" %", &["* LSUB (\\Noselect) \"/\" \"baz\"", "* LSUB () \"/\" \"foo\"", "i OK Lsub completed."]);
+}

@@ -49,7 +49,7 @@ fn search_keys() {
     c.expect("o SEARCH KEYWORD $Work", &["* SEARCH", "o OK Search completed."]);
     c.expect("p SEARCH CHARSET KOI8-R ALL", &["p NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset."]);
     c.expect("q SEARCH CHARSET UTF-8 TO bob", &["* SEARCH 1 2 3", "q OK Search completed."]);
-    c.expect("r SEARCH MODSEQ 1", &["* SEARCH 1 2 3 (MODSEQ {})", "r OK Search completed."]);
+    c.expect("r SEARCH MODSEQ 1", &["* OK [HIGHESTMODSEQ {}] Highest", "* SEARCH 1 2 3 (MODSEQ {})", "r OK Search completed."]);
     c.expect("s SEARCH (OR DELETED (FLAGGED)) OLD", &["* SEARCH", "s OK Search completed."]);
     c.expect("t SEARCH (", &["t BAD {}"]);
 }
@@ -83,7 +83,10 @@ fn expunge_and_uid_expunge() {
 #[test]
 fn condstore() {
     let (_w, mut c) = three_messages();
-    c.expect("a FETCH 1 (MODSEQ)", &["* 1 FETCH (MODSEQ ({}))", "a OK Fetch completed."]);
+    // The first CONDSTORE-enabling command with a mailbox selected reports
+    // HIGHESTMODSEQ (RFC 7162 §3.1); the next ones do not repeat it.
+    c.expect("a FETCH 1 (MODSEQ)", &["* OK [HIGHESTMODSEQ {}] Highest", "* 1 FETCH (MODSEQ ({}))", "a OK Fetch completed."]);
+    c.expect("a2 FETCH 1 (MODSEQ)", &["* 1 FETCH (MODSEQ ({}))", "a2 OK Fetch completed."]);
     let out = c.send("b STORE 1 +FLAGS (\\Seen)");
     let modseq: u64 = out.split("MODSEQ (").nth(1).and_then(|s| s.split(')').next()).unwrap().parse().unwrap();
     check(&out, &["* 1 FETCH (FLAGS (\\Seen \\Recent) MODSEQ ({}))", "b OK Store completed."]);
@@ -125,7 +128,28 @@ fn esearch_return_options() {
     c.expect("a SEARCH RETURN (MIN MAX COUNT) ALL", &["* ESEARCH (TAG \"a\") MIN 1 MAX 3 COUNT 3", "a OK Search completed."]);
     c.expect("b UID SEARCH RETURN () 2:*", &["* ESEARCH (TAG \"b\") UID ALL 2:3", "b OK Search completed."]);
     c.expect("c SEARCH RETURN (COUNT ALL) DELETED", &["* ESEARCH (TAG \"c\") COUNT 0", "c OK Search completed."]);
-    c.expect("d SEARCH RETURN (ALL) MODSEQ 1", &["* ESEARCH (TAG \"d\") ALL 1:3 MODSEQ {}", "d OK Search completed."]);
+    c.expect("d SEARCH RETURN (ALL) MODSEQ 1", &["* OK [HIGHESTMODSEQ {}] Highest", "* ESEARCH (TAG \"d\") ALL 1:3 MODSEQ {}", "d OK Search completed."]);
     c.expect("e SEARCH RETURN (SAVE) ALL", &["e BAD Invalid SEARCH RETURN options."]);
     c.expect("f SEARCH RETURN MIN ALL", &["f BAD Invalid SEARCH RETURN options."]);
+}
+
+#[test]
+fn esearch_min_max_report_the_returned_messages_modseq() {
+    let (_w, mut c) = three_messages();
+    c.expect("a ENABLE CONDSTORE", &["* ENABLED CONDSTORE", "a OK Enabled."]);
+    // Message 2 changes last: it holds the mailbox's highest MODSEQ.
+    let out = c.send("b STORE 2 +FLAGS (\\Flagged)");
+    let high: u64 = out.split("MODSEQ (").nth(1).and_then(|s| s.split(')').next()).unwrap().parse().unwrap();
+    let out = c.send("c FETCH 1 (MODSEQ)");
+    let first: u64 = out.split("MODSEQ (").nth(1).and_then(|s| s.split(')').next()).unwrap().parse().unwrap();
+    assert!(first < high);
+    c.expect("d SEARCH RETURN (MIN) MODSEQ 1", &[&format!("* ESEARCH (TAG \"d\") MIN 1 MODSEQ {first}"), "d OK Search completed."]);
+    let third = high_of(&mut c, 3);
+    c.expect("e SEARCH RETURN (MIN MAX) MODSEQ 1", &[&format!("* ESEARCH (TAG \"e\") MIN 1 MAX 3 MODSEQ {}", first.max(third)), "e OK Search completed."]);
+    c.expect("f SEARCH RETURN (COUNT) MODSEQ 1", &[&format!("* ESEARCH (TAG \"f\") COUNT 3 MODSEQ {high}"), "f OK Search completed."]);
+}
+
+fn high_of(c: &mut Client, seq: u32) -> u64 {
+    let out = c.send(&format!("m{seq} FETCH {seq} (MODSEQ)"));
+    out.split("MODSEQ (").nth(1).and_then(|s| s.split(')').next()).unwrap().parse().unwrap()
 }

@@ -79,7 +79,7 @@ impl Session {
             return self.bad(tag, "VANISHED needs UID FETCH, QRESYNC enabled and CHANGEDSINCE.");
         }
         if changed_since.is_some() || items.iter().any(|i| matches!(i, MessageDataItemName::ModSeq)) {
-            self.enabled.condstore = true;
+            self.enable_condstore_implicitly();
         }
         if changed_since.is_some() && !items.iter().any(|i| matches!(i, MessageDataItemName::ModSeq)) {
             items.push(MessageDataItemName::ModSeq);

@@ -8,16 +8,30 @@ impl Session {
     /// LIST / LSUB.
     pub(crate) fn op_list(&mut self, tag: &str, reference: &Mailbox<'_>, pattern: &ListMailbox<'_>, lsub: bool) {
         let what = if lsub { "LSUB" } else { "LIST" };
-        let reference = match reference {
-            Mailbox::Inbox => Some("INBOX".to_string()),
-            Mailbox::Other(o) => mutf7::decode(o.as_ref()),
-        };
         let pattern_bytes: &[u8] = match pattern {
             ListMailbox::Token(t) => t.as_ref(),
             ListMailbox::String(s) => s.as_ref(),
         };
-        let (Some(reference), Some(pattern)) = (reference, mutf7::decode(pattern_bytes)) else {
-            return self.no(tag, "[CANNOT] Mailbox name is not valid modified UTF-7.");
+        // A pattern is not a mailbox name: any atom characters may appear
+        // (RFC 3501 `list-mailbox`). One that is not valid modified UTF-7
+        // (`&` alone, `&'+,`) is matched against the encoded names instead,
+        // so it is answered (with what matches, usually nothing), never refused.
+        let reference_bytes: &[u8] = match reference {
+            Mailbox::Inbox => b"INBOX",
+            Mailbox::Other(o) => o.as_ref(),
+        };
+        let reference = mutf7::decode(reference_bytes);
+        let decoded = match (reference, mutf7::decode(pattern_bytes)) {
+            (Some(r), Some(p)) => Some((r, p)),
+            _ => None,
+        };
+        let (reference, pattern, match_encoded) = match decoded {
+            Some((r, p)) => (r, p, false),
+            None => (
+                String::from_utf8_lossy(reference_bytes).into_owned(),
+                String::from_utf8_lossy(pattern_bytes).into_owned(),
+                true,
+            ),
         };
         if pattern.is_empty() && !lsub {
             self.out.extend_from_slice(b"* LIST (\\Noselect) \"/\" \"\"\r\n");
@@ -29,11 +43,26 @@ impl Session {
             Ok(b) => b,
             Err(e) => return self.no_store(tag, &e),
         };
-        for mb in boxes {
+        let matches = |name: &str| {
+            if match_encoded {
+                wildcard_match(&full, &mutf7::encode(name))
+            } else {
+                wildcard_match(&full, name)
+            }
+        };
+        if lsub {
+            for name in implied_lsub_parents(&boxes, &matches) {
+                let mut line = b"* LSUB (\\Noselect) \"/\" ".to_vec();
+                response::string(&mut line, mutf7::encode(&name).as_bytes());
+                line.extend_from_slice(b"\r\n");
+                self.out.extend_from_slice(&line);
+            }
+        }
+        for mb in &boxes {
             if lsub && !mb.subscribed {
                 continue;
             }
-            if !wildcard_match(&full, &mb.name) {
+            if !matches(&mb.name) {
                 continue;
             }
             let mut attrs = vec![if mb.has_children { "\\HasChildren" } else { "\\HasNoChildren" }];
@@ -51,6 +80,29 @@ impl Session {
         }
         self.ok(tag, &format!("{} completed.", if lsub { "Lsub" } else { "List" }));
     }
+}
+
+/// RFC 3501 §6.3.9: when `foo/bar` is subscribed but `foo` is not, an LSUB
+/// whose pattern matches `foo` but not `foo/bar` (`%`) returns `foo` with
+/// `\Noselect`. Each such parent once, in name order.
+fn implied_lsub_parents(boxes: &[storage_hooks::MailboxInfo], matches: &dyn Fn(&str) -> bool) -> Vec<String> {
+    let subscribed: std::collections::BTreeSet<&str> =
+        boxes.iter().filter(|b| b.subscribed).map(|b| b.name.as_str()).collect();
+    let mut parents = std::collections::BTreeSet::new();
+    for name in &subscribed {
+        if matches(name) {
+            continue;
+        }
+        let mut end = 0;
+        while let Some(pos) = name[end..].find('/') {
+            let parent = &name[..end + pos];
+            if !subscribed.contains(parent) && matches(parent) {
+                parents.insert(parent.to_string());
+            }
+            end += pos + 1;
+        }
+    }
+    parents.into_iter().collect()
 }
 
 /// IMAP LIST matching: `*` matches anything, `%` anything but the hierarchy

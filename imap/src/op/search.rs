@@ -221,7 +221,7 @@ impl Session {
         }
         let modseq = criteria.iter().any(uses_modseq);
         if modseq {
-            self.enabled.condstore = true;
+            self.enable_condstore_implicitly();
         }
         if self.changes_pending {
             self.sync_selected(uid);
@@ -238,6 +238,7 @@ impl Session {
             max_uid: sel.view.last().map_or(0, |e| e.uid),
         };
         let mut hits = Vec::new();
+        let mut hit_modseqs = Vec::new();
         let mut max_modseq = 0;
         for (i, e) in sel.view.iter().enumerate() {
             // Size and date from the shared mailbox (0 for a message gone
@@ -252,12 +253,33 @@ impl Session {
             };
             if criteria.iter().all(|k| ev.matches(k, &mut c)) {
                 hits.push(if uid { e.uid } else { c.seq });
+                hit_modseqs.push(e.modseq);
                 max_modseq = max_modseq.max(e.modseq);
             }
         }
         drop(g);
         let line = match self.search_return.take() {
-            Some(r) => esearch_line(tag, uid, &hits, r, modseq.then_some(max_modseq)),
+            Some(r) => {
+                // RFC 4731 §3.2: with only MIN and/or MAX, MODSEQ is that of
+                // the message(s) returned, not of every match.
+                let reported = if r.min || r.max {
+                    if r.all || r.count {
+                        max_modseq
+                    } else {
+                        let mut m = 0;
+                        if r.min {
+                            m = m.max(hit_modseqs.first().copied().unwrap_or(0));
+                        }
+                        if r.max {
+                            m = m.max(hit_modseqs.last().copied().unwrap_or(0));
+                        }
+                        m
+                    }
+                } else {
+                    max_modseq
+                };
+                esearch_line(tag, uid, &hits, r, modseq.then_some(reported))
+            }
             None => {
                 let mut line = String::from("* SEARCH");
                 for h in &hits {

@@ -23,7 +23,7 @@ impl Session {
                 StatusDataItemName::UidValidity => format!("UIDVALIDITY {}", st.uidvalidity),
                 StatusDataItemName::Unseen => format!("UNSEEN {}", st.unseen),
                 StatusDataItemName::HighestModSeq => {
-                    self.enabled.condstore = true;
+                    self.enable_condstore_implicitly();
                     format!("HIGHESTMODSEQ {}", st.highestmodseq)
                 }
                 StatusDataItemName::Deleted | StatusDataItemName::DeletedStorage => {

@@ -29,7 +29,7 @@ impl Session {
         };
         let unchanged_since = modifiers.iter().map(|StoreModifier::UnchangedSince(n)| *n).next();
         if unchanged_since.is_some() {
-            self.enabled.condstore = true;
+            self.enable_condstore_implicitly();
         }
         let op = match kind {
             StoreType::Add => FlagOp::Add,

@@ -490,6 +490,19 @@ impl Session {
         self.respond(Some(tag), "BAD", text);
     }
 
+    /// Enables CONDSTORE because a command used it (RFC 7162 §3.1): the first
+    /// time that happens with a mailbox selected, the client is told the
+    /// mailbox's HIGHESTMODSEQ before the command's own responses.
+    pub(crate) fn enable_condstore_implicitly(&mut self) {
+        if self.enabled.condstore {
+            return;
+        }
+        self.enabled.condstore = true;
+        if let Some(sel) = self.selected.as_ref() {
+            self.out.extend_from_slice(format!("* OK [HIGHESTMODSEQ {}] Highest\r\n", sel.status.highestmodseq).as_bytes());
+        }
+    }
+
     /// Tagged NO for a storage error, with a response code where one fits.
     pub(crate) fn no_store(&mut self, tag: &str, err: &StoreError) {
         let code = match err {
