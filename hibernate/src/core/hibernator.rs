@@ -12,7 +12,7 @@ use storage_hooks::{EventKind, MailboxEvent, UidSet};
 
 use super::command::{self, Recognized};
 use super::counters::{Counters, HandBackReason};
-use super::mailbox_state::{difference, MailboxState};
+use super::mailbox_state::{already_in_view, difference, MailboxState};
 use super::render::{self, StatusItem};
 use super::session::{HibernatedSession, Tag, SessionMeta, CLOSE_PENDING, CONDSTORE, IDLE, NO_MAILBOX, QRESYNC, READ_ONLY};
 use super::source::{ChangedFlags, StateSource};
@@ -838,7 +838,13 @@ impl<S: StateSource, H> Hibernator<S, H> {
         }
         let same_validity = state.status.is_some_and(|s| s.uidvalidity == ev.uidvalidity);
         if same_validity && ev.modseq_after <= state.modseq {
-            return; // already applied (we read storage after this change)
+            // Events of one group commit share a MODSEQ, so a MODSEQ not
+            // above ours does not prove the change is in the view: only
+            // the UIDs (or a storage read at or after it) do.
+            if !already_in_view(state, ev) {
+                self.resync(mb);
+            }
+            return;
         }
         if !same_validity || ev.modseq_before != state.modseq {
             self.resync(mb);
@@ -1023,3 +1029,4 @@ impl<S, H> std::fmt::Debug for Hibernator<S, H> {
         f.debug_struct("Hibernator").field("counters", &self.counters).finish_non_exhaustive()
     }
 }
+

@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Weak};
 
-use storage_hooks::{MailboxStatus, UidSet};
+use storage_hooks::{EventKind, MailboxEvent, MailboxStatus, UidSet};
 
 use super::SessionKey;
 
@@ -100,6 +100,21 @@ pub(crate) fn difference(a: &UidSet, b: &UidSet) -> UidSet {
         }
     }
     UidSet::from_ranges(out)
+}
+
+/// Whether an event whose MODSEQ is not above the cached one is provably
+/// reflected in `state` already: a storage read at or after its MODSEQ, or
+/// its UIDs all present (new mail) or all absent (expunge).
+pub(crate) fn already_in_view(state: &MailboxState, ev: &MailboxEvent) -> bool {
+    if ev.modseq_after <= state.flag_floor {
+        return true;
+    }
+    let Some(current) = state.current.as_deref() else { return false };
+    match ev.kind {
+        EventKind::MessageNew | EventKind::MessageAppend => difference(&ev.uids, current).is_empty(),
+        EventKind::MessageExpunge => difference(current, &ev.uids).len() == current.len(),
+        _ => false,
+    }
 }
 
 #[cfg(test)]

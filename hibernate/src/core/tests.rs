@@ -440,3 +440,34 @@ fn idle_timeout_and_autologout_say_bye() {
     assert_eq!(out(&mut core, poller), "* BYE Disconnected for inactivity.\r\n");
     assert_eq!(core.counters().timeouts, 2);
 }
+
+#[test]
+fn events_of_one_group_commit_sharing_a_modseq_all_reach_the_idler() {
+    let (store, mut core, _) = setup(3);
+    let key = core.admit(record(true, 3, 1, b""), 1, 0);
+    // Two deliveries committed together: both events carry the same
+    // MODSEQ pair, the second must not be taken for already applied.
+    let first = store.change("INBOX", EventKind::MessageNew, &[4], SystemFlags::empty());
+    let mut second = store.change("INBOX", EventKind::MessageNew, &[5], SystemFlags::empty());
+    second.modseq_before = first.modseq_before;
+    second.modseq_after = first.modseq_after;
+    core.on_event(&first);
+    assert_eq!(out(&mut core, key), "* 4 EXISTS\r\n");
+    core.on_event(&second);
+    assert_eq!(out(&mut core, key), "* 5 EXISTS\r\n");
+    // A repeat of an event already in the view changes nothing and reads nothing.
+    let resyncs = core.counters().resyncs;
+    core.on_event(&first);
+    core.on_event(&second);
+    assert_eq!(out(&mut core, key), "");
+    assert_eq!(core.counters().resyncs, resyncs);
+    // The hand-back carries every message.
+    core.on_input(key, b"DONE\r\nA2 FETCH 1:* UID\r\n");
+    assert_eq!(out(&mut core, key), "A1 OK Idle completed.\r\n");
+    core.output_flushed(key);
+    let actions = core.take_actions();
+    let Some(Action::HandBack { record, .. }) = actions.iter().find(|a| matches!(a, Action::HandBack { .. })) else {
+        panic!("no hand-back: {actions:?}")
+    };
+    assert_eq!(record.selected.as_ref().unwrap().uids.to_imap_string(), "1:5");
+}

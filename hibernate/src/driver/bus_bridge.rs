@@ -84,6 +84,10 @@ impl BusBridge {
                         return;
                     }
                 };
+                // The hook may own a runtime of its own (the Maildir
+                // watcher does): it must be dropped outside `block_on`, or
+                // tokio panics, so the future only borrows it.
+                let hook = &hook;
                 rt.block_on(async move {
                     let mut sub = match BusSubscriber::from_config(&config).await {
                         Ok(s) => s,
@@ -141,6 +145,7 @@ impl BusBridge {
                         }
                     }
                 });
+                drop(rt);
             })
             .map_err(DriverError::Io)?;
         match ready_rx.recv() {
@@ -229,5 +234,36 @@ mod tests {
         assert_eq!(subscribed, ["bob", "carol"]);
         drop(bridge);
         assert_eq!(*recorder.0.lock().unwrap(), ["+bob", "-bob", "+carol"]);
+    }
+
+    /// A hook owning a runtime, as the Maildir watcher does; records
+    /// whether it was dropped without a panic.
+    struct RuntimeHook {
+        rt: Option<tokio::runtime::Runtime>,
+        dropped: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl SubscriptionHook for RuntimeHook {
+        fn user_subscribed(&self, _: &str) {}
+        fn user_unsubscribed(&self, _: &str) {}
+    }
+
+    impl Drop for RuntimeHook {
+        fn drop(&mut self) {
+            drop(self.rt.take());
+            self.dropped.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn stopping_drops_a_hook_that_owns_a_runtime_without_panicking() {
+        let dir = tempfile::tempdir().unwrap();
+        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        // The bridge holds the only reference, as in the hibernate process.
+        let hook = Arc::new(RuntimeHook { rt: Some(rt), dropped: dropped.clone() });
+        let bridge = BusBridge::start_with_hook(BusConfig::unix_in_run_dir(dir.path()), Some(hook)).unwrap();
+        drop(bridge);
+        assert!(dropped.load(std::sync::atomic::Ordering::SeqCst), "the hook's drop panicked on the bus thread");
     }
 }
