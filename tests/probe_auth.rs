@@ -25,9 +25,10 @@ fn add_user(server: &Server, name: &str, password: &str, scheme: &str) {
 }
 
 /// #10: 1,000 connections that have not logged in (60 of them sending a
-/// LOGIN that needs a SHA512-CRYPT check) must not park a thread each.
+/// LOGIN that needs a SHA512-CRYPT check) must not park a thread each
+/// (the issue allows 64; the old build measured 55 here and 515 on load).
 #[test]
-fn thousand_prelogin_connections_stay_under_64_threads() {
+fn thousand_prelogin_connections_stay_under_24_threads() {
     let server = Server::start(ServerOptions {
         imap_extra: "max_connections_per_ip = 0\nlogin_failure_delay_ms = 10\nlogin_failure_delay_max_ms = 20\n".into(),
         ..ServerOptions::default()
@@ -72,7 +73,9 @@ fn thousand_prelogin_connections_stay_under_64_threads() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let most = sampler.join().unwrap();
     eprintln!("master threads with 1000 pre-login connections: at most {most}");
-    assert!(most < 64, "master ran {most} threads");
+    // Before the fix (block_in_place per session step) this reached 55 with
+    // only 1,000 connections on 2 cores; now it is ~7 (2 tokio + 2 verify + main, ...).
+    assert!(most < 24, "master ran {most} threads");
     drop(logins);
 }
 
