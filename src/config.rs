@@ -59,6 +59,8 @@ pub struct Config {
     pub log: LogConfig,
     /// The passwd-file user database.
     pub users: UsersConfig,
+    /// Password verification: cost caps, verification threads.
+    pub auth: AuthConfig,
     /// The LMTP listener and delivery limits.
     pub lmtp: LmtpConfig,
     /// IMAP listeners.
@@ -83,6 +85,7 @@ impl Default for Config {
             run_dir: PathBuf::new(),
             log: LogConfig::default(),
             users: UsersConfig::default(),
+            auth: AuthConfig::default(),
             lmtp: LmtpConfig::default(),
             imap: ImapConfig::default(),
             tls: TlsConfig::default(),
@@ -138,6 +141,51 @@ impl Default for UsersConfig {
             passwd_file: PathBuf::new(),
             mail_location: "%h/Maildir".into(),
             default_scheme: "ARGON2ID".into(),
+        }
+    }
+}
+
+/// `[auth]`: password verification in the master.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Largest Argon2 memory cost (`m=`, KiB) a stored hash may ask for.
+    pub argon2_max_memory_kib: u32,
+    /// Largest Argon2 time cost (`t=`).
+    pub argon2_max_time_cost: u32,
+    /// Largest Argon2 parallelism (`p=`).
+    pub argon2_max_parallelism: u32,
+    /// Largest bcrypt cost.
+    pub bcrypt_max_cost: u32,
+    /// Largest SHA-crypt `rounds=`.
+    pub sha_crypt_max_rounds: u32,
+    /// Threads verifying passwords; 0 = one per CPU core.
+    pub verify_threads: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        let caps = imap::auth::CostLimits::default();
+        AuthConfig {
+            argon2_max_memory_kib: caps.argon2_max_memory_kib,
+            argon2_max_time_cost: caps.argon2_max_time_cost,
+            argon2_max_parallelism: caps.argon2_max_parallelism,
+            bcrypt_max_cost: caps.bcrypt_max_cost,
+            sha_crypt_max_rounds: caps.sha_crypt_max_rounds,
+            verify_threads: 0,
+        }
+    }
+}
+
+impl AuthConfig {
+    /// The cost caps as the user database takes them.
+    pub fn cost_limits(&self) -> imap::auth::CostLimits {
+        imap::auth::CostLimits {
+            argon2_max_memory_kib: self.argon2_max_memory_kib,
+            argon2_max_time_cost: self.argon2_max_time_cost,
+            argon2_max_parallelism: self.argon2_max_parallelism,
+            bcrypt_max_cost: self.bcrypt_max_cost,
+            sha_crypt_max_rounds: self.sha_crypt_max_rounds,
         }
     }
 }
@@ -369,6 +417,18 @@ impl Config {
         }
         if self.storage.poll_interval_secs == 0 {
             return invalid("storage.poll_interval_secs", "must be greater than 0");
+        }
+        let a = &self.auth;
+        for (key, value) in [
+            ("auth.argon2_max_memory_kib", a.argon2_max_memory_kib),
+            ("auth.argon2_max_time_cost", a.argon2_max_time_cost),
+            ("auth.argon2_max_parallelism", a.argon2_max_parallelism),
+            ("auth.bcrypt_max_cost", a.bcrypt_max_cost),
+            ("auth.sha_crypt_max_rounds", a.sha_crypt_max_rounds),
+        ] {
+            if value == 0 {
+                return invalid(key, "must be greater than 0 (0 would refuse every hash of that scheme)");
+            }
         }
         if imap::auth::PasswordScheme::parse(&self.users.default_scheme).is_none() {
             return invalid("users.default_scheme", "must be ARGON2ID, SHA512-CRYPT, BLF-CRYPT or PLAIN");

@@ -72,3 +72,27 @@ fn user_hash_add_and_list() {
     assert_eq!(names, ["amy", "zoe"]);
     assert!(list.contains("/home/zoe/Maildir"), "{list}");
 }
+
+/// `--password` with a line break used to write a second passwd line: a
+/// user `evil` with uid 0 and bob's home.
+#[test]
+fn user_add_refuses_a_password_plain_cannot_store() {
+    let env = TestEnv::new("", "");
+    let hostile = "p\nevil:{PLAIN}evilpw:0:0::/home/bob::";
+    let out = env.command().args(["user", "add", "bob", "--scheme", "PLAIN", "--password", hostile]).output().unwrap();
+    assert!(!out.status.success(), "accepted a PLAIN password with a newline");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("PLAIN password cannot"), "{stderr}");
+    assert!(!stderr.contains("evilpw"), "the password must not be echoed: {stderr}");
+    for bad in ["a:b", "a\rb", ""] {
+        let out = env.command().args(["user", "add", "carl", "--scheme", "PLAIN", "--password", bad]).output().unwrap();
+        assert!(!out.status.success(), "{bad:?}");
+    }
+    let passwd = std::fs::read_to_string(&env.passwd).unwrap_or_default();
+    assert!(!passwd.contains("evil"), "{passwd}");
+    // A hashing scheme stores the same password, and it verifies.
+    stdout(&env.command().args(["user", "add", "bob", "--scheme", "SHA512-CRYPT", "--password", hostile]).output().unwrap());
+    let db = imap::auth::UserDb::open(&env.passwd, imap::auth::MailLocation::parse("%h/Maildir").unwrap()).unwrap();
+    assert!(db.verify("bob", hostile.as_bytes()).is_ok());
+    assert_eq!(db.names(), ["bob"]);
+}

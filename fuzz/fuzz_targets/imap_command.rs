@@ -104,7 +104,7 @@ fn drive(s: &mut Session, now: Instant) -> bool {
             }
             SessionEvent::NeedMoreInput { .. } => return true,
             SessionEvent::Close => return false,
-            SessionEvent::StartTls | SessionEvent::Authenticated(_) => {}
+            SessionEvent::StartTls | SessionEvent::Authenticated(_) | SessionEvent::VerifyLogin(_) => {}
         }
     }
     panic!("session did not settle");

@@ -203,3 +203,28 @@ fn pipelined_commands_answer_in_order() {
     }
     check(&out, &["+ OK", "d OK {}"]);
 }
+
+/// Master mode with deferred checks: the session asks the driver to verify,
+/// processes no input meanwhile, then finishes the command with the answer.
+#[test]
+fn deferred_login_waits_for_the_driver() {
+    use imap::session::{AuthFailure, AuthenticatedUser};
+    let w = World::new();
+    let opts = SessionOptions { hand_over_on_auth: true, defer_auth: true, ..World::options() };
+    let mut c = w.client_with(opts);
+    let out = c.raw(b"a LOGIN alice wrong\r\nb NOOP\r\n");
+    assert_eq!(out, "", "nothing answered before the check");
+    let Some(SessionEvent::VerifyLogin(req)) = c.events.pop() else { panic!("no request: {:?}", c.events) };
+    assert_eq!((req.user.as_str(), req.password.as_str()), ("alice", "wrong"));
+    assert!(!format!("{req:?}").contains("wrong"), "Debug hides the password");
+    c.s.login_verified(Err(AuthFailure::InvalidCredentials));
+    let out = c.run();
+    check(&out, &["a NO [AUTHENTICATIONFAILED] Authentication failed.", "b OK NOOP completed."]);
+    c.raw(b"d LOGIN alice secret\r\ne SELECT INBOX\r\n");
+    assert!(matches!(c.events.pop(), Some(SessionEvent::VerifyLogin(_))));
+    c.s.login_verified(Ok(AuthenticatedUser { name: "alice".into(), maildir: "/nonexistent".into() }));
+    let out = c.run();
+    check(&out, &["d OK [CAPABILITY {}] Logged in"]);
+    let Some(SessionEvent::Authenticated(h)) = c.events.pop() else { panic!("no hand-over: {:?}", c.events) };
+    assert_eq!(h.pending_input, b"e SELECT INBOX\r\n");
+}

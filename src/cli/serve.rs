@@ -52,7 +52,7 @@ pub fn run(config: Config, _args: ServeArgs) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let location = MailLocation::parse(&config.users.mail_location)?;
-    let users = Arc::new(UserDb::open(config.passwd_file(), location)?);
+    let users = Arc::new(UserDb::open(config.passwd_file(), location)?.with_cost_limits(config.auth.cost_limits()));
     let deliverer = Deliverer::new(users.clone(), store_hooks(&config).await, config.lmtp.max_message_size);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks: Vec<JoinHandle<()>> = Vec::new();

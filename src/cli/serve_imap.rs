@@ -24,7 +24,9 @@ pub const WORKER_CONFIG_FILE: &str = "imap-worker.toml";
 /// # Errors
 /// Unparsable listen addresses or other bad `[imap]` values.
 pub fn imap_server_config(config: &Config) -> anyhow::Result<ImapServerConfig> {
-    Ok(ImapServerConfig::new(config.imap.clone(), Some((config.tls_cert(), config.tls_key())))?)
+    let mut server = ImapServerConfig::new(config.imap.clone(), Some((config.tls_cert(), config.tls_key())))?;
+    server.verify_threads = config.auth.verify_threads;
+    Ok(server)
 }
 
 /// Binds the IMAP listeners and starts the master (which spawns the

@@ -11,9 +11,11 @@ use std::time::{Duration, Instant};
 /// Debian's python3 (has imaplib2); the one on PATH may not.
 pub const PYTHON: &str = "/usr/bin/python3";
 
-/// The dormouse binary under test.
+/// The dormouse binary under test (`DORMOUSE_TEST_BIN` overrides it, to
+/// measure another build with the same test).
 pub fn dormouse() -> &'static str {
-    env!("CARGO_BIN_EXE_dormouse")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| std::env::var("DORMOUSE_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_dormouse").to_string()))
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released; a small race is accepted).

@@ -8,8 +8,8 @@ mod password;
 mod user_db;
 
 pub use mail_location::{MailLocation, MailLocationError};
-pub use passwd_file::{add_user, parse_passwd, PasswdEntry, PasswdLineError};
-pub use password::{constant_time_eq, HashError, PasswordScheme, StoredPassword};
+pub use passwd_file::{add_user, parse_passwd, PasswdEntry, PasswdLineError, UnrepresentableField};
+pub use password::{constant_time_eq, CostExceeded, CostKey, CostLimits, HashError, PasswordScheme, StoredPassword};
 pub use user_db::{UserDb, UserRecord};
 
 /// Errors of the user database and password checks. Messages never
@@ -25,12 +25,19 @@ pub enum AuthError {
     /// The user has no usable password (empty field): login is disabled.
     #[error("login disabled for user {0} (no password set)")]
     NoPassword(String),
+    /// The user's stored hash asks for more work than the configured cost
+    /// limits allow; treated as a failed login (logged for the admin).
+    #[error("password hash of user {0} is over the cost limits")]
+    CostExceeded(String),
     /// A user of that name already exists.
     #[error("user {0} already exists")]
     UserExists(String),
     /// The name cannot be used in a passwd file.
     #[error("invalid user name {0:?}")]
     InvalidUserName(String),
+    /// A field of a new passwd line cannot be written in the format.
+    #[error(transparent)]
+    Unrepresentable(#[from] UnrepresentableField),
     /// The mail location cannot be computed.
     #[error(transparent)]
     MailLocation(#[from] MailLocationError),

@@ -39,12 +39,39 @@ pub struct PasswdLineError {
     pub reason: &'static str,
 }
 
-/// Characters a user name may not contain.
+/// Characters a user name may not contain. A leading `#` would turn the
+/// line into a comment for the reader, so it is refused too.
 fn valid_user_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 255
         && !name.starts_with('.')
+        && !name.starts_with('#')
         && name.chars().all(|c| !c.is_control() && !c.is_whitespace() && !matches!(c, ':' | '/' | '\\'))
+}
+
+/// Why a [`PasswdEntry`] cannot be written as a passwd-file line. Never holds
+/// the offending value (it may be a clear-text password).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the {field} field cannot be stored in a passwd file: {reason}")]
+pub struct UnrepresentableField {
+    /// Which field (`name`, `password`, `home`, `extra`).
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
+/// The passwd-file format has no escaping: `:` separates fields, a line ends
+/// at LF, and a trailing CR is dropped. A field holding any of them (or any
+/// other control character, which no tool shows honestly) would be read back
+/// as something else, e.g. a second user line.
+fn check_plain_field(field: &'static str, value: &str) -> Result<(), UnrepresentableField> {
+    if value.contains(':') {
+        return Err(UnrepresentableField { field, reason: "contains ':'" });
+    }
+    if value.chars().any(char::is_control) {
+        return Err(UnrepresentableField { field, reason: "contains a control character (CR, LF, NUL, ...)" });
+    }
+    Ok(())
 }
 
 impl PasswdEntry {
@@ -55,10 +82,16 @@ impl PasswdEntry {
             .find_map(|f| f.strip_prefix("userdb_mail=").or_else(|| f.strip_prefix("mail=")))
     }
 
-    /// Formats the entry as one passwd-file line (without newline).
-    pub fn to_line(&self) -> String {
+    /// Formats the entry as one passwd-file line (without newline). The
+    /// line is guaranteed to parse back ([`parse_passwd`]) to an entry equal
+    /// to `self`; anything that could not is refused.
+    ///
+    /// # Errors
+    /// [`UnrepresentableField`] naming the first field that cannot be written.
+    pub fn to_line(&self) -> Result<String, UnrepresentableField> {
+        self.check_representable()?;
         let opt = |v: Option<u32>| v.map(|v| v.to_string()).unwrap_or_default();
-        format!(
+        Ok(format!(
             "{}:{}:{}:{}::{}::{}",
             self.name,
             self.password.as_ref().map(StoredPassword::to_field).unwrap_or_default(),
@@ -66,7 +99,37 @@ impl PasswdEntry {
             opt(self.gid),
             self.home,
             self.extra.join(" ")
-        )
+        ))
+    }
+
+    /// Checks every field against the format (see [`PasswdEntry::to_line`]).
+    ///
+    /// # Errors
+    /// [`UnrepresentableField`] naming the first bad field.
+    pub fn check_representable(&self) -> Result<(), UnrepresentableField> {
+        if !valid_user_name(&self.name) {
+            return Err(UnrepresentableField {
+                field: "name",
+                reason: "empty, too long, starts with '.' or '#', or contains ':', '/', '\\', white space or a control character",
+            });
+        }
+        if let Some(password) = &self.password {
+            let field = password.to_field();
+            check_plain_field("password", &field)?;
+            if StoredPassword::parse(&field).as_ref() != Some(password) {
+                return Err(UnrepresentableField { field: "password", reason: "would be read back differently" });
+            }
+        }
+        check_plain_field("home", &self.home)?;
+        for extra in &self.extra {
+            if extra.is_empty() || extra.chars().any(char::is_whitespace) {
+                return Err(UnrepresentableField { field: "extra", reason: "empty or contains white space" });
+            }
+            if extra.chars().any(char::is_control) {
+                return Err(UnrepresentableField { field: "extra", reason: "contains a control character (CR, LF, NUL, ...)" });
+            }
+        }
+        Ok(())
     }
 
     /// Checks that `name` is usable as a login name in a passwd file.
@@ -140,9 +203,11 @@ pub fn parse_passwd(text: &str) -> (Vec<PasswdEntry>, Vec<PasswdLineError>) {
 /// either the old or the new file, never half a line.
 ///
 /// # Errors
-/// [`AuthError::UserExists`] if the name is taken, [`AuthError::Io`] otherwise.
+/// [`AuthError::UserExists`] if the name is taken, [`AuthError::Unrepresentable`]
+/// if a field cannot be written in the format, [`AuthError::Io`] otherwise.
 pub fn add_user(path: &Path, entry: &PasswdEntry) -> Result<(), AuthError> {
     PasswdEntry::check_name(&entry.name)?;
+    let line = entry.to_line()?;
     let io = |source| AuthError::Io { path: path.to_path_buf(), source };
     let old = match std::fs::read_to_string(path) {
         Ok(text) => text,
@@ -157,7 +222,7 @@ pub fn add_user(path: &Path, entry: &PasswdEntry) -> Result<(), AuthError> {
     if !text.is_empty() && !text.ends_with('\n') {
         text.push('\n');
     }
-    text.push_str(&entry.to_line());
+    text.push_str(&line);
     text.push('\n');
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io)?;
@@ -225,5 +290,103 @@ mod tests {
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         let bad = PasswdEntry { name: "a:b".into(), password: None, uid: None, gid: None, home: String::new(), extra: vec![] };
         assert!(matches!(add_user(&path, &bad), Err(AuthError::InvalidUserName(_))));
+    }
+
+    /// The attack from the issue: a password carrying a second user line.
+    #[test]
+    fn plain_password_with_newline_cannot_add_a_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("passwd");
+        let hostile = "p\nevil:{PLAIN}evilpw:0:0::/home/bob::";
+        assert!(matches!(
+            StoredPassword::hash(PasswordScheme::Plain, hostile),
+            Err(crate::auth::HashError::Unrepresentable { .. })
+        ));
+        // Even a StoredPassword made some other way is refused at write time.
+        let smuggled = StoredPassword::parse(&format!("{{PLAIN}}{hostile}")).unwrap();
+        let entry = PasswdEntry {
+            name: "bob".into(),
+            password: Some(smuggled),
+            uid: None,
+            gid: None,
+            home: "/home/bob".into(),
+            extra: vec![],
+        };
+        assert!(matches!(add_user(&path, &entry), Err(AuthError::Unrepresentable(_))));
+        assert!(!path.exists());
+        // A hashing scheme stores the same password safely.
+        let hashed = PasswdEntry { password: Some(StoredPassword::hash(PasswordScheme::Sha512Crypt, hostile).unwrap()), ..entry };
+        add_user(&path, &hashed).unwrap();
+        let (entries, errors) = parse_passwd(&std::fs::read_to_string(&path).unwrap());
+        assert!(errors.is_empty());
+        assert_eq!(entries.len(), 1);
+        assert!(entries[0].password.as_ref().unwrap().verify(hostile.as_bytes()));
+    }
+
+    /// Property-style: for many random entries built from hostile characters,
+    /// either the entry is refused or its line parses back to the same entry
+    /// (and to exactly one entry).
+    #[test]
+    fn written_lines_parse_back_identically() {
+        use rand::{Rng, SeedableRng};
+        const BENIGN: &[char] = &['a', 'b', 'Z', '0', '9', '.', '=', '@', 'é', '-', '_'];
+        const HOSTILE: &[char] = &[
+            ':', '\n', '\r', '\0', '\t', ' ', '#', '{', '}', '$', '/', '\\', '\u{85}', '\u{2028}', '\u{a0}', '\u{7f}', '\u{1b}',
+        ];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
+        let text = |rng: &mut rand::rngs::StdRng, max: usize| -> String {
+            let n = rng.gen_range(0..=max);
+            (0..n)
+                .map(|_| {
+                    if rng.gen_bool(0.06) {
+                        HOSTILE[rng.gen_range(0..HOSTILE.len())]
+                    } else {
+                        BENIGN[rng.gen_range(0..BENIGN.len())]
+                    }
+                })
+                .collect()
+        };
+        let (mut written, mut refused) = (0, 0);
+        for _ in 0..20_000 {
+            let plain = text(&mut rng, 8);
+            let password = match rng.gen_range(0..4) {
+                0 => None,
+                1 => StoredPassword::hash(PasswordScheme::Plain, &plain).ok(),
+                // Bypasses the hashing checks, as a hand-made value would.
+                2 => StoredPassword::parse(&format!("{{PLAIN}}{plain}")),
+                _ => StoredPassword::parse(&format!("{{SHA512-CRYPT}}$6${plain}")),
+            };
+            let entry = PasswdEntry {
+                name: text(&mut rng, 6),
+                password,
+                uid: rng.gen_bool(0.5).then(|| rng.gen()),
+                gid: rng.gen_bool(0.5).then(|| rng.gen()),
+                home: text(&mut rng, 6),
+                extra: (0..rng.gen_range(0..3)).map(|_| text(&mut rng, 5)).collect(),
+            };
+            match entry.to_line() {
+                Ok(line) => {
+                    written += 1;
+                    let (entries, errors) = parse_passwd(&format!("{line}\n"));
+                    assert!(errors.is_empty(), "{line:?}");
+                    assert_eq!(entries, vec![entry], "{line:?}");
+                }
+                Err(_) => refused += 1,
+            }
+        }
+        assert!(written > 1000 && refused > 1000, "written {written}, refused {refused}");
+    }
+
+    #[test]
+    fn hash_refuses_what_plain_cannot_store() {
+        for bad in ["", "a:b", "a\rb", "a\0b", "tab\there", "\u{85}"] {
+            assert!(StoredPassword::hash(PasswordScheme::Plain, bad).is_err(), "{bad:?}");
+            if !bad.is_empty() {
+                assert!(StoredPassword::hash(PasswordScheme::Sha512Crypt, bad).unwrap().verify(bad.as_bytes()));
+            }
+        }
+        assert!(StoredPassword::hash(PasswordScheme::Plain, "ok pw ü{}").is_ok());
+        let hash_name = PasswdEntry { name: "#root".into(), password: None, uid: None, gid: None, home: String::new(), extra: vec![] };
+        assert!(hash_name.to_line().is_err(), "a '#' name would be read as a comment");
     }
 }

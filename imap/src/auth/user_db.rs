@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use super::passwd_file::{parse_passwd, PasswdEntry};
-use super::{AuthError, MailLocation, StoredPassword};
+use super::{AuthError, CostKey, CostLimits, MailLocation, StoredPassword};
 
 /// What the rest of dormouse needs to know about a user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +49,16 @@ impl FileStamp {
 struct Loaded {
     stamp: Option<FileStamp>,
     users: HashMap<String, (UserRecord, Option<StoredPassword>)>,
+    /// The most common work parameters among the file's (acceptable)
+    /// hashes: what the dummy check for unknown users must cost.
+    typical_cost: Option<CostKey>,
+}
+
+/// The work parameters used when the file has no usable hash: what
+/// `dormouse user add` writes by default (Argon2id, the library defaults).
+fn fallback_cost() -> CostKey {
+    let params = argon2::Params::default();
+    CostKey::Argon2 { id: true, m: params.m_cost(), t: params.t_cost(), p: params.p_cost() }
 }
 
 /// Users from a Dovecot-format passwd file. Thread-safe; every lookup checks
@@ -59,7 +69,11 @@ struct Loaded {
 pub struct UserDb {
     path: PathBuf,
     location: MailLocation,
+    limits: CostLimits,
     loaded: Mutex<Loaded>,
+    /// The dummy hash checked when the user is unknown (or has no usable
+    /// hash), made for the file's typical parameters; remade when they change.
+    dummy: Mutex<Option<(CostKey, StoredPassword)>>,
 }
 
 impl UserDb {
@@ -68,12 +82,32 @@ impl UserDb {
     /// # Errors
     /// [`AuthError::Io`] if the file cannot be read.
     pub fn open(path: impl Into<PathBuf>, location: MailLocation) -> Result<Self, AuthError> {
-        let db = UserDb { path: path.into(), location, loaded: Mutex::new(Loaded::default()) };
+        let db = UserDb {
+            path: path.into(),
+            location,
+            limits: CostLimits::default(),
+            loaded: Mutex::new(Loaded::default()),
+            dummy: Mutex::new(None),
+        };
         {
             let mut loaded = db.lock();
             db.reload(&mut loaded)?;
         }
         Ok(db)
+    }
+
+    /// Uses `limits` for the hashes' cost parameters instead of the defaults.
+    #[must_use]
+    pub fn with_cost_limits(mut self, limits: CostLimits) -> Self {
+        self.limits = limits;
+        self.loaded.get_mut().unwrap_or_else(|e| e.into_inner()).stamp = None;
+        {
+            let mut loaded = self.lock();
+            if let Err(e) = self.reload(&mut loaded) {
+                tracing::warn!(error = %e, "cannot re-read passwd file");
+            }
+        }
+        self
     }
 
     /// The passwd file path.
@@ -98,6 +132,17 @@ impl UserDb {
             tracing::warn!(file = %self.path.display(), line = e.line, reason = e.reason, "skipping passwd line");
         }
         let mut users = HashMap::with_capacity(entries.len());
+        let mut costs: HashMap<CostKey, usize> = HashMap::new();
+        for entry in &entries {
+            if let Some(p) = &entry.password {
+                if let (Some(key), Ok(())) = (p.cost(), p.check_cost(&self.limits)) {
+                    *costs.entry(key).or_insert(0) += 1;
+                }
+            }
+        }
+        // Ties broken by the key's order so every process picks the same.
+        loaded.typical_cost =
+            costs.into_iter().max_by(|a, b| a.1.cmp(&b.1).then_with(|| format!("{:?}", b.0).cmp(&format!("{:?}", a.0)))).map(|(k, _)| k);
         for entry in entries {
             match self.record(&entry) {
                 Ok(record) => {
@@ -154,28 +199,48 @@ impl UserDb {
     /// [`AuthError::UnknownUser`], [`AuthError::NoPassword`] (login disabled),
     /// [`AuthError::WrongPassword`].
     pub fn verify(&self, name: &str, password: &[u8]) -> Result<UserRecord, AuthError> {
-        let Some((record, stored)) = self.refreshed().users.get(name).cloned() else {
-            // Spend the time a real check would, so response times do not
-            // tell which user names exist.
-            let _ = dummy_password().verify(password);
+        // One lock, one lookup, one hash check on every path: response
+        // times must not tell which user names exist.
+        let (found, typical) = {
+            let loaded = self.refreshed();
+            (loaded.users.get(name).cloned(), loaded.typical_cost)
+        };
+        let dummy = self.dummy(typical.unwrap_or_else(fallback_cost));
+        let Some((record, stored)) = found else {
+            let _ = dummy.verify(password);
             return Err(AuthError::UnknownUser(name.to_string()));
         };
-        let stored = stored.ok_or_else(|| AuthError::NoPassword(name.to_string()))?;
+        let Some(stored) = stored else {
+            let _ = dummy.verify(password);
+            return Err(AuthError::NoPassword(name.to_string()));
+        };
+        if let Err(e) = stored.check_cost(&self.limits) {
+            tracing::warn!(user = %name, error = %e, "refusing login: the stored password hash is over the configured cost limits ([auth] argon2_max_*, bcrypt_max_cost, sha_crypt_max_rounds)");
+            let _ = dummy.verify(password);
+            return Err(AuthError::CostExceeded(name.to_string()));
+        }
         if stored.verify(password) {
             Ok(record)
         } else {
             Err(AuthError::WrongPassword(name.to_string()))
         }
     }
-}
 
-/// A fixed ARGON2ID hash (default parameters) checked for unknown users.
-fn dummy_password() -> &'static StoredPassword {
-    static DUMMY: std::sync::OnceLock<StoredPassword> = std::sync::OnceLock::new();
-    DUMMY.get_or_init(|| {
-        StoredPassword::hash(super::PasswordScheme::Argon2id, "dormouse-dummy-password")
-            .unwrap_or_else(|_| StoredPassword::parse("{PLAIN}-").expect("a valid PLAIN field"))
-    })
+    /// The dummy hash for `key`, made on first use (one hash's worth of CPU).
+    fn dummy(&self, key: CostKey) -> StoredPassword {
+        let guard = self.dummy.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((k, d)) = guard.as_ref() {
+            if *k == key {
+                return d.clone();
+            }
+        }
+        drop(guard);
+        let made = StoredPassword::dummy_for(key)
+            .or_else(|| StoredPassword::dummy_for(fallback_cost()))
+            .unwrap_or_else(|| StoredPassword::parse("{PLAIN}-").expect("a valid PLAIN field"));
+        *self.dummy.lock().unwrap_or_else(|e| e.into_inner()) = Some((key, made.clone()));
+        made
+    }
 }
 
 #[cfg(test)]
@@ -226,5 +291,38 @@ mod tests {
         let db = UserDb::open(&path, MailLocation::parse("/m/%u").unwrap()).unwrap();
         assert!(db.lookup("nopw").is_some());
         assert!(matches!(db.verify("nopw", b""), Err(AuthError::NoPassword(_))));
+    }
+
+    #[test]
+    fn empty_plain_and_over_limit_hashes_never_log_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("passwd");
+        write(
+            &path,
+            "empty:{PLAIN}:::::\nbig:{ARGON2ID}$argon2id$v=19$m=1048576,t=3,p=1$uDc+6bJ9UTsDgdNNiCvE9g$za6gCLTRrcbMEf62QV0CjpAhy13EYx3WZl7kTjMM1z4:::::\n\
+             ok:{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$uDc+6bJ9UTsDgdNNiCvE9g$za6gCLTRrcbMEf62QV0CjpAhy13EYx3WZl7kTjMM1z4:::::\n",
+        );
+        let db = UserDb::open(&path, MailLocation::parse("/m/%u").unwrap()).unwrap();
+        assert!(db.verify("empty", b"").is_err());
+        // Right password, but verifying would allocate 1 GiB: refused unverified.
+        assert!(matches!(db.verify("big", b"pass"), Err(AuthError::CostExceeded(_))));
+        assert!(db.verify("ok", b"pass").is_ok());
+        let db = db.with_cost_limits(CostLimits { argon2_max_memory_kib: 1024, ..CostLimits::default() });
+        assert!(matches!(db.verify("ok", b"pass"), Err(AuthError::CostExceeded(_))));
+    }
+
+    #[test]
+    fn dummy_follows_the_files_typical_parameters() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("passwd");
+        let sha = |pw| StoredPassword::hash(crate::auth::PasswordScheme::Sha512Crypt, pw).unwrap().to_field();
+        write(&path, &format!("a:{}:::::\nb:{}:::::\nc:{{PLAIN}}x:::::\n", sha("1"), sha("2")));
+        let db = UserDb::open(&path, MailLocation::parse("/m/%u").unwrap()).unwrap();
+        assert!(matches!(db.verify("nobody", b"x"), Err(AuthError::UnknownUser(_))));
+        let typical = db.lock().typical_cost;
+        assert_eq!(typical, Some(CostKey::ShaCrypt { sha512: true, rounds: 5000 }));
+        let dummy = db.dummy.lock().unwrap().clone().unwrap();
+        assert_eq!(dummy.0, typical.unwrap());
+        assert_eq!(dummy.1.cost(), typical);
     }
 }

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use crate::session::machine::Phase;
-use crate::session::{AuthFailure, HandOver, Session, SessionEvent};
+use crate::session::{AuthFailure, AuthenticatedUser, HandOver, LoginRequest, Session, SessionEvent};
 
 impl Session {
     /// STARTTLS: answer OK, drop buffered plaintext, ask the driver for TLS.
@@ -75,7 +75,28 @@ impl Session {
             self.auth_failed(tag, &AuthFailure::InvalidCredentials);
             return;
         };
-        match self.authenticator.verify(user, pass) {
+        if self.options.defer_auth {
+            self.phase = Phase::Verifying(tag.to_string());
+            self.after.push_back(SessionEvent::VerifyLogin(LoginRequest { user: user.to_string(), password: pass.to_string() }));
+            return;
+        }
+        let result = self.authenticator.verify(user, pass);
+        self.finish_credentials(tag, result);
+    }
+
+    /// The driver's answer to [`SessionEvent::VerifyLogin`]: completes the
+    /// login command that asked for it. Ignored if no login is pending.
+    pub fn login_verified(&mut self, result: Result<AuthenticatedUser, AuthFailure>) {
+        let Phase::Verifying(tag) = self.phase.clone() else {
+            tracing::error!("login_verified without a pending login");
+            return;
+        };
+        self.phase = Phase::NotAuthenticated;
+        self.finish_credentials(&tag, result);
+    }
+
+    fn finish_credentials(&mut self, tag: &str, result: Result<AuthenticatedUser, AuthFailure>) {
+        match result {
             Ok(au) => {
                 tracing::info!(user = %au.name, "login");
                 if self.options.hand_over_on_auth {

@@ -140,6 +140,9 @@ pub struct ImapServerConfig {
     pub tls_key: Option<PathBuf>,
     /// Workers, limits and timeouts.
     pub settings: ImapSettings,
+    /// Threads verifying passwords in the master (0 = one per core); from
+    /// `[auth] verify_threads`.
+    pub verify_threads: usize,
 }
 
 impl Default for ImapServerConfig {
@@ -162,6 +165,7 @@ impl ImapServerConfig {
             tls_cert,
             tls_key,
             settings,
+            verify_threads: 0,
         })
     }
 

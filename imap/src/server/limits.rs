@@ -111,57 +111,100 @@ impl ConnectionLimits {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Failures {
     count: u32,
     last: Instant,
+    /// The one account all of this address's failures were for; `None`
+    /// once they were for several (or for an account map entry).
+    only_account: Option<String>,
 }
 
-/// Delay before answering a failed login, doubling with each failure from
-/// the same IP address, capped; forgotten after [`LoginDelay::FORGET_AFTER`]
-/// without failures or after a successful login from that address.
+/// Failure counts by key, each doubling a delay, forgotten after
+/// [`LoginDelay::FORGET_AFTER`] without failures.
+#[derive(Debug)]
+struct FailureMap<K>(HashMap<K, Failures>);
+
+impl<K> Default for FailureMap<K> {
+    fn default() -> Self {
+        FailureMap(HashMap::new())
+    }
+}
+
+impl<K: std::hash::Hash + Eq> FailureMap<K> {
+    fn record(&mut self, key: K, account: &str, now: Instant) -> u32 {
+        if self.0.len() >= LoginDelay::PRUNE_AT {
+            self.0.retain(|_, f| now.saturating_duration_since(f.last) < LoginDelay::FORGET_AFTER);
+        }
+        let entry =
+            self.0.entry(key).or_insert_with(|| Failures { count: 0, last: now, only_account: Some(account.to_owned()) });
+        if now.saturating_duration_since(entry.last) >= LoginDelay::FORGET_AFTER {
+            entry.count = 0;
+            entry.only_account = Some(account.to_owned());
+        }
+        if entry.only_account.as_deref() != Some(account) {
+            entry.only_account = None;
+        }
+        entry.count = entry.count.saturating_add(1);
+        entry.last = now;
+        entry.count
+    }
+}
+
+/// Delay before answering a failed login: the larger of a per-IP and a
+/// per-account delay, each doubling with every failure (from that address,
+/// or against that account from any address), capped, and forgotten after
+/// [`LoginDelay::FORGET_AFTER`] without failures.
+///
+/// A successful login resets the account's count, and the address's count
+/// only if every failure from that address was for that same account: an
+/// attacker holding one valid account cannot reset its address's delay by
+/// logging into it between guesses at other accounts. Unknown user names are
+/// counted like real ones, so the delay does not tell which names exist.
 #[derive(Debug)]
 pub struct LoginDelay {
     base: Duration,
     max: Duration,
-    failures: Mutex<HashMap<IpAddr, Failures>>,
+    failures: Mutex<(FailureMap<IpAddr>, FailureMap<String>)>,
 }
 
 impl LoginDelay {
-    /// How long an address's failures are remembered.
+    /// How long failures are remembered.
     pub const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
-    /// Addresses tracked before expired entries are pruned.
+    /// Entries tracked (per map) before expired ones are pruned.
     const PRUNE_AT: usize = 10_000;
 
     /// A delay starting at `base` and capped at `max`.
     pub fn new(base: Duration, max: Duration) -> Self {
-        Self { base, max, failures: Mutex::new(HashMap::new()) }
+        Self { base, max, failures: Mutex::new((FailureMap::default(), FailureMap::default())) }
     }
 
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Failures>> {
+    fn maps(&self) -> std::sync::MutexGuard<'_, (FailureMap<IpAddr>, FailureMap<String>)> {
         self.failures.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records a failed login from `ip` at `now` and returns how long to
-    /// wait before answering it.
-    pub fn record_failure(&self, ip: IpAddr, now: Instant) -> Duration {
-        let mut map = self.map();
-        if map.len() >= Self::PRUNE_AT {
-            map.retain(|_, f| now.saturating_duration_since(f.last) < Self::FORGET_AFTER);
-        }
-        let entry = map.entry(ip).or_insert(Failures { count: 0, last: now });
-        if now.saturating_duration_since(entry.last) >= Self::FORGET_AFTER {
-            entry.count = 0;
-        }
-        entry.count = entry.count.saturating_add(1);
-        entry.last = now;
-        let factor = 1u32.checked_shl(entry.count.saturating_sub(1).min(20)).unwrap_or(u32::MAX);
+    fn delay_for(&self, count: u32) -> Duration {
+        let factor = 1u32.checked_shl(count.saturating_sub(1).min(20)).unwrap_or(u32::MAX);
         self.base.saturating_mul(factor).min(self.max)
     }
 
-    /// Forgets the failures of `ip` (after a successful login).
-    pub fn record_success(&self, ip: IpAddr) {
-        self.map().remove(&ip);
+    /// Records a failed login from `ip` for `account` at `now` and returns
+    /// how long to wait before answering it.
+    pub fn record_failure(&self, ip: IpAddr, account: &str, now: Instant) -> Duration {
+        let mut maps = self.maps();
+        let by_ip = maps.0.record(ip, account, now);
+        let by_account = maps.1.record(account.to_owned(), account, now);
+        self.delay_for(by_ip.max(by_account))
+    }
+
+    /// A successful login of `account` from `ip`: forgets the account's
+    /// failures, and the address's if they were all for this account.
+    pub fn record_success(&self, ip: IpAddr, account: &str) {
+        let mut maps = self.maps();
+        maps.1 .0.remove(account);
+        if maps.0 .0.get(&ip).is_some_and(|f| f.only_account.as_deref() == Some(account)) {
+            maps.0 .0.remove(&ip);
+        }
     }
 }
 
@@ -207,18 +250,46 @@ mod tests {
         let delay = LoginDelay::new(Duration::from_millis(100), Duration::from_millis(500));
         let ip: IpAddr = "203.0.113.9".parse().unwrap();
         let t0 = Instant::now();
-        assert_eq!(delay.record_failure(ip, t0), Duration::from_millis(100));
-        assert_eq!(delay.record_failure(ip, t0), Duration::from_millis(200));
-        assert_eq!(delay.record_failure(ip, t0), Duration::from_millis(400));
-        assert_eq!(delay.record_failure(ip, t0), Duration::from_millis(500));
+        assert_eq!(delay.record_failure(ip, "a", t0), Duration::from_millis(100));
+        assert_eq!(delay.record_failure(ip, "a", t0), Duration::from_millis(200));
+        assert_eq!(delay.record_failure(ip, "a", t0), Duration::from_millis(400));
+        assert_eq!(delay.record_failure(ip, "a", t0), Duration::from_millis(500));
         for _ in 0..100 {
-            assert_eq!(delay.record_failure(ip, t0), Duration::from_millis(500));
+            assert_eq!(delay.record_failure(ip, "a", t0), Duration::from_millis(500));
         }
-        let other: IpAddr = "203.0.113.10".parse().unwrap();
-        assert_eq!(delay.record_failure(other, t0), Duration::from_millis(100));
-        delay.record_success(ip);
-        assert_eq!(delay.record_failure(ip, t0), Duration::from_millis(100));
+        delay.record_success(ip, "a");
+        assert_eq!(delay.record_failure(ip, "a", t0), Duration::from_millis(100));
         let later = t0 + LoginDelay::FORGET_AFTER + Duration::from_secs(1);
-        assert_eq!(delay.record_failure(ip, later), Duration::from_millis(100));
+        assert_eq!(delay.record_failure(ip, "a", later), Duration::from_millis(100));
+    }
+
+    /// The attacker holds account `mine` and guesses at `victim`: logging
+    /// into `mine` in between must not reset the address's delay.
+    #[test]
+    fn success_for_another_account_keeps_the_ip_delay() {
+        let delay = LoginDelay::new(Duration::from_millis(100), Duration::from_secs(60));
+        let ip: IpAddr = "203.0.113.9".parse().unwrap();
+        let t0 = Instant::now();
+        let mut last = Duration::ZERO;
+        for round in 0..5u32 {
+            // A different victim each time, so only the IP count can grow.
+            last = delay.record_failure(ip, &format!("victim{round}"), t0);
+            delay.record_success(ip, "mine");
+        }
+        assert_eq!(last, Duration::from_millis(1600));
+    }
+
+    /// Fifty addresses, one account: the account's delay grows regardless.
+    #[test]
+    fn account_delay_grows_across_addresses() {
+        let delay = LoginDelay::new(Duration::from_millis(100), Duration::from_secs(60));
+        let t0 = Instant::now();
+        let mut last = Duration::ZERO;
+        for i in 0..6u8 {
+            last = delay.record_failure(IpAddr::from([198, 51, 100, i]), "victim", t0);
+        }
+        assert_eq!(last, Duration::from_millis(3200));
+        // Another account from a fresh address starts at the base delay.
+        assert_eq!(delay.record_failure(IpAddr::from([198, 51, 100, 99]), "other", t0), Duration::from_millis(100));
     }
 }

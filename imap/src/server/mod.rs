@@ -30,10 +30,12 @@
 //! - **counters**: [`counters`] per process, logged periodically, on
 //!   SIGUSR1 (the master forwards it to its workers) and at shutdown.
 //!
-//! Both the master and the workers must run on a multi-threaded tokio
-//! runtime: `Session::next` does blocking work (password hashing in the
-//! master, Maildir I/O in workers) and is called under
-//! `tokio::task::block_in_place`, which panics on a current-thread runtime.
+//! Workers must run on a multi-threaded tokio runtime: `Session::next` does
+//! Maildir I/O there and is called under `tokio::task::block_in_place`,
+//! which panics on a current-thread runtime. The master's pre-login sessions
+//! run on the async threads directly: they defer password checks
+//! ([`crate::session::SessionOptions::defer_auth`]) to a bounded
+//! [`verify_pool::VerifyPool`], so 1,000 connections cost no thread each.
 //!
 //! Limits and where they are enforced: line length, literal size, pre-login
 //! timeout, IDLE timeout and autologout by the `Session` (the drivers pass
@@ -54,6 +56,7 @@ pub mod session_driver;
 pub mod tls;
 pub mod tls_proxy;
 pub mod user_db_auth;
+pub mod verify_pool;
 pub mod wakeup;
 pub mod worker;
 pub mod worker_pool;
@@ -76,6 +79,7 @@ pub fn session_options(config: &ImapServerConfig) -> SessionOptions {
         starttls_available: false,
         allow_plaintext_auth: config.settings.allow_plaintext_auth,
         hand_over_on_auth: false,
+        defer_auth: false,
         server_name: "dormouse".to_string(),
         limits: Limits {
             max_line: config.settings.max_line_length,

@@ -15,7 +15,7 @@ use tokio_rustls::server::TlsStream;
 
 use crate::fd_passing::stream_pair;
 use crate::handover::{Handover, Transport};
-use crate::session::{HandOver, Session, SessionEvent};
+use crate::session::{AuthFailure, Authenticator, HandOver, LoginRequest, Session, SessionEvent};
 
 use super::login_guard::LoginGuard;
 use super::master::MasterShared;
@@ -60,6 +60,7 @@ enum Next {
     Wait(Instant),
     StartTls,
     HandOver(Box<HandOver>),
+    Verify(LoginRequest),
     Close,
 }
 
@@ -71,6 +72,7 @@ fn run_session(session: &mut Session, out: &mut Vec<u8>) -> Next {
             SessionEvent::StartTls => return Next::StartTls,
             SessionEvent::Authenticated(h) => return Next::HandOver(h),
             SessionEvent::Close => return Next::Close,
+            SessionEvent::VerifyLogin(request) => return Next::Verify(request),
         }
     }
 }
@@ -129,6 +131,7 @@ async fn serve_inner(
     options.tls_active = implicit_tls;
     options.starttls_available = shared.tls.is_some() && !implicit_tls;
     options.hand_over_on_auth = true;
+    options.defer_auth = true;
     let mut session = Session::new(options, guard.clone(), Hooks::new(), Instant::now());
     if stream.write_all(&session.greeting()).await.is_err() {
         return false;
@@ -137,17 +140,10 @@ async fn serve_inner(
     let mut tls_via_starttls = false;
     loop {
         let mut out = Vec::new();
-        let next = tokio::task::block_in_place(|| run_session(&mut session, &mut out));
-        if matches!(next, Next::HandOver(_)) {
-            // Before the OK reaches the client, so its next attempt already
-            // sees the reset delay.
-            shared.login_delay.record_success(peer.ip());
-        }
-        if guard.take_failure() {
-            let delay = shared.login_delay.record_failure(peer.ip(), Instant::now());
-            tracing::info!(session = session_id, %peer, delay_ms = delay.as_millis() as u64, "login failed");
-            tokio::time::sleep(delay).await;
-        }
+        // No blocking work here: password checks are deferred to the
+        // bounded verification pool (`Next::Verify`), so a pre-login
+        // session is a task, never a parked thread.
+        let next = run_session(&mut session, &mut out);
         shared.counters.add_commands(count_tagged_responses(&out));
         if !out.is_empty() {
             if stream.write_all(&out).await.is_err() {
@@ -189,6 +185,10 @@ async fn serve_inner(
                     }
                 }
             }
+            Next::Verify(request) => {
+                let result = verify(shared, &guard, request, peer, session_id).await;
+                session.login_verified(result);
+            }
             Next::Close => {
                 stream.close().await;
                 release_counted_user(shared, &guard);
@@ -223,6 +223,37 @@ async fn serve_inner(
             }
         }
     }
+}
+
+/// Checks a deferred login on the verification pool, then applies the
+/// failed-login delays (per IP and per target account) before the answer.
+async fn verify(
+    shared: &Arc<MasterShared>,
+    guard: &Arc<LoginGuard>,
+    request: LoginRequest,
+    peer: SocketAddr,
+    session_id: u64,
+) -> Result<crate::session::AuthenticatedUser, AuthFailure> {
+    let user = request.user.clone();
+    let checker = Arc::clone(guard);
+    let result = shared
+        .verify_pool
+        .run(move || checker.verify(&request.user, &request.password))
+        .await
+        .unwrap_or_else(|e| Err(AuthFailure::Temporary(e.to_string())));
+    let _ = guard.take_failure();
+    match &result {
+        // Before the OK reaches the client, so its next attempt already
+        // sees the reset delay.
+        Ok(authenticated) => shared.login_delay.record_success(peer.ip(), &authenticated.name),
+        Err(AuthFailure::InvalidCredentials) => {
+            let delay = shared.login_delay.record_failure(peer.ip(), &user, Instant::now());
+            tracing::info!(session = session_id, %peer, delay_ms = delay.as_millis() as u64, "login failed");
+            tokio::time::sleep(delay).await;
+        }
+        Err(_) => {}
+    }
+    result
 }
 
 fn release_counted_user(shared: &MasterShared, guard: &LoginGuard) {

@@ -71,7 +71,7 @@ fn run_session(session: &mut Session) -> Step {
             }
             SessionEvent::NeedMoreInput { deadline } => return Step::WriteThenWait(out, deadline),
             SessionEvent::Close => return Step::WriteThenClose(out),
-            SessionEvent::StartTls | SessionEvent::Authenticated(_) => {
+            SessionEvent::StartTls | SessionEvent::Authenticated(_) | SessionEvent::VerifyLogin(_) => {
                 // Neither can happen after authentication (no STARTTLS is
                 // offered there, and a worker session does not hand over).
                 tracing::error!("worker session asked for STARTTLS or a hand-over; closing");

@@ -23,7 +23,11 @@ impl Authenticator for UserDbAuthenticator {
     fn verify(&self, user: &str, password: &str) -> Result<AuthenticatedUser, AuthFailure> {
         match self.db.verify(user, password.as_bytes()) {
             Ok(record) => Ok(AuthenticatedUser { name: record.name, maildir: record.maildir }),
-            Err(AuthError::UnknownUser(_) | AuthError::WrongPassword(_) | AuthError::NoPassword(_) | AuthError::InvalidUserName(_)) => {
+            Err(AuthError::UnknownUser(_)
+                | AuthError::WrongPassword(_)
+                | AuthError::NoPassword(_)
+                | AuthError::CostExceeded(_)
+                | AuthError::InvalidUserName(_)) => {
                 Err(AuthFailure::InvalidCredentials)
             }
             Err(other) => {

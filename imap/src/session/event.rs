@@ -25,4 +25,23 @@ pub enum SessionEvent {
     Authenticated(Box<HandOver>),
     /// The session is over (LOGOUT, BYE, timeout): flush output and close.
     Close,
+    /// [`crate::session::SessionOptions::defer_auth`] only: check these
+    /// credentials, then call [`crate::session::Session::login_verified`].
+    /// Until then the session processes no input.
+    VerifyLogin(LoginRequest),
+}
+
+/// Credentials to check for a deferred login. `Debug` hides the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LoginRequest {
+    /// The user name as sent.
+    pub user: String,
+    /// The password as sent.
+    pub password: String,
+}
+
+impl std::fmt::Debug for LoginRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginRequest").field("user", &self.user).field("password", &"<redacted>").finish()
+    }
 }

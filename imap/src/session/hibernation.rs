@@ -87,7 +87,9 @@ impl Session {
         let idle_tag = match &self.phase {
             Phase::Authenticated => None,
             Phase::Idle(tag) => Some(tag.clone()),
-            Phase::NotAuthenticated | Phase::SaslResponse(_) => return Err(NotHibernatable::NotAuthenticated),
+            Phase::NotAuthenticated | Phase::SaslResponse(_) | Phase::Verifying(_) => {
+                return Err(NotHibernatable::NotAuthenticated)
+            }
             Phase::Closed | Phase::HandedOver => return Err(NotHibernatable::Closed),
         };
         if !self.out.is_empty() || !self.after.is_empty() || self.fetch_job.is_some() {

@@ -36,6 +36,9 @@ pub(crate) enum Phase {
     Closed,
     /// Master mode: handed over to a worker; nothing more is processed.
     HandedOver,
+    /// Deferred login (tag kept): the driver is checking the credentials;
+    /// input waits until [`Session::login_verified`].
+    Verifying(String),
 }
 
 /// One IMAP connection's protocol state (see the module docs).
@@ -203,6 +206,7 @@ impl Session {
             }
             match self.phase {
                 Phase::Closed | Phase::HandedOver => return SessionEvent::Close,
+                Phase::Verifying(_) => return SessionEvent::NeedMoreInput { deadline: self.deadline() },
                 _ => {}
             }
             if self.fetch_job.is_some() {
@@ -242,7 +246,9 @@ impl Session {
         let l = &self.options.limits;
         match self.phase {
             Phase::Idle(_) => self.idle_since + l.idle_timeout,
-            Phase::NotAuthenticated | Phase::SaslResponse(_) => self.last_activity + l.preauth_timeout,
+            Phase::NotAuthenticated | Phase::SaslResponse(_) | Phase::Verifying(_) => {
+                self.last_activity + l.preauth_timeout
+            }
             _ => self.last_activity + l.autologout,
         }
     }
@@ -436,7 +442,7 @@ impl Session {
     /// The capability list for the current phase and connection.
     pub(crate) fn capabilities(&self) -> String {
         let mut caps = String::from("IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE");
-        let authed = !matches!(self.phase, Phase::NotAuthenticated | Phase::SaslResponse(_));
+        let authed = !matches!(self.phase, Phase::NotAuthenticated | Phase::SaslResponse(_) | Phase::Verifying(_));
         if authed {
             caps.push_str(
                 " NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE CONDSTORE QRESYNC ESEARCH",

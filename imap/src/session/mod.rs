@@ -20,7 +20,7 @@ pub(crate) mod selected;
 pub(crate) mod shared_mailbox;
 
 pub use authenticator::{AuthFailure, AuthenticatedUser, Authenticator};
-pub use event::SessionEvent;
+pub use event::{LoginRequest, SessionEvent};
 pub use handover::{EnabledExtensions, HandOver, HandOverDecodeError, HANDOVER_VERSION};
 pub use hibernation::{HibernatedView, HibernationState, NotHibernatable};
 pub use machine::{Session, SessionError};

@@ -51,6 +51,12 @@ pub struct SessionOptions {
     /// [`crate::session::HandOver`] and processes no further input; a worker
     /// continues with [`crate::session::Session::resume`].
     pub hand_over_on_auth: bool,
+    /// The driver checks credentials itself: LOGIN / AUTHENTICATE PLAIN emit
+    /// [`crate::session::SessionEvent::VerifyLogin`] instead of calling the
+    /// [`crate::session::Authenticator`] inline, and the driver answers with
+    /// [`crate::session::Session::login_verified`]. Lets the master verify on
+    /// a bounded thread pool without blocking an async thread.
+    pub defer_auth: bool,
     /// Name in the greeting, e.g. `dormouse`.
     pub server_name: String,
     /// Limits.
@@ -64,6 +70,7 @@ impl Default for SessionOptions {
             starttls_available: false,
             allow_plaintext_auth: false,
             hand_over_on_auth: false,
+            defer_auth: false,
             server_name: "dormouse".to_string(),
             limits: Limits::default(),
         }
