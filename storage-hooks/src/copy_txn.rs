@@ -223,3 +223,41 @@ fn write_intent(dir: &MailboxDir, pairs: &[(String, String)]) {
     }
     durable::replace_file(&dir.path.join(INTENT_FILE), text.as_bytes(), durable::Sync::Cache).unwrap();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AppendOptions, Hooks, UserStore};
+
+    fn store_with_dest() -> (tempfile::TempDir, UserStore, MailboxDir) {
+        let d = tempfile::tempdir().unwrap();
+        let store = UserStore::open("u", d.path(), Hooks::new()).unwrap();
+        store.create_mailbox("Dest").unwrap();
+        let dir = store.mailbox_dir("Dest").unwrap();
+        (d, store, dir)
+    }
+
+    #[test]
+    fn committed_intent_is_finished_and_uncommitted_copies_removed() {
+        let (d, store, dir) = store_with_dest();
+        let src = d.path().join("src");
+        std::fs::write(&src, b"Subject: a\r\n\r\nx\r\n").unwrap();
+        // Crash after the commit point, one of two copies already renamed.
+        let names: Vec<String> = (0..2).map(|i| format!("{i}.M1P1.host,S=17,W=17")).collect();
+        std::fs::hard_link(&src, dir.path.join("tmp/dormouse-copy.1.0.0")).unwrap();
+        std::fs::hard_link(&src, dir.path.join("new").join(&names[1])).unwrap();
+        write_intent(&dir, &[("dormouse-copy.1.0.0".into(), names[0].clone()), ("dormouse-copy.1.0.1".into(), names[1].clone())]);
+        assert_eq!(store.open_mailbox("Dest").unwrap().messages().len(), 2);
+        assert!(!dir.path.join(INTENT_FILE).exists());
+        // Crash before the commit point: staged copies without intent go.
+        std::fs::hard_link(&src, dir.path.join("tmp/dormouse-copy.2.0.0")).unwrap();
+        assert_eq!(store.open_mailbox("Dest").unwrap().messages().len(), 2);
+        assert!(std::fs::read_dir(dir.path.join("tmp")).unwrap().next().is_none());
+        // A normal copy still works and lands complete.
+        store.append("INBOX", b"Subject: b\r\n\r\ny\r\n", &AppendOptions::default()).unwrap();
+        let inbox = store.open_mailbox("INBOX").unwrap();
+        let r = inbox.copy_to(&crate::UidSet::from_range(1, 1), "Dest").unwrap();
+        assert_eq!(r.target_uids, vec![3]);
+        assert!(std::fs::read_dir(dir.path.join("tmp")).unwrap().next().is_none());
+    }
+}
