@@ -61,4 +61,14 @@ impl StoreError {
     pub fn is_temporary(&self) -> bool {
         matches!(self, StoreError::Io { .. } | StoreError::LockTimeout(_))
     }
+
+    /// True if the filesystem or the user's quota is full (`ENOSPC`,
+    /// `EDQUOT`): IMAP answers `NO [OVERQUOTA]`, LMTP `452 4.3.1`, and
+    /// reads fall back to what is already on disk.
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            StoreError::Io { source, .. } => crate::degraded::is_storage_full_io(source),
+            _ => false,
+        }
+    }
 }

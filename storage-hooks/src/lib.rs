@@ -53,6 +53,8 @@ pub use message::{
 pub use user_store::UserStore;
 
 pub mod append_queue;
+pub mod copy_txn;
+pub mod degraded;
 pub mod dotlock;
 pub mod durable;
 pub mod expunge_log;

@@ -75,7 +75,11 @@ pub struct Committed {
 #[derive(Debug)]
 pub struct LockedMailbox<'a> {
     dir: &'a MailboxDir,
-    _lock: DotLock,
+    /// `None` for a read-only load (see [`LockedMailbox::load_read_only`]).
+    _lock: Option<DotLock>,
+    /// Basenames of the caller's own new files: removed again if the commit
+    /// fails, so a refused append or copy leaves nothing behind.
+    own_new: Vec<String>,
     uidlist: UidList,
     keywords: KeywordTable,
     highestmodseq: u64,
@@ -105,12 +109,59 @@ impl<'a> LockedMailbox<'a> {
     /// `NoSuchMailbox`, I/O, `LockTimeout`.
     pub fn load(dir: &'a MailboxDir, own: &[String]) -> Result<Self, StoreError> {
         dir.require()?;
+        let lock = Self::lock(dir)?;
+        Self::load_locked(dir, own, lock)
+    }
+
+    /// Takes the mailbox's dot-lock and finishes a copy that a killed
+    /// process had committed (see `copy_txn`), for [`LockedMailbox::load_locked`].
+    ///
+    /// # Errors
+    /// I/O, `LockTimeout`.
+    pub fn lock(dir: &MailboxDir) -> Result<DotLock, StoreError> {
+        let lock = DotLock::acquire(&dir.path.join(UIDLIST_FILE), DotLockOptions::default())?;
+        crate::copy_txn::recover(dir)?;
+        Ok(lock)
+    }
+
+    /// [`LockedMailbox::load`] with the lock of [`LockedMailbox::lock`]
+    /// already held.
+    ///
+    /// # Errors
+    /// I/O.
+    pub fn load_locked(dir: &'a MailboxDir, own: &[String], lock: DotLock) -> Result<Self, StoreError> {
+        Self::load_inner(dir, own, Some(lock))
+    }
+
+    /// Loads without the lock and without writing anything, for reads when
+    /// the disk is full: only messages that already have a UID are in the
+    /// view (files without one wait until the uidlist can be written), no
+    /// MODSEQ is allocated, nothing is repaired, and [`LockedMailbox::commit`]
+    /// writes nothing. A missing or unreadable uidlist is an error (no
+    /// consistent view without writing one).
+    ///
+    /// # Errors
+    /// `NoSuchMailbox`, I/O, `Corrupt`.
+    pub fn load_read_only(dir: &'a MailboxDir) -> Result<Self, StoreError> {
+        if !dir.exists() {
+            return Err(StoreError::NoSuchMailbox(dir.name.to_string()));
+        }
+        Self::load_inner(dir, &[], None)
+    }
+
+    fn load_inner(dir: &'a MailboxDir, own: &[String], lock: Option<DotLock>) -> Result<Self, StoreError> {
+        let read_only = lock.is_none();
         let uidlist_path = dir.path.join(UIDLIST_FILE);
-        let lock = DotLock::acquire(&uidlist_path, DotLockOptions::default())?;
         let (mut uidlist, mut uidlist_dirty) = match read_text(&uidlist_path)? {
+            None if read_only => {
+                return Err(StoreError::io(&uidlist_path, std::io::Error::from_raw_os_error(rustix::io::Errno::NOSPC.raw_os_error())))
+            }
             None => (UidList::new(uidvalidity::allocate(&dir.root)?), true),
             Some(text) => match UidList::parse(&text) {
                 Ok(l) => (l, false),
+                Err(e) if read_only => {
+                    return Err(StoreError::Corrupt { path: uidlist_path, reason: format!("unreadable, not repaired while the disk is full: {e}") })
+                }
                 Err(e) => {
                     let aside = dir.path.join(format!("{UIDLIST_FILE}.broken.{}", durable::now_ms()));
                     tracing::error!(path = %uidlist_path.display(), error = %e, aside = %aside.display(),
@@ -151,6 +202,10 @@ impl<'a> LockedMailbox<'a> {
         // Unlisted files: foreign ones by (mtime, name), then ours in order.
         let listed: HashSet<&str> = uidlist.records.iter().map(|r| r.basename.as_str()).collect();
         let own_set: HashSet<&str> = own.iter().map(String::as_str).collect();
+        // A read-only view numbers nothing: files without a UID stay out.
+        if read_only {
+            listing.retain(|b, _| listed.contains(b.as_str()));
+        }
         // Files other threads of this process are appending right now are
         // theirs to number (see `append_queue`), not foreign deliveries.
         let in_flight = crate::append_queue::in_flight(&dir.path);
@@ -243,6 +298,7 @@ impl<'a> LockedMailbox<'a> {
             op_modseq: None,
             expunge_log: ExpungeLog::default(),
             messages,
+            own_new: own_new.clone(),
             uidlist_dirty,
             index_dirty,
             new_changed: false,
@@ -260,7 +316,11 @@ impl<'a> LockedMailbox<'a> {
         me.expunge_log = expunge_log;
         me.base_modseq = highestmodseq;
         outside.expunged = gone;
-        me.outside = outside;
+        // Nothing is recorded by a read-only load: reporting outside changes
+        // would repeat them on every read until the index can be written.
+        if !read_only {
+            me.outside = outside;
+        }
         if !own.is_empty() {
             // The caller's files were renamed into new/ without a directory
             // fsync: the commit does it, in parallel with the uidlist's.
@@ -286,7 +346,7 @@ impl<'a> LockedMailbox<'a> {
         for entry in rd.flatten() {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            let ours = [UIDLIST_FILE, KEYWORDS_FILE, INDEX_FILE, STATUS_FILE]
+            let ours = [UIDLIST_FILE, KEYWORDS_FILE, INDEX_FILE, STATUS_FILE, crate::copy_txn::INTENT_FILE]
                 .iter()
                 .any(|f| name.strip_prefix(f).is_some_and(|rest| rest.starts_with(".dormouse-tmp.")))
                 || crate::dotlock::is_abandoned_temp(name);
@@ -513,6 +573,72 @@ impl<'a> LockedMailbox<'a> {
     /// # Errors
     /// I/O errors.
     pub fn commit(mut self) -> Result<Committed, StoreError> {
+        if self._lock.is_none() {
+            return Ok(Committed {
+                status: self.status(),
+                messages: std::mem::take(&mut self.messages),
+                settled_stamp: None,
+                outside: std::mem::take(&mut self.outside),
+                outside_modseq: self.base_modseq,
+            });
+        }
+        match self.write_out() {
+            Ok(()) => {}
+            Err(e) => {
+                self.remove_own_files();
+                return Err(e);
+            }
+        }
+        crate::degraded::recovered(&self.dir.path);
+        let path = self.dir.path.clone();
+        let status = self.status();
+        let stamp = FsStamp::take(&path);
+        let now = durable::now_ms();
+        if let Some(stamp) = stamp {
+            let record = StatusRecord { status, stamp, taken_at_ms: now };
+            let current = durable::read_optional(&path.join(STATUS_FILE)).ok().flatten().and_then(|b| StatusRecord::decode(&b));
+            let outdated = match current {
+                None => true,
+                Some(c) => c.status != status || c.stamp != stamp || (!c.stamp.settled(c.taken_at_ms) && stamp.settled(now)),
+            };
+            if outdated {
+                // Only a cache: STATUS rescans without it.
+                if let Err(e) = durable::replace_file(&path.join(STATUS_FILE), &record.encode(), Sync::Cache) {
+                    crate::degraded::note(&path, "status cache", &e);
+                }
+            }
+        }
+        let settled_stamp = stamp.filter(|s| s.settled(now));
+        Ok(Committed {
+            status,
+            messages: std::mem::take(&mut self.messages),
+            settled_stamp,
+            outside: std::mem::take(&mut self.outside),
+            outside_modseq: self.base_modseq,
+        })
+    }
+
+    /// After a failed commit: the caller's own new files never got a UID
+    /// anyone was told about, so they go (the caller answers NO / 4xx and
+    /// the sender's retry must not find a duplicate). Still under the lock.
+    fn remove_own_files(&self) {
+        if self.own_new.is_empty() {
+            return;
+        }
+        let own: HashSet<&str> = self.own_new.iter().map(String::as_str).collect();
+        for m in self.messages.iter().filter(|m| own.contains(m.basename.as_str())) {
+            let path = self.dir.file_path(m.entry.in_new, &m.entry.file_name);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => tracing::error!(path = %path.display(), error = %e, "removing a message whose commit failed"),
+            }
+        }
+    }
+
+    /// The durable part of [`LockedMailbox::commit`]: directory fsyncs,
+    /// uidlist and index.
+    fn write_out(&mut self) -> Result<(), StoreError> {
         let path = self.dir.path.clone();
         let mut dirs = Vec::new();
         if self.new_changed {
@@ -550,28 +676,7 @@ impl<'a> LockedMailbox<'a> {
         if !files.is_empty() {
             self.dir.durability.fsync_dir(&path)?;
         }
-        let status = self.status();
-        let stamp = FsStamp::take(&path);
-        let now = durable::now_ms();
-        if let Some(stamp) = stamp {
-            let record = StatusRecord { status, stamp, taken_at_ms: now };
-            let current = durable::read_optional(&path.join(STATUS_FILE))?.and_then(|b| StatusRecord::decode(&b));
-            let outdated = match current {
-                None => true,
-                Some(c) => c.status != status || c.stamp != stamp || (!c.stamp.settled(c.taken_at_ms) && stamp.settled(now)),
-            };
-            if outdated {
-                durable::replace_file(&path.join(STATUS_FILE), &record.encode(), Sync::Cache)?;
-            }
-        }
-        let settled_stamp = stamp.filter(|s| s.settled(now));
-        Ok(Committed {
-            status,
-            messages: std::mem::take(&mut self.messages),
-            settled_stamp,
-            outside: std::mem::take(&mut self.outside),
-            outside_modseq: self.base_modseq,
-        })
+        Ok(())
     }
 }
 
@@ -580,6 +685,30 @@ fn alloc(highestmodseq: &mut u64, slot: &mut Option<u64>) -> u64 {
         *highestmodseq += 1;
         *highestmodseq
     })
+}
+
+/// Loads and commits `dir` for a read (open, sync, STATUS). When a write
+/// fails because the disk is full, the mailbox is served as it is on disk
+/// instead (see [`LockedMailbox::load_read_only`]), logged once per cause.
+/// With `cleanup`, leftovers of killed processes are removed first.
+///
+/// # Errors
+/// `NoSuchMailbox`, I/O, `LockTimeout`.
+pub fn read_current(dir: &MailboxDir, cleanup: bool) -> Result<Committed, StoreError> {
+    let attempt = LockedMailbox::load(dir, &[]).and_then(|l| {
+        if cleanup {
+            l.remove_stale_temps();
+            crate::copy_txn::remove_uncommitted(dir);
+        }
+        l.commit()
+    });
+    match attempt {
+        Err(e) if e.is_storage_full() => {
+            crate::degraded::note(&dir.path, "mailbox view", &e);
+            LockedMailbox::load_read_only(dir)?.commit()
+        }
+        other => other,
+    }
 }
 
 /// Reads the status record of `dir` if it is current (no scan).

@@ -29,9 +29,7 @@ impl Mailbox {
     /// Builds the view of a freshly opened mailbox.
     pub(crate) fn open(store: UserStore, dir: MailboxDir) -> Result<Self, StoreError> {
         dir.clean_tmp();
-        let locked = LockedMailbox::load(&dir, &[])?;
-        locked.remove_stale_temps();
-        let committed = locked.commit()?;
+        let committed = crate::locked_mailbox::read_current(&dir, true)?;
         store.publish_outside_changes(&dir, &committed);
         let mut mailbox = Mailbox {
             store,
@@ -238,7 +236,7 @@ impl Mailbox {
         if self.stamp.is_some() && FsStamp::take(&self.dir.path) == self.stamp {
             return Ok(SyncChanges::default());
         }
-        let committed = LockedMailbox::load(&self.dir, &[])?.commit()?;
+        let committed = crate::locked_mailbox::read_current(&self.dir, false)?;
         self.store.publish_outside_changes(&self.dir, &committed);
         Ok(self.apply(committed))
     }
@@ -259,7 +257,14 @@ impl Mailbox {
     /// # Errors
     /// I/O.
     pub fn clear_recent(&mut self) -> Result<Vec<u32>, StoreError> {
-        let mut locked = self.lock()?;
+        let mut locked = match self.lock() {
+            // SELECT must work on a full disk: the messages stay \Recent.
+            Err(e) if e.is_storage_full() => {
+                crate::degraded::note(&self.dir.path, "clearing \\Recent", &e);
+                return Ok(Vec::new());
+            }
+            other => other?,
+        };
         let mut cleared = Vec::new();
         for idx in 0..locked.messages().len() {
             let uid = locked.messages()[idx].uid;
@@ -267,7 +272,17 @@ impl Mailbox {
                 cleared.push(uid);
             }
         }
-        let committed = locked.commit()?;
+        let committed = match locked.commit() {
+            // The renames to cur/ happened (they need no space); only the
+            // index or uidlist could not be written: the view keeps its
+            // locations (reads follow renamed files by basename).
+            Err(e) if e.is_storage_full() => {
+                crate::degraded::note(&self.dir.path, "clearing \\Recent", &e);
+                self.stamp = None;
+                return Ok(cleared);
+            }
+            other => other?,
+        };
         self.store.publish_outside_changes(&self.dir, &committed);
         self.refresh_known(&committed);
         Ok(cleared)
@@ -385,13 +400,20 @@ impl Mailbox {
     /// Copies messages to `target` keeping flags and INTERNALDATE (hard
     /// links when on the same filesystem). Emits `MessageAppend` on the target.
     ///
+    /// All or nothing, also across a crash: the copies are staged in the
+    /// target's `tmp/` and committed in one step (see `copy_txn`); on an
+    /// error the target is left as it was.
+    ///
     /// # Errors
     /// `NoSuchMailbox` (target), I/O.
     pub fn copy_to(&self, uids: &UidSet, target: &str) -> Result<CopyResult, StoreError> {
         let target_dir = self.store.mailbox_dir(target)?;
         target_dir.require()?;
+        let lock = LockedMailbox::lock(&target_dir)?;
+        crate::copy_txn::remove_uncommitted(&target_dir);
+        let mut txn = crate::copy_txn::CopyTxn::new(&target_dir);
         let mut source_uids = Vec::new();
-        let mut own = Vec::new();
+        let mut flags = Vec::new();
         let mut first_raw = None;
         for (idx, meta) in self.messages.iter().enumerate() {
             if !uids.contains(meta.uid) {
@@ -405,19 +427,24 @@ impl Mailbox {
                     None => continue, // expunged meanwhile: nothing to copy
                 }
             }
-            let name = target_dir.link_or_copy(&path, meta.size, meta.flags.system)?;
+            txn.stage(&path, meta.size, meta.flags.system)?;
             if first_raw.is_none() {
                 first_raw = Some(path);
             }
             source_uids.push(meta.uid);
-            own.push((name.basename, meta.flags.clone()));
+            flags.push(meta.flags.clone());
         }
-        if own.is_empty() {
+        if txn.is_empty() {
+            drop(lock);
             let status = self.store.status(target)?;
             return Ok(CopyResult { uidvalidity: status.uidvalidity, ..Default::default() });
         }
+        let basenames = txn.commit()?;
+        crate::copy_txn::crash_point("copy-before-uids");
+        let own: Vec<(String, Flags)> = basenames.into_iter().zip(flags).collect();
         let summary = first_raw.and_then(|p| std::fs::read(p).ok()).map(|raw| crate::summary::summarize(&raw));
-        let (uidvalidity, target_uids) = self.store.add_files(&target_dir, &own, EventKind::MessageAppend, summary)?;
+        let (uidvalidity, target_uids) =
+            self.store.add_files(&target_dir, &own, EventKind::MessageAppend, summary, Some(lock))?;
         Ok(CopyResult { uidvalidity, source_uids, target_uids })
     }
 

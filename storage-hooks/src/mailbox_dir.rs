@@ -161,35 +161,31 @@ impl MailboxDir {
         Ok(name)
     }
 
-    /// Puts a copy of `source` into `new/`: a hard link when possible (same
-    /// filesystem; keeps the mtime, i.e. INTERNALDATE), else a copy (data
-    /// fsynced) with the mtime carried over. Does not fsync `new/`: the
-    /// commit of the batch does.
+    /// Puts a copy of `source` at `tmp` (a path in `tmp/`): a hard link
+    /// when possible (keeps the mtime, i.e. INTERNALDATE), else a copy with
+    /// the data fsynced and the mtime carried over. Returns the file name
+    /// the message is to have (a new basename with `system` flags).
     ///
     /// # Errors
-    /// I/O errors.
-    pub fn link_or_copy(&self, source: &Path, vsize: u64, system: SystemFlags) -> Result<MaildirFileName, StoreError> {
+    /// I/O errors; a partial copy is removed.
+    pub fn link_or_copy_to(&self, source: &Path, tmp: &Path, vsize: u64, system: SystemFlags) -> Result<MaildirFileName, StoreError> {
         let meta = std::fs::metadata(source).map_err(|e| StoreError::io(source, e))?;
-        let basename = new_basename(&self.host, meta.len(), vsize);
-        let name = MaildirFileName { basename, system, keyword_indexes: Vec::new() };
-        let target = self.file_path(true, &name.file_name(false));
-        match std::fs::hard_link(source, &target) {
+        let name = MaildirFileName { basename: new_basename(&self.host, meta.len(), vsize), system, keyword_indexes: Vec::new() };
+        match std::fs::hard_link(source, tmp) {
             Ok(()) => return Ok(name),
             Err(e) => tracing::debug!(error = %e, "hard link failed, copying"),
         }
-        let tmp = self.path.join("tmp").join(&name.basename);
         let result = (|| {
-            let mut f = durable::create_new_private(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
+            let mut f = durable::create_new_private(tmp).map_err(|e| StoreError::io(tmp, e))?;
             let mut src = File::open(source).map_err(|e| StoreError::io(source, e))?;
-            std::io::copy(&mut src, &mut f).map_err(|e| StoreError::io(&tmp, e))?;
+            std::io::copy(&mut src, &mut f).map_err(|e| StoreError::io(tmp, e))?;
             if let Ok(m) = meta.modified() {
-                f.set_modified(m).map_err(|e| StoreError::io(&tmp, e))?;
+                f.set_modified(m).map_err(|e| StoreError::io(tmp, e))?;
             }
-            self.durability.fsync_file(&f, &tmp)?;
-            std::fs::rename(&tmp, &target).map_err(|e| StoreError::io(&target, e))
+            self.durability.fsync_file(&f, tmp)
         })();
         if let Err(e) = result {
-            let _ = std::fs::remove_file(&tmp);
+            let _ = std::fs::remove_file(tmp);
             return Err(e);
         }
         Ok(name)
@@ -310,7 +306,9 @@ mod tests {
         File::options().write(true).open(&stale).unwrap().set_modified(old).unwrap();
         mb.clean_tmp();
         assert!(!stale.exists() && fresh.exists());
-        let copy = mb.link_or_copy(&mb.file_path(false, &moved.file_name), 20, SystemFlags::empty()).unwrap();
+        let staged = dir.path().join("tmp/copy");
+        let copy = mb.link_or_copy_to(&mb.file_path(false, &moved.file_name), &staged, 20, SystemFlags::empty()).unwrap();
+        std::fs::rename(&staged, mb.file_path(true, &copy.file_name(false))).unwrap();
         assert_eq!(mb.scan().unwrap().len(), 2);
         assert_eq!(mb.internal_date(&mb.scan().unwrap()[&copy.basename]), 1_000_000);
         assert!(matches!(

@@ -357,7 +357,7 @@ impl UserStore {
         let committed = locked.commit()?;
         self.publish_outside_changes(inbox, &committed);
         let inbox_status = committed.status;
-        let (_, _, status) = self.add_files_quiet(to_dir, &moved)?;
+        let (_, _, status) = self.add_files_quiet(to_dir, &moved, None)?;
         let mut ev = self.event(EventKind::MailboxRename, to_dir.name.as_str(), status, 0);
         ev.old_mailbox = Some("INBOX".into());
         self.hooks.emit(&ev);
@@ -406,7 +406,7 @@ impl UserStore {
         if let Some(status) = fresh_status(&dir) {
             return Ok(status);
         }
-        let committed = LockedMailbox::load(&dir, &[])?.commit()?;
+        let committed = crate::locked_mailbox::read_current(&dir, false)?;
         self.publish_outside_changes(&dir, &committed);
         Ok(committed.status)
     }
@@ -470,8 +470,18 @@ impl UserStore {
         let publish_outside = Box::new(move |committed: &Committed| {
             store.publish_outside_changes(&outside_dir, committed);
         });
+        let file_name = name.file_name(false);
         let pending = PendingAppend { basename: name.basename, flags, emit, publish_outside };
-        let appended = append_queue::append(&dir, pending)?;
+        let appended = append_queue::append(&dir, pending).inspect_err(|_| {
+            // Refused (NO / 4xx): the sender retries, so the file must not
+            // stay and get a UID later (a failed commit already removed it).
+            let path = dir.file_path(true, &file_name);
+            match std::fs::remove_file(&path) {
+                Ok(()) => tracing::info!(path = %path.display(), "removed the file of a refused append"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::error!(path = %path.display(), error = %e, "removing the file of a refused append"),
+            }
+        })?;
         Ok(AppendResult { uidvalidity: appended.uidvalidity, uid: appended.uid })
     }
 
@@ -483,8 +493,9 @@ impl UserStore {
         own: &[(String, Flags)],
         kind: EventKind,
         summary: Option<MessageSummary>,
+        lock: Option<DotLock>,
     ) -> Result<(u32, Vec<u32>), StoreError> {
-        let (before, uids, status) = self.add_files_quiet(dir, own)?;
+        let (before, uids, status) = self.add_files_quiet(dir, own, lock)?;
         let mut ev = self.event(kind, dir.name.as_str(), status, before);
         ev.uids = uids.iter().copied().collect();
         ev.flags = own.iter().fold(Flags::default(), |acc, (_, f)| acc.union(f));
@@ -494,10 +505,19 @@ impl UserStore {
     }
 
     /// [`UserStore::add_files`] without the event; returns HIGHESTMODSEQ
-    /// before, the UIDs and the status after.
-    fn add_files_quiet(&self, dir: &MailboxDir, own: &[(String, Flags)]) -> Result<(u64, Vec<u32>, MailboxStatus), StoreError> {
+    /// before, the UIDs and the status after. `lock` is the mailbox lock if
+    /// the caller already holds it.
+    fn add_files_quiet(
+        &self,
+        dir: &MailboxDir,
+        own: &[(String, Flags)],
+        lock: Option<DotLock>,
+    ) -> Result<(u64, Vec<u32>, MailboxStatus), StoreError> {
         let basenames: Vec<String> = own.iter().map(|(b, _)| b.clone()).collect();
-        let mut locked = LockedMailbox::load(dir, &basenames)?;
+        let mut locked = match lock {
+            Some(lock) => LockedMailbox::load_locked(dir, &basenames, lock)?,
+            None => LockedMailbox::load(dir, &basenames)?,
+        };
         let before = locked.base_modseq;
         let wanted: HashSet<&str> = basenames.iter().map(String::as_str).collect();
         let positions: HashMap<&str, usize> = locked

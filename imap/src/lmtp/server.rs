@@ -242,6 +242,10 @@ impl LmtpServer {
                             DeliveryStatus::Stored { uid: d.uid }
                         }
                         Err(DeliveryError::TooLarge { .. }) => DeliveryStatus::TooLarge,
+                        Err(DeliveryError::Storage(e)) if e.is_storage_full() => {
+                            tracing::warn!(tx = %tx.id, user = %rcpt.target.name, error = %e, "delivery refused: storage full");
+                            DeliveryStatus::NoSpace
+                        }
                         Err(e) if e.is_temporary() => {
                             tracing::warn!(tx = %tx.id, user = %rcpt.target.name, error = %e, "delivery failed temporarily");
                             DeliveryStatus::TempFail("storage error".into())

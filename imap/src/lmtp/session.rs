@@ -85,6 +85,8 @@ pub enum DeliveryStatus {
     Rejected(String),
     /// Not stored, retry later: 451 4.3.0.
     TempFail(String),
+    /// Not stored because the disk or quota is full, retry later: 452 4.3.1.
+    NoSpace,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,6 +234,7 @@ impl<R> LmtpSession<R> {
                 format!("552 5.3.4 <{address}> Message size exceeds fixed maximum message size")
             }
             DeliveryStatus::Rejected(why) => format!("554 5.6.0 <{address}> {}", one_line(why)),
+            DeliveryStatus::NoSpace => format!("452 4.3.1 <{address}> Insufficient system storage"),
             DeliveryStatus::TempFail(why) => {
                 format!("451 4.3.0 <{address}> Temporary failure, try again later ({})", one_line(why))
             }

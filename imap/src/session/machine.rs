@@ -511,6 +511,12 @@ impl Session {
 
     /// Tagged NO for a storage error, with a response code where one fits.
     pub(crate) fn no_store(&mut self, tag: &str, err: &StoreError) {
+        if err.is_storage_full() {
+            // Not a bug of ours: the client may retry once space is freed
+            // (Dovecot answers a full disk the same way).
+            tracing::warn!(error = %err, "storage full");
+            return self.no(tag, "[OVERQUOTA] Not enough disk space; try again later.");
+        }
         let code = match err {
             StoreError::NoSuchMailbox(_) => "[NONEXISTENT] ",
             StoreError::MailboxExists(_) => "[ALREADYEXISTS] ",
