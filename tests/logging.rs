@@ -7,23 +7,14 @@ mod imap_support;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use imap_support::{dormouse, free_port, Conn};
+use imap_support::{dormouse, write_one_worker_config, Conn};
 
 /// Starts serve with `format`, waits for its listener line, logs in once
 /// (so session lines are written), stops it and returns its stderr.
 fn serve_log(format: &str) -> (String, u16) {
     let dir = tempfile::tempdir().unwrap();
-    let (imap, imaps, lmtp) = (free_port(), free_port(), free_port());
-    let config = dir.path().join("dormouse.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = {:?}\n[log]\nlevel = \"info,imap=debug\"\nformat = \"{format}\"\n[lmtp]\nlisten = \"127.0.0.1:{lmtp}\"\n\
-             [imap]\nlisten = \"127.0.0.1:{imap}\"\nlisten_tls = \"127.0.0.1:{imaps}\"\nworkers = 1\n",
-            dir.path().join("data")
-        ),
-    )
-    .unwrap();
+    let (config, imap) =
+        write_one_worker_config(dir.path(), &format!("[log]\nlevel = \"info,imap=debug\"\nformat = \"{format}\""));
     let added = Command::new(dormouse())
         .args(["--config", config.to_str().unwrap(), "user", "add", "alice", "--password", "pw-a", "--scheme", "PLAIN"])
         .output()

@@ -8,7 +8,7 @@ use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use imap_support::{dormouse, free_port, Conn};
+use imap_support::{dormouse, write_one_worker_config, Conn};
 
 #[test]
 fn units_pass_systemd_analyze_verify() {
@@ -34,17 +34,7 @@ fn units_pass_systemd_analyze_verify() {
 #[test]
 fn serve_notifies_ready_once_listening_and_stopping_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let (imap, imaps, lmtp) = (free_port(), free_port(), free_port());
-    let config = dir.path().join("dormouse.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = {:?}\n[lmtp]\nlisten = \"127.0.0.1:{lmtp}\"\n[imap]\nlisten = \"127.0.0.1:{imap}\"\n\
-             listen_tls = \"127.0.0.1:{imaps}\"\nworkers = 1\n",
-            dir.path().join("data")
-        ),
-    )
-    .unwrap();
+    let (config, imap) = write_one_worker_config(dir.path(), "");
     let notify_path = dir.path().join("notify.sock");
     let notify = UnixDatagram::bind(&notify_path).unwrap();
     notify.set_read_timeout(Some(Duration::from_secs(60))).unwrap();

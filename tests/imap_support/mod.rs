@@ -23,6 +23,24 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Writes `dir/dormouse.toml` for one worker on free ports, with `sections`
+/// (e.g. a `[log]` table) at the top, for tests that run `serve` themselves
+/// instead of through [`Server`]. Returns the config path and the IMAP port.
+pub fn write_one_worker_config(dir: &Path, sections: &str) -> (PathBuf, u16) {
+    let (imap, imaps, lmtp) = (free_port(), free_port(), free_port());
+    let config = dir.join("dormouse.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n{sections}\n[lmtp]\nlisten = \"127.0.0.1:{lmtp}\"\n[imap]\nlisten = \"127.0.0.1:{imap}\"\n\
+             listen_tls = \"127.0.0.1:{imaps}\"\nworkers = 1\n",
+            dir.join("data")
+        ),
+    )
+    .unwrap();
+    (config, imap)
+}
+
 /// A running `dormouse serve`.
 pub struct Server {
     pub dir: tempfile::TempDir,

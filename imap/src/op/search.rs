@@ -238,7 +238,8 @@ impl Session {
             max_uid: sel.view.last().map_or(0, |e| e.uid),
         };
         let mut hits = Vec::new();
-        let mut hit_modseqs = Vec::new();
+        // MODSEQ of the first and of the last match (for RETURN MIN / MAX).
+        let mut end_modseqs: Option<(u64, u64)> = None;
         let mut max_modseq = 0;
         for (i, e) in sel.view.iter().enumerate() {
             // Size and date from the shared mailbox (0 for a message gone
@@ -253,7 +254,7 @@ impl Session {
             };
             if criteria.iter().all(|k| ev.matches(k, &mut c)) {
                 hits.push(if uid { e.uid } else { c.seq });
-                hit_modseqs.push(e.modseq);
+                end_modseqs = Some((end_modseqs.map_or(e.modseq, |(first, _)| first), e.modseq));
                 max_modseq = max_modseq.max(e.modseq);
             }
         }
@@ -262,21 +263,11 @@ impl Session {
             Some(r) => {
                 // RFC 4731 §3.2: with only MIN and/or MAX, MODSEQ is that of
                 // the message(s) returned, not of every match.
-                let reported = if r.min || r.max {
-                    if r.all || r.count {
-                        max_modseq
-                    } else {
-                        let mut m = 0;
-                        if r.min {
-                            m = m.max(hit_modseqs.first().copied().unwrap_or(0));
-                        }
-                        if r.max {
-                            m = m.max(hit_modseqs.last().copied().unwrap_or(0));
-                        }
-                        m
+                let reported = match end_modseqs {
+                    Some((first, last)) if !r.all && !r.count && (r.min || r.max) => {
+                        (if r.min { first } else { 0 }).max(if r.max { last } else { 0 })
                     }
-                } else {
-                    max_modseq
+                    _ => max_modseq,
                 };
                 esearch_line(tag, uid, &hits, r, modseq.then_some(reported))
             }
