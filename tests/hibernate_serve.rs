@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use imap_support::{dormouse, Conn, Server, ServerOptions};
+use imap_support::{dormouse, tail, Conn, Server, ServerOptions};
 
 fn server(extra_imap: &str) -> Server {
     Server::start(ServerOptions {
@@ -294,4 +294,182 @@ fn auto_mode_starts_hibernate_processes_as_they_fill_up() {
     assert_eq!(line(&mut clients[0]), "* 1 EXISTS");
     drop(clients);
     server.wait_held(0);
+}
+
+/// Delivers `count` messages over one LMTP connection, one transaction each,
+/// checking every reply.
+fn lmtp_deliver(port: u16, user: &str, tag: &str, count: usize) {
+    use std::io::BufRead;
+    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let reply = |reader: &mut std::io::BufReader<TcpStream>| -> String {
+        // Multi-line replies (LHLO) end with a line whose 4th byte is a space.
+        loop {
+            let mut l = String::new();
+            reader.read_line(&mut l).unwrap();
+            assert!(!l.is_empty(), "LMTP connection closed");
+            if l.as_bytes().get(3) != Some(&b'-') {
+                return l;
+            }
+        }
+    };
+    assert!(reply(&mut reader).starts_with("220"));
+    writer.write_all(b"LHLO concurrent\r\n").unwrap();
+    assert!(reply(&mut reader).starts_with("250"));
+    for i in 0..count {
+        let body = format!("Message-ID: <{tag}-{i}@test>\r\nSubject: {tag} {i}\r\n\r\nbody {i}\r\n");
+        writer
+            .write_all(format!("MAIL FROM:<s@x>\r\nRCPT TO:<{user}@x>\r\nDATA\r\n{body}.\r\n").as_bytes())
+            .unwrap();
+        for expect in ["250", "250", "354", "250"] {
+            let r = reply(&mut reader);
+            assert!(r.starts_with(expect), "{tag} {i}: expected {expect}, got {r:?}");
+        }
+    }
+    writer.write_all(b"QUIT\r\n").unwrap();
+}
+
+/// The `(UID, FLAGS)` of every message, in sequence order, from a
+/// `UID FETCH 1:* (FLAGS)` answer.
+fn uids_and_flags(lines: &[String]) -> Vec<(u32, String)> {
+    lines
+        .iter()
+        .filter(|l| l.starts_with("* ") && l.contains(" FETCH ("))
+        .map(|l| {
+            let uid = l.split("UID ").nth(1).and_then(|r| r.split([' ', ')']).next()).unwrap().parse().unwrap();
+            let flags = l.split("FLAGS (").nth(1).and_then(|r| r.split(')').next()).unwrap_or("");
+            let mut flags: Vec<&str> = flags.split_whitespace().filter(|f| *f != "\\Recent").collect();
+            flags.sort_unstable();
+            (uid, flags.join(" "))
+        })
+        .collect()
+}
+
+#[test]
+fn parked_idlers_in_several_processes_see_every_overlapping_change() {
+    // Two sessions per hibernate process: the five idlers spread over three.
+    let server = Server::start(ServerOptions {
+        imap_extra: "login_failure_delay_ms = 50\n".into(),
+        sections_extra: "[hibernate]\ntimeout_secs = 1\nidle_after_secs = 2\nprocesses = \"auto\"\n\
+                         max_sessions_per_process = 2\nkeepalive_secs = 600\n"
+            .into(),
+        ..ServerOptions::default()
+    });
+    for i in 0..10 {
+        server.deliver("alice", &message(&format!("seed {i}")));
+    }
+    let mut setup = Conn::open(server.imap);
+    setup.cmd("s1", "LOGIN alice secret-a");
+    setup.cmd("s2", "CREATE Archive");
+    for i in 0..10 {
+        let m = message(&format!("archived {i}"));
+        setup.send(format!("s3 APPEND Archive {{{}+}}\r\n", m.len()).as_bytes());
+        setup.send(&m);
+        setup.send(b"\r\n");
+        let lines = setup.until_tagged("s3");
+        assert!(lines.last().unwrap().starts_with("s3 OK"), "{lines:?}");
+    }
+    setup.cmd("s4", "LOGOUT");
+
+    let idlers = 5;
+    let mut parked: Vec<(Conn, usize)> = (0..idlers)
+        .map(|_| {
+            let mut c = Conn::open(server.imap);
+            c.cmd("a1", "LOGIN alice secret-a");
+            let lines = c.cmd("a2", "SELECT INBOX");
+            assert!(lines.iter().any(|l| l.starts_with("* 10 EXISTS")), "{lines:?}");
+            c.send(b"a3 IDLE\r\n");
+            assert!(line(&mut c).starts_with("+ "));
+            (c, 10)
+        })
+        .collect();
+    server.wait_held(idlers as u64);
+
+    // Everything at once: four LMTP connections, two `deliver` loops, and a
+    // session appending, copying, moving, flagging and expunging.
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let port = server.lmtp;
+            scope.spawn(move || lmtp_deliver(port, "alice", &format!("lmtp{t}"), 40));
+        }
+        for t in 0..2 {
+            let server = &server;
+            scope.spawn(move || {
+                for i in 0..8 {
+                    server.deliver("alice", &message(&format!("deliver{t} {i}")));
+                }
+            });
+        }
+        let port = server.imap;
+        scope.spawn(move || {
+            let mut c = Conn::open(port);
+            c.cmd("b1", "LOGIN alice secret-a");
+            c.cmd("b2", "SELECT INBOX");
+            for i in 0..15 {
+                let m = message(&format!("appended {i}"));
+                c.send(format!("b3 APPEND INBOX (\\Flagged) {{{}+}}\r\n", m.len()).as_bytes());
+                c.send(&m);
+                c.send(b"\r\n");
+                let lines = c.until_tagged("b3");
+                assert!(lines.last().unwrap().starts_with("b3 OK"), "{lines:?}");
+                match i % 5 {
+                    0 => assert!(c.cmd("b4", "STORE 1:3 +FLAGS (\\Seen)").last().unwrap().starts_with("b4 OK")),
+                    1 => assert!(c.cmd("b5", "MOVE 1:2 Archive").last().unwrap().starts_with("b5 OK")),
+                    2 => {
+                        c.cmd("b6", "SELECT Archive");
+                        assert!(c.cmd("b7", "COPY 1:2 INBOX").last().unwrap().starts_with("b7 OK"));
+                        c.cmd("b8", "SELECT INBOX");
+                    }
+                    3 => {
+                        assert!(c.cmd("b9", "STORE 2 +FLAGS.SILENT (\\Deleted)").last().unwrap().starts_with("b9 OK"));
+                        assert!(c.cmd("b10", "EXPUNGE").last().unwrap().starts_with("b10 OK"));
+                    }
+                    _ => assert!(c.cmd("b11", "STORE 4 -FLAGS (\\Seen)").last().unwrap().starts_with("b11 OK")),
+                }
+            }
+            c.cmd("b12", "LOGOUT");
+        });
+    });
+
+    // The mailbox as a fresh session sees it.
+    let mut fresh = Conn::open(server.imap);
+    fresh.cmd("f1", "LOGIN alice secret-a");
+    let lines = trimmed(fresh.cmd("f2", "EXAMINE INBOX"));
+    let exists: usize = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("* ")?.strip_suffix(" EXISTS")?.parse().ok())
+        .unwrap_or_else(|| panic!("{lines:?}"));
+    let truth = uids_and_flags(&trimmed(fresh.cmd("f3", "UID FETCH 1:* (FLAGS)")));
+    assert_eq!(truth.len(), exists);
+    // 10 seeded + 160 LMTP + 16 deliver + 15 appended + 6 copied - 6 moved - 3 expunged.
+    assert_eq!(exists, 198, "{truth:?}");
+
+    // Every idler was told of every change: its count follows the pushes
+    // (EXISTS sets it, EXPUNGE lowers it) to the mailbox's count.
+    for (n, (c, count)) in parked.iter_mut().enumerate() {
+        c.set_timeout(Duration::from_secs(10));
+        while *count != exists {
+            let l = line(c);
+            assert!(!l.is_empty(), "idler {n}: no more pushes at count {count}, mailbox has {exists}");
+            let l = l.trim_end();
+            if let Some(k) = l.strip_prefix("* ").and_then(|r| r.strip_suffix(" EXISTS")) {
+                *count = k.parse().unwrap();
+            } else if l.ends_with(" EXPUNGE") {
+                *count -= 1;
+            }
+        }
+    }
+    // Handed back, each resumes with exactly the mailbox's messages and flags.
+    for (n, (c, _)) in parked.iter_mut().enumerate() {
+        c.send(b"DONE\r\n");
+        let done = c.until_tagged("a3");
+        assert!(done.last().unwrap().starts_with("a3 OK"), "idler {n}: {done:?}");
+        let lines = trimmed(c.cmd("a4", "UID FETCH 1:* (FLAGS)"));
+        assert!(lines.last().unwrap().starts_with("a4 OK"), "idler {n}: {lines:?}");
+        assert_eq!(uids_and_flags(&lines), truth, "idler {n}");
+    }
+    let log = server.log_text();
+    assert!(!log.contains("panicked") && !log.contains(" ERROR "), "{}", tail(&log, 40));
 }
