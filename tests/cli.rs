@@ -1,4 +1,4 @@
-//! The small subcommands: `config --example | check | show`, `user hash | add | list`.
+//! The small subcommands: `config --example | check | show`, `user hash | add | passwd | del | list`.
 
 mod support;
 
@@ -95,4 +95,39 @@ fn user_add_refuses_a_password_plain_cannot_store() {
     let db = imap::auth::UserDb::open(&env.passwd, imap::auth::MailLocation::parse("%h/Maildir").unwrap()).unwrap();
     assert!(db.verify("bob", hostile.as_bytes()).is_ok());
     assert_eq!(db.names(), ["bob"]);
+}
+
+#[test]
+fn user_passwd_and_del_and_concurrent_adds_from_many_processes() {
+    let env = TestEnv::new("", "");
+    stdout(&env.command().args(["user", "add", "amy", "--scheme", "PLAIN", "--password", "old"]).output().unwrap());
+    let db = || imap::auth::UserDb::open(&env.passwd, imap::auth::MailLocation::parse("%h/Maildir").unwrap()).unwrap();
+    stdout(&env.command().args(["user", "passwd", "amy", "--password", "new", "--scheme", "SHA512-CRYPT"]).output().unwrap());
+    assert!(db().verify("amy", b"new").is_ok() && db().verify("amy", b"old").is_err());
+    let generated = stdout(&env.command().args(["user", "passwd", "amy"]).output().unwrap());
+    let password = generated.lines().find_map(|l| l.strip_prefix("password: ")).expect("random password printed");
+    assert!(db().verify("amy", password.as_bytes()).is_ok());
+    let unknown = env.command().args(["user", "passwd", "nobody", "--password", "x"]).output().unwrap();
+    assert!(!unknown.status.success() && String::from_utf8_lossy(&unknown.stderr).contains("unknown user nobody"));
+
+    // Twelve `user add` processes at once: every one of them lands.
+    let children: Vec<_> = (0..12)
+        .map(|i| {
+            env.command()
+                .args(["user", "add", &format!("u{i}"), "--scheme", "PLAIN", "--password", "pw"])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    assert_eq!(db().names().len(), 13);
+
+    let removed = stdout(&env.command().args(["user", "del", "amy"]).output().unwrap());
+    assert!(removed.contains("removed user amy") && removed.contains("mail is kept in"), "{removed}");
+    assert!(!db().names().contains(&"amy".to_string()));
+    let again = env.command().args(["user", "del", "amy"]).output().unwrap();
+    assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("unknown user amy"));
 }

@@ -1,10 +1,10 @@
-//! `dormouse user`: add users, hash passwords, list users.
+//! `dormouse user`: add and remove users, set passwords, hash passwords, list users.
 
 use std::io::BufRead;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use imap::auth::{MailLocation, PasswordScheme, StoredPassword, UserDb};
+use imap::auth::{remove_user, set_password, MailLocation, PasswordScheme, StoredPassword, UserDb};
 
 use super::first_run::{add_local_user, default_scheme, random_password};
 use crate::config::Config;
@@ -32,6 +32,25 @@ pub enum UserAction {
         #[arg(long)]
         scheme: Option<String>,
     },
+    /// Remove a user from the passwd file. The mail stays where it is (the
+    /// path is printed); new logins fail at once, open sessions run on until
+    /// they end or are kicked.
+    #[command(alias = "delete", alias = "remove")]
+    Del {
+        /// Login name.
+        name: String,
+    },
+    /// Set a user's password, keeping the rest of the passwd line.
+    Passwd {
+        /// Login name.
+        name: String,
+        /// New password; without it a random one is generated and printed once.
+        #[arg(long)]
+        password: Option<String>,
+        /// Hash scheme (default: users.default_scheme).
+        #[arg(long)]
+        scheme: Option<String>,
+    },
     /// Print a passwd-file hash of a password (argument, else one line of stdin).
     Hash {
         /// The password.
@@ -52,17 +71,40 @@ fn scheme(config: &Config, name: Option<&str>) -> anyhow::Result<PasswordScheme>
     }
 }
 
+/// The password given, or a random one (then `true`: print it once).
+fn given_or_random(password: Option<String>) -> (String, bool) {
+    match password {
+        Some(p) => (p, false),
+        None => (random_password(16), true),
+    }
+}
+
 /// Runs a `user` action.
 pub fn run(config: &Config, args: UserArgs) -> anyhow::Result<()> {
     match args.action {
         UserAction::Add { name, password, scheme: s } => {
             let scheme = scheme(config, s.as_deref())?;
-            let (password, generated) = match password {
-                Some(p) => (p, false),
-                None => (random_password(16), true),
-            };
+            let (password, generated) = given_or_random(password);
             add_local_user(config, &name, &password, scheme)?;
             println!("added user {name} to {}", config.passwd_file().display());
+            if generated {
+                println!("password: {password}");
+            }
+            Ok(())
+        }
+        UserAction::Del { name } => {
+            let removed = remove_user(&config.passwd_file(), &name)?;
+            println!("removed user {name} from {}", config.passwd_file().display());
+            if !removed.home.is_empty() {
+                println!("their mail is kept in {}", removed.home);
+            }
+            Ok(())
+        }
+        UserAction::Passwd { name, password, scheme: s } => {
+            let scheme = scheme(config, s.as_deref())?;
+            let (password, generated) = given_or_random(password);
+            set_password(&config.passwd_file(), &name, StoredPassword::hash(scheme, &password)?)?;
+            println!("changed the password of {name} in {}", config.passwd_file().display());
             if generated {
                 println!("password: {password}");
             }

@@ -3,12 +3,14 @@
 //! `deliver` share.
 
 mod mail_location;
+mod passwd_edit;
 mod passwd_file;
 mod password;
 mod user_db;
 
 pub use mail_location::{MailLocation, MailLocationError};
-pub use passwd_file::{add_user, parse_passwd, PasswdEntry, PasswdLineError, UnrepresentableField};
+pub use passwd_edit::{add_user, remove_user, set_password};
+pub use passwd_file::{parse_passwd, PasswdEntry, PasswdLineError, UnrepresentableField};
 pub use password::{constant_time_eq, CostExceeded, CostKey, CostLimits, HashError, PasswordScheme, StoredPassword};
 pub use user_db::{UserDb, UserRecord};
 

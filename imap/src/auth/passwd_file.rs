@@ -5,10 +5,6 @@
 //! cannot log in. Extra fields are space-separated `key=value` pairs;
 //! `userdb_mail=` (or `mail=`) overrides the Maildir location for that user.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
-
 use super::{AuthError, StoredPassword};
 
 /// One user line of a passwd file.
@@ -145,7 +141,7 @@ impl PasswdEntry {
     }
 }
 
-fn parse_line(line: &str, number: usize) -> Result<PasswdEntry, PasswdLineError> {
+pub(super) fn parse_line(line: &str, number: usize) -> Result<PasswdEntry, PasswdLineError> {
     let err = |reason| PasswdLineError { line: number, reason };
     let fields: Vec<&str> = line.split(':').collect();
     let name = fields[0];
@@ -198,52 +194,10 @@ pub fn parse_passwd(text: &str) -> (Vec<PasswdEntry>, Vec<PasswdLineError>) {
     (entries, errors)
 }
 
-/// Adds `entry` to the passwd file at `path` (creating it with mode 0600),
-/// by writing a new file and renaming it over the old one, so readers see
-/// either the old or the new file, never half a line.
-///
-/// # Errors
-/// [`AuthError::UserExists`] if the name is taken, [`AuthError::Unrepresentable`]
-/// if a field cannot be written in the format, [`AuthError::Io`] otherwise.
-pub fn add_user(path: &Path, entry: &PasswdEntry) -> Result<(), AuthError> {
-    PasswdEntry::check_name(&entry.name)?;
-    let line = entry.to_line()?;
-    let io = |source| AuthError::Io { path: path.to_path_buf(), source };
-    let old = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(io(e)),
-    };
-    let (entries, _) = parse_passwd(&old);
-    if entries.iter().any(|e| e.name == entry.name) {
-        return Err(AuthError::UserExists(entry.name.clone()));
-    }
-    let mut text = old;
-    if !text.is_empty() && !text.ends_with('\n') {
-        text.push('\n');
-    }
-    text.push_str(&line);
-    text.push('\n');
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(io)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::PasswordScheme;
+    use crate::auth::{add_user, PasswordScheme};
 
     #[test]
     fn parses_dovecot_lines() {
