@@ -76,6 +76,16 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Events for outside consumers: NATS/JetStream, webhooks, Web Push.
     pub push: push::PushConfig,
+    /// The Prometheus/OpenMetrics endpoint.
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: the Prometheus/OpenMetrics endpoint of `serve`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// HTTP listen address for `GET /metrics`; empty disables it.
+    pub listen: String,
 }
 
 impl Default for Config {
@@ -93,6 +103,7 @@ impl Default for Config {
             hibernate: HibernateConfig::default(),
             storage: StorageConfig::default(),
             push: push::PushConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -390,6 +401,9 @@ impl Config {
         }
         if self.lmtp.timeout_secs == 0 {
             return invalid("lmtp.timeout_secs", "must be greater than 0");
+        }
+        if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<std::net::SocketAddr>().is_err() {
+            return invalid("metrics.listen", "must be an IP:port address such as 127.0.0.1:9143");
         }
         if !self.lmtp.listen.is_empty() && self.lmtp.listen.parse::<std::net::SocketAddr>().is_err() {
             return invalid("lmtp.listen", "must be an IP:port address such as 127.0.0.1:24");

@@ -178,6 +178,8 @@ async fn supervise(
             }
         };
         tracing::error!(index, pid, ?status, sessions_dropped = held, "hibernate process died; restarting it");
+        super::metrics::HIBERNATE_RESTARTS.fetch_add(1, Ordering::Relaxed);
+        super::metrics::HIBERNATE_SESSIONS_LOST.fetch_add(held, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
@@ -247,7 +249,7 @@ fn spawn_signal_watcher(stop: Arc<AtomicBool>) -> anyhow::Result<()> {
 }
 
 /// Sockets of the hibernate processes in the run directory.
-fn sockets(run_dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn sockets(run_dir: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = std::fs::read_dir(run_dir)
         .into_iter()
         .flatten()

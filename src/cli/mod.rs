@@ -6,6 +6,7 @@ pub mod event_hooks;
 pub mod first_run;
 pub mod hibernate;
 pub mod logging;
+pub mod metrics;
 pub mod outside_changes;
 pub mod push_relay;
 pub mod push_webpush;

@@ -99,7 +99,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
 
     // IMAP: the master (pre-login, TLS) and its worker processes.
-    tasks.push(super::serve_imap::start(&config, users.clone(), shutdown_rx.clone()).await?);
+    let (imap, master_metrics) = super::serve_imap::start(&config, users.clone(), shutdown_rx.clone()).await?;
+    tasks.push(imap);
+    if !config.metrics.listen.is_empty() {
+        let listener = TcpListener::bind(&config.metrics.listen)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {}", config.metrics.listen))?;
+        tracing::info!(address = %config.metrics.listen, "metrics listening (GET /metrics)");
+        let sources = Arc::new(super::metrics::MetricsSources { master: master_metrics, lmtp: lmtp.clone(), run_dir: config.run_dir() });
+        tasks.push(tokio::spawn(super::metrics::serve(listener, sources, shutdown_rx.clone())));
+    }
 
     super::systemd_notify::notify("READY=1");
     wait_for_signal().await?;

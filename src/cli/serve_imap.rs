@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use imap::auth::UserDb;
 use imap::server::tls::load_server_config;
+use imap::server::metrics::MasterMetrics;
 use imap::server::user_db_auth::UserDbAuthenticator;
 use imap::server::{ImapServerConfig, Master, WorkerCommand};
 use tokio::sync::watch;
@@ -30,15 +31,20 @@ pub fn imap_server_config(config: &Config) -> anyhow::Result<ImapServerConfig> {
 }
 
 /// Binds the IMAP listeners and starts the master (which spawns the
-/// workers). The returned task ends after `shutdown` turns true.
+/// workers). The returned task ends after `shutdown` turns true; the metrics
+/// reader is `None` when IMAP is disabled.
 ///
 /// # Errors
 /// Bad listen addresses, unreadable TLS files, a port already in use.
-pub async fn start(config: &Config, users: Arc<UserDb>, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<JoinHandle<()>> {
+pub async fn start(
+    config: &Config,
+    users: Arc<UserDb>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<(JoinHandle<()>, Option<MasterMetrics>)> {
     let server_config = imap_server_config(config)?;
     if server_config.listen.is_empty() && server_config.listen_tls.is_empty() {
         tracing::info!("IMAP disabled (imap.listen and imap.listen_tls are empty)");
-        return Ok(tokio::spawn(async {}));
+        return Ok((tokio::spawn(async {}), None));
     }
     let (cert, key) = (config.tls_cert(), config.tls_key());
     let tls = load_server_config(&cert, &key)
@@ -56,11 +62,13 @@ pub async fn start(config: &Config, users: Arc<UserDb>, mut shutdown: watch::Rec
     for addr in master.local_addrs() {
         tracing::info!(%addr, "IMAP listening");
     }
-    Ok(tokio::spawn(master.run(async move {
+    let metrics = master.metrics();
+    let task = tokio::spawn(master.run(async move {
         while !*shutdown.borrow() {
             if shutdown.changed().await.is_err() {
                 break;
             }
         }
-    })))
+    }));
+    Ok((task, Some(metrics)))
 }

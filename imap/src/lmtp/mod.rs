@@ -13,7 +13,7 @@ mod session;
 mod session_tests;
 
 pub use command::{Command, MailFrom, SyntaxError};
-pub use server::{LmtpServer, LmtpSettings};
+pub use server::{LmtpCountsSnapshot, LmtpServer, LmtpSettings};
 pub use session::{
     AcceptedRecipient, DeliveryStatus, LmtpLimits, LmtpSession, RcptVerdict, RecipientResolver, Transaction,
 };

@@ -50,11 +50,45 @@ pub struct LmtpServer {
     settings: LmtpSettings,
     next_session: AtomicU64,
     id_prefix: String,
+    counts: LmtpCounts,
+}
+
+/// What the LMTP service did since start, per recipient (one transaction
+/// with three recipients counts three).
+#[derive(Debug, Default)]
+struct LmtpCounts {
+    connections: AtomicU64,
+    unknown_recipients: AtomicU64,
+    stored: AtomicU64,
+    too_large: AtomicU64,
+    rejected: AtomicU64,
+    temp_failed: AtomicU64,
+    no_space: AtomicU64,
+}
+
+/// [`LmtpServer::counts`]: what the service did since start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LmtpCountsSnapshot {
+    /// Connections accepted.
+    pub connections: u64,
+    /// RCPT TO refused with 550 (no such user).
+    pub unknown_recipients: u64,
+    /// Messages stored (250), per recipient.
+    pub stored: u64,
+    /// Messages refused as too large (552), per recipient.
+    pub too_large: u64,
+    /// Messages refused for good (5xx), per recipient.
+    pub rejected: u64,
+    /// Messages refused for now (451), per recipient.
+    pub temp_failed: u64,
+    /// Messages refused because storage is full (452), per recipient.
+    pub no_space: u64,
 }
 
 struct UserResolver<'a> {
     deliverer: &'a Deliverer,
     domains: &'a [String],
+    unknown: &'a AtomicU64,
 }
 
 impl RecipientResolver for UserResolver<'_> {
@@ -62,7 +96,10 @@ impl RecipientResolver for UserResolver<'_> {
     fn resolve(&self, address: &str) -> RcptVerdict<UserRecord> {
         match self.deliverer.resolve_recipient(address, self.domains) {
             Some(user) => RcptVerdict::Accept(user),
-            None => RcptVerdict::Unknown,
+            None => {
+                self.unknown.fetch_add(1, Ordering::Relaxed);
+                RcptVerdict::Unknown
+            }
         }
     }
 }
@@ -108,7 +145,36 @@ impl LmtpServer {
             settings,
             next_session: AtomicU64::new(1),
             id_prefix: format!("{:x}{:x}", now.as_secs(), std::process::id()),
+            counts: LmtpCounts::default(),
         })
+    }
+
+    /// What the service did since start (for a metrics endpoint).
+    pub fn counts(&self) -> LmtpCountsSnapshot {
+        let c = &self.counts;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        LmtpCountsSnapshot {
+            connections: load(&c.connections),
+            unknown_recipients: load(&c.unknown_recipients),
+            stored: load(&c.stored),
+            too_large: load(&c.too_large),
+            rejected: load(&c.rejected),
+            temp_failed: load(&c.temp_failed),
+            no_space: load(&c.no_space),
+        }
+    }
+
+    fn count_outcomes(&self, statuses: &[DeliveryStatus]) {
+        for status in statuses {
+            let counter = match status {
+                DeliveryStatus::Stored { .. } => &self.counts.stored,
+                DeliveryStatus::TooLarge => &self.counts.too_large,
+                DeliveryStatus::Rejected(_) => &self.counts.rejected,
+                DeliveryStatus::TempFail(_) => &self.counts.temp_failed,
+                DeliveryStatus::NoSpace => &self.counts.no_space,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Accepts TCP connections until `shutdown` turns true, then waits (up to
@@ -164,6 +230,7 @@ impl LmtpServer {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let n = self.next_session.fetch_add(1, Ordering::Relaxed);
+        self.counts.connections.fetch_add(1, Ordering::Relaxed);
         let session_id = format!("{}.{n}", self.id_prefix);
         let span = tracing::info_span!("lmtp", session = %session_id, peer = %peer);
         self.run_connection(&mut stream, &session_id, &peer, &mut shutdown).instrument(span).await;
@@ -174,7 +241,7 @@ impl LmtpServer {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let resolver = UserResolver { deliverer: &self.deliverer, domains: &self.settings.domains };
+        let resolver = UserResolver { deliverer: &self.deliverer, domains: &self.settings.domains, unknown: &self.counts.unknown_recipients };
         let mut session = LmtpSession::new(&self.settings.hostname, session_id, self.settings.limits);
         let mut buf = vec![0u8; 64 * 1024];
         tracing::debug!("connected");
@@ -185,6 +252,7 @@ impl LmtpServer {
             }
             if let Some(tx) = session.take_transaction() {
                 let statuses = self.deliver(tx, peer).await;
+                self.count_outcomes(&statuses);
                 session.delivery_done(statuses, &resolver);
                 continue;
             }

@@ -34,6 +34,34 @@ pub struct CountersSnapshot {
     pub bytes_out: u64,
 }
 
+/// Counts only the master keeps (logins, hand-overs, TLS relays, worker
+/// restarts); read through `MasterMetrics` (the metrics module).
+#[derive(Debug, Default)]
+pub(crate) struct MasterCounts {
+    pub(crate) logins_ok: AtomicU64,
+    pub(crate) logins_failed: AtomicU64,
+    pub(crate) handed_over_plain: AtomicU64,
+    pub(crate) handed_over_tls: AtomicU64,
+    pub(crate) handover_failures: AtomicU64,
+    pub(crate) tls_proxies_open: AtomicU64,
+    pub(crate) worker_restarts: AtomicU64,
+    pub(crate) worker_sessions_lost: AtomicU64,
+}
+
+impl MasterCounts {
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn drop_one(counter: &AtomicU64) {
+        let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(1)));
+    }
+}
+
 impl Counters {
     /// All zero.
     pub fn new() -> Self {

@@ -25,7 +25,7 @@ use crate::fd_passing::{seqpacket_pair, FdChannel, FdPassingError};
 use crate::session::{Authenticator, SessionOptions};
 
 use super::config::ImapServerConfig;
-use super::counters::Counters;
+use super::counters::{Counters, MasterCounts};
 use super::limits::{ConnectionLimits, LoginDelay};
 use super::worker_pool::{WorkerLink, WorkerPool};
 use super::worker_report::WorkerReport;
@@ -78,6 +78,7 @@ pub(crate) struct MasterShared {
     pub(crate) verify_pool: super::verify_pool::VerifyPool,
     pub(crate) pool: WorkerPool,
     pub(crate) counters: Counters,
+    pub(crate) metrics: MasterCounts,
     session_ids: AtomicU64,
     /// Turns true when the master shuts down: supervisors stop their workers
     /// instead of restarting them.
@@ -142,11 +143,17 @@ impl Master {
             verify_pool: super::verify_pool::VerifyPool::new(config.verify_threads),
             pool: WorkerPool::new(config.settings.workers),
             counters: Counters::new(),
+            metrics: MasterCounts::default(),
             session_ids: AtomicU64::new(1),
             stopping: tokio::sync::watch::channel(false).0,
             config,
         });
         Ok(Self { shared, plain, implicit_tls, worker_command })
+    }
+
+    /// A reader of the master's counts (for a metrics endpoint).
+    pub fn metrics(&self) -> super::metrics::MasterMetrics {
+        super::metrics::MasterMetrics::new(self.shared.clone())
     }
 
     /// The bound addresses: plain listeners first, then implicit-TLS ones.
@@ -242,6 +249,8 @@ async fn supervise_worker(shared: Arc<MasterShared>, index: usize, command: Work
             }
             Ok(status) => {
                 let lost = shared.pool.worker_gone(index);
+                MasterCounts::bump(&shared.metrics.worker_restarts);
+                MasterCounts::add(&shared.metrics.worker_sessions_lost, lost.len() as u64);
                 for entry in &lost {
                     shared.limits.close_session(&entry.user);
                     shared.limits.close_connection(entry.ip);

@@ -51,6 +51,7 @@ pub mod hibernation;
 pub mod limits;
 pub mod login_guard;
 pub mod master;
+pub mod metrics;
 mod prelogin;
 pub mod session_driver;
 pub mod tls;

@@ -17,6 +17,7 @@ use crate::fd_passing::stream_pair;
 use crate::handover::{Handover, Transport};
 use crate::session::{AuthFailure, Authenticator, HandOver, LoginRequest, Session, SessionEvent};
 
+use super::counters::MasterCounts;
 use super::login_guard::LoginGuard;
 use super::master::MasterShared;
 use super::session_driver::count_tagged_responses;
@@ -245,8 +246,12 @@ async fn verify(
     match &result {
         // Before the OK reaches the client, so its next attempt already
         // sees the reset delay.
-        Ok(authenticated) => shared.login_delay.record_success(peer.ip(), &authenticated.name),
+        Ok(authenticated) => {
+            MasterCounts::bump(&shared.metrics.logins_ok);
+            shared.login_delay.record_success(peer.ip(), &authenticated.name);
+        }
         Err(AuthFailure::InvalidCredentials) => {
+            MasterCounts::bump(&shared.metrics.logins_failed);
             let delay = shared.login_delay.record_failure(peer.ip(), &user, Instant::now());
             tracing::info!(session = session_id, %peer, delay_ms = delay.as_millis() as u64, "login failed");
             tokio::time::sleep(delay).await;
@@ -311,8 +316,10 @@ async fn hand_over(shared: &Arc<MasterShared>, record: Handover, stream: Prelogi
             match sent {
                 Ok(worker) => {
                     let proxy_shared = Arc::clone(shared);
+                    MasterCounts::bump(&shared.metrics.tls_proxies_open);
                     tokio::spawn(async move {
                         let totals = tls_proxy::run(*tls, mine).await;
+                        MasterCounts::drop_one(&proxy_shared.metrics.tls_proxies_open);
                         proxy_shared.counters.add_bytes_in(totals.to_worker);
                         proxy_shared.counters.add_bytes_out(totals.to_client);
                         tracing::debug!(session = session_id, to_worker = totals.to_worker, to_client = totals.to_client, "TLS proxy closed");
@@ -329,10 +336,13 @@ async fn hand_over(shared: &Arc<MasterShared>, record: Handover, stream: Prelogi
     };
     match result {
         Ok(worker) => {
+            let handed = if record.transport.is_tls() { &shared.metrics.handed_over_tls } else { &shared.metrics.handed_over_plain };
+            MasterCounts::bump(handed);
             tracing::info!(session = session_id, %user, worker, tls = record.transport.is_tls(), "handed to worker");
             true
         }
         Err(e) => {
+            MasterCounts::bump(&shared.metrics.handover_failures);
             tracing::error!(session = session_id, %user, error = %e, "hand-over failed");
             false
         }
