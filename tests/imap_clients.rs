@@ -170,3 +170,33 @@ fn shutdown_stops_workers_gracefully() {
     c.set_timeout(Duration::from_secs(10));
     assert_eq!(c.read_to_close(), "");
 }
+
+/// A new user finds Drafts, Sent, Trash and Junk with their SPECIAL-USE
+/// attributes, subscribed, at first login; a client can save to Sent at once.
+#[test]
+fn first_login_creates_the_special_use_mailboxes() {
+    let server = imap_support::Server::start(imap_support::ServerOptions::default());
+    let mut c = imap_support::Conn::open(server.imap);
+    c.cmd("a1", "LOGIN alice secret-a");
+    let list: Vec<String> = c.cmd("a2", "LIST \"\" \"*\"").into_iter().map(|l| l.trim_end().to_string()).collect();
+    for (name, attr) in [("Drafts", "\\Drafts"), ("Sent", "\\Sent"), ("Trash", "\\Trash"), ("Junk", "\\Junk")] {
+        assert!(list.iter().any(|l| l.contains(attr) && l.ends_with(&format!(" \"{name}\""))), "{name}: {list:?}");
+    }
+    let lsub = c.cmd("a3", "LSUB \"\" \"*\"");
+    assert_eq!(lsub.iter().filter(|l| l.starts_with("* LSUB")).count(), 4, "{lsub:?}");
+    let m = b"Subject: sent\r\n\r\nhi\r\n";
+    c.send(format!("a4 APPEND Sent (\\Seen) {{{}+}}\r\n", m.len()).as_bytes());
+    c.send(m);
+    c.send(b"\r\n");
+    assert!(c.until_tagged("a4").last().unwrap().starts_with("a4 OK"));
+    // Deleted by the user, Trash comes back at the next login (Dovecot's
+    // `auto = subscribe` does the same); nothing is created twice.
+    assert!(c.cmd("a5", "DELETE Trash").last().unwrap().starts_with("a5 OK"));
+    c.cmd("a6", "LOGOUT");
+    let mut again = imap_support::Conn::open(server.imap);
+    again.cmd("b1", "LOGIN alice secret-a");
+    let list = again.cmd("b2", "LIST \"\" \"*\"");
+    assert_eq!(list.iter().filter(|l| l.trim_end().ends_with(" \"Trash\"")).count(), 1, "{list:?}");
+    let status = again.cmd("b3", "STATUS Sent (MESSAGES)");
+    assert!(status[0].contains("MESSAGES 1"), "{status:?}");
+}

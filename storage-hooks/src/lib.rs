@@ -53,6 +53,7 @@ pub use message::{
 pub use user_store::UserStore;
 
 pub mod append_queue;
+pub mod auto_mailboxes;
 pub mod copy_txn;
 pub mod degraded;
 pub mod dotlock;

@@ -115,7 +115,7 @@ impl Session {
                     self.after.push_back(SessionEvent::Authenticated(Box::new(h)));
                     return;
                 }
-                match storage_hooks::UserStore::open(&au.name, au.maildir, self.hooks.clone()) {
+                match crate::session::machine::open_user_store(&self.options, &au.name, au.maildir, self.hooks.clone()) {
                     Ok(store) => {
                         self.store = Some(store);
                         self.phase = Phase::Authenticated;

@@ -51,6 +51,9 @@ pub struct ImapSettings {
     pub allow_plaintext_auth: bool,
     /// Seconds between counter log lines (0 = only on SIGUSR1 and at shutdown).
     pub counters_interval_secs: u64,
+    /// Mailboxes created and subscribed at login when missing (SPECIAL-USE
+    /// attributes follow from the names); empty creates none.
+    pub auto_mailboxes: Vec<String>,
 }
 
 impl Default for ImapSettings {
@@ -70,6 +73,7 @@ impl Default for ImapSettings {
             login_failure_delay_max_ms: 15_000,
             allow_plaintext_auth: true,
             counters_interval_secs: 300,
+            auto_mailboxes: ["Drafts", "Sent", "Trash", "Junk"].map(String::from).to_vec(),
         }
     }
 }
@@ -92,6 +96,12 @@ impl ImapSettings {
         }
         if self.max_literal_size == 0 || self.max_literal_size > u64::from(u32::MAX) {
             return invalid("imap.max_literal_size", "must be between 1 and 4294967295");
+        }
+        for name in &self.auto_mailboxes {
+            match storage_hooks::mailbox_name::MailboxName::parse(name) {
+                Ok(parsed) if !parsed.is_inbox() => {}
+                _ => return invalid("imap.auto_mailboxes", &format!("{name:?} is not a mailbox name other than INBOX")),
+            }
         }
         if self.prelogin_timeout_secs == 0 || self.idle_timeout_secs == 0 || self.autologout_secs == 0 {
             return invalid("imap timeouts", "prelogin_timeout_secs, idle_timeout_secs and autologout_secs must be > 0");

@@ -82,6 +82,7 @@ pub fn session_options(config: &ImapServerConfig) -> SessionOptions {
         hand_over_on_auth: false,
         defer_auth: false,
         server_name: "dormouse".to_string(),
+        auto_mailboxes: config.settings.auto_mailboxes.clone(),
         limits: Limits {
             max_line: config.settings.max_line_length,
             max_append_literal: u32::try_from(config.settings.max_literal_size).unwrap_or(u32::MAX),

@@ -83,6 +83,26 @@ const KNOWN_COMMANDS: &[&str] = &[
     "FETCH", "STORE", "COPY", "MOVE", "UID", "IDLE", "ENABLE", "NAMESPACE", "ID", "UNSELECT",
 ];
 
+/// Opens `user`'s store at login and creates the configured auto mailboxes
+/// that are missing. Failing to create them is logged, not fatal: the user
+/// can still read mail.
+pub(crate) fn open_user_store(
+    options: &SessionOptions,
+    user: &str,
+    maildir: std::path::PathBuf,
+    hooks: Hooks,
+) -> Result<UserStore, storage_hooks::StoreError> {
+    let store = UserStore::open(user, maildir, hooks)?;
+    if !options.auto_mailboxes.is_empty() {
+        match store.ensure_mailboxes(&options.auto_mailboxes) {
+            Ok(created) if !created.is_empty() => tracing::info!(%user, created = %created.join(","), "created auto mailboxes"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(%user, error = %e, "cannot create auto mailboxes"),
+        }
+    }
+    Ok(store)
+}
+
 impl Session {
     /// A new, not yet authenticated session. `hooks` are given to the
     /// user's store once logged in (the bus publisher, for example).
@@ -123,7 +143,7 @@ impl Session {
     ) -> Result<Self, SessionError> {
         options.tls_active = handover.tls_active;
         options.hand_over_on_auth = false;
-        let store = UserStore::open(&handover.user, handover.maildir, hooks.clone())?;
+        let store = open_user_store(&options, &handover.user, handover.maildir, hooks.clone())?;
         let mut s = Session::new(options, authenticator, hooks, now);
         s.store = Some(store);
         s.phase = Phase::Authenticated;

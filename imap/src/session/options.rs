@@ -59,6 +59,8 @@ pub struct SessionOptions {
     pub defer_auth: bool,
     /// Name in the greeting, e.g. `dormouse`.
     pub server_name: String,
+    /// Mailboxes created and subscribed at login when missing.
+    pub auto_mailboxes: Vec<String>,
     /// Limits.
     pub limits: Limits,
 }
@@ -72,6 +74,7 @@ impl Default for SessionOptions {
             hand_over_on_auth: false,
             defer_auth: false,
             server_name: "dormouse".to_string(),
+            auto_mailboxes: Vec::new(),
             limits: Limits::default(),
         }
     }
