@@ -63,6 +63,16 @@ fn redirected_text_log_has_no_colour_codes_and_plain_addresses() {
     assert_eq!(refused.len(), 1, "{text}");
     assert!(refused[0].contains("DEBUG") && !refused[0].contains("WARN"), "{}", refused[0]);
     assert!(refused[0].contains("user=alice") && refused[0].contains("peer=127.0.0.1"), "{}", refused[0]);
+    // Login and logout lines, like Dovecot's: who, from where, TLS or not,
+    // the session id, and at logout how long it lasted.
+    let line = |what: &str| text.lines().find(|l| l.contains(" INFO ") && l.contains(what)).unwrap_or_else(|| panic!("no {what} line:\n{text}")).to_string();
+    for what in ["login", "logout"] {
+        let l = line(&format!(": {what} "));
+        for field in ["session=", "user=alice", "peer=127.0.0.1", "tls=false"] {
+            assert!(l.contains(field), "{what} line lacks {field}: {l}");
+        }
+    }
+    assert!(line(": logout ").contains("duration_secs=0"), "{}", line(": logout "));
 }
 
 #[test]

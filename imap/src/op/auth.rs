@@ -98,7 +98,7 @@ impl Session {
     fn finish_credentials(&mut self, tag: &str, result: Result<AuthenticatedUser, AuthFailure>) {
         match result {
             Ok(au) => {
-                tracing::info!(user = %au.name, "login");
+                tracing::debug!(user = %au.name, "credentials accepted");
                 if self.options.hand_over_on_auth {
                     self.phase = Phase::Authenticated;
                     let caps = self.capabilities();

@@ -338,7 +338,8 @@ async fn hand_over(shared: &Arc<MasterShared>, record: Handover, stream: Prelogi
         Ok(worker) => {
             let handed = if record.transport.is_tls() { &shared.metrics.handed_over_tls } else { &shared.metrics.handed_over_plain };
             MasterCounts::bump(handed);
-            tracing::info!(session = session_id, %user, worker, tls = record.transport.is_tls(), "handed to worker");
+            // Dovecot's "Login: user=<..>, rip=.., TLS, session=<..>".
+            tracing::info!(session = session_id, %user, peer = %peer.ip(), tls = record.transport.is_tls(), worker, "login");
             true
         }
         Err(e) => {

@@ -207,7 +207,7 @@ async fn serve_session(shared: Arc<WorkerShared>, record: Handover, mut stream: 
             SessionEnd::IoError
         }
     };
-    session_done(&shared, facts.session_id, &user, end).await;
+    session_done(&shared, &facts, &user, end).await;
 }
 
 /// Drives a session with wake-ups and, if configured, parking.
@@ -235,9 +235,17 @@ fn session_span(facts: &ConnectionFacts, user: &str) -> tracing::Span {
     tracing::info_span!("session", id = facts.session_id, %user, peer = %facts.peer.ip())
 }
 
-async fn session_done(shared: &WorkerShared, session_id: u64, user: &str, end: SessionEnd) {
+async fn session_done(shared: &WorkerShared, facts: &ConnectionFacts, user: &str, end: SessionEnd) {
+    let session_id = facts.session_id;
     shared.counters.session_closed();
-    tracing::debug!(session = session_id, %user, ?end, "session ended");
+    if end == SessionEnd::Hibernated {
+        tracing::debug!(session = session_id, %user, "session parked");
+    } else {
+        // The line Dovecot writes as "Logged out": who, from where, how long.
+        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let secs = now_ms.saturating_sub(facts.authenticated_at_ms) / 1000;
+        tracing::info!(session = session_id, %user, peer = %facts.peer.ip(), tls = facts.transport.is_tls(), duration_secs = secs, ?end, "logout");
+    }
     // Also for a parked session: the master stops counting it (a hibernated
     // session does not count toward per-user limits; a second report after a
     // hand-back is ignored by the master).
@@ -316,7 +324,7 @@ async fn serve_handed_back_inner(shared: Arc<WorkerShared>, record: hibernate::r
             SessionEnd::IoError
         }
     };
-    session_done(&shared, facts.session_id, &user, end).await;
+    session_done(&shared, &facts, &user, end).await;
 }
 
 /// Logs sessions parked and the ones that could not be, by reason.
