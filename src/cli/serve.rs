@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use imap::auth::{MailLocation, UserDb};
 use imap::delivery::Deliverer;
+use imap::server::lifeline::Lifeline;
 use imap::lmtp::{LmtpLimits, LmtpServer, LmtpSettings};
 use storage_hooks::Hooks;
 use tokio::net::{TcpListener, UnixListener};
@@ -99,7 +100,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
 
     // IMAP: the master (pre-login, TLS) and its worker processes.
-    tasks.push(super::serve_imap::start(&config, users.clone(), shutdown_rx.clone()).await?);
+    // Every child process watches this pipe and stops when we are gone.
+    let lifeline = Arc::new(Lifeline::new().context("cannot create the pipe children watch for our exit")?);
+    tasks.push(super::serve_imap::start(&config, users.clone(), lifeline, shutdown_rx.clone()).await?);
 
     super::systemd_notify::notify("READY=1");
     wait_for_signal().await?;

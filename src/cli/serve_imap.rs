@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use imap::auth::UserDb;
+use imap::server::lifeline::Lifeline;
 use imap::server::tls::load_server_config;
 use imap::server::user_db_auth::UserDbAuthenticator;
 use imap::server::{ImapServerConfig, Master, WorkerCommand};
@@ -34,7 +35,12 @@ pub fn imap_server_config(config: &Config) -> anyhow::Result<ImapServerConfig> {
 ///
 /// # Errors
 /// Bad listen addresses, unreadable TLS files, a port already in use.
-pub async fn start(config: &Config, users: Arc<UserDb>, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<JoinHandle<()>> {
+pub async fn start(
+    config: &Config,
+    users: Arc<UserDb>,
+    lifeline: Arc<Lifeline>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<JoinHandle<()>> {
     let server_config = imap_server_config(config)?;
     if server_config.listen.is_empty() && server_config.listen_tls.is_empty() {
         tracing::info!("IMAP disabled (imap.listen and imap.listen_tls are empty)");
@@ -48,7 +54,7 @@ pub async fn start(config: &Config, users: Arc<UserDb>, mut shutdown: watch::Rec
     let text = toml::to_string(config).context("cannot serialize the configuration for the IMAP workers")?;
     std::fs::write(&worker_config, text).with_context(|| format!("cannot write {}", worker_config.display()))?;
     let program: PathBuf = std::env::current_exe().context("cannot find the dormouse executable")?;
-    super::hibernate::spawn_processes(config, &worker_config, shutdown.clone());
+    super::hibernate::spawn_processes(config, &worker_config, lifeline.clone(), shutdown.clone());
     let command = WorkerCommand { program, args: vec!["--config".into(), worker_config.into_os_string(), "worker".into()] };
 
     let authenticator = UserDbAuthenticator::new(users);

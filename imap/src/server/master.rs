@@ -263,6 +263,8 @@ async fn run_worker_once(
     command: &WorkerCommand,
 ) -> io::Result<std::process::ExitStatus> {
     let (master_end, worker_end) = seqpacket_pair()?;
+    // The channel is also the worker's lifeline: only we hold its other
+    // end, so the worker sees it close when we exit, however we die.
     let mut child = Command::new(&command.program)
         .args(&command.args)
         .env(WORKER_INDEX_ENV, index.to_string())

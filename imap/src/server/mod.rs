@@ -48,6 +48,7 @@ pub mod client_stream;
 pub mod config;
 pub mod counters;
 pub mod hibernation;
+pub mod lifeline;
 pub mod limits;
 pub mod login_guard;
 pub mod master;
