@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use super::event_hooks::EventHooks;
 use super::first_run;
+use super::serve_lock::DataDirLock;
 use crate::config::Config;
 
 /// Arguments of `dormouse serve` (everything else comes from the config).
@@ -46,8 +47,15 @@ fn hostname(config: &Config) -> String {
 /// # Errors
 /// Preparation failures, unusable listen addresses, runtime errors.
 pub fn run(config: Config, _args: ServeArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+    // Before anything in the data directory is touched, and held until we
+    // return: a second server on the same directory refuses to start.
+    let lock = DataDirLock::acquire(&config.data_dir)?;
+    tracing::debug!(lock = %lock.path().display(), "data directory locked");
     first_run::prepare(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
+    // `lock` is dropped after `runtime` (reverse declaration order), so it
+    // outlives every task and blocking thread.
     runtime.block_on(serve(config))
 }
 
