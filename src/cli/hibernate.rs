@@ -56,26 +56,48 @@ pub fn worker_settings(config: &Config) -> Option<HibernationSettings> {
 /// restarted, and the loss is logged with the number of sessions it held
 /// (the workers keep serving meanwhile; parking fails over to the other
 /// processes). A fixed `hibernate.processes = n` starts n; `"auto"` starts
-/// one and [`scale`] adds more as they fill up.
-pub fn spawn_processes(config: &Config, config_file: &Path, lifeline: Arc<Lifeline>, shutdown: watch::Receiver<bool>) {
+/// one and [`scale`] adds more as they fill up. The returned task ends once
+/// `shutdown` is true and every process has stopped (they BYE their
+/// sessions first; dropping a supervisor would SIGKILL its process).
+pub fn spawn_processes(
+    config: &Config,
+    config_file: &Path,
+    lifeline: Arc<Lifeline>,
+    shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
     let Ok(program) = std::env::current_exe() else {
         tracing::error!("cannot find the dormouse executable; hibernation disabled");
-        return;
+        return tokio::spawn(async {});
     };
+    let supervisors = Arc::new(std::sync::Mutex::new(tokio::task::JoinSet::new()));
     let starter = ProcessStarter {
         program,
         config: config.clone(),
         config_file: config_file.to_path_buf(),
         lifeline,
         shutdown: shutdown.clone(),
+        supervisors: supervisors.clone(),
     };
-    match config.hibernate.processes {
-        HibernateProcesses::Fixed(n) => (0..n as u32).for_each(|index| starter.start(index)),
+    let scaler = match config.hibernate.processes {
+        HibernateProcesses::Fixed(n) => {
+            (0..n as u32).for_each(|index| starter.start(index));
+            None
+        }
         HibernateProcesses::Auto => {
             starter.start(0);
-            tokio::spawn(scale(starter, AUTO_MAX_HIBERNATE_PROCESSES as u32));
+            Some(tokio::spawn(scale(starter, AUTO_MAX_HIBERNATE_PROCESSES as u32)))
         }
-    }
+    };
+    let mut shutdown = shutdown;
+    tokio::spawn(async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+        if let Some(scaler) = scaler {
+            let _ = scaler.await;
+        }
+        // No process is started after the scaler has ended.
+        let mut running = std::mem::take(&mut *supervisors.lock().unwrap_or_else(|e| e.into_inner()));
+        while running.join_next().await.is_some() {}
+    })
 }
 
 /// Starts supervised hibernate processes by index.
@@ -85,6 +107,7 @@ struct ProcessStarter {
     config_file: PathBuf,
     lifeline: Arc<Lifeline>,
     shutdown: watch::Receiver<bool>,
+    supervisors: Arc<std::sync::Mutex<tokio::task::JoinSet<()>>>,
 }
 
 impl ProcessStarter {
@@ -100,7 +123,8 @@ impl ProcessStarter {
         ];
         let socket = socket_path(&self.config, index);
         let command = ChildCommand { program: self.program.clone(), args, lifeline: self.lifeline.clone() };
-        tokio::spawn(supervise(command, index, socket, self.shutdown.clone()));
+        let supervisor = supervise(command, index, socket, self.shutdown.clone());
+        self.supervisors.lock().unwrap_or_else(|e| e.into_inner()).spawn(supervisor);
     }
 }
 

@@ -27,11 +27,13 @@ pub const WORKER_CONFIG_FILE: &str = "imap-worker.toml";
 pub fn imap_server_config(config: &Config) -> anyhow::Result<ImapServerConfig> {
     let mut server = ImapServerConfig::new(config.imap.clone(), Some((config.tls_cert(), config.tls_key())))?;
     server.verify_threads = config.auth.verify_threads;
+    server.shutdown_grace = config.server.shutdown_grace();
     Ok(server)
 }
 
 /// Binds the IMAP listeners and starts the master (which spawns the
-/// workers). The returned task ends after `shutdown` turns true.
+/// workers) and the hibernate processes. The returned task ends after
+/// `shutdown` turns true and all of them have stopped.
 ///
 /// # Errors
 /// Bad listen addresses, unreadable TLS files, a port already in use.
@@ -54,7 +56,7 @@ pub async fn start(
     let text = toml::to_string(config).context("cannot serialize the configuration for the IMAP workers")?;
     std::fs::write(&worker_config, text).with_context(|| format!("cannot write {}", worker_config.display()))?;
     let program: PathBuf = std::env::current_exe().context("cannot find the dormouse executable")?;
-    super::hibernate::spawn_processes(config, &worker_config, lifeline.clone(), shutdown.clone());
+    let hibernate = super::hibernate::spawn_processes(config, &worker_config, lifeline.clone(), shutdown.clone());
     let command = WorkerCommand { program, args: vec!["--config".into(), worker_config.into_os_string(), "worker".into()] };
 
     let authenticator = UserDbAuthenticator::new(users);
@@ -62,11 +64,17 @@ pub async fn start(
     for addr in master.local_addrs() {
         tracing::info!(%addr, "IMAP listening");
     }
-    Ok(tokio::spawn(master.run(async move {
+    let master = tokio::spawn(master.run(async move {
         while !*shutdown.borrow() {
             if shutdown.changed().await.is_err() {
                 break;
             }
         }
-    })))
+    }));
+    // Both stop at the same time: the master's TLS proxies carry the
+    // hibernate processes' BYEs to hibernated TLS sessions.
+    Ok(tokio::spawn(async move {
+        let _ = master.await;
+        let _ = hibernate.await;
+    }))
 }

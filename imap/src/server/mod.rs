@@ -54,6 +54,7 @@ pub mod login_guard;
 pub mod master;
 mod prelogin;
 pub mod session_driver;
+pub mod shutdown;
 pub mod tls;
 pub mod tls_proxy;
 pub mod user_db_auth;
