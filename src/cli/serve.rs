@@ -47,7 +47,11 @@ fn hostname(config: &Config) -> String {
 /// # Errors
 /// Preparation failures, unusable listen addresses, runtime errors.
 pub fn run(config: Config, _args: ServeArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+    // Whatever we create without an explicit mode (sockets, directories
+    // made by libraries) is private too; children inherit the mask.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    first_run::create_private_dir(&config.data_dir)?;
+    first_run::check_not_shared(&config.data_dir, "data directory")?;
     // Before anything in the data directory is touched, and held until we
     // return: a second server on the same directory refuses to start.
     let lock = DataDirLock::acquire(&config.data_dir)?;

@@ -54,7 +54,9 @@ pub async fn start(
 
     let worker_config = config.run_dir().join(WORKER_CONFIG_FILE);
     let text = toml::to_string(config).context("cannot serialize the configuration for the IMAP workers")?;
-    std::fs::write(&worker_config, text).with_context(|| format!("cannot write {}", worker_config.display()))?;
+    // It holds the NATS password/token and webhook secrets: 0600 from the
+    // first byte (temp file + rename), whatever the umask.
+    super::first_run::write_file(&worker_config, text.as_bytes())?;
     let program: PathBuf = std::env::current_exe().context("cannot find the dormouse executable")?;
     let hibernate = super::hibernate::spawn_processes(config, &worker_config, lifeline.clone(), shutdown.clone());
     let command = WorkerCommand { program, args: vec!["--config".into(), worker_config.into_os_string(), "worker".into()] };

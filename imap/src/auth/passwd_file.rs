@@ -225,7 +225,8 @@ pub fn add_user(path: &Path, entry: &PasswdEntry) -> Result<(), AuthError> {
     text.push_str(&line);
     text.push('\n');
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io)?;
+        // Private like every directory dormouse creates, whatever the umask.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700).create(dir).map_err(io)?;
     }
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     let result = (|| {
