@@ -113,6 +113,9 @@ fn sigterm_says_bye_to_every_session_after_the_command_in_progress() {
     appending.send(b"a2 APPEND INBOX {22}\r\n");
     assert!(appending.line().starts_with("+ "));
     appending.send(b"Subject: half\r\n");
+    // A pre-login command half sent.
+    let mut logging_in = Conn::open(server.imap);
+    logging_in.send(b"h1 LOGIN alice");
 
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/imap_shutdown_bye.py");
     let mut tls = Command::new(imap_support::PYTHON)
@@ -140,6 +143,10 @@ fn sigterm_says_bye_to_every_session_after_the_command_in_progress() {
     let answer = appending.line();
     assert!(answer.starts_with("a2 OK"), "APPEND answer: {answer:?}");
     assert_bye_then_close("appending", &mut appending);
+    logging_in.send(b" secret-a\r\n");
+    let answer = logging_in.line();
+    assert!(answer.starts_with("h1 OK"), "LOGIN answer: {answer:?}");
+    assert_bye_then_close("login in progress", &mut logging_in);
     assert_bye_then_close("plain pre-login", &mut prelogin);
     assert_bye_then_close("plain live", &mut live);
     assert_bye_then_close("plain hibernated IDLE", &mut idle);

@@ -146,6 +146,8 @@ async fn serve_inner(
     }
     let mut buf = vec![0u8; 4096];
     let mut tls_via_starttls = false;
+    // Set once the stop is seen: when the BYE goes out at the latest.
+    let mut bye_at: Option<Instant> = None;
     loop {
         let mut out = Vec::new();
         // No blocking work here: password checks are deferred to the
@@ -162,15 +164,22 @@ async fn serve_inner(
         }
         match next {
             Next::Wait(deadline) => {
-                tokio::select! {
-                    // A command just answered is done; nothing is in progress.
-                    biased;
-                    () = super::shutdown::stopped(&mut stopping) => {
+                if *stopping.borrow() {
+                    // A command being received may still arrive and be answered.
+                    let at = super::shutdown::bye_deadline(&mut bye_at, shared.config.shutdown_grace);
+                    if !session.command_in_progress() || Instant::now() >= at {
                         let _ = stream.write_all(SHUTDOWN_BYE).await;
                         stream.close().await;
                         release_counted_user(shared, &guard);
                         return false;
                     }
+                }
+                let bye_deadline = bye_at.unwrap_or(deadline);
+                tokio::select! {
+                    biased;
+                    // Both only wake the loop; the check above decides.
+                    () = super::shutdown::stopped(&mut stopping), if bye_at.is_none() => {}
+                    () = tokio::time::sleep_until(bye_deadline.into()), if bye_at.is_some() => {}
                     read = stream.read(&mut buf) => match read {
                         Ok(0) | Err(_) => {
                             release_counted_user(shared, &guard);

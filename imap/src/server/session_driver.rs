@@ -152,8 +152,7 @@ pub async fn drive(
             }
         };
         if *stopping.borrow() {
-            // The worker exits at the end of the grace: BYE a little before.
-            let at = *bye_at.get_or_insert_with(|| Instant::now() + grace.saturating_sub(BYE_MARGIN));
+            let at = super::shutdown::bye_deadline(&mut bye_at, grace);
             if !session.command_in_progress() || Instant::now() >= at {
                 return say_bye(&mut stream, counters).await;
             }
@@ -209,10 +208,6 @@ pub struct Stopping {
     /// How long a command in progress may take to arrive and finish.
     pub grace: Duration,
 }
-
-/// The BYE of a session still in a command goes out this long before the
-/// grace ends (the worker exits then).
-const BYE_MARGIN: Duration = Duration::from_millis(250);
 
 /// Writes [`SHUTDOWN_BYE`] and closes.
 async fn say_bye(stream: &mut ClientStream, counters: &Counters) -> SessionEnd {

@@ -16,6 +16,16 @@ use tokio::sync::watch;
 /// use the same constant).
 pub const SHUTDOWN_BYE: &[u8] = hibernate::driver::SHUTDOWN_BYE;
 
+/// A session still in a command when the server stops gets its BYE this
+/// long before the grace ends (its process exits then).
+pub const BYE_MARGIN: Duration = Duration::from_millis(250);
+
+/// When a session in a command gets its BYE at the latest: `grace` (less
+/// [`BYE_MARGIN`]) after the stop was first seen, which `bye_at` remembers.
+pub fn bye_deadline(bye_at: &mut Option<std::time::Instant>, grace: Duration) -> std::time::Instant {
+    *bye_at.get_or_insert_with(|| std::time::Instant::now() + grace.saturating_sub(BYE_MARGIN))
+}
+
 /// A count of live tasks (sessions, proxies) that can be awaited to zero.
 #[derive(Debug)]
 pub struct ActiveCount(watch::Sender<usize>);
