@@ -88,6 +88,7 @@ fn hibernated_sessions_and_children_survive_a_login_burst_and_the_thread_keep_al
 
     let logins = login_burst(server.imap, Duration::from_secs(3));
     assert!(logins > 50, "{logins} logins");
+    eprintln!("{logins} logins in the burst");
     // Past tokio's blocking-pool keep-alive (10 s): threads the burst made
     // the master start have exited by now.
     std::thread::sleep(Duration::from_secs(13));
@@ -110,7 +111,8 @@ fn children_exit_soon_after_the_master_is_killed() {
     assert_eq!((workers.len(), hibernate.len()), (2, 1), "{workers:?} {hibernate:?}");
     let status = std::process::Command::new("kill").args(["-KILL", &server.pid().to_string()]).status().unwrap();
     assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let killed = Instant::now();
+    let deadline = killed + Duration::from_secs(5);
     let all: Vec<u32> = workers.iter().chain(&hibernate).copied().collect();
     while all.iter().any(|p| alive(*p)) {
         assert!(Instant::now() < deadline, "children still running 5 s after the master died: {:?}", {
@@ -118,6 +120,7 @@ fn children_exit_soon_after_the_master_is_killed() {
         });
         std::thread::sleep(Duration::from_millis(50));
     }
+    eprintln!("children gone {:?} after the master's SIGKILL", killed.elapsed());
 }
 
 /// `dormouse hibernate` started from a thread that exits at once, with a
