@@ -55,6 +55,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Runtime sockets; empty means `<data_dir>/run`.
     pub run_dir: PathBuf,
+    /// The server process as a whole: shutdown.
+    pub server: ServerConfig,
     /// Logging.
     pub log: LogConfig,
     /// The passwd-file user database.
@@ -93,6 +95,7 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("dormouse-data"),
             run_dir: PathBuf::new(),
+            server: ServerConfig::default(),
             log: LogConfig::default(),
             users: UsersConfig::default(),
             auth: AuthConfig::default(),
@@ -105,6 +108,28 @@ impl Default for Config {
             push: push::PushConfig::default(),
             metrics: MetricsConfig::default(),
         }
+    }
+}
+
+/// `[server]`: the `serve` process as a whole.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// On SIGTERM/SIGINT, how long commands in progress may take to finish
+    /// before every session gets `* BYE` and the processes exit.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig { shutdown_grace_secs: 5 }
+    }
+}
+
+impl ServerConfig {
+    /// [`ServerConfig::shutdown_grace_secs`] as a duration.
+    pub fn shutdown_grace(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.shutdown_grace_secs)
     }
 }
 

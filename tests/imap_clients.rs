@@ -166,9 +166,9 @@ fn shutdown_stops_workers_gracefully() {
     }
     assert_eq!(log.matches("IMAP worker stopped").count(), 2, "{log}");
     assert!(!log.contains("restarting it"), "{log}");
-    // The session's client sees the end of the connection.
+    // The session's client is told, then sees the end of the connection.
     c.set_timeout(Duration::from_secs(10));
-    assert_eq!(c.read_to_close(), "");
+    assert_eq!(c.read_to_close(), "* BYE [UNAVAILABLE] Server shutting down\r\n");
 }
 
 /// A new user finds Drafts, Sent, Trash and Junk with their SPECIAL-USE

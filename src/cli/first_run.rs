@@ -2,7 +2,7 @@
 //! file with a `demo` user, and a self-signed TLS pair.
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -49,12 +49,57 @@ pub fn default_scheme(config: &Config) -> anyhow::Result<PasswordScheme> {
         .with_context(|| format!("unknown users.default_scheme {:?}", config.users.default_scheme))
 }
 
+/// Mode of every directory `serve` creates (whatever the umask).
+pub const DIR_MODE: u32 = 0o700;
+/// Mode of every file `serve` creates (whatever the umask).
+pub const FILE_MODE: u32 = 0o600;
+
+/// Creates `dir` and its missing parents with [`DIR_MODE`] (existing ones
+/// are left as they are).
+///
+/// # Errors
+/// The directory cannot be created.
+pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))
+}
+
+/// Refuses a directory that group or others can write to: anyone who can
+/// write there could replace the passwd file, the TLS key, the sockets the
+/// processes talk over, or mail.
+///
+/// # Errors
+/// The directory is group/other-writable (the message names it and its
+/// mode) or cannot be inspected.
+pub fn check_not_shared(dir: &Path, what: &str) -> anyhow::Result<()> {
+    let meta = std::fs::metadata(dir).with_context(|| format!("cannot inspect the {what} {}", dir.display()))?;
+    let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777;
+    if mode & 0o022 != 0 {
+        bail!(
+            "refusing to start: the {what} {} is writable by group or others (mode {mode:04o}); \
+             make it private with `chmod 700 {}`",
+            dir.display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
 /// Makes sure everything `serve` needs exists. Prints the demo user's
 /// password on stdout when it creates the passwd file.
+///
+/// # Errors
+/// A directory or file cannot be created, or the data or run directory is
+/// writable by group or others.
 pub fn prepare(config: &Config) -> anyhow::Result<()> {
     for dir in [config.data_dir.clone(), config.run_dir(), config.homes_dir()] {
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        create_private_dir(&dir)?;
     }
+    // (`serve` checked the data directory before locking it.)
+    check_not_shared(&config.run_dir(), "run directory")?;
     let passwd = config.passwd_file();
     if !passwd.exists() {
         let password = random_password(16);
@@ -77,23 +122,34 @@ fn ensure_tls_pair(config: &Config) -> anyhow::Result<()> {
     let pair = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
         .context("cannot generate a self-signed certificate")?;
     if let Some(dir) = cert.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        create_private_dir(dir)?;
     }
-    write_file(&key, pair.key_pair.serialize_pem().as_bytes(), 0o600)?;
-    write_file(&cert, pair.cert.pem().as_bytes(), 0o644)?;
+    write_file(&key, pair.key_pair.serialize_pem().as_bytes())?;
+    write_file(&cert, pair.cert.pem().as_bytes())?;
     tracing::info!(cert = %cert.display(), "generated a self-signed TLS certificate for localhost");
     Ok(())
 }
 
-fn write_file(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
+/// Writes `path` with [`FILE_MODE`] through a temp file and a rename, so
+/// that it never exists with other permissions or half written.
+///
+/// # Errors
+/// The temp file cannot be written or renamed (it is removed then).
+pub fn write_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("cannot create {}", tmp.display()))?;
-    f.write_all(contents).and_then(|()| f.sync_all()).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename to {}", path.display()))
+    let _ = std::fs::remove_file(&tmp);
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .open(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        f.write_all(contents).and_then(|()| f.sync_all()).with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("cannot rename to {}", path.display()))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }

@@ -14,6 +14,7 @@ use hibernate::driver::control::{query, ControlReply, ControlRequest};
 use hibernate::driver::DriverConfig;
 
 use imap::server::hibernation::HibernationSettings;
+use imap::server::lifeline::{self, Lifeline};
 use tokio::sync::watch;
 
 use crate::config::{Config, HibernateProcesses, AUTO_MAX_HIBERNATE_PROCESSES};
@@ -55,25 +56,48 @@ pub fn worker_settings(config: &Config) -> Option<HibernationSettings> {
 /// restarted, and the loss is logged with the number of sessions it held
 /// (the workers keep serving meanwhile; parking fails over to the other
 /// processes). A fixed `hibernate.processes = n` starts n; `"auto"` starts
-/// one and [`scale`] adds more as they fill up.
-pub fn spawn_processes(config: &Config, config_file: &Path, shutdown: watch::Receiver<bool>) {
+/// one and [`scale`] adds more as they fill up. The returned task ends once
+/// `shutdown` is true and every process has stopped (they BYE their
+/// sessions first; dropping a supervisor would SIGKILL its process).
+pub fn spawn_processes(
+    config: &Config,
+    config_file: &Path,
+    lifeline: Arc<Lifeline>,
+    shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
     let Ok(program) = std::env::current_exe() else {
         tracing::error!("cannot find the dormouse executable; hibernation disabled");
-        return;
+        return tokio::spawn(async {});
     };
+    let supervisors = Arc::new(std::sync::Mutex::new(tokio::task::JoinSet::new()));
     let starter = ProcessStarter {
         program,
         config: config.clone(),
         config_file: config_file.to_path_buf(),
+        lifeline,
         shutdown: shutdown.clone(),
+        supervisors: supervisors.clone(),
     };
-    match config.hibernate.processes {
-        HibernateProcesses::Fixed(n) => (0..n as u32).for_each(|index| starter.start(index)),
+    let scaler = match config.hibernate.processes {
+        HibernateProcesses::Fixed(n) => {
+            (0..n as u32).for_each(|index| starter.start(index));
+            None
+        }
         HibernateProcesses::Auto => {
             starter.start(0);
-            tokio::spawn(scale(starter, AUTO_MAX_HIBERNATE_PROCESSES as u32));
+            Some(tokio::spawn(scale(starter, AUTO_MAX_HIBERNATE_PROCESSES as u32)))
         }
-    }
+    };
+    let mut shutdown = shutdown;
+    tokio::spawn(async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+        if let Some(scaler) = scaler {
+            let _ = scaler.await;
+        }
+        // No process is started after the scaler has ended.
+        let mut running = std::mem::take(&mut *supervisors.lock().unwrap_or_else(|e| e.into_inner()));
+        while running.join_next().await.is_some() {}
+    })
 }
 
 /// Starts supervised hibernate processes by index.
@@ -81,7 +105,9 @@ struct ProcessStarter {
     program: PathBuf,
     config: Config,
     config_file: PathBuf,
+    lifeline: Arc<Lifeline>,
     shutdown: watch::Receiver<bool>,
+    supervisors: Arc<std::sync::Mutex<tokio::task::JoinSet<()>>>,
 }
 
 impl ProcessStarter {
@@ -96,7 +122,9 @@ impl ProcessStarter {
             self.config.hibernate.keepalive_secs.to_string().into(),
         ];
         let socket = socket_path(&self.config, index);
-        tokio::spawn(supervise(self.program.clone(), args, index, socket, self.shutdown.clone()));
+        let command = ChildCommand { program: self.program.clone(), args, lifeline: self.lifeline.clone() };
+        let supervisor = supervise(command, index, socket, self.shutdown.clone());
+        self.supervisors.lock().unwrap_or_else(|e| e.into_inner()).spawn(supervisor);
     }
 }
 
@@ -135,15 +163,24 @@ async fn scale(starter: ProcessStarter, cap: u32) {
     tracing::warn!(cap, "hibernate processes at their cap; further idle sessions stay in the workers");
 }
 
-async fn supervise(
+/// How to start one hibernate process.
+struct ChildCommand {
     program: PathBuf,
     args: Vec<std::ffi::OsString>,
-    index: u32,
-    socket: PathBuf,
-    mut shutdown: watch::Receiver<bool>,
-) {
+    lifeline: Arc<Lifeline>,
+}
+
+impl ChildCommand {
+    fn spawn(&self) -> std::io::Result<tokio::process::Child> {
+        let mut command = tokio::process::Command::new(&self.program);
+        command.args(&self.args).stdin(self.lifeline.child_stdin()?).kill_on_drop(true);
+        command.spawn()
+    }
+}
+
+async fn supervise(command: ChildCommand, index: u32, socket: PathBuf, mut shutdown: watch::Receiver<bool>) {
     loop {
-        let mut child = match tokio::process::Command::new(&program).args(&args).kill_on_drop(true).spawn() {
+        let mut child = match command.spawn() {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(index, error = %e, "cannot start a hibernate process");
@@ -191,7 +228,7 @@ async fn supervise(
 pub fn run(config: Config, args: HibernateArgs) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     spawn_signal_watcher(stop.clone())?;
-    stop_with_the_master()?;
+    stop_with_the_master(stop.clone())?;
     // Outside changes to the Maildirs of users with hibernated sessions.
     let watch = super::outside_changes::hibernate_watch_hook(&config);
     let cfg = DriverConfig {
@@ -211,21 +248,19 @@ pub fn run(config: Config, args: HibernateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Makes the kernel send SIGTERM when the master (our parent) dies: a
+/// Sets `stop` when the master is gone (its lifeline pipe reaches EOF): a
 /// master killed with SIGKILL cannot stop its hibernate processes, which
 /// would otherwise live on as orphans holding sessions nobody serves.
 ///
 /// # Errors
-/// The parent is already gone, or the kernel refused the request.
-fn stop_with_the_master() -> anyhow::Result<()> {
-    let parent = std::os::unix::process::parent_id();
-    #[cfg(target_os = "linux")]
-    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))
-        .context("cannot ask for a signal when the master exits")?;
-    // The master may have died before the request took effect.
-    if parent == 1 || std::os::unix::process::parent_id() != parent {
-        anyhow::bail!("the master process is gone; a hibernate process is started by `dormouse serve`");
-    }
+/// No lifeline was inherited (not started by `serve`), or no thread.
+fn stop_with_the_master(stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let fd = lifeline::take_from_stdin().context("cannot watch the master")?;
+    lifeline::on_parent_exit(fd, move || {
+        tracing::warn!("the master process is gone; stopping");
+        stop.store(true, Ordering::Relaxed);
+    })
+    .context("cannot watch the master")?;
     Ok(())
 }
 

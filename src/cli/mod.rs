@@ -12,6 +12,7 @@ pub mod push_relay;
 pub mod push_webpush;
 pub mod serve;
 pub mod serve_imap;
+pub mod serve_lock;
 pub mod systemd_notify;
 pub mod user;
 pub mod worker;

@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use imap::auth::{MailLocation, UserDb};
 use imap::delivery::Deliverer;
+use imap::server::lifeline::Lifeline;
 use imap::lmtp::{LmtpLimits, LmtpServer, LmtpSettings};
 use storage_hooks::Hooks;
 use tokio::net::{TcpListener, UnixListener};
@@ -16,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use super::event_hooks::EventHooks;
 use super::first_run;
+use super::serve_lock::DataDirLock;
 use crate::config::Config;
 
 /// Arguments of `dormouse serve` (everything else comes from the config).
@@ -45,8 +47,19 @@ fn hostname(config: &Config) -> String {
 /// # Errors
 /// Preparation failures, unusable listen addresses, runtime errors.
 pub fn run(config: Config, _args: ServeArgs) -> anyhow::Result<()> {
+    // Whatever we create without an explicit mode (sockets, directories
+    // made by libraries) is private too; children inherit the mask.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    first_run::create_private_dir(&config.data_dir)?;
+    first_run::check_not_shared(&config.data_dir, "data directory")?;
+    // Before anything in the data directory is touched, and held until we
+    // return: a second server on the same directory refuses to start.
+    let lock = DataDirLock::acquire(&config.data_dir)?;
+    tracing::debug!(lock = %lock.path().display(), "data directory locked");
     first_run::prepare(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
+    // `lock` is dropped after `runtime` (reverse declaration order), so it
+    // outlives every task and blocking thread.
     runtime.block_on(serve(config))
 }
 
@@ -99,7 +112,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
 
     // IMAP: the master (pre-login, TLS) and its worker processes.
-    let (imap, master_metrics) = super::serve_imap::start(&config, users.clone(), shutdown_rx.clone()).await?;
+    // Every child process watches this pipe and stops when we are gone.
+    let lifeline = Arc::new(Lifeline::new().context("cannot create the pipe children watch for our exit")?);
+    let (imap, master_metrics) = super::serve_imap::start(&config, users.clone(), lifeline, shutdown_rx.clone()).await?;
     tasks.push(imap);
     if !config.metrics.listen.is_empty() {
         let listener = TcpListener::bind(&config.metrics.listen)

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use imap::auth::UserDb;
+use imap::server::lifeline::Lifeline;
 use imap::server::tls::load_server_config;
 use imap::server::metrics::MasterMetrics;
 use imap::server::user_db_auth::UserDbAuthenticator;
@@ -27,18 +28,21 @@ pub const WORKER_CONFIG_FILE: &str = "imap-worker.toml";
 pub fn imap_server_config(config: &Config) -> anyhow::Result<ImapServerConfig> {
     let mut server = ImapServerConfig::new(config.imap.clone(), Some((config.tls_cert(), config.tls_key())))?;
     server.verify_threads = config.auth.verify_threads;
+    server.shutdown_grace = config.server.shutdown_grace();
     Ok(server)
 }
 
 /// Binds the IMAP listeners and starts the master (which spawns the
-/// workers). The returned task ends after `shutdown` turns true; the metrics
-/// reader is `None` when IMAP is disabled.
+/// workers) and the hibernate processes. The returned task ends after
+/// `shutdown` turns true and all of them have stopped; the metrics reader is
+/// `None` when IMAP is disabled.
 ///
 /// # Errors
 /// Bad listen addresses, unreadable TLS files, a port already in use.
 pub async fn start(
     config: &Config,
     users: Arc<UserDb>,
+    lifeline: Arc<Lifeline>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<(JoinHandle<()>, Option<MasterMetrics>)> {
     let server_config = imap_server_config(config)?;
@@ -52,9 +56,11 @@ pub async fn start(
 
     let worker_config = config.run_dir().join(WORKER_CONFIG_FILE);
     let text = toml::to_string(config).context("cannot serialize the configuration for the IMAP workers")?;
-    std::fs::write(&worker_config, text).with_context(|| format!("cannot write {}", worker_config.display()))?;
+    // It holds the NATS password/token and webhook secrets: 0600 from the
+    // first byte (temp file + rename), whatever the umask.
+    super::first_run::write_file(&worker_config, text.as_bytes())?;
     let program: PathBuf = std::env::current_exe().context("cannot find the dormouse executable")?;
-    super::hibernate::spawn_processes(config, &worker_config, shutdown.clone());
+    let hibernate = super::hibernate::spawn_processes(config, &worker_config, lifeline.clone(), shutdown.clone());
     let command = WorkerCommand { program, args: vec!["--config".into(), worker_config.into_os_string(), "worker".into()] };
 
     let authenticator = UserDbAuthenticator::new(users);
@@ -63,12 +69,18 @@ pub async fn start(
         tracing::info!(%addr, "IMAP listening");
     }
     let metrics = master.metrics();
-    let task = tokio::spawn(master.run(async move {
+    let master = tokio::spawn(master.run(async move {
         while !*shutdown.borrow() {
             if shutdown.changed().await.is_err() {
                 break;
             }
         }
     }));
+    // Both stop at the same time: the master's TLS proxies carry the
+    // hibernate processes' BYEs to hibernated TLS sessions.
+    let task = tokio::spawn(async move {
+        let _ = master.await;
+        let _ = hibernate.await;
+    });
     Ok((task, Some(metrics)))
 }

@@ -243,6 +243,23 @@ impl Server {
         self.log_text()
     }
 
+    /// Sends SIGTERM and waits (up to 30 s) for the exit; returns its
+    /// status (`None`: it had to be killed) and how long the stop took.
+    pub fn terminate_timed(&mut self) -> (Option<std::process::ExitStatus>, Duration) {
+        let mut child = self.child.take().expect("server running");
+        let started = Instant::now();
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        while started.elapsed() < Duration::from_secs(30) {
+            if let Ok(Some(status)) = child.try_wait() {
+                return (Some(status), started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        (None, started.elapsed())
+    }
+
     fn terminate(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();

@@ -94,6 +94,26 @@ struct Driver {
     buf: Vec<u8>,
 }
 
+/// What a held session is told when the process stops (the same words as
+/// the IMAP workers' `imap::server::shutdown::SHUTDOWN_BYE`).
+pub const SHUTDOWN_BYE: &[u8] = b"* BYE [UNAVAILABLE] Server shutting down\r\n";
+
+/// Writes [`SHUTDOWN_BYE`] (best effort: the socket is non-blocking and its
+/// buffer nearly always has room for one line), sends FIN, and reads what
+/// the client had sent: closing a TCP socket with unread input makes the
+/// kernel send RST, which can destroy the BYE before the client reads it.
+fn say_bye_and_close(fd: OwnedFd) {
+    let _ = rustix::io::write(&fd, SHUTDOWN_BYE);
+    let _ = rustix::net::shutdown(&fd, rustix::net::Shutdown::Write);
+    let mut sink = [0u8; 4096];
+    for _ in 0..16 {
+        match rustix::io::read(&fd, &mut sink) {
+            Ok(n) if n > 0 => {}
+            _ => break,
+        }
+    }
+}
+
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
@@ -152,8 +172,9 @@ pub fn run_with_hook(
     let held = d.core.len();
     for h in d.core.drain_all() {
         let _ = epoll::delete(&d.epoll, &h.fd);
+        say_bye_and_close(h.fd);
     }
-    tracing::info!(index = d.cfg.index, held, "hibernate process stopping; sessions dropped");
+    tracing::info!(index = d.cfg.index, held, "hibernate process stopping; sessions closed with BYE");
     let _ = std::fs::remove_file(&d.cfg.socket_path);
     Ok(())
 }

@@ -21,7 +21,8 @@ use super::{AuthError, StoredPassword};
 fn edit_passwd(path: &Path, edit: impl FnOnce(&mut Vec<String>) -> Result<(), AuthError>) -> Result<(), AuthError> {
     let io = |source| AuthError::Io { path: path.to_path_buf(), source };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io)?;
+        // Private like every directory dormouse creates, whatever the umask.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700).create(dir).map_err(io)?;
     }
     let lock_path = lock_path(path);
     let lock = std::fs::OpenOptions::new()

@@ -153,6 +153,9 @@ pub struct ImapServerConfig {
     /// Threads verifying passwords in the master (0 = one per core); from
     /// `[auth] verify_threads`.
     pub verify_threads: usize,
+    /// How long a stopping server lets commands in progress finish before
+    /// every session gets `* BYE`; from `[server] shutdown_grace_secs`.
+    pub shutdown_grace: std::time::Duration,
 }
 
 impl Default for ImapServerConfig {
@@ -176,6 +179,7 @@ impl ImapServerConfig {
             tls_key,
             settings,
             verify_threads: 0,
+            shutdown_grace: std::time::Duration::from_secs(5),
         })
     }
 

@@ -43,7 +43,6 @@ pub(crate) struct MasterCounts {
     pub(crate) handed_over_plain: AtomicU64,
     pub(crate) handed_over_tls: AtomicU64,
     pub(crate) handover_failures: AtomicU64,
-    pub(crate) tls_proxies_open: AtomicU64,
     pub(crate) worker_restarts: AtomicU64,
     pub(crate) worker_sessions_lost: AtomicU64,
 }
@@ -55,10 +54,6 @@ impl MasterCounts {
 
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub(crate) fn drop_one(counter: &AtomicU64) {
-        let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(1)));
     }
 }
 

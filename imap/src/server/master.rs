@@ -27,12 +27,19 @@ use crate::session::{Authenticator, SessionOptions};
 use super::config::ImapServerConfig;
 use super::counters::{Counters, MasterCounts};
 use super::limits::{ConnectionLimits, LoginDelay};
+use super::shutdown::ActiveCount;
 use super::worker_pool::{WorkerLink, WorkerPool};
 use super::worker_report::WorkerReport;
 use super::{prelogin, session_options};
 
-/// How long a stopping master waits for a worker to exit by itself.
-const WORKER_STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long a stopping master waits for a worker to exit by itself, on top
+/// of the shutdown grace its sessions get.
+const WORKER_STOP_MARGIN: Duration = Duration::from_secs(2);
+
+/// How long a stopping master keeps TLS proxies running after its workers
+/// are gone (hibernate processes stop at the same time and send their BYEs
+/// to TLS sessions through these proxies).
+const PROXY_STOP_MARGIN: Duration = Duration::from_secs(2);
 
 /// Environment variable telling a worker its slot number.
 pub const WORKER_INDEX_ENV: &str = "DORMOUSE_WORKER_INDEX";
@@ -81,8 +88,12 @@ pub(crate) struct MasterShared {
     pub(crate) metrics: MasterCounts,
     session_ids: AtomicU64,
     /// Turns true when the master shuts down: supervisors stop their workers
-    /// instead of restarting them.
-    stopping: tokio::sync::watch::Sender<bool>,
+    /// instead of restarting them, pre-login sessions say BYE.
+    pub(crate) stopping: tokio::sync::watch::Sender<bool>,
+    /// Pre-login sessions in progress.
+    pub(crate) prelogin_sessions: ActiveCount,
+    /// TLS proxies of sessions living in workers or hibernate processes.
+    pub(crate) tls_proxies: ActiveCount,
 }
 
 impl MasterShared {
@@ -146,6 +157,8 @@ impl Master {
             metrics: MasterCounts::default(),
             session_ids: AtomicU64::new(1),
             stopping: tokio::sync::watch::channel(false).0,
+            prelogin_sessions: ActiveCount::default(),
+            tls_proxies: ActiveCount::default(),
             config,
         });
         Ok(Self { shared, plain, implicit_tls, worker_command })
@@ -161,9 +174,11 @@ impl Master {
         self.plain.iter().chain(&self.implicit_tls).filter_map(|l| l.local_addr().ok()).collect()
     }
 
-    /// Runs until `shutdown` completes; then stops accepting and stops the
-    /// workers (their sessions end). Logs counters on SIGUSR1 (and forwards
-    /// the signal to the workers), periodically, and at shutdown.
+    /// Runs until `shutdown` completes; then stops accepting, and every
+    /// session (pre-login here, live in the workers) finishes its command
+    /// and gets `* BYE`, within the shutdown grace (see
+    /// [`super::shutdown`]). Logs counters on SIGUSR1 (and forwards the
+    /// signal to the workers), periodically, and at shutdown.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         let shared = self.shared;
         let mut supervisors = tokio::task::JoinSet::new();
@@ -180,13 +195,25 @@ impl Master {
         tasks.spawn(counters_loop(shared.clone()));
         tracing::info!(workers = shared.pool.len(), "IMAP master running");
         shutdown.await;
+        // The listeners close: new connections are refused from here on.
         tasks.shutdown().await;
         shared.counters.log("master", "shutdown");
-        tracing::info!(sessions_in_workers = shared.pool.session_count(), "IMAP master stopping");
-        // Supervisors close the workers' channels (workers log their counters
-        // and exit), wait a little, then kill what is left.
+        tracing::info!(
+            sessions_in_workers = shared.pool.session_count(),
+            prelogin = shared.prelogin_sessions.get(),
+            "IMAP master stopping"
+        );
+        // Pre-login sessions say BYE; supervisors close the workers'
+        // channels (workers BYE their sessions, log their counters and
+        // exit), wait, then kill what is left.
         shared.stopping.send_replace(true);
+        let grace = shared.config.shutdown_grace;
+        let prelogin_left = shared.prelogin_sessions.wait_zero(grace).await;
         while supervisors.join_next().await.is_some() {}
+        // The workers are gone; proxied TLS sessions have had their BYE
+        // (hibernated ones get it from the hibernate processes, stopping now).
+        let proxies_left = shared.tls_proxies.wait_zero(PROXY_STOP_MARGIN).await;
+        tracing::info!(prelogin_left, proxies_left, "IMAP master stopped");
     }
 }
 
@@ -272,6 +299,8 @@ async fn run_worker_once(
     command: &WorkerCommand,
 ) -> io::Result<std::process::ExitStatus> {
     let (master_end, worker_end) = seqpacket_pair()?;
+    // The channel is also the worker's lifeline: only we hold its other
+    // end, so the worker sees it close when we exit, however we die.
     let mut child = Command::new(&command.program)
         .args(&command.args)
         .env(WORKER_INDEX_ENV, index.to_string())
@@ -291,7 +320,7 @@ async fn run_worker_once(
                 // Closing the channel tells the worker to log and exit.
                 shared.pool.set(index, None);
                 drop(link);
-                match tokio::time::timeout(WORKER_STOP_GRACE, child.wait()).await {
+                match tokio::time::timeout(shared.config.shutdown_grace + WORKER_STOP_MARGIN, child.wait()).await {
                     Ok(status) => break status,
                     Err(_) => {
                         tracing::warn!(worker = index, pid, "IMAP worker did not exit; killing it");

@@ -67,7 +67,7 @@ impl MasterMetrics {
         MasterMetricsSnapshot {
             pre_login: counters.sessions_open,
             in_workers: s.pool.session_count() as u64,
-            tls_proxies_open: load(&c.tls_proxies_open),
+            tls_proxies_open: s.tls_proxies.get() as u64,
             connections: counters.sessions_total,
             logins_ok: load(&c.logins_ok),
             logins_failed: load(&c.logins_failed),

@@ -21,6 +21,7 @@ use super::counters::MasterCounts;
 use super::login_guard::LoginGuard;
 use super::master::MasterShared;
 use super::session_driver::count_tagged_responses;
+use super::shutdown::SHUTDOWN_BYE;
 use super::tls_proxy;
 use super::MAX_PENDING_INPUT;
 
@@ -80,6 +81,7 @@ fn run_session(session: &mut Session, out: &mut Vec<u8>) -> Next {
 
 /// Serves one accepted connection until it is handed to a worker or closed.
 pub(crate) async fn serve(shared: Arc<MasterShared>, tcp: TcpStream, peer: SocketAddr, local: SocketAddr, implicit_tls: bool) {
+    let _active = shared.prelogin_sessions.enter();
     let ip = peer.ip();
     let session_id = shared.next_session_id();
     let counted_ip = shared.limits.open_connection(ip);
@@ -104,9 +106,15 @@ async fn serve_inner(
     ip_allowed: Result<(), super::limits::LimitExceeded>,
 ) -> bool {
     let _ = tcp.set_nodelay(true);
+    let mut stopping = shared.stopping.subscribe();
     let mut stream = if implicit_tls {
         let Some(acceptor) = shared.tls.clone() else { return false };
-        match tokio::time::timeout(shared.config.settings.prelogin_timeout(), acceptor.accept(tcp)).await {
+        let handshake = tokio::select! {
+            done = tokio::time::timeout(shared.config.settings.prelogin_timeout(), acceptor.accept(tcp)) => done,
+            // Not greeted yet: nothing to say BYE to.
+            () = super::shutdown::stopped(&mut stopping) => return false,
+        };
+        match handshake {
             Ok(Ok(tls)) => PreloginStream::Tls(Box::new(tls)),
             Ok(Err(e)) => {
                 tracing::info!(session = session_id, %peer, error = %e, "TLS handshake failed");
@@ -139,6 +147,8 @@ async fn serve_inner(
     }
     let mut buf = vec![0u8; 4096];
     let mut tls_via_starttls = false;
+    // Set once the stop is seen: when the BYE goes out at the latest.
+    let mut bye_at: Option<Instant> = None;
     loop {
         let mut out = Vec::new();
         // No blocking work here: password checks are deferred to the
@@ -155,7 +165,22 @@ async fn serve_inner(
         }
         match next {
             Next::Wait(deadline) => {
+                if *stopping.borrow() {
+                    // A command being received may still arrive and be answered.
+                    let at = super::shutdown::bye_deadline(&mut bye_at, shared.config.shutdown_grace);
+                    if !session.command_in_progress() || Instant::now() >= at {
+                        let _ = stream.write_all(SHUTDOWN_BYE).await;
+                        stream.close().await;
+                        release_counted_user(shared, &guard);
+                        return false;
+                    }
+                }
+                let bye_deadline = bye_at.unwrap_or(deadline);
                 tokio::select! {
+                    biased;
+                    // Both only wake the loop; the check above decides.
+                    () = super::shutdown::stopped(&mut stopping), if bye_at.is_none() => {}
+                    () = tokio::time::sleep_until(bye_deadline.into()), if bye_at.is_some() => {}
                     read = stream.read(&mut buf) => match read {
                         Ok(0) | Err(_) => {
                             release_counted_user(shared, &guard);
@@ -191,6 +216,13 @@ async fn serve_inner(
                 session.login_verified(result);
             }
             Next::Close => {
+                stream.close().await;
+                release_counted_user(shared, &guard);
+                return false;
+            }
+            Next::HandOver(_) if *stopping.borrow() => {
+                // The login was answered OK; the workers are stopping.
+                let _ = stream.write_all(SHUTDOWN_BYE).await;
                 stream.close().await;
                 release_counted_user(shared, &guard);
                 return false;
@@ -316,10 +348,11 @@ async fn hand_over(shared: &Arc<MasterShared>, record: Handover, stream: Prelogi
             match sent {
                 Ok(worker) => {
                     let proxy_shared = Arc::clone(shared);
-                    MasterCounts::bump(&shared.metrics.tls_proxies_open);
+                    let active = shared.tls_proxies.enter();
+                    let stopping = shared.stopping.subscribe();
                     tokio::spawn(async move {
-                        let totals = tls_proxy::run(*tls, mine).await;
-                        MasterCounts::drop_one(&proxy_shared.metrics.tls_proxies_open);
+                        let _active = active;
+                        let totals = tls_proxy::run(*tls, mine, stopping).await;
                         proxy_shared.counters.add_bytes_in(totals.to_worker);
                         proxy_shared.counters.add_bytes_out(totals.to_client);
                         tracing::debug!(session = session_id, to_worker = totals.to_worker, to_client = totals.to_client, "TLS proxy closed");

@@ -9,11 +9,14 @@
 use std::io;
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
+
 use crate::session::{Session, SessionEvent};
 
 use super::client_stream::{ClientStream, READ_CHUNK};
 use super::counters::Counters;
 use super::hibernation::Parking;
+use super::shutdown::SHUTDOWN_BYE;
 use super::wakeup::Registration;
 
 /// Output collected before it is written, so one large response does not
@@ -31,6 +34,8 @@ pub enum SessionEnd {
     IoError,
     /// Parked in a hibernate process (which now owns the connection).
     Hibernated,
+    /// The worker is stopping: the client got `* BYE` and was closed.
+    ShutDown,
 }
 
 /// Feeds queued change events into the session.
@@ -103,13 +108,21 @@ async fn write(stream: &mut ClientStream, bytes: &[u8], counters: &Counters) -> 
 
 /// Serves `session` on `stream` until it ends; with `parking`, a quiet
 /// session is parked in a hibernate process (see [`super::hibernation`]).
+/// When [`Stopping::signal`] turns true the session gets [`SHUTDOWN_BYE`]
+/// as soon as it waits for input with no command in progress, i.e. after the
+/// command being executed or received has been answered, or when
+/// [`Stopping::grace`] is over.
 pub async fn drive(
     mut session: Session,
     mut stream: ClientStream,
     registration: Registration,
     counters: &Counters,
     parking: Option<Parking<'_>>,
+    stopping: Stopping,
 ) -> SessionEnd {
+    let Stopping { signal: mut stopping, grace } = stopping;
+    // Set once the stop is seen: when the BYE goes out at the latest.
+    let mut bye_at: Option<Instant> = None;
     let mut last_input = Instant::now();
     let mut idle_started: Option<Instant> = None;
     let mut not_before = Instant::now();
@@ -138,7 +151,13 @@ pub async fn drive(
                 deadline
             }
         };
-        let park_at = parking.as_ref().map(|p| {
+        if *stopping.borrow() {
+            let at = super::shutdown::bye_deadline(&mut bye_at, grace);
+            if !session.command_in_progress() || Instant::now() >= at {
+                return say_bye(&mut stream, counters).await;
+            }
+        }
+        let park_at = parking.as_ref().filter(|_| bye_at.is_none()).map(|p| {
             let settings = p.links.settings();
             let at = if session.is_idle() {
                 *idle_started.get_or_insert_with(Instant::now) + settings.timeout
@@ -149,6 +168,10 @@ pub async fn drive(
             at.max(not_before)
         });
         tokio::select! {
+            // First: a stopping worker parks nothing (checked at the loop top).
+            biased;
+            () = super::shutdown::stopped(&mut stopping), if bye_at.is_none() => {}
+            () = sleep_until_opt(bye_at), if bye_at.is_some() => {}
             () = sleep_until_opt(park_at), if park_at.is_some() => {
                 if let Some(p) = parking.as_ref() {
                     if p.try_park(&session, &stream).await {
@@ -175,6 +198,26 @@ pub async fn drive(
             () = tokio::time::sleep_until(deadline.into()) => {}
         }
     }
+}
+
+/// How a stopping worker tells its sessions, and how long they may take.
+#[derive(Debug, Clone)]
+pub struct Stopping {
+    /// Turns true when the worker stops.
+    pub signal: watch::Receiver<bool>,
+    /// How long a command in progress may take to arrive and finish.
+    pub grace: Duration,
+}
+
+/// Writes [`SHUTDOWN_BYE`] and closes.
+async fn say_bye(stream: &mut ClientStream, counters: &Counters) -> SessionEnd {
+    let _ = write(stream, SHUTDOWN_BYE, counters).await;
+    stream.shutdown().await;
+    // Unread input would make the close an RST, which can destroy the BYE
+    // before the client reads it.
+    let mut sink = [0u8; READ_CHUNK];
+    while matches!(stream.try_read(&mut sink), Ok(n) if n > 0) {}
+    SessionEnd::ShutDown
 }
 
 /// Sleeps until `at` (never returns for `None`; the branch is disabled then).

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
+use tokio::sync::watch;
 
 /// How long the proxy waits for the client to close after the worker did.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -29,8 +30,10 @@ pub struct ProxyTotals {
 }
 
 /// Copies between the client's TLS stream and the worker's socket until
-/// both sides are done; see the module docs for the close rules.
-pub async fn run<S>(tls: S, worker: UnixStream) -> ProxyTotals
+/// both sides are done; see the module docs for the close rules. Once
+/// `stopping` is true the proxy does not wait for the client's close after
+/// the worker side closed (the server is going away).
+pub async fn run<S>(tls: S, worker: UnixStream, mut stopping: watch::Receiver<bool>) -> ProxyTotals
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -80,7 +83,10 @@ where
             }
             () = &mut downstream => {
                 // Worker is done; give the client a moment to close cleanly.
-                let _ = tokio::time::timeout(CLOSE_GRACE, upstream).await;
+                tokio::select! {
+                    _ = tokio::time::timeout(CLOSE_GRACE, upstream) => {}
+                    () = super::shutdown::stopped(&mut stopping) => {}
+                }
             }
         }
     }
@@ -95,7 +101,7 @@ mod tests {
     async fn copies_both_ways_and_ends_when_worker_closes() {
         let (client_side, proxy_side) = tokio::io::duplex(1024);
         let (worker_end, proxy_worker_end) = UnixStream::pair().unwrap();
-        let proxy = tokio::spawn(run(proxy_side, proxy_worker_end));
+        let proxy = tokio::spawn(run(proxy_side, proxy_worker_end, watch::channel(false).1));
         let (mut client_read, mut client_write) = tokio::io::split(client_side);
         let (mut worker_read, mut worker_write) = worker_end.into_split();
 
@@ -124,7 +130,7 @@ mod tests {
     async fn client_close_reaches_worker_as_eof() {
         let (client_side, proxy_side) = tokio::io::duplex(1024);
         let (mut worker_end, proxy_worker_end) = UnixStream::pair().unwrap();
-        let proxy = tokio::spawn(run(proxy_side, proxy_worker_end));
+        let proxy = tokio::spawn(run(proxy_side, proxy_worker_end, watch::channel(false).1));
         drop(client_side);
         let mut rest = Vec::new();
         tokio::time::timeout(Duration::from_secs(10), worker_end.read_to_end(&mut rest)).await.unwrap().unwrap();

@@ -4,8 +4,10 @@
 //! The worker's channel to the master is its standard input (a
 //! `SOCK_SEQPACKET` socket; see [`channel_from_stdin`]). Each message
 //! carries a [`Handover`] record and the client's descriptor. When the
-//! channel closes (master gone) the worker logs its counters and exits;
-//! its sessions end with it.
+//! channel closes (the master stops, or is gone) or on SIGTERM the worker
+//! stops: each session finishes the command in progress and gets
+//! [`super::shutdown::SHUTDOWN_BYE`], bounded by the configured shutdown grace; then it logs
+//! its counters and exits.
 
 use std::future::Future;
 use std::io;
@@ -15,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use storage_hooks::Hooks;
 use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::fd_passing::{FdChannel, FdPassingError, MAX_MESSAGE_LEN};
@@ -25,8 +28,9 @@ use super::client_stream::ClientStream;
 use super::config::ImapServerConfig;
 use super::counters::Counters;
 use super::hibernation::{state_from_record, ConnectionFacts, HibernateLinks, HibernationSettings, Parking};
-use super::session_driver::{self, SessionEnd};
+use super::session_driver::{self, SessionEnd, Stopping};
 use super::session_options;
+use super::shutdown::ActiveCount;
 use super::wakeup::{WakeupHook, WakeupRegistry};
 use super::worker_report::WorkerReport;
 
@@ -65,6 +69,10 @@ struct WorkerShared {
     counters: Counters,
     channel: FdChannel,
     hibernate: Option<Arc<HibernateLinks>>,
+    /// Turns true when the worker stops: sessions say BYE and end.
+    stopping: watch::Sender<bool>,
+    /// Sessions being served here (not the parked ones).
+    sessions: ActiveCount,
 }
 
 /// Runs the worker until the master closes the channel or `shutdown` completes.
@@ -88,6 +96,8 @@ pub async fn run(
         channel: FdChannel::new(channel)?,
         hibernate: deps.hibernation.clone().map(HibernateLinks::new),
         deps,
+        stopping: watch::channel(false).0,
+        sessions: ActiveCount::default(),
     });
     let ready = WorkerReport::Ready { pid: std::process::id() };
     if let Ok(bytes) = ready.encode() {
@@ -99,6 +109,11 @@ pub async fn run(
         () = receive_loop(shared.clone()) => {}
         () = shutdown => {}
     }
+    let open = shared.sessions.get();
+    shared.stopping.send_replace(true);
+    // A command in progress gets the grace to finish; idle sessions say BYE at once.
+    let left = shared.sessions.wait_zero(shared.config.shutdown_grace).await;
+    tracing::info!(worker = index, sessions = open, unfinished = left, "IMAP worker stopping");
     counters_task.abort();
     shared.counters.log(&format!("worker {index}"), "shutdown");
     log_hibernation(&shared, "shutdown");
@@ -188,6 +203,7 @@ async fn serve_session(shared: Arc<WorkerShared>, record: Handover, mut stream: 
         authenticated_at_ms: record.authenticated_at_ms,
     };
     let user = record.session.user.clone();
+    let _active = shared.sessions.enter();
     shared.counters.session_opened();
     shared.counters.add_bytes_in(record.session.pending_input.len() as u64);
     let options = session_options(&shared.config);
@@ -226,7 +242,8 @@ async fn drive_session(
         }
     };
     let parking = shared.hibernate.as_deref().map(|links| Parking { links, facts, on_new: &on_new });
-    session_driver::drive(session, stream, registration, &shared.counters, parking).await
+    let stopping = Stopping { signal: shared.stopping.subscribe(), grace: shared.config.shutdown_grace };
+    session_driver::drive(session, stream, registration, &shared.counters, parking, stopping).await
 }
 
 /// The span every log line of a session's commands carries, so a line such
@@ -307,6 +324,7 @@ async fn serve_handed_back_inner(shared: Arc<WorkerShared>, record: hibernate::r
             return;
         }
     };
+    let _active = shared.sessions.enter();
     shared.counters.session_opened();
     let options = session_options(&shared.config);
     let resumed = tokio::task::block_in_place(|| {

@@ -124,6 +124,12 @@ impl Framer {
         Some(out)
     }
 
+    /// True if part of a command has been read (a partial line, a literal
+    /// being received or skipped).
+    pub(crate) fn mid_command(&self) -> bool {
+        self.state != State::Line || self.line_start != 0 || !self.message.is_empty() || self.pos < self.input.len()
+    }
+
     /// Drops all buffered input (after STARTTLS, to defeat command injection).
     pub(crate) fn discard_all(&mut self) {
         self.take_unprocessed();

@@ -205,6 +205,12 @@ impl Session {
         self.selected.as_ref().map(Selected::name)
     }
 
+    /// True if the client has sent part of a command (a partial line, or a
+    /// literal not yet complete): a stopping server lets it finish.
+    pub fn command_in_progress(&self) -> bool {
+        self.framer.mid_command()
+    }
+
     /// True while in IDLE.
     pub fn is_idle(&self) -> bool {
         matches!(self.phase, Phase::Idle(_))
