@@ -214,6 +214,11 @@ pub fn render(sources: &MetricsSources) -> String {
             (&[("outcome", "no_space")], l.no_space),
         ],
     );
+    r.register(
+        "dormouse_lmtp_delivery_seconds",
+        "Seconds from the end of an LMTP DATA until every recipient's copy is stored.",
+        sources.lmtp.delivery_seconds(),
+    );
     let mem = process_memory();
     let roles = [("master", mem.master), ("worker", mem.worker), ("hibernate", mem.hibernate), ("other", mem.other)];
     let role_labels: Vec<[(&str, &str); 1]> = roles.iter().map(|(role, _)| [("process", *role)]).collect();
