@@ -12,11 +12,13 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use hibernate::core::HandBackReason;
+use hibernate::core::{HandBackReason, LatencyBuckets, LATENCY_BOUNDS_MS};
 use hibernate::driver::control::{query, ControlReply, ControlRequest};
 use imap::lmtp::LmtpServer;
 use imap::server::metrics::MasterMetrics;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -92,8 +94,35 @@ fn hibernate_totals(run_dir: &std::path::Path) -> HibernateTotals {
         t.keepalives += c.keepalives;
         t.timeouts += c.timeouts;
         t.refused_full += c.refused_full;
+        t.notify_latency_ms.merge(&c.notify_latency_ms);
     }
     totals
+}
+
+/// A histogram whose buckets were counted elsewhere (the hibernate
+/// processes' [`LatencyBuckets`], in ms), exposed in seconds.
+#[derive(Debug)]
+struct CountedHistogram {
+    buckets: Vec<(f64, u64)>,
+    sum: f64,
+    count: u64,
+}
+
+impl CountedHistogram {
+    fn from_ms(b: &LatencyBuckets) -> Self {
+        let bounds = LATENCY_BOUNDS_MS.iter().map(|&ms| ms as f64 / 1000.0).chain([f64::MAX]);
+        CountedHistogram { buckets: bounds.zip(b.counts).collect(), sum: b.sum_ms as f64 / 1000.0, count: b.count() }
+    }
+}
+
+impl EncodeMetric for CountedHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_histogram::<NoLabelSet>(self.sum, self.count, &self.buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
 }
 
 /// PSS in bytes and count of this process and its children, by role.
@@ -177,6 +206,11 @@ pub fn render(sources: &MetricsSources) -> String {
     counters(&mut r, "dormouse_hibernate_answered", "Commands hibernate processes answered without a worker.", &[(&[], hc.answered)]);
     counters(&mut r, "dormouse_hibernate_timeouts", "Hibernated sessions ended by the IDLE timeout or autologout.", &[(&[], hc.timeouts)]);
     counters(&mut r, "dormouse_hibernate_refused_full", "Sessions a full hibernate process sent straight back.", &[(&[], hc.refused_full)]);
+    r.register(
+        "dormouse_hibernate_notify_latency_seconds",
+        "Seconds from a change until hibernate processes wrote its EXISTS/EXPUNGE/FETCH to the idling clients.",
+        CountedHistogram::from_ms(&hc.notify_latency_ms),
+    );
     gauges(&mut r, "dormouse_hibernate_processes_answering", "Hibernate processes that answered this scrape.", &[(&[], h.processes)]);
     counters(
         &mut r,

@@ -75,6 +75,45 @@ pub struct Counters {
     /// Sessions refused (sent straight back) because the process was near
     /// its descriptor limit.
     pub refused_full: u64,
+    /// Milliseconds from a change (the event's timestamp) until its
+    /// notification was written to the idling clients.
+    pub notify_latency_ms: LatencyBuckets,
+}
+
+/// Upper bounds (ms, inclusive) of [`LatencyBuckets`]; one more bucket
+/// holds everything slower.
+pub const LATENCY_BOUNDS_MS: [u64; 12] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000];
+
+/// A fixed-bucket latency histogram small enough to ship in every stats
+/// reply (the metrics endpoint sums the processes' buckets).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LatencyBuckets {
+    /// Observations per bucket of [`LATENCY_BOUNDS_MS`], then the overflow.
+    pub counts: [u64; 13],
+    /// Sum of all observations, ms.
+    pub sum_ms: u64,
+}
+
+impl LatencyBuckets {
+    /// Counts one observation.
+    pub fn observe(&mut self, ms: u64) {
+        let i = LATENCY_BOUNDS_MS.iter().position(|&b| ms <= b).unwrap_or(LATENCY_BOUNDS_MS.len());
+        self.counts[i] += 1;
+        self.sum_ms += ms;
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Adds `other`'s observations.
+    pub fn merge(&mut self, other: &LatencyBuckets) {
+        for (a, b) in self.counts.iter_mut().zip(other.counts) {
+            *a += b;
+        }
+        self.sum_ms += other.sum_ms;
+    }
 }
 
 impl Counters {
@@ -86,6 +125,11 @@ impl Counters {
     /// Hand-backs for `reason`.
     pub fn hand_backs_for(&self, reason: HandBackReason) -> u64 {
         self.hand_backs[reason.index()]
+    }
+
+    /// A change's notifications were written `ms` after the change.
+    pub fn notified_after(&mut self, ms: u64) {
+        self.notify_latency_ms.observe(ms);
     }
 
     /// All hand-backs.

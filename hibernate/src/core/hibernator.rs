@@ -165,6 +165,12 @@ impl<S: StateSource, H> Hibernator<S, H> {
         &self.counters
     }
 
+    /// The driver measured that a change's notifications went out `ms`
+    /// after the change (the core has no clock).
+    pub fn record_notify_latency(&mut self, ms: u64) {
+        self.counters.notified_after(ms);
+    }
+
     /// Number of sessions held.
     pub fn len(&self) -> usize {
         self.counters.held as usize

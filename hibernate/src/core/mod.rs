@@ -14,7 +14,7 @@ mod session;
 pub mod source;
 pub mod wheel;
 
-pub use counters::{Counters, HandBackReason};
+pub use counters::{Counters, HandBackReason, LatencyBuckets, LATENCY_BOUNDS_MS};
 pub use hibernator::{Action, Hibernator, SessionInfo, Settings};
 
 /// Identifies a hibernated session: slab index plus a generation, so a

@@ -10,7 +10,7 @@ use super::channel::{self, ChannelError, MAX_MESSAGE};
 use crate::core::{Counters, SessionInfo};
 
 /// First byte of a control message (never a valid record version).
-pub const CONTROL_VERSION: u8 = 0xC1;
+pub const CONTROL_VERSION: u8 = 0xC2;
 
 /// Most sessions listed in one `Who` reply.
 pub const MAX_WHO: usize = 500;

@@ -313,7 +313,15 @@ impl Driver {
         for item in self.bus.drain() {
             match item {
                 BridgeItem::Bus(msg) => match *msg {
-                    BusMessage::Event(ev) => self.core.on_event(&ev),
+                    BusMessage::Event(ev) => {
+                        let before = self.core.counters().notifications;
+                        self.core.on_event(&ev);
+                        if self.core.counters().notifications > before {
+                            // Written now (flush below, same tick): change -> client.
+                            self.flush();
+                            self.core.record_notify_latency(now_ms().saturating_sub(ev.timestamp_ms));
+                        }
+                    }
                     BusMessage::Resync { user, mailbox, reason } => {
                         tracing::debug!(reason = reason.as_str(), ?user, ?mailbox, "bus resync");
                         self.core.on_resync(user.as_deref(), mailbox.as_deref());
