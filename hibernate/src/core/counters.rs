@@ -76,8 +76,9 @@ pub struct Counters {
     /// its descriptor limit.
     pub refused_full: u64,
     /// Milliseconds from a change (the event's timestamp) until its
-    /// notification was written to the idling clients.
-    pub notify_latency_ms: LatencyBuckets,
+    /// notification was written to the idling clients (boxed: it would
+    /// triple the size of every control reply enum).
+    pub notify_latency_ms: Box<LatencyBuckets>,
 }
 
 /// Upper bounds (ms, inclusive) of [`LatencyBuckets`]; one more bucket
