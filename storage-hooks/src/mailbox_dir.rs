@@ -94,7 +94,10 @@ impl MailboxDir {
 
     /// Lists `new/` then `cur/` (in that order, so a file moving from new/
     /// to cur/ meanwhile is seen at least once), keyed by basename. A
-    /// basename present in both is reported in `cur/`.
+    /// basename present in both is reported in `cur/`. A file another
+    /// program renames within `cur/` (a flag change) while it is being read
+    /// may be missing: callers that expect files look again (see
+    /// `locked_mailbox::scan_expected`).
     ///
     /// # Errors
     /// I/O errors reading the directories.
