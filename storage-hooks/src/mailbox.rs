@@ -402,10 +402,12 @@ impl Mailbox {
     ///
     /// All or nothing, also across a crash: the copies are staged in the
     /// target's `tmp/` and committed in one step (see `copy_txn`); on an
-    /// error the target is left as it was.
+    /// error the target is left as it was. UIDs of `uids` that are not in
+    /// this view are skipped.
     ///
     /// # Errors
-    /// `NoSuchMailbox` (target), I/O.
+    /// `NoSuchMailbox` (target), `NoSuchMessage` if a message's file is gone
+    /// (expunged by another session; nothing is copied, as in Dovecot), I/O.
     pub fn copy_to(&self, uids: &UidSet, target: &str) -> Result<CopyResult, StoreError> {
         let target_dir = self.store.mailbox_dir(target)?;
         target_dir.require()?;
@@ -421,13 +423,21 @@ impl Mailbox {
             }
             let (basename, entry) = &self.files[idx];
             let mut path = self.dir.file_path(entry.in_new, &entry.file_name);
-            if !path.exists() {
+            let mut attempts = 0;
+            // Follows a file renamed meanwhile (flag change by another
+            // program); one that is gone was expunged by another session:
+            // the whole copy is refused (dropping `txn` removes what was staged).
+            while let Err(e) = txn.stage(&path, meta.size, meta.flags.system) {
+                let vanished = matches!(&e, StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound);
+                attempts += 1;
+                if !vanished || attempts > 3 {
+                    return Err(e);
+                }
                 match self.dir.scan()?.remove(basename) {
                     Some(e) => path = self.dir.file_path(e.in_new, &e.file_name),
-                    None => continue, // expunged meanwhile: nothing to copy
+                    None => return Err(StoreError::NoSuchMessage(meta.uid)),
                 }
             }
-            txn.stage(&path, meta.size, meta.flags.system)?;
             if first_raw.is_none() {
                 first_raw = Some(path);
             }
@@ -452,7 +462,7 @@ impl Mailbox {
     /// step durable. Emits `MessageAppend` on the target, `MessageExpunge` here.
     ///
     /// # Errors
-    /// `NoSuchMailbox` (target), I/O.
+    /// `NoSuchMailbox` (target), `NoSuchMessage` (see [`Mailbox::copy_to`]), I/O.
     pub fn move_to(&mut self, uids: &UidSet, target: &str) -> Result<CopyResult, StoreError> {
         let result = self.copy_to(uids, target)?;
         if !result.source_uids.is_empty() {
