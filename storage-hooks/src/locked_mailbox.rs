@@ -119,13 +119,15 @@ impl<'a> LockedMailbox<'a> {
     }
 
     /// Takes the mailbox's dot-lock and finishes a copy that a killed
-    /// process had committed (see `copy_txn`), for [`LockedMailbox::load_locked`].
+    /// process had committed (see `copy_txn`) and the source side of a
+    /// killed move (see `move_txn`), for [`LockedMailbox::load_locked`].
     ///
     /// # Errors
     /// I/O, `LockTimeout`.
     pub fn lock(dir: &MailboxDir) -> Result<DotLock, StoreError> {
         let lock = DotLock::acquire(&dir.path.join(UIDLIST_FILE), DotLockOptions::default())?;
         crate::copy_txn::recover(dir)?;
+        crate::move_txn::recover(dir)?;
         Ok(lock)
     }
 
@@ -354,7 +356,8 @@ impl<'a> LockedMailbox<'a> {
             let ours = [UIDLIST_FILE, KEYWORDS_FILE, INDEX_FILE, STATUS_FILE, crate::copy_txn::INTENT_FILE]
                 .iter()
                 .any(|f| name.strip_prefix(f).is_some_and(|rest| rest.starts_with(".dormouse-tmp.")))
-                || crate::dotlock::is_abandoned_temp(name);
+                || crate::dotlock::is_abandoned_temp(name)
+                || name.starts_with(crate::move_txn::RECORD_PREFIX) && name.contains(".dormouse-tmp.");
             if ours {
                 if let Err(e) = std::fs::remove_file(entry.path()) {
                     tracing::warn!(path = %entry.path().display(), error = %e, "removing stale temp file failed");
