@@ -313,3 +313,170 @@ fn kill_9_during_bulk_move_and_copy_loses_and_duplicates_nothing() {
     println!("8 trials in {:?}", start.elapsed());
     assert!(start.elapsed() < Duration::from_secs(90), "probe took {:?}", start.elapsed());
 }
+
+/// A tmpfs mounted on a temp dir, unmounted on drop.
+struct Tmpfs {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().ok()?;
+        let path = dir.path().to_path_buf();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            println!("skipping the full-disk probe: mounting a tmpfs is not allowed here");
+            return None;
+        }
+        Some(Tmpfs { _dir: dir, path })
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// Fills the filesystem at `dir` with `filler` files until `ENOSPC`
+/// (several files: tmpfs also runs out of inodes).
+fn fill(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let chunk = vec![b'x'; 4096];
+    'outer: for n in 0.. {
+        let path = dir.join(format!("filler{n}"));
+        let Ok(mut f) = std::fs::File::create(&path) else { break };
+        files.push(path);
+        for _ in 0..256 {
+            if f.write_all(&chunk).is_err() {
+                break 'outer;
+            }
+        }
+    }
+    // The last bytes: small writes until even those fail.
+    if let Some(last) = files.last() {
+        let mut f = std::fs::OpenOptions::new().append(true).open(last).unwrap();
+        while f.write_all(b"x").and_then(|()| f.flush()).is_ok() {}
+    }
+    files
+}
+
+/// Sends one message over LMTP to alice; returns the final reply line.
+fn lmtp_deliver(port: u16, message: &str) -> String {
+    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let mut reply = || {
+        let mut last = String::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                return last + &line;
+            }
+            last = line;
+        }
+    };
+    assert!(reply().starts_with("220"));
+    for (send, want) in [
+        ("LHLO probe\r\n", "250"),
+        ("MAIL FROM:<s@example.org>\r\n", "250"),
+        ("RCPT TO:<alice@example.org>\r\n", "250"),
+        ("DATA\r\n", "354"),
+    ] {
+        writer.write_all(send.as_bytes()).unwrap();
+        let r = reply();
+        assert!(r.contains(want), "{send}: {r}");
+    }
+    writer.write_all(format!("{message}.\r\n").as_bytes()).unwrap();
+    let r = reply();
+    let _ = writer.write_all(b"QUIT\r\n");
+    r.lines().last().unwrap_or("").to_string()
+}
+
+fn count_id(c: &mut Imap, mailbox: &str, id: &str) -> usize {
+    c.contents(mailbox).iter().filter(|(_, raw)| message_id(raw) == id).count()
+}
+
+fn append_raw(c: &mut Imap, mailbox: &str, message: &str) -> String {
+    c.tags += 1;
+    let tag = format!("t{}", c.tags);
+    c.writer.write_all(format!("{tag} APPEND {mailbox} {{{}}}\r\n", message.len()).as_bytes()).unwrap();
+    let cont = c.read_line();
+    if !cont.text.starts_with('+') {
+        return cont.text;
+    }
+    c.writer.write_all(format!("{message}\r\n").as_bytes()).unwrap();
+    loop {
+        let line = c.read_line();
+        if line.text.starts_with(&format!("{tag} ")) {
+            return line.text[tag.len() + 1..].to_string();
+        }
+    }
+}
+
+/// #14: serve's data directory on a full filesystem. Reads (SELECT, STATUS,
+/// EXAMINE) keep working, APPEND gets `NO [OVERQUOTA]`, LMTP `452`; once
+/// space is freed the sender's retry leaves exactly one copy.
+#[test]
+fn full_disk_under_serve_refuses_writes_cleanly_and_recovers() {
+    let Some(fs) = Tmpfs::mount("16m") else { return };
+    let mut probe = Probe::new(Some(&fs.path.join("data")));
+    probe.start();
+    let mut c = Imap::login(probe.imap);
+    c.ok("CREATE Other");
+    for n in 0..5 {
+        let msg = format!("Message-ID: <before{n}@probe>\r\nSubject: before {n}\r\n\r\nbody\r\n");
+        assert!(append_raw(&mut c, "INBOX", &msg).starts_with("OK"));
+        assert!(append_raw(&mut c, "Other", &msg).starts_with("OK"));
+    }
+    c.ok("SELECT INBOX");
+    let fillers = fill(&fs.path);
+    assert!(!fillers.is_empty());
+
+    // Reads, in the session that was open and in a new one.
+    let mut d = Imap::login(probe.imap);
+    for conn in [&mut c, &mut d] {
+        for command in ["SELECT INBOX", "STATUS Other (MESSAGES UIDNEXT)", "EXAMINE Other", "FETCH 1:* (FLAGS)", "SELECT INBOX", "NOOP"] {
+            let lines = conn.cmd(command);
+            let last = &lines.last().unwrap().text;
+            assert!(last.split(' ').nth(1) == Some("OK"), "{command} on a full disk: {last}");
+        }
+    }
+    let status = d.cmd("STATUS INBOX (MESSAGES)");
+    assert!(status[0].text.contains("MESSAGES 5"), "{:?}", status[0]);
+
+    // Writes are refused with the right codes and leave nothing behind.
+    let appended = "Message-ID: <appended@probe>\r\nSubject: appended on a full disk\r\n\r\nbody\r\n";
+    let answer = append_raw(&mut d, "INBOX", appended);
+    println!("full disk: APPEND -> {answer}");
+    assert!(answer.starts_with("NO [OVERQUOTA]"), "APPEND on a full disk: {answer}");
+    let delivered = "Message-ID: <delivered@probe>\r\nSubject: delivered on a full disk\r\n\r\nbody\r\n";
+    let answer = lmtp_deliver(probe.lmtp, delivered);
+    println!("full disk: LMTP -> {answer}");
+    assert!(answer.starts_with("452"), "LMTP on a full disk: {answer}");
+
+    // Space comes back; the client and the sender retry.
+    for f in fillers {
+        std::fs::remove_file(f).unwrap();
+    }
+    let answer = append_raw(&mut d, "INBOX", appended);
+    assert!(answer.starts_with("OK [APPENDUID"), "APPEND after freeing space: {answer}");
+    let answer = lmtp_deliver(probe.lmtp, delivered);
+    assert!(answer.starts_with("250"), "LMTP after freeing space: {answer}");
+    assert_eq!(count_id(&mut d, "INBOX", "<appended@probe>"), 1, "exactly one copy of the retried APPEND");
+    assert_eq!(count_id(&mut d, "INBOX", "<delivered@probe>"), 1, "exactly one copy of the retried delivery");
+    assert_eq!(d.contents("INBOX").len(), 7);
+    assert_eq!(d.contents("Other").len(), 5);
+    let log = probe.log_text();
+    assert!(!log.contains("SERVERBUG"), "{}", tail(&log, 30));
+    probe.stop();
+    drop(probe);
+}
