@@ -149,3 +149,48 @@ fn account_delay_grows_across_source_addresses() {
     let (took, ok) = timed_login(Ipv4Addr::new(127, 0, 0, 30), server.imap, "alice", "secret-a");
     assert!(ok.starts_with("t OK") && took < Duration::from_secs(1), "{ok} {took:?}");
 }
+
+/// Median of `samples`.
+fn median(samples: &mut [Duration]) -> Duration {
+    samples.sort_unstable();
+    samples[samples.len() / 2]
+}
+
+/// Login timing does not tell whether an account exists: an unknown user,
+/// a wrong password for a SHA512-CRYPT user and one for a PLAIN user take
+/// the same time (the unknown user is checked against a dummy hash as dear
+/// as the file's dearest, a cheaper hash's failure is padded with it). The
+/// users are mostly PLAIN (alice, bob) with one SHA512-CRYPT (carol). The
+/// failure delay is off here so that only the password check is timed.
+#[test]
+fn unknown_user_and_wrong_password_take_the_same_time() {
+    let server = Server::start(ServerOptions {
+        imap_extra: "login_failure_delay_ms = 0\nlogin_failure_delay_max_ms = 0\nmax_connections_per_ip = 0\n".into(),
+        ..ServerOptions::default()
+    });
+    add_user(&server, "carol", "secret-c", "SHA512-CRYPT");
+    let ip = Ipv4Addr::new(127, 0, 0, 40);
+    // Warm-up: the dummy hash is made on first use.
+    timed_login(ip, server.imap, "nosuchuser", "guess");
+    let (mut unknown, mut wrong, mut plain) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..30 {
+        // Interleaved, so that load from other processes hits both alike.
+        let (took, answer) = timed_login(ip, server.imap, &format!("nosuchuser{i}"), "guess");
+        assert!(answer.contains("NO [AUTHENTICATIONFAILED]"), "{answer}");
+        unknown.push(took);
+        let (took, answer) = timed_login(ip, server.imap, "carol", "guess");
+        assert!(answer.contains("NO [AUTHENTICATIONFAILED]"), "{answer}");
+        wrong.push(took);
+        let (took, answer) = timed_login(ip, server.imap, "alice", "guess");
+        assert!(answer.contains("NO [AUTHENTICATIONFAILED]"), "{answer}");
+        plain.push(took);
+    }
+    let (u, w, p) = (median(&mut unknown), median(&mut wrong), median(&mut plain));
+    println!("LOGIN failure, median of 30: unknown user {u:?}, wrong SHA512-CRYPT password {w:?}, wrong PLAIN password {p:?}");
+    for (what, t) in [("wrong SHA512-CRYPT password", w), ("wrong PLAIN password", p)] {
+        let (lo, hi) = (u.min(t), u.max(t));
+        assert!(hi.as_secs_f64() <= lo.as_secs_f64() * 1.2, "timing tells accounts apart: unknown user {u:?} vs {what} {t:?}");
+    }
+    let (_, ok) = timed_login(ip, server.imap, "carol", "secret-c");
+    assert!(ok.starts_with("t OK"), "{ok}");
+}

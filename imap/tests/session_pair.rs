@@ -54,7 +54,8 @@ fn no_expunge_during_fetch_store_search() {
     w.deliver_events(&mut [&mut a, &mut b]);
     // A still sees 3 messages: numbers stay stable until a command that may expunge.
     a.expect("a FETCH 1:3 (UID FLAGS)", &["* 1 FETCH (UID 1 FLAGS (\\Recent))", "* 2 FETCH (UID 2 FLAGS (\\Recent))", "* 3 FETCH (UID 3 FLAGS (\\Recent))", "a OK Fetch completed."]);
-    a.expect("b FETCH 2 BODY.PEEK[]", &["b NO Some of the requested messages no longer exist."]);
+    // Its file is gone: NIL data and OK [EXPUNGEISSUED], as Dovecot answers (RFC 2180 4.1.3).
+    a.expect("b FETCH 2 BODY.PEEK[]", &["* 2 FETCH (BODY[] NIL)", "b OK [EXPUNGEISSUED] Some messages were already expunged."]);
     a.expect("c STORE 3 +FLAGS (\\Seen)", &["* 3 FETCH (FLAGS (\\Seen \\Recent))", "c OK Store completed."]);
     a.expect("d SEARCH ALL", &["* SEARCH 1 2 3", "d OK Search completed."]);
     a.expect("e NOOP", &["* 2 EXPUNGE", "e OK NOOP completed."]);

@@ -218,10 +218,16 @@ fn commit_batch(dir: &MailboxDir, batch: &[(u64, PendingAppend)]) -> Vec<(u64, R
     let mut uids: Vec<Result<u32, StoreError>> = Vec::with_capacity(batch.len());
     for (_, p) in batch {
         let uid = match positions.get(&p.basename) {
-            None => Err(StoreError::Corrupt {
-                path: dir.path.join("new").join(&p.basename),
-                reason: "a message written just now vanished before it got a UID".into(),
-            }),
+            None => match locked.vanished_own_uid(&p.basename) {
+                Some(uid) => {
+                    tracing::info!(mailbox = %dir.path.display(), uid, "appended message was expunged by another program at once");
+                    Ok(uid)
+                }
+                None => Err(StoreError::Corrupt {
+                    path: dir.path.join("new").join(&p.basename),
+                    reason: "a message written just now vanished before it got a UID".into(),
+                }),
+            },
             Some(&idx) if locked.messages()[idx].flags != p.flags => match locked.set_flags(idx, &p.flags) {
                 Ok(_) => Ok(locked.messages()[idx].uid),
                 Err(e) => Err(e),

@@ -46,12 +46,23 @@ pub fn hostname() -> String {
     rustix::system::uname().nodename().to_string_lossy().into_owned()
 }
 
-fn pid_alive(pid: i32) -> bool {
-    let Some(pid) = rustix::process::Pid::from_raw(pid) else { return false };
-    match rustix::process::test_kill_process(pid) {
+/// True if a process with `pid` runs on this host. A zombie (killed, not
+/// yet reaped by its parent) is dead: it holds nothing any more.
+pub(crate) fn pid_alive(pid: i32) -> bool {
+    let Some(raw) = rustix::process::Pid::from_raw(pid) else { return false };
+    let exists = match rustix::process::test_kill_process(raw) {
         Ok(()) => true,
         Err(e) => e != rustix::io::Errno::SRCH,
-    }
+    };
+    exists && !is_zombie(pid)
+}
+
+/// Linux: the state field of `/proc/<pid>/stat` (after the command name in
+/// parentheses) is `Z` or `X` for a dead process. Elsewhere: false.
+fn is_zombie(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
+    matches!(state, Some('Z' | 'X'))
 }
 
 /// True for a temp file of [`DotLock::acquire`] (`<name>.lock.<pid>.<8 hex>`)
@@ -216,6 +227,21 @@ impl Drop for DotLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_zombie_is_not_alive() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        // Exited but not reaped yet: a zombie.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !is_zombie(pid) {
+            assert!(std::time::Instant::now() < deadline, "child never became a zombie");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(!pid_alive(pid));
+        assert!(pid_alive(std::process::id() as i32));
+        child.wait().unwrap();
+    }
 
     fn opts(ms: u64) -> DotLockOptions {
         DotLockOptions { timeout: Duration::from_millis(ms), stale_after: Duration::from_secs(120) }

@@ -65,6 +65,7 @@ pub mod locked_mailbox;
 pub mod mailbox_dir;
 pub mod mailbox_name;
 pub mod maildir_file;
+pub mod move_txn;
 pub mod mutf7;
 pub mod outside_changes;
 pub mod watcher;

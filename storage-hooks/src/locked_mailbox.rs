@@ -8,14 +8,15 @@
 //! - files without a uidlist record get the next UIDs, foreign ones sorted by
 //!   (mtime, name) (never by readdir order or name alone), then the caller's
 //!   own new files in the caller's order;
-//! - uidlist records whose file is gone (after two re-scans, to ride out
-//!   concurrent renames by other programs) are dropped and logged as expunged;
+//! - uidlist records whose file is gone (after re-scans, to ride out
+//!   concurrent renames by other programs, see `scan_expected`) are dropped
+//!   and logged as expunged;
 //! - a message whose flags differ from the index (changed by another
 //!   program), or that is new, gets a new MODSEQ. Changes found here are
 //!   recorded in `outside` and carried by [`Committed`]; the caller
 //!   publishes them (see `outside_changes`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::ErrorKind;
 use std::path::Path;
 
@@ -80,6 +81,10 @@ pub struct LockedMailbox<'a> {
     /// Basenames of the caller's own new files: removed again if the commit
     /// fails, so a refused append or copy leaves nothing behind.
     own_new: Vec<String>,
+    /// The caller's own files that another process had already given a UID
+    /// (it saw them first) but that are gone now (expunged by another
+    /// program right away): basename -> that UID.
+    vanished_own: HashMap<String, u32>,
     uidlist: UidList,
     keywords: KeywordTable,
     highestmodseq: u64,
@@ -114,13 +119,15 @@ impl<'a> LockedMailbox<'a> {
     }
 
     /// Takes the mailbox's dot-lock and finishes a copy that a killed
-    /// process had committed (see `copy_txn`), for [`LockedMailbox::load_locked`].
+    /// process had committed (see `copy_txn`) and the source side of a
+    /// killed move (see `move_txn`), for [`LockedMailbox::load_locked`].
     ///
     /// # Errors
     /// I/O, `LockTimeout`.
     pub fn lock(dir: &MailboxDir) -> Result<DotLock, StoreError> {
         let lock = DotLock::acquire(&dir.path.join(UIDLIST_FILE), DotLockOptions::default())?;
         crate::copy_txn::recover(dir)?;
+        crate::move_txn::recover(dir)?;
         Ok(lock)
     }
 
@@ -181,19 +188,18 @@ impl<'a> LockedMailbox<'a> {
             None => (1, ExpungeLog::starting_at(1), Vec::new()),
         };
 
-        // Listing, re-scanned when records seem to have lost their file.
-        let mut listing = dir.scan()?;
-        for _ in 0..2 {
-            if uidlist.records.iter().all(|r| listing.contains_key(&r.basename)) {
-                break;
-            }
-            listing = dir.scan()?;
-        }
+        // Listing (see `scan_expected` for files renamed while it is taken).
+        let mut listing = scan_expected(dir, &uidlist, own)?;
+        let own_all: HashSet<&str> = own.iter().map(String::as_str).collect();
+        let mut vanished_own = HashMap::new();
         let mut gone = UidSet::new();
         uidlist.records.retain(|r| {
             let keep = listing.contains_key(&r.basename);
             if !keep {
                 gone.insert(r.uid);
+                if own_all.contains(r.basename.as_str()) {
+                    vanished_own.insert(r.basename.clone(), r.uid);
+                }
             }
             keep
         });
@@ -299,6 +305,7 @@ impl<'a> LockedMailbox<'a> {
             expunge_log: ExpungeLog::default(),
             messages,
             own_new: own_new.clone(),
+            vanished_own,
             uidlist_dirty,
             index_dirty,
             new_changed: false,
@@ -349,7 +356,8 @@ impl<'a> LockedMailbox<'a> {
             let ours = [UIDLIST_FILE, KEYWORDS_FILE, INDEX_FILE, STATUS_FILE, crate::copy_txn::INTENT_FILE]
                 .iter()
                 .any(|f| name.strip_prefix(f).is_some_and(|rest| rest.starts_with(".dormouse-tmp.")))
-                || crate::dotlock::is_abandoned_temp(name);
+                || crate::dotlock::is_abandoned_temp(name)
+                || name.starts_with(crate::move_txn::RECORD_PREFIX) && name.contains(".dormouse-tmp.");
             if ours {
                 if let Err(e) = std::fs::remove_file(entry.path()) {
                     tracing::warn!(path = %entry.path().display(), error = %e, "removing stale temp file failed");
@@ -381,6 +389,14 @@ impl<'a> LockedMailbox<'a> {
     /// Position of `uid`.
     pub fn find(&self, uid: u32) -> Option<usize> {
         self.messages.binary_search_by_key(&uid, |m| m.uid).ok()
+    }
+
+    /// The UID of one of the caller's own files (see [`LockedMailbox::load`])
+    /// that another process numbered before this load and that is already
+    /// gone again (expunged by another program). The message was stored and
+    /// had that UID: an APPEND reports it rather than failing.
+    pub fn vanished_own_uid(&self, basename: &str) -> Option<u32> {
+        self.vanished_own.get(basename).copied()
     }
 
     /// Position of the message with `basename`.
@@ -680,6 +696,43 @@ impl<'a> LockedMailbox<'a> {
     }
 }
 
+/// Most re-scans of one load while files it expects keep turning up.
+const MAX_RESCANS: usize = 6;
+
+/// Lists `dir` and makes sure files that are expected (uidlist records, the
+/// caller's own new files) are not missed: readdir does not report a file
+/// that another program renames within the directory while it is being read
+/// (Dovecot changing flags in `cur/` without our lock), so expected files
+/// missing from one scan are looked for in further scans, and what any scan
+/// found is kept (a later scan may miss other files). Re-scans stop when two
+/// in a row find none of the missing files (really gone: expunged by
+/// another program) or after [`MAX_RESCANS`].
+///
+/// # Errors
+/// I/O errors reading the directories.
+fn scan_expected(dir: &MailboxDir, uidlist: &UidList, own: &[String]) -> Result<HashMap<String, FileEntry>, StoreError> {
+    let mut listing = dir.scan()?;
+    let mut fruitless = 0;
+    for _ in 0..MAX_RESCANS {
+        let missing: Vec<&String> =
+            uidlist.records.iter().map(|r| &r.basename).chain(own).filter(|b| !listing.contains_key(b.as_str())).collect();
+        if missing.is_empty() || fruitless == 2 {
+            break;
+        }
+        let mut again = dir.scan()?;
+        let mut found = 0;
+        for b in missing {
+            if let Some(entry) = again.remove(b.as_str()) {
+                listing.insert(b.clone(), entry);
+                found += 1;
+            }
+        }
+        fruitless = if found == 0 { fruitless + 1 } else { 0 };
+        tracing::debug!(mailbox = %dir.path.display(), found, "re-scanned for files missed by a concurrent rename");
+    }
+    Ok(listing)
+}
+
 fn alloc(highestmodseq: &mut u64, slot: &mut Option<u64>) -> u64 {
     *slot.get_or_insert_with(|| {
         *highestmodseq += 1;
@@ -823,6 +876,21 @@ mod tests {
         assert!(!locked.set_flags(0, &Flags::default()).unwrap());
         locked.commit().unwrap();
         assert_eq!(LockedMailbox::load(&mb, &[]).unwrap().messages().len(), 0);
+    }
+
+    #[test]
+    fn own_file_numbered_elsewhere_and_expunged_keeps_its_uid() {
+        let (_d, mb) = setup();
+        put(&mb, "mine", 0);
+        // Another process saw the file first and numbered it...
+        LockedMailbox::load(&mb, &[]).unwrap().commit().unwrap();
+        // ...and another program expunged it before our batch ran.
+        std::fs::remove_file(mb.path.join("new/mine")).unwrap();
+        let locked = LockedMailbox::load(&mb, &["mine".into()]).unwrap();
+        assert_eq!(locked.find_basename("mine"), None);
+        assert_eq!(locked.vanished_own_uid("mine"), Some(1));
+        assert_eq!(locked.vanished_own_uid("other"), None);
+        assert_eq!(locked.commit().unwrap().status.uidnext, 2, "the UID is not reused");
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! An opened mailbox: a synced snapshot of its messages plus write operations.
 
+use std::path::PathBuf;
+
 use crate::event::{EventKind, MailboxEvent};
 use crate::locked_mailbox::{Committed, DiskMessage, LockedMailbox};
 use crate::mailbox_dir::{FileEntry, MailboxDir};
@@ -402,11 +404,19 @@ impl Mailbox {
     ///
     /// All or nothing, also across a crash: the copies are staged in the
     /// target's `tmp/` and committed in one step (see `copy_txn`); on an
-    /// error the target is left as it was.
+    /// error the target is left as it was. UIDs of `uids` that are not in
+    /// this view are skipped.
     ///
     /// # Errors
-    /// `NoSuchMailbox` (target), I/O.
+    /// `NoSuchMailbox` (target), `NoSuchMessage` if a message's file is gone
+    /// (expunged by another session; nothing is copied, as in Dovecot), I/O.
     pub fn copy_to(&self, uids: &UidSet, target: &str) -> Result<CopyResult, StoreError> {
+        self.copy_inner(uids, target, false).map(|(r, _)| r)
+    }
+
+    /// [`Mailbox::copy_to`]; with `for_move`, a move record (see `move_txn`)
+    /// is written before the commit point and its path returned.
+    fn copy_inner(&self, uids: &UidSet, target: &str, for_move: bool) -> Result<(CopyResult, Option<PathBuf>), StoreError> {
         let target_dir = self.store.mailbox_dir(target)?;
         target_dir.require()?;
         let lock = LockedMailbox::lock(&target_dir)?;
@@ -415,19 +425,34 @@ impl Mailbox {
         let mut source_uids = Vec::new();
         let mut flags = Vec::new();
         let mut first_raw = None;
+        let mut pairs: Vec<(String, String)> = Vec::new();
         for (idx, meta) in self.messages.iter().enumerate() {
             if !uids.contains(meta.uid) {
                 continue;
             }
             let (basename, entry) = &self.files[idx];
             let mut path = self.dir.file_path(entry.in_new, &entry.file_name);
-            if !path.exists() {
-                match self.dir.scan()?.remove(basename) {
-                    Some(e) => path = self.dir.file_path(e.in_new, &e.file_name),
-                    None => continue, // expunged meanwhile: nothing to copy
+            let mut attempts = 0;
+            // Follows a file renamed meanwhile (flag change by another
+            // program); one that is gone was expunged by another session:
+            // the whole copy is refused (dropping `txn` removes what was staged).
+            let staged = loop {
+                match txn.stage(&path, meta.size, meta.flags.system) {
+                    Ok(name) => break name.basename.clone(),
+                    Err(e) => {
+                        let vanished = matches!(&e, StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound);
+                        attempts += 1;
+                        if !vanished || attempts > 3 {
+                            return Err(e);
+                        }
+                        match self.dir.scan()?.remove(basename) {
+                            Some(e) => path = self.dir.file_path(e.in_new, &e.file_name),
+                            None => return Err(StoreError::NoSuchMessage(meta.uid)),
+                        }
+                    }
                 }
-            }
-            txn.stage(&path, meta.size, meta.flags.system)?;
+            };
+            pairs.push((basename.clone(), staged));
             if first_raw.is_none() {
                 first_raw = Some(path);
             }
@@ -437,27 +462,44 @@ impl Mailbox {
         if txn.is_empty() {
             drop(lock);
             let status = self.store.status(target)?;
-            return Ok(CopyResult { uidvalidity: status.uidvalidity, ..Default::default() });
+            return Ok((CopyResult { uidvalidity: status.uidvalidity, ..Default::default() }, None));
         }
-        let basenames = txn.commit()?;
+        // A move records what to expunge here before the copy commits, so
+        // that a crash after the commit point cannot leave both copies.
+        let record = if for_move { Some(crate::move_txn::write(&self.dir, &target_dir, &pairs)?) } else { None };
+        let basenames = match txn.commit() {
+            Ok(b) => b,
+            Err(e) => {
+                // The record stays if the copy may have committed (its
+                // intent record exists): recovery decides then.
+                if let Some(r) = record.as_ref().filter(|_| !target_dir.path.join(crate::copy_txn::INTENT_FILE).exists()) {
+                    crate::move_txn::done(r);
+                }
+                return Err(e);
+            }
+        };
         crate::copy_txn::crash_point("copy-before-uids");
         let own: Vec<(String, Flags)> = basenames.into_iter().zip(flags).collect();
         let summary = first_raw.and_then(|p| std::fs::read(p).ok()).map(|raw| crate::summary::summarize(&raw));
         let (uidvalidity, target_uids) =
             self.store.add_files(&target_dir, &own, EventKind::MessageAppend, summary, Some(lock))?;
-        Ok(CopyResult { uidvalidity, source_uids, target_uids })
+        Ok((CopyResult { uidvalidity, source_uids, target_uids }, record))
     }
 
     /// Moves messages to `target`: copy then expunge from this mailbox, each
     /// step durable. Emits `MessageAppend` on the target, `MessageExpunge` here.
     ///
     /// # Errors
-    /// `NoSuchMailbox` (target), I/O.
+    /// `NoSuchMailbox` (target), `NoSuchMessage` (see [`Mailbox::copy_to`]), I/O.
     pub fn move_to(&mut self, uids: &UidSet, target: &str) -> Result<CopyResult, StoreError> {
-        let result = self.copy_to(uids, target)?;
+        let (result, record) = self.copy_inner(uids, target, true)?;
         if !result.source_uids.is_empty() {
             let moved: UidSet = result.source_uids.iter().copied().collect();
+            crate::copy_txn::crash_point("move-before-expunge");
             self.expunge_where(|m| moved.contains(m.uid))?;
+        }
+        if let Some(r) = record {
+            crate::move_txn::done(&r);
         }
         Ok(result)
     }

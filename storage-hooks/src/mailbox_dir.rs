@@ -70,15 +70,19 @@ impl MailboxDir {
         Ok(())
     }
 
-    /// Removes files in `tmp/` older than 36 hours (left by writers that
-    /// crashed before renaming into `new/`; the Maildir convention Dovecot
-    /// follows too). Errors are logged, not returned.
+    /// Removes files in `tmp/` not touched for 36 hours (left by writers
+    /// that crashed before renaming into `new/`; the Maildir convention
+    /// Dovecot follows too). Age is the inode change time, not the mtime: an
+    /// APPEND sets the mtime of its temp file to the INTERNALDATE, which may
+    /// be years old, while the file is still being written (Dovecot looks at
+    /// ctime for the same reason). Errors are logged, not returned.
     pub fn clean_tmp(&self) {
+        use std::os::unix::fs::MetadataExt;
         let tmp = self.path.join("tmp");
         let Ok(rd) = std::fs::read_dir(&tmp) else { return };
-        let limit = std::time::SystemTime::now() - Duration::from_secs(36 * 3600);
+        let now = std::time::SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
         for entry in rd.flatten() {
-            let old = entry.metadata().ok().and_then(|m| m.modified().ok()).is_some_and(|t| t < limit);
+            let old = entry.metadata().is_ok_and(|m| abandoned_tmp(m.ctime(), now));
             if old {
                 if let Err(e) = std::fs::remove_file(entry.path()) {
                     tracing::warn!(path = %entry.path().display(), error = %e, "removing stale tmp file failed");
@@ -94,7 +98,10 @@ impl MailboxDir {
 
     /// Lists `new/` then `cur/` (in that order, so a file moving from new/
     /// to cur/ meanwhile is seen at least once), keyed by basename. A
-    /// basename present in both is reported in `cur/`.
+    /// basename present in both is reported in `cur/`. A file another
+    /// program renames within `cur/` (a flag change) while it is being read
+    /// may be missing: callers that expect files look again (see
+    /// `locked_mailbox::scan_expected`).
     ///
     /// # Errors
     /// I/O errors reading the directories.
@@ -239,6 +246,12 @@ impl MailboxDir {
     }
 }
 
+/// True for a temp file whose inode last changed at `ctime` (seconds) and
+/// is 36 hours old or more at `now`.
+fn abandoned_tmp(ctime: i64, now: i64) -> bool {
+    now.saturating_sub(ctime) >= 36 * 3600
+}
+
 fn set_mtime(f: &File, secs: i64) -> std::io::Result<()> {
     let t = if secs >= 0 {
         UNIX_EPOCH + Duration::from_secs(secs as u64)
@@ -298,14 +311,16 @@ mod tests {
         let moved = FileEntry { file_name: format!("{}:2,ST", name.basename), in_new: false };
         std::fs::rename(mb.file_path(true, &entry.file_name), mb.file_path(false, &moved.file_name)).unwrap();
         assert_eq!(mb.read_message(1, &name.basename, entry).unwrap(), b"Subject: x\r\n\r\nbody\r\n");
-        let stale = dir.path().join("tmp/stale");
-        std::fs::write(&stale, b"x").unwrap();
-        let fresh = dir.path().join("tmp/fresh");
-        std::fs::write(&fresh, b"x").unwrap();
+        // An APPEND with an old INTERNALDATE in progress: its temp file's
+        // mtime is old, but it was written just now and must stay.
+        let in_progress = dir.path().join("tmp/in-progress");
+        std::fs::write(&in_progress, b"x").unwrap();
         let old = std::time::SystemTime::now() - Duration::from_secs(40 * 3600);
-        File::options().write(true).open(&stale).unwrap().set_modified(old).unwrap();
+        File::options().write(true).open(&in_progress).unwrap().set_modified(old).unwrap();
         mb.clean_tmp();
-        assert!(!stale.exists() && fresh.exists());
+        assert!(in_progress.exists(), "a temp file being written is not stale");
+        std::fs::remove_file(&in_progress).unwrap();
+        assert!(abandoned_tmp(0, 36 * 3600) && !abandoned_tmp(1, 36 * 3600));
         let staged = dir.path().join("tmp/copy");
         let copy = mb.link_or_copy_to(&mb.file_path(false, &moved.file_name), &staged, 20, SystemFlags::empty()).unwrap();
         std::fs::rename(&staged, mb.file_path(true, &copy.file_name(false))).unwrap();

@@ -530,10 +530,16 @@ impl UserStore {
         let positions: HashMap<String, usize> = positions.into_iter().map(|(b, i)| (b.to_string(), i)).collect();
         let mut uids = Vec::with_capacity(own.len());
         for (basename, flags) in own {
-            let idx = *positions.get(basename).ok_or_else(|| StoreError::Corrupt {
-                path: dir.path.join("new").join(basename),
-                reason: "a message written just now vanished before it got a UID".into(),
-            })?;
+            let Some(&idx) = positions.get(basename) else {
+                // Numbered by another process and expunged again already:
+                // it was stored, under that UID.
+                let uid = locked.vanished_own_uid(basename).ok_or_else(|| StoreError::Corrupt {
+                    path: dir.path.join("new").join(basename),
+                    reason: "a message written just now vanished before it got a UID".into(),
+                })?;
+                uids.push(uid);
+                continue;
+            };
             if locked.messages()[idx].flags != *flags {
                 locked.set_flags(idx, flags)?;
             }

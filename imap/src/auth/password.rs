@@ -151,6 +151,24 @@ pub enum CostKey {
     },
 }
 
+impl CostKey {
+    /// Rough verification work, in units of about one SHA-512-crypt round,
+    /// to compare the cost of different schemes (which hash the dummy check
+    /// for unknown users must match). Only the order matters.
+    pub fn work_estimate(&self) -> u64 {
+        match *self {
+            CostKey::Plain => 0,
+            CostKey::ShaCrypt { sha512: true, rounds } => u64::from(rounds),
+            // A SHA-256 round costs about two thirds of a SHA-512 one.
+            CostKey::ShaCrypt { sha512: false, rounds } => u64::from(rounds) * 2 / 3,
+            // bcrypt cost 10 is about 40 times SHA-512-crypt's default 5,000 rounds.
+            CostKey::Bcrypt(cost) => 200u64.saturating_mul(1u64 << cost.min(40)),
+            // Argon2: one 1 KiB block per KiB and pass, ~ three rounds' worth each.
+            CostKey::Argon2 { m, t, .. } => u64::from(m).saturating_mul(u64::from(t)).saturating_mul(3),
+        }
+    }
+}
+
 /// Default SHA-crypt rounds (no `rounds=` in the hash).
 const SHA_CRYPT_DEFAULT_ROUNDS: u32 = 5000;
 

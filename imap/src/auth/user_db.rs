@@ -49,9 +49,10 @@ impl FileStamp {
 struct Loaded {
     stamp: Option<FileStamp>,
     users: HashMap<String, (UserRecord, Option<StoredPassword>)>,
-    /// The most common work parameters among the file's (acceptable)
-    /// hashes: what the dummy check for unknown users must cost.
-    typical_cost: Option<CostKey>,
+    /// The dearest work parameters among the file's (acceptable) hashes:
+    /// what the dummy check for unknown users must cost, so that no
+    /// account's failed login is slower than an unknown user's.
+    dummy_cost: Option<CostKey>,
 }
 
 /// The work parameters used when the file has no usable hash: what
@@ -72,7 +73,8 @@ pub struct UserDb {
     limits: CostLimits,
     loaded: Mutex<Loaded>,
     /// The dummy hash checked when the user is unknown (or has no usable
-    /// hash), made for the file's typical parameters; remade when they change.
+    /// hash), and after a wrong password for a cheaper hash; made for the
+    /// file's dearest parameters, remade when they change.
     dummy: Mutex<Option<(CostKey, StoredPassword)>>,
 }
 
@@ -132,17 +134,16 @@ impl UserDb {
             tracing::warn!(file = %self.path.display(), line = e.line, reason = e.reason, "skipping passwd line");
         }
         let mut users = HashMap::with_capacity(entries.len());
-        let mut costs: HashMap<CostKey, usize> = HashMap::new();
-        for entry in &entries {
-            if let Some(p) = &entry.password {
-                if let (Some(key), Ok(())) = (p.cost(), p.check_cost(&self.limits)) {
-                    *costs.entry(key).or_insert(0) += 1;
-                }
-            }
-        }
-        // Ties broken by the key's order so every process picks the same.
-        loaded.typical_cost =
-            costs.into_iter().max_by(|a, b| a.1.cmp(&b.1).then_with(|| format!("{:?}", b.0).cmp(&format!("{:?}", a.0)))).map(|(k, _)| k);
+        let costs: std::collections::HashSet<CostKey> = entries
+            .iter()
+            .filter_map(|e| e.password.as_ref())
+            .filter(|p| p.check_cost(&self.limits).is_ok())
+            .filter_map(StoredPassword::cost)
+            .collect();
+        // The dearest; ties broken by the key's text so every process picks the same.
+        loaded.dummy_cost = costs
+            .into_iter()
+            .max_by(|a, b| a.work_estimate().cmp(&b.work_estimate()).then_with(|| format!("{a:?}").cmp(&format!("{b:?}"))));
         for entry in entries {
             match self.record(&entry) {
                 Ok(record) => {
@@ -201,11 +202,11 @@ impl UserDb {
     pub fn verify(&self, name: &str, password: &[u8]) -> Result<UserRecord, AuthError> {
         // One lock, one lookup, one hash check on every path: response
         // times must not tell which user names exist.
-        let (found, typical) = {
+        let (found, dummy_cost) = {
             let loaded = self.refreshed();
-            (loaded.users.get(name).cloned(), loaded.typical_cost)
+            (loaded.users.get(name).cloned(), loaded.dummy_cost.unwrap_or_else(fallback_cost))
         };
-        let dummy = self.dummy(typical.unwrap_or_else(fallback_cost));
+        let dummy = self.dummy(dummy_cost);
         let Some((record, stored)) = found else {
             let _ = dummy.verify(password);
             return Err(AuthError::UnknownUser(name.to_string()));
@@ -222,6 +223,11 @@ impl UserDb {
         if stored.verify(password) {
             Ok(record)
         } else {
+            // A cheaper hash fails faster than an unknown user's dummy
+            // check: pad with the dummy, so failures all take as long.
+            if stored.cost() != Some(dummy_cost) {
+                let _ = dummy.verify(password);
+            }
             Err(AuthError::WrongPassword(name.to_string()))
         }
     }
@@ -312,17 +318,30 @@ mod tests {
     }
 
     #[test]
-    fn dummy_follows_the_files_typical_parameters() {
+    fn dummy_costs_as_much_as_the_files_dearest_hash() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("passwd");
         let sha = |pw| StoredPassword::hash(crate::auth::PasswordScheme::Sha512Crypt, pw).unwrap().to_field();
-        write(&path, &format!("a:{}:::::\nb:{}:::::\nc:{{PLAIN}}x:::::\n", sha("1"), sha("2")));
+        // Mostly PLAIN: the one SHA512-CRYPT account still sets the dummy's cost.
+        write(&path, &format!("a:{{PLAIN}}1:::::\nb:{}:::::\nc:{{PLAIN}}x:::::\n", sha("2")));
         let db = UserDb::open(&path, MailLocation::parse("/m/%u").unwrap()).unwrap();
         assert!(matches!(db.verify("nobody", b"x"), Err(AuthError::UnknownUser(_))));
-        let typical = db.lock().typical_cost;
-        assert_eq!(typical, Some(CostKey::ShaCrypt { sha512: true, rounds: 5000 }));
+        let dearest = db.lock().dummy_cost;
+        assert_eq!(dearest, Some(CostKey::ShaCrypt { sha512: true, rounds: 5000 }));
         let dummy = db.dummy.lock().unwrap().clone().unwrap();
-        assert_eq!(dummy.0, typical.unwrap());
-        assert_eq!(dummy.1.cost(), typical);
+        assert_eq!(dummy.0, dearest.unwrap());
+        assert_eq!(dummy.1.cost(), dearest);
+        assert!(matches!(db.verify("a", b"wrong"), Err(AuthError::WrongPassword(_))));
+        assert!(db.verify("a", b"1").is_ok());
+    }
+
+    #[test]
+    fn work_estimates_order_the_schemes() {
+        let sha512 = CostKey::ShaCrypt { sha512: true, rounds: 5000 };
+        let argon = fallback_cost();
+        assert!(CostKey::Plain.work_estimate() < sha512.work_estimate());
+        assert!(CostKey::ShaCrypt { sha512: false, rounds: 5000 }.work_estimate() < sha512.work_estimate());
+        assert!(sha512.work_estimate() < CostKey::Bcrypt(10).work_estimate());
+        assert!(sha512.work_estimate() < argon.work_estimate());
     }
 }

@@ -33,6 +33,10 @@ impl Session {
         let uid_set = UidSet::from_ranges(uids.iter().map(|&u| UidRange { first: u, last: u }));
         let same_mailbox = target == sel.name();
         let result = Selected::lock_mailbox(&sel.shared, &sel.status).and_then(|mut g| {
+            // Expunged by another session since this one last synced.
+            if let Some(&gone) = uids.iter().find(|&&u| g.mailbox.message(u).is_none()) {
+                return Err(StoreError::NoSuchMessage(gone));
+            }
             let r = if is_move { g.mailbox.move_to(&uid_set, &target)? } else { g.mailbox.copy_to(&uid_set, &target)? };
             Ok((r, g.mailbox.status()))
         });
@@ -44,6 +48,13 @@ impl Session {
                 r
             }
             Err(StoreError::NoSuchMailbox(_)) => return self.no(tag, "[TRYCREATE] Mailbox does not exist."),
+            Err(StoreError::NoSuchMessage(_)) => {
+                // As Dovecot: nothing copied, the expunges reported (allowed
+                // during COPY, RFC 3501 7.4.1), the client retries.
+                self.changes_pending = true;
+                self.sync_selected(true);
+                return self.no(tag, "[EXPUNGEISSUED] Some of the requested messages no longer exist.");
+            }
             Err(e) => return self.no_store(tag, &e),
         };
         let code = if result.source_uids.is_empty() {

@@ -43,6 +43,9 @@ pub(crate) struct FetchJob {
     sets_seen: bool,
     needs_body: bool,
     missing: bool,
+    /// Some message's file was gone (expunged by another session, not yet
+    /// reported here): its data items were sent as NIL.
+    expunged: bool,
 }
 
 /// INTERNALDATE as `"25-Nov-2026 11:45:48 +0000"`.
@@ -142,6 +145,7 @@ impl Session {
             sets_seen,
             needs_body,
             missing: false,
+            expunged: false,
         };
         self.fetch_job = Some(Box::new(job));
         self.continue_fetch();
@@ -163,6 +167,9 @@ impl Session {
         }
         if job.missing {
             self.no(&job.tag, "Some of the requested messages no longer exist.");
+        } else if job.expunged {
+            // RFC 2180 4.1.3 with the RFC 5530 code, as Dovecot answers.
+            self.ok(&job.tag, "[EXPUNGEISSUED] Some messages were already expunged.");
         } else {
             self.ok(&job.tag, "Fetch completed.");
         }
@@ -191,29 +198,29 @@ impl Session {
         // it (expunge not reported to this client yet) still has the UID
         // and flags the client knows.
         let needs_stored = items.iter().any(|i| matches!(i, MessageDataItemName::InternalDate | MessageDataItemName::Rfc822Size));
-        let (size, date) = match g.mailbox.message(entry.uid) {
-            Some(m) => (m.size, m.internal_date),
-            None if needs_stored || needs_body => {
-                job.missing = true;
-                return;
-            }
-            None => (0, 0),
+        // A message whose file is gone (another session expunged it) is
+        // answered with NIL data, like Dovecot does (RFC 2180 4.1.3).
+        let (size, date, mut gone) = match g.mailbox.message(entry.uid) {
+            Some(m) => (m.size, m.internal_date, false),
+            None => (0, 0, needs_stored || needs_body),
         };
         let meta = MessageMeta { uid: entry.uid, flags: entry.flags(), modseq: entry.modseq, size, internal_date: date, recent: false };
-        let mut loaded = if needs_body {
+        let mut loaded = None;
+        if needs_body && !gone {
             match g.mailbox.read_message(meta.uid) {
-                Ok(raw) => Some(Loaded { raw, tree: None }),
-                Err(_) => {
+                Ok(raw) => loaded = Some(Loaded { raw, tree: None }),
+                Err(storage_hooks::StoreError::NoSuchMessage(_)) => gone = true,
+                Err(e) => {
+                    tracing::warn!(uid = meta.uid, error = %e, "reading a message for FETCH failed");
                     job.missing = true;
                     return;
                 }
             }
-        } else {
-            None
-        };
+        }
+        job.expunged |= gone;
         let mut meta = meta;
         let mut flags_changed = false;
-        if sets_seen && !meta.flags.system.contains(SystemFlags::SEEN) && !entry.expunged {
+        if sets_seen && !meta.flags.system.contains(SystemFlags::SEEN) && !entry.expunged && !gone {
             let one = UidSet::from_ranges([UidRange { first: meta.uid, last: meta.uid }]);
             if let Ok(r) = g.mailbox.store_flags(&one, FlagOp::Add, &Flags::system(SystemFlags::SEEN), None) {
                 sel.status = g.mailbox.status();
@@ -250,6 +257,10 @@ impl Session {
                     sep(&mut o);
                     o.extend_from_slice(b"FLAGS ");
                     flag_list(&mut o, &meta.flags, recent);
+                }
+                _ if gone && nil_when_gone(item) => {
+                    sep(&mut o);
+                    nil_item(&mut o, item);
                 }
                 MessageDataItemName::InternalDate => {
                     sep(&mut o);
@@ -323,4 +334,37 @@ impl Session {
         o.extend_from_slice(b")\r\n");
         self.out.extend_from_slice(&o);
     }
+}
+
+/// True for the items a message whose file is gone cannot answer.
+fn nil_when_gone(item: &MessageDataItemName<'_>) -> bool {
+    !matches!(
+        item,
+        MessageDataItemName::Uid
+            | MessageDataItemName::Flags
+            | MessageDataItemName::ModSeq
+            | MessageDataItemName::Binary { .. }
+            | MessageDataItemName::BinarySize { .. }
+    )
+}
+
+/// `NAME NIL` for an item of a message whose file is gone.
+fn nil_item(o: &mut Vec<u8>, item: &MessageDataItemName<'_>) {
+    let name = match item {
+        MessageDataItemName::InternalDate => "INTERNALDATE".to_string(),
+        MessageDataItemName::Rfc822Size => "RFC822.SIZE".to_string(),
+        MessageDataItemName::Envelope => "ENVELOPE".to_string(),
+        MessageDataItemName::Body => "BODY".to_string(),
+        MessageDataItemName::BodyStructure => "BODYSTRUCTURE".to_string(),
+        MessageDataItemName::Rfc822 => "RFC822".to_string(),
+        MessageDataItemName::Rfc822Header => "RFC822.HEADER".to_string(),
+        MessageDataItemName::Rfc822Text => "RFC822.TEXT".to_string(),
+        MessageDataItemName::BodyExt { section: sec, partial, .. } => match partial {
+            None => format!("BODY[{}]", section::section_name(sec.as_ref())),
+            Some((start, _)) => format!("BODY[{}]<{start}>", section::section_name(sec.as_ref())),
+        },
+        _ => return,
+    };
+    o.extend_from_slice(name.as_bytes());
+    o.extend_from_slice(b" NIL");
 }
