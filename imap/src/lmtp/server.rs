@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use super::session::{DeliveryStatus, LmtpLimits, LmtpSession, RcptVerdict, RecipientResolver, Transaction};
+use super::session::{DataSink, DeliveryStatus, LmtpLimits, LmtpSession, RcptVerdict, RecipientResolver, Transaction};
 use crate::auth::UserRecord;
 use crate::delivery::{Deliverer, DeliveryError, ReceivedFrom, TraceHeaders, INBOX};
 
@@ -64,6 +64,24 @@ impl RecipientResolver for UserResolver<'_> {
             Some(user) => RcptVerdict::Accept(user),
             None => RcptVerdict::Unknown,
         }
+    }
+}
+
+/// Holds the message data of the transaction being received.
+#[derive(Debug, Default)]
+struct MessageBuffer {
+    data: Vec<u8>,
+}
+
+impl DataSink for MessageBuffer {
+    fn begin(&mut self) {
+        self.data.clear();
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.data.extend_from_slice(bytes);
+    }
+    fn abort(&mut self) {
+        self.data = Vec::new();
     }
 }
 
@@ -177,6 +195,7 @@ impl LmtpServer {
         let resolver = UserResolver { deliverer: &self.deliverer, domains: &self.settings.domains };
         let mut session = LmtpSession::new(&self.settings.hostname, session_id, self.settings.limits);
         let mut buf = vec![0u8; 64 * 1024];
+        let mut body = MessageBuffer::default();
         tracing::debug!("connected");
         loop {
             let out = session.take_output();
@@ -184,8 +203,9 @@ impl LmtpServer {
                 break;
             }
             if let Some(tx) = session.take_transaction() {
-                let statuses = self.deliver(tx, peer).await;
-                session.delivery_done(statuses, &resolver);
+                let data = std::mem::take(&mut body.data);
+                let statuses = self.deliver(tx, data, peer).await;
+                session.delivery_done(statuses, &resolver, &mut body);
                 continue;
             }
             if session.is_closed() {
@@ -207,7 +227,7 @@ impl LmtpServer {
                     tracing::debug!("client closed the connection");
                     break;
                 }
-                Ok(Ok(n)) => session.receive(&buf[..n], &resolver),
+                Ok(Ok(n)) => session.receive(&buf[..n], &resolver, &mut body),
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, "read failed");
                     break;
@@ -216,7 +236,7 @@ impl LmtpServer {
         }
     }
 
-    async fn deliver(&self, tx: Transaction<UserRecord>, peer: &str) -> Vec<DeliveryStatus> {
+    async fn deliver(&self, tx: Transaction<UserRecord>, data: Vec<u8>, peer: &str) -> Vec<DeliveryStatus> {
         let deliverer = self.deliverer.clone();
         let by = self.settings.hostname.clone();
         let peer = peer.to_string();
@@ -236,9 +256,9 @@ impl LmtpServer {
                             id: tx.id.clone(),
                         }),
                     };
-                    match deliverer.deliver(&rcpt.target, INBOX, &tx.data, &trace) {
+                    match deliverer.deliver(&rcpt.target, INBOX, &data, &trace) {
                         Ok(d) => {
-                            tracing::info!(tx = %tx.id, user = %rcpt.target.name, uid = d.uid, size = tx.data.len(), "delivered");
+                            tracing::info!(tx = %tx.id, user = %rcpt.target.name, uid = d.uid, size = data.len(), "delivered");
                             DeliveryStatus::Stored { uid: d.uid }
                         }
                         Err(DeliveryError::TooLarge { .. }) => DeliveryStatus::TooLarge,
