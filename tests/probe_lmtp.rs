@@ -85,3 +85,62 @@ fn reject_mode_refuses_bare_line_endings() {
     assert!(out.contains("250 2.0.0 <alice> Saved as UID 1"), "{out}");
     assert_eq!(inbox_files(&server, "alice").len(), 1);
 }
+
+fn tmp_files(server: &Server, user: &str) -> usize {
+    let tmp = server.dir.path().join("data/home").join(user).join("Maildir/tmp");
+    std::fs::read_dir(tmp).map_or(0, |d| d.count())
+}
+
+/// Data is spooled to disk while it arrives: each recipient gets the same
+/// body behind its own trace headers, and a body that is refused or cut
+/// off leaves no file behind.
+#[test]
+fn spooled_data_is_copied_per_recipient_and_cleaned_up() {
+    let server = Server::start(ServerOptions {
+        workers: 1,
+        lmtp_extra: "max_message_size = 300000\n".into(),
+        ..ServerOptions::default()
+    });
+    let body: String = (0..2000).map(|i| format!("line {i} of a message big enough for several reads\r\n")).collect();
+    let mut script = b"LHLO mx\r\nMAIL FROM:<s@x>\r\nRCPT TO:<bob>\r\nRCPT TO:<alice>\r\nDATA\r\nSubject: both\r\n\r\n".to_vec();
+    script.extend_from_slice(body.as_bytes());
+    script.extend_from_slice(b".\r\nQUIT\r\n");
+    let out = lmtp_script(&server, &script);
+    assert!(out.contains("250 2.0.0 <bob> Saved as UID 1\r\n250 2.0.0 <alice> Saved as UID 1\r\n"), "{out}");
+    for user in ["alice", "bob"] {
+        let files = inbox_files(&server, user);
+        assert_eq!(files.len(), 1);
+        let text = String::from_utf8_lossy(&files[0]);
+        assert!(text.contains(&format!("Delivered-To: {user}\r\n")), "{text:.300}");
+        assert_eq!(text.matches("Delivered-To:").count(), 1);
+        assert!(text.ends_with(&format!("Subject: both\r\n\r\n{body}")), "{user}");
+        assert_eq!(tmp_files(&server, user), 0, "{user}: spool or copy left in tmp/");
+    }
+    // Too large: refused with 552 after the dot, the partial spool removed.
+    let mut big = b"LHLO mx\r\nMAIL FROM:<s@x>\r\nRCPT TO:<alice>\r\nDATA\r\n".to_vec();
+    big.extend_from_slice("x".repeat(998).as_bytes());
+    for _ in 0..400 {
+        big.extend_from_slice(b"\r\nyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy");
+        big.extend_from_slice("z".repeat(800).as_bytes());
+    }
+    big.extend_from_slice(b"\r\n.\r\nQUIT\r\n");
+    let out = lmtp_script(&server, &big);
+    assert!(out.contains("552 5.3.4 <alice> Message size exceeds"), "{out}");
+    assert_eq!(tmp_files(&server, "alice"), 0);
+    assert_eq!(inbox_files(&server, "alice").len(), 1);
+    // Cut off in the middle of DATA: nothing stored, nothing left.
+    let mut stream = TcpStream::connect(("127.0.0.1", server.lmtp)).unwrap();
+    stream.write_all(b"LHLO mx\r\nMAIL FROM:<s@x>\r\nRCPT TO:<alice>\r\nDATA\r\nSubject: cut\r\n\r\n").unwrap();
+    stream.write_all(body.as_bytes()).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while tmp_files(&server, "alice") == 0 {
+        assert!(std::time::Instant::now() < deadline, "no spool file while DATA is open");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(stream);
+    while tmp_files(&server, "alice") != 0 {
+        assert!(std::time::Instant::now() < deadline, "spool file left after the client went away");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(inbox_files(&server, "alice").len(), 1);
+}

@@ -32,9 +32,10 @@ pub enum BareLineEndings {
 
 /// Receives the message data of a transaction as it arrives. Called only
 /// from inside [`LmtpSession::receive`] / [`LmtpSession::delivery_done`].
-pub trait DataSink {
-    /// A new message body starts (after the 354 reply).
-    fn begin(&mut self);
+pub trait DataSink<R> {
+    /// A new message body starts (after the 354 reply) for `tx` (its
+    /// envelope; `size` is still 0).
+    fn begin(&mut self, tx: &Transaction<R>);
     /// More dot-unstuffed body bytes, line endings as received.
     fn write(&mut self, bytes: &[u8]);
     /// The body being received will not be delivered (too large, bare line
@@ -187,6 +188,8 @@ pub struct LmtpSession<R> {
     discarding_long_line: bool,
     errors: u32,
     transactions: u64,
+    /// The transaction whose data is being read.
+    receiving: Option<Transaction<R>>,
     pending: Option<Transaction<R>>,
     pending_addresses: Vec<String>,
 }
@@ -215,6 +218,7 @@ impl<R> LmtpSession<R> {
             discarding_long_line: false,
             errors: 0,
             transactions: 0,
+            receiving: None,
             pending: None,
             pending_addresses: Vec::new(),
         };
@@ -281,7 +285,7 @@ impl<R> LmtpSession<R> {
         &mut self,
         statuses: Vec<DeliveryStatus>,
         resolver: &impl RecipientResolver<Target = R>,
-        sink: &mut impl DataSink,
+        sink: &mut impl DataSink<R>,
     ) {
         if self.phase != Phase::Delivering {
             return;
@@ -314,7 +318,7 @@ impl<R> LmtpSession<R> {
 
     /// Feeds bytes read from the client and processes as much as possible;
     /// message data goes to `sink`.
-    pub fn receive(&mut self, bytes: &[u8], resolver: &impl RecipientResolver<Target = R>, sink: &mut impl DataSink) {
+    pub fn receive(&mut self, bytes: &[u8], resolver: &impl RecipientResolver<Target = R>, sink: &mut impl DataSink<R>) {
         if self.phase == Phase::Closed {
             return;
         }
@@ -322,7 +326,7 @@ impl<R> LmtpSession<R> {
         self.process(resolver, sink);
     }
 
-    fn process(&mut self, resolver: &impl RecipientResolver<Target = R>, sink: &mut impl DataSink) {
+    fn process(&mut self, resolver: &impl RecipientResolver<Target = R>, sink: &mut impl DataSink<R>) {
         let mut pos = 0;
         loop {
             match self.phase {
@@ -369,7 +373,7 @@ impl<R> LmtpSession<R> {
 
     /// Processes message data from `pos`, handing body bytes to `sink`;
     /// returns the new position, or `None` when more input is needed.
-    fn data_step(&mut self, pos: usize, sink: &mut impl DataSink) -> Option<usize> {
+    fn data_step(&mut self, pos: usize, sink: &mut impl DataSink<R>) -> Option<usize> {
         let input = std::mem::take(&mut self.input);
         let result = self.scan_data(&input[pos..], sink).map(|used| pos + used);
         self.input = input;
@@ -379,7 +383,7 @@ impl<R> LmtpSession<R> {
     /// Runs the data state machine over `rest`. Returns how many bytes
     /// were used if the end mark was found (the session then leaves the
     /// data phase), `None` if all of `rest` was used and more is needed.
-    fn scan_data(&mut self, rest: &[u8], sink: &mut impl DataSink) -> Option<usize> {
+    fn scan_data(&mut self, rest: &[u8], sink: &mut impl DataSink<R>) -> Option<usize> {
         // `run_start..i` is data to pass through as one slice.
         let mut run_start = 0;
         let mut i = 0;
@@ -437,7 +441,7 @@ impl<R> LmtpSession<R> {
 
     /// Passes body bytes on unless the body is already refused; refuses it
     /// (once) when it grows past the size limit.
-    fn data_bytes(&mut self, bytes: &[u8], sink: &mut impl DataSink) {
+    fn data_bytes(&mut self, bytes: &[u8], sink: &mut impl DataSink<R>) {
         if bytes.is_empty() || self.data_refused.is_some() {
             return;
         }
@@ -449,13 +453,13 @@ impl<R> LmtpSession<R> {
         }
     }
 
-    fn bare_line_ending(&mut self, sink: &mut impl DataSink) {
+    fn bare_line_ending(&mut self, sink: &mut impl DataSink<R>) {
         if self.limits.bare_line_endings == BareLineEndings::Reject {
             self.refuse_data(Refusal::BareLineEnding, sink);
         }
     }
 
-    fn refuse_data(&mut self, why: Refusal, sink: &mut impl DataSink) {
+    fn refuse_data(&mut self, why: Refusal, sink: &mut impl DataSink<R>) {
         if self.data_refused.is_none() {
             self.data_refused = Some(why);
             sink.abort();
@@ -463,10 +467,12 @@ impl<R> LmtpSession<R> {
     }
 
     fn end_of_data(&mut self) {
-        let addresses: Vec<String> = self.recipients.iter().map(|r| r.address.clone()).collect();
-        let mail = self.mail.take().unwrap_or_default();
-        let recipients = std::mem::take(&mut self.recipients);
-        let size = std::mem::take(&mut self.data_size);
+        let Some(mut tx) = self.receiving.take() else {
+            self.phase = Phase::Ready;
+            return;
+        };
+        let addresses: Vec<String> = tx.recipients.iter().map(|r| r.address.clone()).collect();
+        tx.size = std::mem::take(&mut self.data_size);
         if let Some(why) = self.data_refused.take() {
             let status = match why {
                 Refusal::TooLarge => DeliveryStatus::TooLarge,
@@ -481,14 +487,7 @@ impl<R> LmtpSession<R> {
             self.phase = Phase::Ready;
             return;
         }
-        self.transactions += 1;
-        self.pending = Some(Transaction {
-            id: format!("{}.{}", self.session_id, self.transactions),
-            helo: self.helo.clone(),
-            sender: mail.sender,
-            recipients,
-            size,
-        });
+        self.pending = Some(tx);
         self.pending_addresses = addresses;
         self.phase = Phase::Delivering;
     }
@@ -510,7 +509,7 @@ impl<R> LmtpSession<R> {
         self.data_refused = None;
     }
 
-    fn command_line(&mut self, line: &[u8], resolver: &impl RecipientResolver<Target = R>, sink: &mut impl DataSink) {
+    fn command_line(&mut self, line: &[u8], resolver: &impl RecipientResolver<Target = R>, sink: &mut impl DataSink<R>) {
         let Ok(text) = std::str::from_utf8(line) else {
             self.error("500 5.5.2 Command line is not valid UTF-8");
             return;
@@ -604,7 +603,16 @@ impl<R> LmtpSession<R> {
                     self.data_refused = None;
                     self.data_state = DataState::LineStart;
                     self.phase = Phase::Data;
-                    sink.begin();
+                    self.transactions += 1;
+                    let tx = Transaction {
+                        id: format!("{}.{}", self.session_id, self.transactions),
+                        helo: self.helo.clone(),
+                        sender: self.mail.take().unwrap_or_default().sender,
+                        recipients: std::mem::take(&mut self.recipients),
+                        size: 0,
+                    };
+                    sink.begin(&tx);
+                    self.receiving = Some(tx);
                     self.reply("354 Start mail input; end with <CRLF>.<CRLF>");
                 }
             }

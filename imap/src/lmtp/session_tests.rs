@@ -24,8 +24,10 @@ struct Body {
     aborted: bool,
 }
 
-impl DataSink for Body {
-    fn begin(&mut self) {
+impl DataSink<&'static str> for Body {
+    fn begin(&mut self, tx: &Transaction<&'static str>) {
+        assert_eq!(tx.size, 0);
+        assert!(!tx.recipients.is_empty());
         self.data.clear();
         self.begun += 1;
         self.aborted = false;
