@@ -14,9 +14,10 @@ use crate::{StoreError, UserStore};
 
 /// Bytes kept from the start of the message for the event summary (From,
 /// Subject and the first text lines are near the top).
-const SUMMARY_HEAD: usize = 128 * 1024;
-/// Write buffer: what one message holds in memory at most.
-const WRITE_BUFFER: usize = 64 * 1024;
+const SUMMARY_HEAD: usize = 32 * 1024;
+/// Write buffer. With the summary head, what one message being received
+/// holds in memory at most: 64 KiB, whatever its size.
+const WRITE_BUFFER: usize = 32 * 1024;
 
 static INCOMING_COUNTER: AtomicU64 = AtomicU64::new(0);
 

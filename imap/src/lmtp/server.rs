@@ -17,14 +17,14 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use storage_hooks::{IncomingMessage, StoreError};
 use tracing::Instrument;
 
-use super::session::{DataSink, DeliveryStatus, LmtpLimits, LmtpSession, RcptVerdict, RecipientResolver, Transaction};
+use super::session::{
+    AcceptedRecipient, DataSink, DeliveryStatus, LmtpLimits, LmtpSession, RcptVerdict, RecipientResolver, Transaction,
+};
 use crate::auth::UserRecord;
-use storage_hooks::{IncomingMessage, StoreError};
-
-use super::session::AcceptedRecipient;
-use crate::delivery::{Deliverer, DeliveryError, ReceivedFrom, TraceHeaders, INBOX};
+use crate::delivery::{Delivered, Deliverer, DeliveryError, ReceivedFrom, TraceHeaders, INBOX};
 
 /// Settings of the LMTP service.
 #[derive(Debug, Clone)]
@@ -146,7 +146,7 @@ impl DataSink<UserRecord> for Spool<'_> {
 }
 
 /// The reply status for one recipient's delivery result, logged.
-fn status_of(tx_id: &str, user: &str, result: Result<crate::delivery::Delivered, DeliveryError>, size: u64) -> DeliveryStatus {
+fn status_of(tx_id: &str, user: &str, result: Result<Delivered, DeliveryError>, size: u64) -> DeliveryStatus {
     match result {
         Ok(d) => {
             tracing::info!(tx = %tx_id, user = %user, uid = d.uid, size, "delivered");
