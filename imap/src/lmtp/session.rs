@@ -149,11 +149,19 @@ enum DataState {
     Cr,
 }
 
-/// Why the body being received will not be delivered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Refusal {
-    TooLarge,
-    BareLineEnding,
+/// Why the body being received will not be delivered. Both are tracked
+/// over the whole body, so the answer does not depend on how the input was
+/// split into reads; too large wins.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Refusal {
+    too_large: bool,
+    bare_line_ending: bool,
+}
+
+impl Refusal {
+    fn any(self) -> bool {
+        self.too_large || self.bare_line_ending
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,7 +191,7 @@ pub struct LmtpSession<R> {
     mail: Option<MailFrom>,
     recipients: Vec<AcceptedRecipient<R>>,
     data_size: u64,
-    data_refused: Option<Refusal>,
+    data_refused: Refusal,
     data_state: DataState,
     discarding_long_line: bool,
     errors: u32,
@@ -213,7 +221,7 @@ impl<R> LmtpSession<R> {
             mail: None,
             recipients: Vec::new(),
             data_size: 0,
-            data_refused: None,
+            data_refused: Refusal::default(),
             data_state: DataState::LineStart,
             discarding_long_line: false,
             errors: 0,
@@ -439,29 +447,31 @@ impl<R> LmtpSession<R> {
         None
     }
 
-    /// Passes body bytes on unless the body is already refused; refuses it
-    /// (once) when it grows past the size limit.
+    /// Counts body bytes and passes them on unless the body is refused;
+    /// refuses it when it grows past the size limit.
     fn data_bytes(&mut self, bytes: &[u8], sink: &mut impl DataSink<R>) {
-        if bytes.is_empty() || self.data_refused.is_some() {
+        if bytes.is_empty() {
             return;
         }
         self.data_size += bytes.len() as u64;
         if self.data_size > self.limits.max_message_size {
-            self.refuse_data(Refusal::TooLarge, sink);
-        } else {
+            self.refuse_data(|r| r.too_large = true, sink);
+        } else if !self.data_refused.any() {
             sink.write(bytes);
         }
     }
 
     fn bare_line_ending(&mut self, sink: &mut impl DataSink<R>) {
         if self.limits.bare_line_endings == BareLineEndings::Reject {
-            self.refuse_data(Refusal::BareLineEnding, sink);
+            self.refuse_data(|r| r.bare_line_ending = true, sink);
         }
     }
 
-    fn refuse_data(&mut self, why: Refusal, sink: &mut impl DataSink<R>) {
-        if self.data_refused.is_none() {
-            self.data_refused = Some(why);
+    /// Records a refusal; the sink hears of the first one only.
+    fn refuse_data(&mut self, mark: impl FnOnce(&mut Refusal), sink: &mut impl DataSink<R>) {
+        let before = self.data_refused.any();
+        mark(&mut self.data_refused);
+        if !before {
             sink.abort();
         }
     }
@@ -473,12 +483,12 @@ impl<R> LmtpSession<R> {
         };
         let addresses: Vec<String> = tx.recipients.iter().map(|r| r.address.clone()).collect();
         tx.size = std::mem::take(&mut self.data_size);
-        if let Some(why) = self.data_refused.take() {
-            let status = match why {
-                Refusal::TooLarge => DeliveryStatus::TooLarge,
-                Refusal::BareLineEnding => {
-                    DeliveryStatus::Rejected("Message contains a bare CR or LF (only CRLF ends a line)".into())
-                }
+        let refused = std::mem::take(&mut self.data_refused);
+        if refused.any() {
+            let status = if refused.too_large {
+                DeliveryStatus::TooLarge
+            } else {
+                DeliveryStatus::Rejected("Message contains a bare CR or LF (only CRLF ends a line)".into())
             };
             for address in &addresses {
                 let line = self.status_line(address, &status);
@@ -506,7 +516,7 @@ impl<R> LmtpSession<R> {
         self.mail = None;
         self.recipients.clear();
         self.data_size = 0;
-        self.data_refused = None;
+        self.data_refused = Refusal::default();
     }
 
     fn command_line(&mut self, line: &[u8], resolver: &impl RecipientResolver<Target = R>, sink: &mut impl DataSink<R>) {
@@ -600,7 +610,7 @@ impl<R> LmtpSession<R> {
                     self.error("503 5.5.1 Bad sequence of commands: no valid recipients");
                 } else {
                     self.data_size = 0;
-                    self.data_refused = None;
+                    self.data_refused = Refusal::default();
                     self.data_state = DataState::LineStart;
                     self.phase = Phase::Data;
                     self.transactions += 1;

@@ -314,3 +314,16 @@ fn input_after_data_waits_for_the_delivery() {
     s.receive(b"MAIL FROM:<a>\r\nRCPT TO:<bob>\r\nDATA\r\ny\r\n.\r\n", &Users, &mut body);
     assert_eq!(s.take_transaction().unwrap().id, "s.2");
 }
+
+#[test]
+fn too_large_and_bare_line_ending_give_the_same_answer_however_split() {
+    // Found by fuzz/fuzz_targets/lmtp_session.rs: which refusal won
+    // depended on whether a read ended right after a bare CR.
+    let limits = LmtpLimits { max_message_size: 7, bare_line_endings: BareLineEndings::Reject, ..LmtpLimits::default() };
+    let script: &[u8] = b"LHLO mx\r\nMAIL FROM:<a>\r\nRCPT TO:<alice>\r\nDATA\r\n1234567\rX\r\n.\r\nQUIT\r\n";
+    let whole = run(limits, &[script], stored);
+    assert!(whole.0.contains("552 5.3.4 <alice> Message size exceeds"), "{}", whole.0);
+    for k in 0..=script.len() {
+        assert_eq!(whole, run(limits, &[&script[..k], &script[k..]], stored), "split at {k}");
+    }
+}
