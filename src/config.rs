@@ -244,6 +244,8 @@ pub struct LmtpConfig {
     pub domains: Vec<String>,
     /// Host name for the greeting and Received header; empty: system host name.
     pub hostname: String,
+    /// A bare LF or CR in message data: `store` it or `reject` the message.
+    pub bare_line_endings: imap::lmtp::BareLineEndings,
 }
 
 impl Default for LmtpConfig {
@@ -256,6 +258,7 @@ impl Default for LmtpConfig {
             timeout_secs: 300,
             domains: Vec::new(),
             hostname: String::new(),
+            bare_line_endings: imap::lmtp::BareLineEndings::Store,
         }
     }
 }
@@ -599,6 +602,13 @@ mod tests {
     }
 
     #[test]
+    fn bare_line_endings_can_be_rejected() {
+        let c = Config::parse("[lmtp]\nbare_line_endings = \"reject\"\n", Path::new("x")).unwrap();
+        assert_eq!(c.lmtp.bare_line_endings, imap::lmtp::BareLineEndings::Reject);
+        assert_eq!(Config::default().lmtp.bare_line_endings, imap::lmtp::BareLineEndings::Store);
+    }
+
+    #[test]
     fn unknown_keys_are_errors() {
         let err = Config::parse("[lmtp]\nmax_mesage_size = 5\n", Path::new("x")).unwrap_err();
         assert!(err.to_string().contains("max_mesage_size"), "{err}");
@@ -609,6 +619,7 @@ mod tests {
         for text in [
             "[lmtp]\nmax_message_size = 0\n",
             "[lmtp]\nlisten = \"nowhere\"\n",
+            "[lmtp]\nbare_line_endings = \"fix\"\n",
             "[users]\ndefault_scheme = \"MD5\"\n",
             "[users]\nmail_location = \"%q/Maildir\"\n",
             "[bus]\ntransport = \"carrier-pigeon\"\n",

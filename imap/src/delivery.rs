@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use storage_hooks::{AppendKind, AppendOptions, Hooks, StoreError, UserStore};
+use storage_hooks::{AppendKind, AppendOptions, AppendResult, Hooks, IncomingMessage, StoreError, UserStore};
 
 use crate::auth::{UserDb, UserRecord};
 
@@ -211,10 +211,54 @@ impl Deliverer {
             full.extend_from_slice(message);
             &full[..]
         };
-        let store = UserStore::open(&user.name, &user.maildir, self.hooks.clone()).map_err(classify)?;
+        let store = self.open_store(user).map_err(classify)?;
         let opts = AppendOptions { kind: AppendKind::Delivery, ..AppendOptions::default() };
+        self.with_inbox_fallback(user, mailbox, |target| store.append(target, raw, &opts))
+    }
+
+    /// Opens `user`'s store with this deliverer's hooks (e.g. to create an
+    /// [`IncomingMessage`] for [`Deliverer::deliver_incoming`]).
+    ///
+    /// # Errors
+    /// I/O errors creating the Maildir.
+    pub fn open_store(&self, user: &UserRecord) -> Result<UserStore, StoreError> {
+        UserStore::open(&user.name, &user.maildir, self.hooks.clone())
+    }
+
+    /// Like [`Deliverer::deliver`] for a message already written to disk
+    /// while it arrived (trace headers included, before its
+    /// [`IncomingMessage::mark_body_start`]); the size limit and the empty
+    /// check apply to the body. Blocking: call from a blocking thread.
+    ///
+    /// # Errors
+    /// As [`Deliverer::deliver`].
+    pub fn deliver_incoming(
+        &self,
+        user: &UserRecord,
+        mailbox: &str,
+        message: &mut IncomingMessage,
+    ) -> Result<Delivered, DeliveryError> {
+        let size = message.body_size();
+        if size > self.max_message_size {
+            return Err(DeliveryError::TooLarge { size, limit: self.max_message_size });
+        }
+        if message.body_is_blank() {
+            return Err(DeliveryError::InvalidMessage("empty message".into()));
+        }
+        let store = self.open_store(user).map_err(classify)?;
+        let opts = AppendOptions { kind: AppendKind::Delivery, ..AppendOptions::default() };
+        self.with_inbox_fallback(user, mailbox, |target| store.append_incoming(target, message, &opts))
+    }
+
+    /// Runs `append` on `mailbox`, and on INBOX if that mailbox does not exist.
+    fn with_inbox_fallback(
+        &self,
+        user: &UserRecord,
+        mailbox: &str,
+        mut append: impl FnMut(&str) -> Result<AppendResult, StoreError>,
+    ) -> Result<Delivered, DeliveryError> {
         let target = if mailbox.is_empty() { INBOX } else { mailbox };
-        match store.append(target, raw, &opts) {
+        match append(target) {
             Ok(r) => Ok(Delivered {
                 mailbox: target.to_string(),
                 fell_back_to_inbox: false,
@@ -225,7 +269,7 @@ impl Deliverer {
                 if !target.eq_ignore_ascii_case(INBOX) =>
             {
                 tracing::info!(user = %user.name, mailbox = %target, "mailbox does not exist; delivering to INBOX");
-                let r = store.append(INBOX, raw, &opts).map_err(classify)?;
+                let r = append(INBOX).map_err(classify)?;
                 Ok(Delivered { mailbox: INBOX.into(), fell_back_to_inbox: true, uidvalidity: r.uidvalidity, uid: r.uid })
             }
             Err(e) => Err(classify(e)),

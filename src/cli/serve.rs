@@ -75,6 +75,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         limits: LmtpLimits {
             max_message_size: config.lmtp.max_message_size,
             max_recipients: config.lmtp.max_recipients,
+            bare_line_endings: config.lmtp.bare_line_endings,
             ..LmtpLimits::default()
         },
         idle_timeout: Duration::from_secs(config.lmtp.timeout_secs),

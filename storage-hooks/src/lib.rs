@@ -45,6 +45,7 @@ pub mod message;
 pub mod user_store;
 
 pub use error::StoreError;
+pub use incoming::IncomingMessage;
 pub use mailbox::Mailbox;
 pub use message::{
     AppendKind, AppendOptions, AppendResult, CopyResult, FlagOp, MailboxInfo, MessageMeta, StoreFlagsResult,
@@ -59,6 +60,7 @@ pub mod degraded;
 pub mod dotlock;
 pub mod durable;
 pub mod expunge_log;
+pub mod incoming;
 pub mod index_file;
 pub mod keywords;
 pub mod locked_mailbox;

@@ -252,7 +252,8 @@ fn abandoned_tmp(ctime: i64, now: i64) -> bool {
     now.saturating_sub(ctime) >= 36 * 3600
 }
 
-fn set_mtime(f: &File, secs: i64) -> std::io::Result<()> {
+/// Sets the mtime and atime of `f` to `secs` since the epoch (INTERNALDATE).
+pub(crate) fn set_mtime(f: &File, secs: i64) -> std::io::Result<()> {
     let t = if secs >= 0 {
         UNIX_EPOCH + Duration::from_secs(secs as u64)
     } else {

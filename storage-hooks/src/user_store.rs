@@ -9,7 +9,9 @@ use crate::durable::Durability;
 use crate::event::{EventKind, MailboxEvent, MessageSummary};
 use crate::locked_mailbox::{fresh_status, Committed, LockedMailbox, UIDLIST_FILE};
 use crate::mailbox_dir::{to_crlf, MailboxDir};
+use crate::incoming::IncomingMessage;
 use crate::mailbox_name::MailboxName;
+use crate::maildir_file::MaildirFileName;
 use crate::message::{AppendKind, AppendOptions, AppendResult, MailboxInfo};
 use crate::uidlist::UidList;
 use crate::{durable, subscriptions, summary, uidvalidity, Flags, Hooks, Mailbox, MailboxStatus, StoreError, UidSet};
@@ -452,7 +454,65 @@ impl UserStore {
                 return Err(e);
             }
         };
-        let kind = match opts.kind {
+        self.commit_new_file(&dir, name, flags, opts.kind, summary)
+    }
+
+    /// Commits an [`IncomingMessage`] (written to `tmp/` while it arrived)
+    /// into `mailbox` exactly like [`UserStore::append`]: the file is
+    /// fsynced and renamed into `new/`, then gets its UID through the same
+    /// group commit, and the same event is emitted. The message may have
+    /// been created in another mailbox of this store (e.g. INBOX for an
+    /// APPEND to a folder); it is moved, not copied.
+    ///
+    /// On `NoSuchMailbox` / `InvalidMailboxName` the message is untouched
+    /// and can be committed elsewhere; after any other outcome its file is
+    /// gone from `tmp/` (committed, or removed).
+    ///
+    /// # Errors
+    /// `NoSuchMailbox`, `InvalidMessage` (empty, other store), I/O, `LockTimeout`.
+    pub fn append_incoming(
+        &self,
+        mailbox: &str,
+        message: &mut IncomingMessage,
+        opts: &AppendOptions,
+    ) -> Result<AppendResult, StoreError> {
+        let dir = self.mailbox_dir(mailbox)?;
+        dir.require()?;
+        if message.root() != self.root {
+            return Err(StoreError::InvalidMessage("message was received for another store"));
+        }
+        if message.size() == 0 {
+            return Err(StoreError::InvalidMessage("empty message"));
+        }
+        check_keywords(&opts.flags)?;
+        let mut flags = opts.flags.clone();
+        flags.normalize();
+        let (tmp, head, size) = message.finish(opts.internal_date)?;
+        let summary = summary::summarize(head);
+        let basename = dir.new_message_basename(size);
+        let name = MaildirFileName { basename, system: flags.system, keyword_indexes: Vec::new() };
+        let target = dir.file_path(true, &name.file_name(false));
+        append_queue::register_in_flight(&dir.path, &name.basename);
+        if let Err(e) = std::fs::rename(tmp, &target) {
+            append_queue::unregister_in_flight(&dir.path, &name.basename);
+            return Err(StoreError::io(target, e));
+        }
+        message.committed();
+        self.commit_new_file(&dir, name, flags, opts.kind, summary)
+    }
+
+    /// Gives a message file just renamed into `new/` (registered in flight)
+    /// its UID through the group commit and emits its event; removes the
+    /// file if the commit is refused.
+    fn commit_new_file(
+        &self,
+        dir: &MailboxDir,
+        name: MaildirFileName,
+        flags: Flags,
+        kind: AppendKind,
+        summary: MessageSummary,
+    ) -> Result<AppendResult, StoreError> {
+        let kind = match kind {
             AppendKind::Delivery => EventKind::MessageNew,
             AppendKind::Append => EventKind::MessageAppend,
         };
@@ -472,7 +532,7 @@ impl UserStore {
         });
         let file_name = name.file_name(false);
         let pending = PendingAppend { basename: name.basename, flags, emit, publish_outside };
-        let appended = append_queue::append(&dir, pending).inspect_err(|_| {
+        let appended = append_queue::append(dir, pending).inspect_err(|_| {
             // Refused (NO / 4xx): the sender retries, so the file must not
             // stay and get a UID later (a failed commit already removed it).
             let path = dir.file_path(true, &file_name);

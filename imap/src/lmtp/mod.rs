@@ -15,5 +15,6 @@ mod session_tests;
 pub use command::{Command, MailFrom, SyntaxError};
 pub use server::{LmtpCountsSnapshot, LmtpServer, LmtpSettings};
 pub use session::{
-    AcceptedRecipient, DeliveryStatus, LmtpLimits, LmtpSession, RcptVerdict, RecipientResolver, Transaction,
+    AcceptedRecipient, BareLineEndings, DataSink, DeliveryStatus, LmtpLimits, LmtpSession, RcptVerdict, RecipientResolver,
+    Transaction,
 };

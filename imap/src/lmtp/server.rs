@@ -1,6 +1,13 @@
 //! The tokio driver around [`LmtpSession`]: listeners (TCP and UNIX),
 //! per-connection loop with an idle timeout, deliveries on blocking threads,
 //! and graceful shutdown.
+//!
+//! Message data is spooled as it arrives into the INBOX `tmp/` of the first
+//! recipient whose Maildir can be written (behind that recipient's trace
+//! headers), so a connection holds at most one read buffer and one write
+//! buffer of it in memory. After the final dot every other recipient gets a
+//! copy with its own trace headers (read back from the spool file), then
+//! the spool file itself is committed for its recipient.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -11,11 +18,14 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use storage_hooks::{IncomingMessage, StoreError};
 use tracing::Instrument;
 
-use super::session::{DeliveryStatus, LmtpLimits, LmtpSession, RcptVerdict, RecipientResolver, Transaction};
+use super::session::{
+    AcceptedRecipient, DataSink, DeliveryStatus, LmtpLimits, LmtpSession, RcptVerdict, RecipientResolver, Transaction,
+};
 use crate::auth::UserRecord;
-use crate::delivery::{Deliverer, DeliveryError, ReceivedFrom, TraceHeaders, INBOX};
+use crate::delivery::{Delivered, Deliverer, DeliveryError, ReceivedFrom, TraceHeaders, INBOX};
 
 /// Settings of the LMTP service.
 #[derive(Debug, Clone)]
@@ -109,6 +119,97 @@ impl RecipientResolver for UserResolver<'_> {
                 self.unknown.fetch_add(1, Ordering::Relaxed);
                 RcptVerdict::Unknown
             }
+        }
+    }
+}
+
+/// The trace headers of `rcpt`'s copy of `tx`.
+fn trace_headers(tx: &Transaction<UserRecord>, rcpt: &AcceptedRecipient<UserRecord>, peer: &str, by: &str) -> TraceHeaders {
+    TraceHeaders {
+        return_path: Some(tx.sender.clone()),
+        delivered_to: Some(rcpt.address.clone()),
+        received: Some(ReceivedFrom {
+            helo: tx.helo.clone(),
+            peer: peer.to_string(),
+            protocol: "LMTP",
+            by: by.to_string(),
+            id: tx.id.clone(),
+        }),
+    }
+}
+
+/// Starts `rcpt`'s copy of `tx`: a file in their INBOX `tmp/` holding the
+/// trace headers, ready for the body.
+fn start_copy(
+    deliverer: &Deliverer,
+    tx: &Transaction<UserRecord>,
+    rcpt: &AcceptedRecipient<UserRecord>,
+    peer: &str,
+    by: &str,
+) -> Result<IncomingMessage, StoreError> {
+    let store = deliverer.open_store(&rcpt.target)?;
+    let mut message = IncomingMessage::create(&store, INBOX)?;
+    message.write(trace_headers(tx, rcpt, peer, by).render().as_bytes())?;
+    message.mark_body_start();
+    Ok(message)
+}
+
+/// Writes the message data of the transaction being received to disk.
+struct Spool<'a> {
+    deliverer: &'a Deliverer,
+    peer: &'a str,
+    by: &'a str,
+    /// The spool file and the index of the recipient it is for, or why it
+    /// could not be written. `None` when no body is being received (or it
+    /// was refused).
+    body: Option<Result<(usize, IncomingMessage), StoreError>>,
+}
+
+impl DataSink<UserRecord> for Spool<'_> {
+    fn begin(&mut self, tx: &Transaction<UserRecord>) {
+        let mut result = Err(StoreError::NotAllowed("no recipients".into()));
+        for (i, rcpt) in tx.recipients.iter().enumerate() {
+            // A recipient whose Maildir is broken must not fail the others.
+            result = start_copy(self.deliverer, tx, rcpt, self.peer, self.by).map(|m| (i, m));
+            if result.is_ok() {
+                break;
+            }
+        }
+        self.body = Some(result);
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        if let Some(Ok((_, message))) = &mut self.body {
+            if let Err(e) = message.write(bytes) {
+                // Dropping the message removes its file; the delivery then
+                // reports the error for every recipient.
+                self.body = Some(Err(e));
+            }
+        }
+    }
+    fn abort(&mut self) {
+        self.body = None;
+    }
+}
+
+/// The reply status for one recipient's delivery result, logged.
+fn status_of(tx_id: &str, user: &str, result: Result<Delivered, DeliveryError>, size: u64) -> DeliveryStatus {
+    match result {
+        Ok(d) => {
+            tracing::info!(tx = %tx_id, user = %user, uid = d.uid, size, "delivered");
+            DeliveryStatus::Stored { uid: d.uid }
+        }
+        Err(DeliveryError::TooLarge { .. }) => DeliveryStatus::TooLarge,
+        Err(DeliveryError::Storage(e)) if e.is_storage_full() => {
+            tracing::warn!(tx = %tx_id, user = %user, error = %e, "delivery refused: storage full");
+            DeliveryStatus::NoSpace
+        }
+        Err(e) if e.is_temporary() => {
+            tracing::warn!(tx = %tx_id, user = %user, error = %e, "delivery failed temporarily");
+            DeliveryStatus::TempFail("storage error".into())
+        }
+        Err(e) => {
+            tracing::info!(tx = %tx_id, user = %user, error = %e, "delivery refused");
+            DeliveryStatus::Rejected(e.to_string())
         }
     }
 }
@@ -259,6 +360,8 @@ impl LmtpServer {
         let resolver = UserResolver { deliverer: &self.deliverer, domains: &self.settings.domains, unknown: &self.counts.unknown_recipients };
         let mut session = LmtpSession::new(&self.settings.hostname, session_id, self.settings.limits);
         let mut buf = vec![0u8; 64 * 1024];
+        let by = self.settings.hostname.as_str();
+        let mut body = Spool { deliverer: &self.deliverer, peer, by, body: None };
         tracing::debug!("connected");
         loop {
             let out = session.take_output();
@@ -266,11 +369,12 @@ impl LmtpServer {
                 break;
             }
             if let Some(tx) = session.take_transaction() {
+                let spooled = body.body.take();
                 let started = std::time::Instant::now();
-                let statuses = self.deliver(tx, peer).await;
+                let statuses = self.deliver(tx, spooled, peer).await;
                 self.delivery_seconds.observe(started.elapsed().as_secs_f64());
                 self.count_outcomes(&statuses);
-                session.delivery_done(statuses, &resolver);
+                session.delivery_done(statuses, &resolver, &mut body);
                 continue;
             }
             if session.is_closed() {
@@ -292,7 +396,7 @@ impl LmtpServer {
                     tracing::debug!("client closed the connection");
                     break;
                 }
-                Ok(Ok(n)) => session.receive(&buf[..n], &resolver),
+                Ok(Ok(n)) => session.receive(&buf[..n], &resolver, &mut body),
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, "read failed");
                     break;
@@ -301,47 +405,40 @@ impl LmtpServer {
         }
     }
 
-    async fn deliver(&self, tx: Transaction<UserRecord>, peer: &str) -> Vec<DeliveryStatus> {
+    async fn deliver(
+        &self,
+        tx: Transaction<UserRecord>,
+        spooled: Option<Result<(usize, IncomingMessage), StoreError>>,
+        peer: &str,
+    ) -> Vec<DeliveryStatus> {
         let deliverer = self.deliverer.clone();
         let by = self.settings.hostname.clone();
         let peer = peer.to_string();
         let count = tx.recipients.len();
         let result = tokio::task::spawn_blocking(move || {
-            tx.recipients
-                .iter()
-                .map(|rcpt| {
-                    let trace = TraceHeaders {
-                        return_path: Some(tx.sender.clone()),
-                        delivered_to: Some(rcpt.address.clone()),
-                        received: Some(ReceivedFrom {
-                            helo: tx.helo.clone(),
-                            peer: peer.clone(),
-                            protocol: "LMTP",
-                            by: by.clone(),
-                            id: tx.id.clone(),
-                        }),
-                    };
-                    match deliverer.deliver(&rcpt.target, INBOX, &tx.data, &trace) {
-                        Ok(d) => {
-                            tracing::info!(tx = %tx.id, user = %rcpt.target.name, uid = d.uid, size = tx.data.len(), "delivered");
-                            DeliveryStatus::Stored { uid: d.uid }
-                        }
-                        Err(DeliveryError::TooLarge { .. }) => DeliveryStatus::TooLarge,
-                        Err(DeliveryError::Storage(e)) if e.is_storage_full() => {
-                            tracing::warn!(tx = %tx.id, user = %rcpt.target.name, error = %e, "delivery refused: storage full");
-                            DeliveryStatus::NoSpace
-                        }
-                        Err(e) if e.is_temporary() => {
-                            tracing::warn!(tx = %tx.id, user = %rcpt.target.name, error = %e, "delivery failed temporarily");
-                            DeliveryStatus::TempFail("storage error".into())
-                        }
-                        Err(e) => {
-                            tracing::info!(tx = %tx.id, user = %rcpt.target.name, error = %e, "delivery refused");
-                            DeliveryStatus::Rejected(e.to_string())
-                        }
-                    }
-                })
-                .collect::<Vec<_>>()
+            let (host, mut spool) = match spooled {
+                Some(Ok(spool)) => spool,
+                Some(Err(e)) => {
+                    let user = tx.recipients.first().map_or("", |r| r.target.name.as_str());
+                    let status = status_of(&tx.id, user, Err(DeliveryError::Storage(e)), tx.size);
+                    return vec![status; count];
+                }
+                None => return vec![DeliveryStatus::TempFail("message data was not kept".into()); count],
+            };
+            let mut statuses = vec![DeliveryStatus::TempFail("no result".into()); count];
+            // Copies first: they are read back from the spool file, which
+            // committing moves into new/.
+            for (i, rcpt) in tx.recipients.iter().enumerate().filter(|(i, _)| *i != host) {
+                let result = start_copy(&deliverer, &tx, rcpt, &peer, &by)
+                    .and_then(|mut copy| spool.copy_body_to(&mut copy).map(|()| copy))
+                    .map_err(DeliveryError::Storage)
+                    .and_then(|mut copy| deliverer.deliver_incoming(&rcpt.target, INBOX, &mut copy));
+                statuses[i] = status_of(&tx.id, &rcpt.target.name, result, tx.size);
+            }
+            let rcpt = &tx.recipients[host];
+            let result = deliverer.deliver_incoming(&rcpt.target, INBOX, &mut spool);
+            statuses[host] = status_of(&tx.id, &rcpt.target.name, result, tx.size);
+            statuses
         })
         .await;
         result.unwrap_or_else(|e| {

@@ -6,8 +6,43 @@
 //! [`LmtpSession::delivery_done`]; the session then queues one reply per
 //! recipient (RFC 2033 section 4.2) and resumes with any pipelined input.
 //! While a transaction is out for delivery no further input is processed.
+//!
+//! Message data is not held here: as it arrives it is dot-unstuffed and
+//! handed to the driver's [`DataSink`] slice by slice (the driver spools it
+//! to disk), so a session holds no more body bytes than one read.
+//!
+//! Only `CRLF . CRLF` ends the data (RFC 5321 section 4.1.1.4), and only a
+//! line that begins after a CRLF is dot-unstuffed: a bare LF or CR never
+//! starts a line, so `LF . LF` cannot end a message early and smuggle a
+//! second one in behind it (the "SMTP smuggling" attack of 2023).
 
 use super::command::{Command, MailFrom, SyntaxError};
+
+/// What to do with a bare LF or bare CR (one not part of a CRLF) in
+/// message data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BareLineEndings {
+    /// Keep it as message data (the store turns bare LF into CRLF).
+    #[default]
+    Store,
+    /// Refuse the message with `554 5.6.0` for every recipient.
+    Reject,
+}
+
+/// Receives the message data of a transaction as it arrives. Called only
+/// from inside [`LmtpSession::receive`] / [`LmtpSession::delivery_done`].
+pub trait DataSink<R> {
+    /// A new message body starts (after the 354 reply) for `tx` (its
+    /// envelope; `size` is still 0).
+    fn begin(&mut self, tx: &Transaction<R>);
+    /// More dot-unstuffed body bytes, line endings as received.
+    fn write(&mut self, bytes: &[u8]);
+    /// The body being received will not be delivered (too large, bare line
+    /// endings refused): what was written so far can be dropped. No further
+    /// writes come for this body.
+    fn abort(&mut self);
+}
 
 /// Limits a session enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,11 +55,19 @@ pub struct LmtpLimits {
     pub max_command_line: usize,
     /// Bad commands tolerated before the session is closed.
     pub max_errors: u32,
+    /// Bare LF / CR in message data: stored or refused.
+    pub bare_line_endings: BareLineEndings,
 }
 
 impl Default for LmtpLimits {
     fn default() -> Self {
-        LmtpLimits { max_message_size: 50 * 1024 * 1024, max_recipients: 100, max_command_line: 4096, max_errors: 20 }
+        LmtpLimits {
+            max_message_size: 50 * 1024 * 1024,
+            max_recipients: 100,
+            max_command_line: 4096,
+            max_errors: 20,
+            bare_line_endings: BareLineEndings::Store,
+        }
     }
 }
 
@@ -56,7 +99,7 @@ pub struct AcceptedRecipient<R> {
     pub target: R,
 }
 
-/// A complete message to deliver.
+/// A complete message to deliver; its data went to the [`DataSink`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transaction<R> {
     /// Transaction id (`<session id>.<n>`), for logs and the Received header.
@@ -67,8 +110,9 @@ pub struct Transaction<R> {
     pub sender: String,
     /// Accepted recipients, in RCPT order.
     pub recipients: Vec<AcceptedRecipient<R>>,
-    /// The message, dot-unstuffed, line endings as received.
-    pub data: Vec<u8>,
+    /// Size of the message data written to the sink (dot-unstuffed, line
+    /// endings as received).
+    pub size: u64,
 }
 
 /// Outcome of delivering a transaction to one recipient.
@@ -87,6 +131,37 @@ pub enum DeliveryStatus {
     TempFail(String),
     /// Not stored because the disk or quota is full, retry later: 452 4.3.1.
     NoSpace,
+}
+
+/// Where the data reader is relative to line structure. Only a CRLF
+/// starts a new line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DataState {
+    /// At the start of a line (after CRLF, or right after DATA).
+    LineStart,
+    /// Saw `.` at a line start (never data: stuffing or the end mark).
+    Dot,
+    /// Saw `.` CR at a line start: LF ends the data.
+    DotCr,
+    /// Inside a line.
+    Mid,
+    /// Saw CR inside a line (already written as data).
+    Cr,
+}
+
+/// Why the body being received will not be delivered. Both are tracked
+/// over the whole body, so the answer does not depend on how the input was
+/// split into reads; too large wins.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Refusal {
+    too_large: bool,
+    bare_line_ending: bool,
+}
+
+impl Refusal {
+    fn any(self) -> bool {
+        self.too_large || self.bare_line_ending
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,12 +190,14 @@ pub struct LmtpSession<R> {
     helo: String,
     mail: Option<MailFrom>,
     recipients: Vec<AcceptedRecipient<R>>,
-    data: Vec<u8>,
-    data_overflow: bool,
-    data_at_line_start: bool,
+    data_size: u64,
+    data_refused: Refusal,
+    data_state: DataState,
     discarding_long_line: bool,
     errors: u32,
     transactions: u64,
+    /// The transaction whose data is being read.
+    receiving: Option<Transaction<R>>,
     pending: Option<Transaction<R>>,
     pending_addresses: Vec<String>,
 }
@@ -143,12 +220,13 @@ impl<R> LmtpSession<R> {
             helo: String::new(),
             mail: None,
             recipients: Vec::new(),
-            data: Vec::new(),
-            data_overflow: false,
-            data_at_line_start: true,
+            data_size: 0,
+            data_refused: Refusal::default(),
+            data_state: DataState::LineStart,
             discarding_long_line: false,
             errors: 0,
             transactions: 0,
+            receiving: None,
             pending: None,
             pending_addresses: Vec::new(),
         };
@@ -211,7 +289,12 @@ impl<R> LmtpSession<R> {
     /// Reports the delivery results of the taken transaction, one per
     /// recipient in RCPT order, and resumes processing buffered input.
     /// Missing statuses are answered as temporary failures.
-    pub fn delivery_done(&mut self, statuses: Vec<DeliveryStatus>, resolver: &impl RecipientResolver<Target = R>) {
+    pub fn delivery_done(
+        &mut self,
+        statuses: Vec<DeliveryStatus>,
+        resolver: &impl RecipientResolver<Target = R>,
+        sink: &mut impl DataSink<R>,
+    ) {
         if self.phase != Phase::Delivering {
             return;
         }
@@ -223,7 +306,7 @@ impl<R> LmtpSession<R> {
             self.reply(&line);
         }
         self.phase = Phase::Ready;
-        self.process(resolver);
+        self.process(resolver, sink);
     }
 
     fn status_line(&self, address: &str, status: &DeliveryStatus) -> String {
@@ -241,23 +324,27 @@ impl<R> LmtpSession<R> {
         }
     }
 
-    /// Feeds bytes read from the client and processes as much as possible.
-    pub fn receive(&mut self, bytes: &[u8], resolver: &impl RecipientResolver<Target = R>) {
+    /// Feeds bytes read from the client and processes as much as possible;
+    /// message data goes to `sink`.
+    pub fn receive(&mut self, bytes: &[u8], resolver: &impl RecipientResolver<Target = R>, sink: &mut impl DataSink<R>) {
         if self.phase == Phase::Closed {
             return;
         }
         self.input.extend_from_slice(bytes);
-        self.process(resolver);
+        self.process(resolver, sink);
     }
 
-    fn process(&mut self, resolver: &impl RecipientResolver<Target = R>) {
+    fn process(&mut self, resolver: &impl RecipientResolver<Target = R>, sink: &mut impl DataSink<R>) {
         let mut pos = 0;
         loop {
             match self.phase {
                 Phase::Closed | Phase::Delivering => break,
-                Phase::Data => match self.data_step(pos) {
+                Phase::Data => match self.data_step(pos, sink) {
                     Some(next) => pos = next,
-                    None => break,
+                    None => {
+                        pos = self.input.len();
+                        break;
+                    }
                 },
                 Phase::Start | Phase::Ready => {
                     let rest = &self.input[pos..];
@@ -272,7 +359,7 @@ impl<R> LmtpSession<R> {
                             if line_len > self.limits.max_command_line {
                                 self.error("500 5.5.2 Line too long");
                             } else {
-                                self.command_line(&line, resolver);
+                                self.command_line(&line, resolver, sink);
                             }
                         }
                         None => {
@@ -292,68 +379,127 @@ impl<R> LmtpSession<R> {
         self.input.drain(..pos);
     }
 
-    /// Processes message data from `pos`; returns the new position, or
-    /// `None` when more input is needed.
-    fn data_step(&mut self, pos: usize) -> Option<usize> {
-        let rest = &self.input[pos..];
-        if rest.is_empty() {
-            return None;
-        }
-        let mut start = 0;
-        if self.data_at_line_start && rest[0] == b'.' {
-            match rest.get(1) {
-                None => return None,
-                Some(b'\n') => return Some(self.end_of_data(pos + 2)),
-                Some(b'\r') => match rest.get(2) {
-                    None => return None,
-                    Some(b'\n') => return Some(self.end_of_data(pos + 3)),
-                    Some(_) => start = 1,
-                },
-                Some(_) => start = 1,
-            }
-        }
-        let body = &rest[start..];
-        let (chunk_len, complete_line) = match body.iter().position(|&b| b == b'\n') {
-            Some(nl) => (nl + 1, true),
-            None => (body.len(), false),
-        };
-        // A CRLF split across reads is fine: only LF ends a line here.
-        let chunk = &body[..chunk_len];
-        let room = (self.limits.max_message_size as usize).saturating_sub(self.data.len());
-        if chunk.len() > room {
-            self.data_overflow = true;
-        }
-        if !self.data_overflow {
-            self.data.extend_from_slice(chunk);
-        }
-        self.data_at_line_start = complete_line;
-        Some(pos + start + chunk_len)
+    /// Processes message data from `pos`, handing body bytes to `sink`;
+    /// returns the new position, or `None` when more input is needed.
+    fn data_step(&mut self, pos: usize, sink: &mut impl DataSink<R>) -> Option<usize> {
+        let input = std::mem::take(&mut self.input);
+        let result = self.scan_data(&input[pos..], sink).map(|used| pos + used);
+        self.input = input;
+        result
     }
 
-    fn end_of_data(&mut self, next: usize) -> usize {
-        let addresses: Vec<String> = self.recipients.iter().map(|r| r.address.clone()).collect();
-        let mail = self.mail.take().unwrap_or_default();
-        let recipients = std::mem::take(&mut self.recipients);
-        let data = std::mem::take(&mut self.data);
-        if std::mem::take(&mut self.data_overflow) {
+    /// Runs the data state machine over `rest`. Returns how many bytes
+    /// were used if the end mark was found (the session then leaves the
+    /// data phase), `None` if all of `rest` was used and more is needed.
+    fn scan_data(&mut self, rest: &[u8], sink: &mut impl DataSink<R>) -> Option<usize> {
+        // `run_start..i` is data to pass through as one slice.
+        let mut run_start = 0;
+        let mut i = 0;
+        while i < rest.len() {
+            let b = rest[i];
+            match (self.data_state, b) {
+                (DataState::LineStart, b'.') => {
+                    self.data_bytes(&rest[run_start..i], sink);
+                    run_start = i + 1;
+                    self.data_state = DataState::Dot;
+                }
+                (DataState::Dot, b'\r') => {
+                    run_start = i + 1;
+                    self.data_state = DataState::DotCr;
+                }
+                (DataState::Dot, _) => {
+                    // A stuffed dot: dropped; `b` starts the line's content.
+                    self.data_state = DataState::Mid;
+                    continue;
+                }
+                (DataState::DotCr, b'\n') => {
+                    self.end_of_data();
+                    return Some(i + 1);
+                }
+                (DataState::DotCr, _) => {
+                    // `.` CR without LF: the dot was stuffing, the CR is bare.
+                    self.bare_line_ending(sink);
+                    self.data_bytes(b"\r", sink);
+                    run_start = i;
+                    self.data_state = DataState::Mid;
+                    continue;
+                }
+                (DataState::LineStart | DataState::Mid, b'\r') => self.data_state = DataState::Cr,
+                (DataState::LineStart | DataState::Mid, b'\n') => {
+                    // A bare LF is data and never starts a line.
+                    self.bare_line_ending(sink);
+                    self.data_state = DataState::Mid;
+                }
+                (DataState::LineStart | DataState::Mid, _) => self.data_state = DataState::Mid,
+                (DataState::Cr, b'\n') => self.data_state = DataState::LineStart,
+                (DataState::Cr, b'\r') => self.bare_line_ending(sink),
+                (DataState::Cr, _) => {
+                    self.bare_line_ending(sink);
+                    self.data_state = DataState::Mid;
+                }
+            }
+            i += 1;
+        }
+        // A held `.` or `.` CR is decided by the next read.
+        if !matches!(self.data_state, DataState::Dot | DataState::DotCr) {
+            self.data_bytes(&rest[run_start..], sink);
+        }
+        None
+    }
+
+    /// Counts body bytes and passes them on unless the body is refused;
+    /// refuses it when it grows past the size limit.
+    fn data_bytes(&mut self, bytes: &[u8], sink: &mut impl DataSink<R>) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.data_size += bytes.len() as u64;
+        if self.data_size > self.limits.max_message_size {
+            self.refuse_data(|r| r.too_large = true, sink);
+        } else if !self.data_refused.any() {
+            sink.write(bytes);
+        }
+    }
+
+    fn bare_line_ending(&mut self, sink: &mut impl DataSink<R>) {
+        if self.limits.bare_line_endings == BareLineEndings::Reject {
+            self.refuse_data(|r| r.bare_line_ending = true, sink);
+        }
+    }
+
+    /// Records a refusal; the sink hears of the first one only.
+    fn refuse_data(&mut self, mark: impl FnOnce(&mut Refusal), sink: &mut impl DataSink<R>) {
+        let before = self.data_refused.any();
+        mark(&mut self.data_refused);
+        if !before {
+            sink.abort();
+        }
+    }
+
+    fn end_of_data(&mut self) {
+        let Some(mut tx) = self.receiving.take() else {
+            self.phase = Phase::Ready;
+            return;
+        };
+        let addresses: Vec<String> = tx.recipients.iter().map(|r| r.address.clone()).collect();
+        tx.size = std::mem::take(&mut self.data_size);
+        let refused = std::mem::take(&mut self.data_refused);
+        if refused.any() {
+            let status = if refused.too_large {
+                DeliveryStatus::TooLarge
+            } else {
+                DeliveryStatus::Rejected("Message contains a bare CR or LF (only CRLF ends a line)".into())
+            };
             for address in &addresses {
-                let line = self.status_line(address, &DeliveryStatus::TooLarge);
+                let line = self.status_line(address, &status);
                 self.reply(&line);
             }
             self.phase = Phase::Ready;
-            return next;
+            return;
         }
-        self.transactions += 1;
-        self.pending = Some(Transaction {
-            id: format!("{}.{}", self.session_id, self.transactions),
-            helo: self.helo.clone(),
-            sender: mail.sender,
-            recipients,
-            data,
-        });
+        self.pending = Some(tx);
         self.pending_addresses = addresses;
         self.phase = Phase::Delivering;
-        next
     }
 
     fn error(&mut self, line: &str) {
@@ -369,11 +515,11 @@ impl<R> LmtpSession<R> {
     fn reset_transaction(&mut self) {
         self.mail = None;
         self.recipients.clear();
-        self.data.clear();
-        self.data_overflow = false;
+        self.data_size = 0;
+        self.data_refused = Refusal::default();
     }
 
-    fn command_line(&mut self, line: &[u8], resolver: &impl RecipientResolver<Target = R>) {
+    fn command_line(&mut self, line: &[u8], resolver: &impl RecipientResolver<Target = R>, sink: &mut impl DataSink<R>) {
         let Ok(text) = std::str::from_utf8(line) else {
             self.error("500 5.5.2 Command line is not valid UTF-8");
             return;
@@ -463,10 +609,20 @@ impl<R> LmtpSession<R> {
                 } else if self.recipients.is_empty() {
                     self.error("503 5.5.1 Bad sequence of commands: no valid recipients");
                 } else {
-                    self.data.clear();
-                    self.data_overflow = false;
-                    self.data_at_line_start = true;
+                    self.data_size = 0;
+                    self.data_refused = Refusal::default();
+                    self.data_state = DataState::LineStart;
                     self.phase = Phase::Data;
+                    self.transactions += 1;
+                    let tx = Transaction {
+                        id: format!("{}.{}", self.session_id, self.transactions),
+                        helo: self.helo.clone(),
+                        sender: self.mail.take().unwrap_or_default().sender,
+                        recipients: std::mem::take(&mut self.recipients),
+                        size: 0,
+                    };
+                    sink.begin(&tx);
+                    self.receiving = Some(tx);
                     self.reply("354 Start mail input; end with <CRLF>.<CRLF>");
                 }
             }

@@ -16,24 +16,57 @@ impl RecipientResolver for Users {
     }
 }
 
+/// Collects the message data a session hands out.
+#[derive(Debug, Default)]
+struct Body {
+    data: Vec<u8>,
+    begun: u32,
+    aborted: bool,
+}
+
+impl DataSink<&'static str> for Body {
+    fn begin(&mut self, tx: &Transaction<&'static str>) {
+        assert_eq!(tx.size, 0);
+        assert!(!tx.recipients.is_empty());
+        self.data.clear();
+        self.begun += 1;
+        self.aborted = false;
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        assert!(!self.aborted, "no writes after abort");
+        assert!(self.begun > 0, "no writes before begin");
+        self.data.extend_from_slice(bytes);
+    }
+    fn abort(&mut self) {
+        self.aborted = true;
+        self.data.clear();
+    }
+}
+
+/// A transaction handed out for delivery and the data written for it.
+#[derive(Debug, PartialEq, Eq)]
+struct Got {
+    tx: Transaction<&'static str>,
+    data: Vec<u8>,
+}
+
 /// Drives a session with `chunks` of input; every transaction is recorded
 /// and answered by `outcome(recipient target)`. Returns all output and the
 /// transactions.
-fn run(
-    limits: LmtpLimits,
-    chunks: &[&[u8]],
-    outcome: impl Fn(&str) -> DeliveryStatus,
-) -> (String, Vec<Transaction<&'static str>>, bool) {
+fn run(limits: LmtpLimits, chunks: &[&[u8]], outcome: impl Fn(&str) -> DeliveryStatus) -> (String, Vec<Got>, bool) {
     let mut s = LmtpSession::new("mx.test", "s1", limits);
+    let mut body = Body::default();
     let mut out = s.take_output();
     let mut txs = Vec::new();
     for chunk in chunks {
-        s.receive(chunk, &Users);
+        s.receive(chunk, &Users, &mut body);
         out.extend(s.take_output());
         while let Some(tx) = s.take_transaction() {
             let statuses = tx.recipients.iter().map(|r| outcome(r.target)).collect();
-            txs.push(tx);
-            s.delivery_done(statuses, &Users);
+            assert!(!body.aborted);
+            assert_eq!(tx.size, body.data.len() as u64);
+            txs.push(Got { tx, data: std::mem::take(&mut body.data) });
+            s.delivery_done(statuses, &Users, &mut body);
             out.extend(s.take_output());
         }
     }
@@ -60,10 +93,10 @@ RCPT TO:<bob+tag@d>\r\nDATA\r\nSubject: x\r\n\r\n..dot\r\n.\r\nQUIT\r\n";
     assert!(closed);
     assert_eq!(txs.len(), 1);
     assert_eq!(txs[0].data, b"Subject: x\r\n\r\n.dot\r\n");
-    assert_eq!(txs[0].sender, "s@x");
-    assert_eq!(txs[0].helo, "mx");
-    assert_eq!(txs[0].id, "s1.1");
-    let targets: Vec<_> = txs[0].recipients.iter().map(|r| (r.address.as_str(), r.target)).collect();
+    assert_eq!(txs[0].tx.sender, "s@x");
+    assert_eq!(txs[0].tx.helo, "mx");
+    assert_eq!(txs[0].tx.id, "s1.1");
+    let targets: Vec<_> = txs[0].tx.recipients.iter().map(|r| (r.address.as_str(), r.target)).collect();
     assert_eq!(targets, [("alice@d", "alice"), ("bob+tag@d", "bob")]);
 }
 
@@ -76,15 +109,93 @@ fn byte_by_byte_input_gives_the_same_result() {
     assert_eq!(whole.0, split.0);
     assert_eq!(whole.1, split.1);
     assert_eq!(whole.1[0].data, b"A\r\n");
-    assert_eq!(whole.1[0].sender, "");
+    assert_eq!(whole.1[0].tx.sender, "");
 }
 
 #[test]
-fn dot_unstuffing_and_bare_lf() {
-    let script = b"LHLO mx\nMAIL FROM:<a>\nRCPT TO:<alice>\nDATA\n..a\n...\nb.\n.\n";
+fn dot_unstuffing_only_after_crlf_and_bare_lf_is_data() {
+    // Command lines may end in a bare LF; in the data only CRLF starts a line.
+    let script = b"LHLO mx\nMAIL FROM:<a>\nRCPT TO:<alice>\nDATA\n..a\r\n...\n.\nb.\r\n.\r\n";
     let (out, txs, _) = run(LmtpLimits::default(), &[script], stored);
     assert_eq!(codes(&out), ["220", "250", "250", "250", "250", "250", "250", "250", "354", "250"]);
-    assert_eq!(txs[0].data, b".a\n..\nb.\n");
+    assert_eq!(txs[0].data, b".a\r\n..\n.\nb.\r\n");
+}
+
+/// The 2023 SMTP smuggling payloads: an end mark made of bare LF / CR
+/// followed by a second, forged transaction, then the real end.
+const SMUGGLING_ENDS: [&[u8]; 6] = [b"\n.\n", b"\n.\r\n", b"\r.\r\n", b"\r\n.\n", b"\r.\r", b"\r\n.\r"];
+
+fn smuggling_script(fake_end: &[u8]) -> Vec<u8> {
+    let mut s = b"LHLO mx\r\nMAIL FROM:<good@x>\r\nRCPT TO:<alice>\r\nDATA\r\nSubject: one\r\n\r\nbody".to_vec();
+    s.extend_from_slice(fake_end);
+    s.extend_from_slice(b"MAIL FROM:<evil@x>\r\nRCPT TO:<bob>\r\nDATA\r\nReturn-Path: <evil@x>\r\nSubject: forged\r\n\r\nx\r\n.\r\nQUIT\r\n");
+    s
+}
+
+#[test]
+fn smuggled_transaction_stays_inside_the_first_message() {
+    for fake_end in SMUGGLING_ENDS {
+        let script = smuggling_script(fake_end);
+        let (out, txs, closed) = run(LmtpLimits::default(), &[&script], stored);
+        let shown = String::from_utf8_lossy(fake_end).escape_debug().to_string();
+        assert_eq!(txs.len(), 1, "{shown}: {out}");
+        assert_eq!(txs[0].tx.sender, "good@x", "{shown}");
+        let targets: Vec<_> = txs[0].tx.recipients.iter().map(|r| r.target).collect();
+        assert_eq!(targets, ["alice"], "{shown}");
+        let data = String::from_utf8(txs[0].data.clone()).unwrap();
+        assert!(data.starts_with("Subject: one\r\n\r\nbody"), "{shown}: {data:?}");
+        assert!(data.contains("MAIL FROM:<evil@x>\r\nRCPT TO:<bob>\r\nDATA\r\nReturn-Path: <evil@x>\r\n"), "{shown}: {data:?}");
+        assert!(data.ends_with("\r\nx\r\n"), "{shown}: {data:?}");
+        // 220, LHLO (5 lines), MAIL, RCPT, 354, one 250 for alice, 221.
+        assert_eq!(codes(&out), ["220", "250", "250", "250", "250", "250", "250", "250", "354", "250", "221"], "{shown}");
+        assert!(closed);
+    }
+}
+
+#[test]
+fn bare_cr_and_dot_cr_are_data() {
+    let script = b"LHLO mx\r\nMAIL FROM:<a>\r\nRCPT TO:<alice>\r\nDATA\r\na\r.\rb\r\n.\rX\r\n\r\r\n.\r\n";
+    let (_, txs, _) = run(LmtpLimits::default(), &[script], stored);
+    assert_eq!(txs[0].data, b"a\r.\rb\r\n\rX\r\n\r\r\n");
+}
+
+#[test]
+fn every_split_of_the_input_gives_the_same_result() {
+    let mut scripts: Vec<Vec<u8>> = SMUGGLING_ENDS.iter().map(|e| smuggling_script(e)).collect();
+    scripts.push(b"LHLO mx\r\nMAIL FROM:<a>\r\nRCPT TO:<alice>\r\nDATA\r\n.\r\n..\r\n.\r.\r\n\r\n.\r\nNOOP\r\n".to_vec());
+    for limits in [LmtpLimits::default(), LmtpLimits { bare_line_endings: BareLineEndings::Reject, ..LmtpLimits::default() }] {
+        for script in &scripts {
+            let whole = run(limits, &[script], stored);
+            for k in 0..=script.len() {
+                let split = run(limits, &[&script[..k], &script[k..]], stored);
+                assert_eq!(whole, split, "split at {k} of {:?}", String::from_utf8_lossy(script));
+            }
+            let bytes: Vec<&[u8]> = script.chunks(1).collect();
+            assert_eq!(whole, run(limits, &bytes, stored));
+        }
+    }
+}
+
+#[test]
+fn reject_mode_refuses_bare_line_endings_with_554() {
+    let limits = LmtpLimits { bare_line_endings: BareLineEndings::Reject, ..LmtpLimits::default() };
+    for fake_end in SMUGGLING_ENDS {
+        let (out, txs, _) = run(limits, &[&smuggling_script(fake_end)], stored);
+        assert!(txs.is_empty(), "{out}");
+        assert!(out.contains("354 Start mail input; end with <CRLF>.<CRLF>\r\n554 5.6.0 <alice> Message contains a bare CR or LF"), "{out}");
+        assert_eq!(codes(&out).iter().filter(|c| **c == "554").count(), 1, "{out}");
+        assert!(out.ends_with("221 2.0.0 mx.test Bye\r\n"), "{out}");
+    }
+    // Two recipients get one 554 each; the next clean message is delivered.
+    let script = b"LHLO mx\r\nMAIL FROM:<a>\r\nRCPT TO:<alice>\r\nRCPT TO:<bob>\r\nDATA\r\nlone\rcr\r\n.\r\n\
+MAIL FROM:<a>\r\nRCPT TO:<alice>\r\nDATA\r\nclean\r\n.\r\n";
+    let (out, txs, _) = run(limits, &[script], stored);
+    assert!(out.contains("554 5.6.0 <alice> Message contains a bare CR or LF (only CRLF ends a line)\r\n554 5.6.0 <bob> "), "{out}");
+    assert_eq!(txs.len(), 1);
+    assert_eq!(txs[0].data, b"clean\r\n");
+    // Store mode keeps the same bytes.
+    let (_, txs, _) = run(LmtpLimits::default(), &[script], stored);
+    assert_eq!(txs[0].data, b"lone\rcr\r\n");
 }
 
 #[test]
@@ -137,7 +248,7 @@ fn too_many_recipients() {
     let script = b"LHLO mx\r\nMAIL FROM:<a>\r\nRCPT TO:<alice>\r\nRCPT TO:<bob>\r\nRCPT TO:<alice+2>\r\nDATA\r\nx\r\n.\r\n";
     let (out, txs, _) = run(limits, &[script], stored);
     assert!(out.contains("452 4.5.3 Too many recipients\r\n"));
-    assert_eq!(txs[0].recipients.len(), 2);
+    assert_eq!(txs[0].tx.recipients.len(), 2);
 }
 
 #[test]
@@ -178,7 +289,7 @@ fn timeout_and_shutdown_say_421() {
     s.timed_out();
     assert_eq!(s.take_output(), b"421 4.4.2 h Timeout, closing connection\r\n");
     assert!(s.is_closed());
-    s.receive(b"NOOP\r\n", &Users);
+    s.receive(b"NOOP\r\n", &Users, &mut Body::default());
     assert!(s.take_output().is_empty());
     let mut s: LmtpSession<&str> = LmtpSession::new("h", "s", LmtpLimits::default());
     s.take_output();
@@ -189,16 +300,30 @@ fn timeout_and_shutdown_say_421() {
 #[test]
 fn input_after_data_waits_for_the_delivery() {
     let mut s = LmtpSession::new("h", "s", LmtpLimits::default());
-    s.receive(b"LHLO x\r\nMAIL FROM:<a>\r\nRCPT TO:<alice>\r\nDATA\r\nx\r\n.\r\nNOOP\r\n", &Users);
+    let mut body = Body::default();
+    s.receive(b"LHLO x\r\nMAIL FROM:<a>\r\nRCPT TO:<alice>\r\nDATA\r\nx\r\n.\r\nNOOP\r\n", &Users, &mut body);
     let before = String::from_utf8(s.take_output()).unwrap();
     assert!(before.ends_with("354 Start mail input; end with <CRLF>.<CRLF>\r\n"), "{before}");
     assert!(s.is_delivering());
     assert_eq!(s.buffered_input(), 6);
     let tx = s.take_transaction().unwrap();
-    assert_eq!(tx.data, b"x\r\n");
-    s.delivery_done(vec![DeliveryStatus::Stored { uid: 1 }], &Users);
+    assert_eq!((tx.size, body.data.as_slice()), (3, &b"x\r\n"[..]));
+    s.delivery_done(vec![DeliveryStatus::Stored { uid: 1 }], &Users, &mut body);
     assert_eq!(s.take_output(), b"250 2.0.0 <alice> Saved as UID 1\r\n250 2.0.0 OK\r\n");
     // A second transaction on the same connection works and gets a new id.
-    s.receive(b"MAIL FROM:<a>\r\nRCPT TO:<bob>\r\nDATA\r\ny\r\n.\r\n", &Users);
+    s.receive(b"MAIL FROM:<a>\r\nRCPT TO:<bob>\r\nDATA\r\ny\r\n.\r\n", &Users, &mut body);
     assert_eq!(s.take_transaction().unwrap().id, "s.2");
+}
+
+#[test]
+fn too_large_and_bare_line_ending_give_the_same_answer_however_split() {
+    // Found by fuzz/fuzz_targets/lmtp_session.rs: which refusal won
+    // depended on whether a read ended right after a bare CR.
+    let limits = LmtpLimits { max_message_size: 7, bare_line_endings: BareLineEndings::Reject, ..LmtpLimits::default() };
+    let script: &[u8] = b"LHLO mx\r\nMAIL FROM:<a>\r\nRCPT TO:<alice>\r\nDATA\r\n1234567\rX\r\n.\r\nQUIT\r\n";
+    let whole = run(limits, &[script], stored);
+    assert!(whole.0.contains("552 5.3.4 <alice> Message size exceeds"), "{}", whole.0);
+    for k in 0..=script.len() {
+        assert_eq!(whole, run(limits, &[&script[..k], &script[k..]], stored), "split at {k}");
+    }
 }

@@ -1,4 +1,10 @@
 //! APPEND with flags, INTERNALDATE and the UIDPLUS APPENDUID code.
+//!
+//! The message literal normally arrives streamed: the session wrote it to
+//! the user's INBOX `tmp/` while it came in (`Session::append_body`) and
+//! the parsed command carries an empty literal; committing moves the file
+//! into the target mailbox. A literal read into memory (not logged in when
+//! it started, say) is appended from memory as before.
 
 use imap_types::datetime::DateTime;
 use imap_types::extensions::binary::LiteralOrLiteral8;
@@ -18,6 +24,8 @@ impl Session {
         date: Option<&DateTime>,
         message: &LiteralOrLiteral8<'_>,
     ) {
+        // Taken first, so that every refusal below drops (removes) the file.
+        let streamed = self.append_body.take();
         let Some(name) = self.mailbox_name(tag, mailbox) else { return };
         let names: Vec<String> = flags.iter().map(ToString::to_string).collect();
         let flags = match Flags::from_imap_names(names.iter().map(String::as_str)) {
@@ -34,7 +42,12 @@ impl Session {
             kind: AppendKind::Append,
         };
         let Some(store) = self.store.clone() else { return };
-        match store.append(&name, raw, &opts) {
+        let result = match streamed {
+            Some(Ok(mut message)) => store.append_incoming(&name, &mut message, &opts),
+            Some(Err(e)) => Err(e),
+            None => store.append(&name, raw, &opts),
+        };
+        match result {
             Ok(r) => {
                 if self.selected_mailbox() == Some(name.as_str()) {
                     self.changes_pending = true;

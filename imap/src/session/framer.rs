@@ -24,6 +24,9 @@ pub(crate) enum Frame {
     /// A line exceeded the limit; it was dropped up to its end. Carries the
     /// first bytes of the line (for the tag).
     LineTooLong(Vec<u8>),
+    /// The next bytes of a literal accepted with
+    /// [`Framer::accept_literal_streamed`] (never part of a `Complete`).
+    LiteralData(Vec<u8>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +37,8 @@ enum State {
     Decide { length: u32, non_sync: bool },
     /// Reading literal data into the message.
     Literal { remaining: u32 },
+    /// Handing literal data out as [`Frame::LiteralData`].
+    StreamLiteral { remaining: u32 },
     /// Dropping bytes up to the next LF (after an overlong line).
     SkipLine,
     /// Dropping literal data of a rejected non-synchronizing literal; then
@@ -147,6 +152,26 @@ impl Framer {
         }
     }
 
+    /// Accepts the announced literal but hands its data out piece by piece
+    /// as [`Frame::LiteralData`] instead of keeping it: the command goes on
+    /// as if the literal were empty (`{n}` becomes `{0}`), so a large APPEND
+    /// never sits in memory.
+    pub(crate) fn accept_literal_streamed(&mut self) {
+        let State::Decide { length, .. } = self.state else { return };
+        if length == 0 {
+            return self.accept_literal();
+        }
+        let line = &self.message[self.line_start..];
+        let ending = if line.ends_with(b"\r\n") { 2 } else { 1 };
+        if let Some(open) = line.iter().rposition(|&b| b == b'{') {
+            let open = self.line_start + open;
+            let end = self.message.len() - ending;
+            self.message.splice(open..end, b"{0}".iter().copied());
+        }
+        self.state = State::StreamLiteral { remaining: length };
+        self.line_start = self.message.len();
+    }
+
     /// Refuses the announced literal: for a synchronizing literal the client
     /// sends nothing more for this command; a non-synchronizing literal's
     /// data and the rest of the command are skipped.
@@ -175,6 +200,18 @@ impl Framer {
                     }
                     self.state = State::Line;
                     self.line_start = self.message.len();
+                }
+                State::StreamLiteral { remaining } => {
+                    let avail = self.input.len() - self.pos;
+                    if avail == 0 {
+                        return None;
+                    }
+                    let take = avail.min(remaining as usize);
+                    let data = self.input[self.pos..self.pos + take].to_vec();
+                    self.pos += take;
+                    let left = remaining - take as u32;
+                    self.state = if left > 0 { State::StreamLiteral { remaining: left } } else { State::Line };
+                    return Some(Frame::LiteralData(data));
                 }
                 State::SkipLiteral { remaining } => {
                     let avail = (self.input.len() - self.pos) as u64;
@@ -318,6 +355,27 @@ mod tests {
         f.enqueue(b"a APPEND INBOX xxxxxxxxxxxxxxxx {9+}\r\nb LOGOUT\r\nc NOOP\r\n");
         assert!(matches!(f.poll(), Some(Frame::LineTooLong(_))));
         assert_eq!(f.poll(), Some(Frame::Complete(b"c NOOP\r\n".to_vec())));
+    }
+
+    #[test]
+    fn streamed_literal_is_handed_out_in_pieces() {
+        let mut f = Framer::new(100);
+        f.enqueue(b"a APPEND INBOX (\\Seen) {10}\r\n01234");
+        assert!(matches!(f.poll(), Some(Frame::Literal { length: 10, non_sync: false, .. })));
+        f.accept_literal_streamed();
+        assert_eq!(f.poll(), Some(Frame::LiteralData(b"01234".to_vec())));
+        assert_eq!(f.poll(), None);
+        assert_eq!(f.pending_copy(), None, "not re-framable while the literal streams");
+        f.enqueue(b"56789\r\nb NOOP\r\n");
+        assert_eq!(f.poll(), Some(Frame::LiteralData(b"56789".to_vec())));
+        assert_eq!(f.poll(), Some(Frame::Complete(b"a APPEND INBOX (\\Seen) {0}\r\n\r\n".to_vec())));
+        assert_eq!(f.poll(), Some(Frame::Complete(b"b NOOP\r\n".to_vec())));
+        // LITERAL+ and a bare LF line ending.
+        f.enqueue(b"c APPEND x {3+}\nabc\r\n");
+        assert!(matches!(f.poll(), Some(Frame::Literal { length: 3, non_sync: true, .. })));
+        f.accept_literal_streamed();
+        assert_eq!(f.poll(), Some(Frame::LiteralData(b"abc".to_vec())));
+        assert_eq!(f.poll(), Some(Frame::Complete(b"c APPEND x {0}\n\r\n".to_vec())));
     }
 
     #[test]

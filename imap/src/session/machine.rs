@@ -7,7 +7,7 @@ use std::time::Instant;
 use imap_codec::decode::Decoder;
 use imap_codec::{AuthenticateDataCodec, CommandCodec, IdleDoneCodec};
 use imap_types::command::{Command, CommandBody};
-use storage_hooks::{Hooks, MailboxEvent, StoreError, UserStore};
+use storage_hooks::{Hooks, IncomingMessage, MailboxEvent, StoreError, UserStore};
 
 use super::framer::{Frame, Framer};
 use super::selected::Selected;
@@ -64,6 +64,10 @@ pub struct Session {
     pub(crate) search_return: Option<crate::op::esearch::ReturnOptions>,
     /// A FETCH whose responses are produced over several `next` calls.
     pub(crate) fetch_job: Option<Box<crate::op::fetch::FetchJob>>,
+    /// The message literal of the APPEND being read, written to the
+    /// user's INBOX `tmp/` as it arrives (or why that failed). Taken by
+    /// `op_append`; dropped (file removed) after any other command.
+    pub(crate) append_body: Option<Result<IncomingMessage, StoreError>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -125,6 +129,7 @@ impl Session {
             auth_failures: 0,
             search_return: None,
             fetch_job: None,
+            append_body: None,
         }
     }
 
@@ -293,10 +298,23 @@ impl Session {
                 self.respond_bad(tag.as_deref(), &text);
             }
             Frame::Literal { length, non_sync, head } => self.decide_literal(length, non_sync, &head),
+            Frame::LiteralData(bytes) => {
+                if let Some(Ok(message)) = &mut self.append_body {
+                    if let Err(e) = message.write(&bytes) {
+                        // Reported when the command completes; the rest
+                        // of the literal is still read (and dropped).
+                        self.append_body = Some(Err(e));
+                    }
+                }
+            }
             Frame::Complete(bytes) => match self.phase.clone() {
                 Phase::SaslResponse(tag) => self.sasl_response(&tag, &bytes),
                 Phase::Idle(tag) => self.idle_input(&tag, &bytes),
-                _ => self.command_bytes(&bytes, now),
+                _ => {
+                    self.command_bytes(&bytes, now);
+                    // Not taken by APPEND (a syntax error, say): the file goes.
+                    self.append_body = None;
+                }
             },
         }
     }
@@ -320,7 +338,22 @@ impl Session {
             }
             return;
         }
-        self.framer.accept_literal();
+        let stream_it = is_append && self.append_body.is_none() && length > 0;
+        match self.store.as_ref().filter(|_| stream_it).map(|store| IncomingMessage::create(store, "INBOX")) {
+            Some(Ok(message)) => {
+                self.append_body = Some(Ok(message));
+                self.framer.accept_literal_streamed();
+            }
+            Some(Err(e)) => {
+                self.framer.reject_literal();
+                tracing::warn!(error = %e, "cannot receive an APPEND message");
+                return match tag {
+                    Some(tag) => self.no_store(&tag, &e),
+                    None => self.respond_bad(None, "Cannot receive the message."),
+                };
+            }
+            None => self.framer.accept_literal(),
+        }
         if !non_sync {
             self.out.extend_from_slice(b"+ OK\r\n");
         }
