@@ -1,6 +1,7 @@
 //! `dormouse serve`: prepare the data directory, start the listeners, run
 //! until SIGINT/SIGTERM, then shut down gracefully.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,7 +47,7 @@ fn hostname(config: &Config) -> String {
 ///
 /// # Errors
 /// Preparation failures, unusable listen addresses, runtime errors.
-pub fn run(config: Config, _args: ServeArgs) -> anyhow::Result<()> {
+pub fn run(config: Config, path: Option<PathBuf>, _args: ServeArgs) -> anyhow::Result<()> {
     // Whatever we create without an explicit mode (sockets, directories
     // made by libraries) is private too; children inherit the mask.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
@@ -60,10 +61,10 @@ pub fn run(config: Config, _args: ServeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
     // `lock` is dropped after `runtime` (reverse declaration order), so it
     // outlives every task and blocking thread.
-    runtime.block_on(serve(config))
+    runtime.block_on(serve(config, path))
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let location = MailLocation::parse(&config.users.mail_location)?;
     let users = Arc::new(UserDb::open(config.passwd_file(), location)?.with_cost_limits(config.auth.cost_limits()));
     let deliverer = Deliverer::new(users.clone(), store_hooks(&config).await, config.lmtp.max_message_size);
@@ -114,8 +115,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // IMAP: the master (pre-login, TLS) and its worker processes.
     // Every child process watches this pipe and stops when we are gone.
     let lifeline = Arc::new(Lifeline::new().context("cannot create the pipe children watch for our exit")?);
-    let (imap, master_metrics) = super::serve_imap::start(&config, users.clone(), lifeline, shutdown_rx.clone()).await?;
-    tasks.push(imap);
+    let imap = super::serve_imap::start(&config, users.clone(), lifeline, shutdown_rx.clone()).await?;
+    tasks.push(imap.task);
+    let master_metrics = imap.metrics;
     if !config.metrics.listen.is_empty() {
         let listener = TcpListener::bind(&config.metrics.listen)
             .await
@@ -125,8 +127,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tasks.push(tokio::spawn(super::metrics::serve(listener, sources, shutdown_rx.clone())));
     }
 
+    let mut reloader = super::reload::Reloader::new(path, config.clone(), imap.reload, imap.worker_config);
     super::systemd_notify::notify("READY=1");
-    wait_for_signal().await?;
+    wait_for_signal(&mut reloader).await?;
     super::systemd_notify::notify("STOPPING=1");
     tracing::info!("shutting down");
     let _ = shutdown_tx.send(true);
@@ -142,13 +145,21 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// Waits for SIGTERM or SIGINT, reloading the configuration on every SIGHUP.
+async fn wait_for_signal(reloader: &mut super::reload::Reloader) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+    let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM received"); return Ok(()) }
+            _ = int.recv() => { tracing::info!("SIGINT received"); return Ok(()) }
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP received: reloading the configuration");
+                // Reading files and loading the TLS pair block briefly.
+                tokio::task::block_in_place(|| reloader.reload_and_log());
+            }
+        }
     }
-    Ok(())
 }

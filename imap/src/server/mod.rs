@@ -66,7 +66,7 @@ pub mod worker_pool;
 pub mod worker_report;
 
 pub use config::{ImapServerConfig, ImapSettings, ImapSettingsError};
-pub use master::{Master, MasterError, WorkerCommand, WORKER_INDEX_ENV};
+pub use master::{Master, MasterError, MasterReload, WorkerCommand, WORKER_INDEX_ENV};
 pub use worker::WorkerDeps;
 
 use crate::session::{Limits, SessionOptions};
