@@ -133,7 +133,9 @@ impl Reloader {
                 );
             }
             Err(e) => tracing::error!(
-                error = %e,
+                // One log line (journald splits on newlines): the TOML
+                // parser's message spans several.
+                error = %e.to_string().lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" "),
                 "configuration reload refused; the running configuration stays in force"
             ),
         }

@@ -62,6 +62,8 @@ pub struct ServerOptions {
     pub users: Vec<(String, String)>,
     /// More config sections appended at the end (e.g. `[users]` settings).
     pub sections_extra: String,
+    /// `log.level` of the server.
+    pub log_level: String,
 }
 
 impl Default for ServerOptions {
@@ -71,6 +73,7 @@ impl Default for ServerOptions {
             imap_extra: "login_failure_delay_ms = 50\nlogin_failure_delay_max_ms = 400\n".into(),
             users: vec![("alice".into(), "secret-a".into()), ("bob".into(), "secret-b".into())],
             sections_extra: String::new(),
+            log_level: "info,imap=debug".into(),
         }
     }
 }
@@ -86,9 +89,9 @@ impl Server {
         std::fs::write(
             &config,
             format!(
-                "data_dir = {data:?}\n[log]\nlevel = \"info,imap=debug\"\n[lmtp]\nlisten = \"127.0.0.1:{lmtp}\"\n\
+                "data_dir = {data:?}\n[log]\nlevel = {:?}\n[lmtp]\nlisten = \"127.0.0.1:{lmtp}\"\n\
                  [imap]\nlisten = \"127.0.0.1:{imap}\"\nlisten_tls = \"127.0.0.1:{imaps}\"\nworkers = {}\n{}\n{}",
-                options.workers, options.imap_extra, options.sections_extra
+                options.log_level, options.workers, options.imap_extra, options.sections_extra
             ),
         )
         .unwrap();
