@@ -223,6 +223,15 @@ fn broken_config_is_refused_and_the_old_values_stay() {
     std::fs::write(&server.config, good).unwrap();
     let log = sighup(&server, RELOADED);
     assert!(lines_after(&log, RELOADED).contains("applied=none"), "{log}");
+    // The passwd file needs no reload: a user added now can log in at once.
+    let out = Command::new(imap_support::dormouse())
+        .args(["--config", server.config.to_str().unwrap(), "user", "add", "carol", "--password", "pw-c", "--scheme", "PLAIN"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    drop(a);
+    let mut c = open_greeted(server.imap);
+    assert!(c.cmd("c1", "LOGIN carol pw-c").last().unwrap().starts_with("c1 OK"));
     let (status, _) = server.terminate_timed();
     assert!(status.is_some_and(|s| s.success()), "serve exits cleanly after the reloads");
 }

@@ -21,6 +21,9 @@ fn units_pass_systemd_analyze_verify() {
     for name in ["dormouse.service", "dormouse-push-relay.service"] {
         let text = std::fs::read_to_string(format!("{}/dist/systemd/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
         assert!(text.contains("ExecStart=/usr/bin/dormouse "), "{name}: ExecStart must name the packaged binary");
+        if name == "dormouse.service" {
+            assert!(text.contains("\nExecReload=/bin/kill -HUP $MAINPID\n"), "{name}: reload is SIGHUP to serve");
+        }
         // verify checks that ExecStart exists: point it at the binary under test.
         let path = dir.path().join(name);
         std::fs::write(&path, text.replace("/usr/bin/dormouse", dormouse())).unwrap();
@@ -53,6 +56,15 @@ fn serve_notifies_ready_once_listening_and_stopping_on_sigterm() {
     // Ready means listening: the greeting comes at once, no retry loop.
     let mut conn = Conn::connect(imap).expect("IMAP not listening when READY=1 was sent");
     assert!(conn.line().starts_with("* OK"));
+    // A reload (SIGHUP, what ExecReload sends) is bracketed by RELOADING=1
+    // (with the monotonic time Type=notify-reload wants) and READY=1.
+    let _ = Command::new("kill").args(["-HUP", &child.id().to_string()]).status();
+    let n = notify.recv(&mut buf).expect("no RELOADING=1 after SIGHUP");
+    let reloading = String::from_utf8_lossy(&buf[..n]).into_owned();
+    let usec = reloading.strip_prefix("RELOADING=1\nMONOTONIC_USEC=").unwrap_or_else(|| panic!("{reloading:?}"));
+    assert!(usec.parse::<u64>().is_ok_and(|u| u > 0), "{reloading:?}");
+    let n = notify.recv(&mut buf).expect("no READY=1 after the reload");
+    assert_eq!(&buf[..n], b"READY=1", "after the reload");
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let n = notify.recv(&mut buf).expect("no STOPPING=1 after SIGTERM");
     assert_eq!(&buf[..n], b"STOPPING=1");
