@@ -127,7 +127,7 @@ impl Reloader {
                 let applied = if outcome.applied.is_empty() { "none".to_string() } else { outcome.applied.join(",") };
                 tracing::info!(
                     applied = %applied,
-                    tls_certificate = if outcome.certificate_changed { "renewed" } else { "unchanged" },
+                    tls_certificate = %if outcome.certificate_changed { "renewed" } else { "unchanged" },
                     workers_signalled = outcome.workers_signalled,
                     "configuration reloaded"
                 );
