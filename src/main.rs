@@ -79,7 +79,7 @@ fn main() -> ExitCode {
         Command::Config(args) => cli::config_cmd::run(&config, path.as_deref(), &args),
         Command::User(args) => cli::report(cli::user::run(&config, args)),
         Command::Worker(args) => cli::report(cli::worker::run(config, path, args)),
-        Command::Hibernate(args) => cli::report(cli::hibernate::run(config, args)),
+        Command::Hibernate(args) => cli::report(cli::hibernate::run(config, path, args)),
         Command::Who(_) => cli::report(cli::hibernate::who(&config)),
         Command::Stats(_) => cli::report(cli::hibernate::stats(&config)),
         Command::PushRelay(args) => cli::report(cli::push_relay::run(config, args)),

@@ -170,26 +170,47 @@ fn workers_use_reloaded_limits_for_new_sessions() {
 }
 
 #[test]
-fn log_level_change_applies_in_master_and_workers() {
-    let server = Server::start(ServerOptions { workers: 1, log_level: "info".into(), ..ServerOptions::default() });
+fn log_level_change_applies_in_master_workers_and_hibernate_processes() {
+    let server = Server::start(ServerOptions {
+        workers: 1,
+        log_level: "info".into(),
+        sections_extra: "[hibernate]\ntimeout_secs = 1\nidle_after_secs = 2\nprocesses = 1\n".into(),
+        ..ServerOptions::default()
+    });
+    // Log in (the master checks the password), IDLE until hibernated, DONE,
+    // a command that makes the hibernate process hand the session back, LOGOUT.
     let session = |tag: &str| {
         let mut c = open_greeted(server.imap);
         assert!(c.cmd(&format!("{tag}1"), "LOGIN alice secret-a").last().unwrap().contains("OK"));
-        assert!(c.cmd(&format!("{tag}2"), "LOGOUT").iter().any(|l| l.starts_with("* BYE")));
+        assert!(c.cmd(&format!("{tag}2"), "SELECT INBOX").last().unwrap().contains("OK"));
+        c.send(format!("{tag}3 IDLE\r\n").as_bytes());
+        assert!(c.line().starts_with("+ "));
+        server.wait_held(1);
+        c.send(b"DONE\r\n");
+        assert!(c.until_tagged(&format!("{tag}3")).last().unwrap().contains("OK"));
+        // Not answerable from the hibernated state: handed back to a worker.
+        assert!(c.cmd(&format!("{tag}4"), &format!("CREATE box-{tag}")).last().unwrap().contains("OK"));
+        server.wait_held(0);
+        assert!(c.cmd(&format!("{tag}5"), "LOGOUT").iter().any(|l| l.starts_with("* BYE")));
     };
     session("a");
     server.wait_for_log("logout", Duration::from_secs(10));
     let log = server.log_text();
-    assert!(!log.contains("credentials accepted") && !log.contains("session started in worker"), "{log}");
+    for debug_line in ["credentials accepted", "session started in worker", "handed back"] {
+        assert!(!log.contains(debug_line), "{debug_line:?} at level info:\n{log}");
+    }
 
     edit_config(&server, |t| t.replace("level = \"info\"", "level = \"debug\""));
     let log = sighup(&server, RELOADED);
-    assert!(lines_after(&log, RELOADED).contains("log.level"), "{log}");
+    let line = lines_after(&log, RELOADED).lines().next().unwrap().to_string();
+    assert!(line.contains("log.level") && line.contains("hibernate_signalled=1"), "{line}");
     server.wait_for_log("IMAP worker settings reloaded", Duration::from_secs(10));
     session("b");
-    // DEBUG lines of the master (password check) and of the worker.
-    server.wait_for_log("credentials accepted", Duration::from_secs(10));
-    server.wait_for_log("session started in worker", Duration::from_secs(10));
+    // DEBUG lines of the master (password check), the worker and the
+    // hibernate process.
+    for debug_line in ["credentials accepted", "session started in worker", "handed back"] {
+        server.wait_for_log(debug_line, Duration::from_secs(10));
+    }
 }
 
 #[test]

@@ -5,7 +5,8 @@
 //! filter, the IMAP limits, delays and timeouts (in the master, and in the
 //! workers, which get SIGHUP and re-read their config file), and the TLS
 //! pair, which is loaded again on every reload so renewed files (certbot)
-//! take effect for new connections. Every other changed key needs a
+//! take effect for new connections; the hibernate processes get SIGHUP
+//! for a new `log.level`. Every other changed key needs a
 //! restart: it is named in a WARN and its running value stays in force, also
 //! in the file the workers read, so a restarted worker cannot pick up half a
 //! change. A file that does not parse or validate, a log filter that does
@@ -84,6 +85,8 @@ pub struct ReloadOutcome {
     pub certificate_changed: bool,
     /// Workers told to re-read their config file.
     pub workers_signalled: usize,
+    /// Hibernate processes told to re-read `log.level`.
+    pub hibernate_signalled: usize,
 }
 
 /// The state a reload compares with and acts on.
@@ -98,6 +101,8 @@ pub struct Reloader {
     worker_config: Option<PathBuf>,
     /// The certificate file's bytes at the last (re)load.
     certificate: Vec<u8>,
+    /// The hibernate processes (they read the workers' file too).
+    hibernate: super::hibernate::ReadyHibernateProcesses,
 }
 
 impl Reloader {
@@ -107,9 +112,10 @@ impl Reloader {
         running: Config,
         master: Option<MasterReload>,
         worker_config: Option<PathBuf>,
+        hibernate: super::hibernate::ReadyHibernateProcesses,
     ) -> Self {
         let certificate = std::fs::read(running.tls_cert()).unwrap_or_default();
-        Self { path, running, master, worker_config, certificate }
+        Self { path, running, master, worker_config, certificate, hibernate }
     }
 
     /// Reloads and logs the outcome: one INFO line with what was applied,
@@ -129,6 +135,7 @@ impl Reloader {
                     applied = %applied,
                     tls_certificate = %if outcome.certificate_changed { "renewed" } else { "unchanged" },
                     workers_signalled = outcome.workers_signalled,
+                    hibernate_signalled = outcome.hibernate_signalled,
                     "configuration reloaded"
                 );
             }
@@ -200,10 +207,11 @@ impl Reloader {
             }
             workers_signalled = master.signal_workers();
         }
+        let hibernate_signalled = if log_changed { self.hibernate.signal_reload() } else { 0 };
         let certificate_changed = certificate != self.certificate;
         self.certificate = certificate;
         self.running = effective;
-        Ok(ReloadOutcome { applied, restart_needed, certificate_changed, workers_signalled })
+        Ok(ReloadOutcome { applied, restart_needed, certificate_changed, workers_signalled, hibernate_signalled })
     }
 }
 

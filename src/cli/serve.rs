@@ -127,7 +127,8 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         tasks.push(tokio::spawn(super::metrics::serve(listener, sources, shutdown_rx.clone())));
     }
 
-    let mut reloader = super::reload::Reloader::new(path, config.clone(), imap.reload, imap.worker_config);
+    let mut reloader =
+        super::reload::Reloader::new(path, config.clone(), imap.reload, imap.worker_config, imap.hibernate);
     super::systemd_notify::notify("READY=1");
     wait_for_signal(&mut reloader).await?;
     super::systemd_notify::notify("STOPPING=1");

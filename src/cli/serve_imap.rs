@@ -42,6 +42,8 @@ pub struct StartedImap {
     pub reload: Option<MasterReload>,
     /// The configuration file the workers read; `None` when IMAP is disabled.
     pub worker_config: Option<PathBuf>,
+    /// The hibernate processes a reload signals.
+    pub hibernate: super::hibernate::ReadyHibernateProcesses,
 }
 
 /// Binds the IMAP listeners and starts the master (which spawns the
@@ -59,7 +61,13 @@ pub async fn start(
     let server_config = imap_server_config(config)?;
     if server_config.listen.is_empty() && server_config.listen_tls.is_empty() {
         tracing::info!("IMAP disabled (imap.listen and imap.listen_tls are empty)");
-        return Ok(StartedImap { task: tokio::spawn(async {}), metrics: None, reload: None, worker_config: None });
+        return Ok(StartedImap {
+            task: tokio::spawn(async {}),
+            metrics: None,
+            reload: None,
+            worker_config: None,
+            hibernate: Default::default(),
+        });
     }
     let (cert, key) = (config.tls_cert(), config.tls_key());
     let tls = load_server_config(&cert, &key)
@@ -70,7 +78,7 @@ pub async fn start(
     // first byte (temp file + rename), whatever the umask.
     super::reload::write_worker_config(&worker_config, config)?;
     let program: PathBuf = std::env::current_exe().context("cannot find the dormouse executable")?;
-    let hibernate = super::hibernate::spawn_processes(config, &worker_config, lifeline.clone(), shutdown.clone());
+    let (hibernate, hibernate_ready) = super::hibernate::spawn_processes(config, &worker_config, lifeline.clone(), shutdown.clone());
     let command =
         WorkerCommand { program, args: vec!["--config".into(), worker_config.clone().into_os_string(), "worker".into()] };
 
@@ -94,5 +102,11 @@ pub async fn start(
         let _ = master.await;
         let _ = hibernate.await;
     });
-    Ok(StartedImap { task, metrics: Some(metrics), reload: Some(reload), worker_config: Some(worker_config) })
+    Ok(StartedImap {
+        task,
+        metrics: Some(metrics),
+        reload: Some(reload),
+        worker_config: Some(worker_config),
+        hibernate: hibernate_ready,
+    })
 }
