@@ -1,5 +1,6 @@
 //! `dormouse serve`: prepare the data directory, start the listeners, run
-//! until SIGINT/SIGTERM, then shut down gracefully.
+//! until SIGINT/SIGTERM (reloading the configuration on SIGHUP, see
+//! [`super::reload`]), then shut down gracefully.
 
 use std::path::PathBuf;
 use std::sync::Arc;
