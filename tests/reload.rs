@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use imap_support::{Conn, Server, ServerOptions, PYTHON};
+use imap_support::{dormouse, write_one_worker_config, Conn, Server, ServerOptions, PYTHON};
 
 const RELOADED: &str = "configuration reloaded";
 const REFUSED: &str = "configuration reload refused";
@@ -284,4 +284,44 @@ fn listen_change_needs_a_restart_and_the_old_port_keeps_serving() {
     let worker_file = std::fs::read_to_string(server.dir.path().join("data/run/imap-worker.toml")).unwrap();
     assert!(worker_file.contains(&format!("127.0.0.1:{}", server.imap)), "{worker_file}");
     assert!(worker_file.contains("max_connections_per_ip = 40"), "{worker_file}");
+}
+
+/// `RUST_LOG` wins over `log.level`, also on reload: said in a WARN, and
+/// the INFO line does not claim the level was applied.
+#[test]
+fn rust_log_keeps_precedence_over_a_reloaded_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _) = write_one_worker_config(dir.path(), "[log]\nlevel = \"info\"\n");
+    let log = dir.path().join("serve.log");
+    let mut child = Command::new(dormouse())
+        .args(["--config", config.to_str().unwrap(), "serve"])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let wait_for = |needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(Instant::now() < deadline, "no {needle:?} in:\n{text}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_for("IMAP worker ready");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("level = \"info\"", "level = \"debug\"")).unwrap();
+    let _ = Command::new("kill").args(["-HUP", &child.id().to_string()]).status();
+    let text = wait_for(RELOADED);
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let status = child.wait().unwrap();
+    assert!(text.contains("RUST_LOG is set and takes precedence over log.level"), "{text}");
+    assert!(lines_after(&text, RELOADED).contains("applied=none"), "{text}");
+    assert!(!text.contains("DEBUG"), "{text}");
+    assert!(status.success());
 }

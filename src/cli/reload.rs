@@ -194,9 +194,11 @@ impl Reloader {
         }
 
         // Apply (nothing below fails the reload).
+        let mut applied = applied;
         if log_changed {
             if let Err(e) = super::logging::set_level(&effective.log.level) {
                 tracing::warn!(error = %e, "configuration reload: log.level not applied");
+                applied.retain(|key| key != "log.level");
             }
         }
         let mut workers_signalled = 0;
