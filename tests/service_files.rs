@@ -53,18 +53,20 @@ fn serve_notifies_ready_once_listening_and_stopping_on_sigterm() {
     let mut buf = [0u8; 256];
     let n = notify.recv(&mut buf).expect("no READY=1 within 60 s");
     assert_eq!(&buf[..n], b"READY=1", "first notification");
-    // Ready means listening: the greeting comes at once, no retry loop.
-    let mut conn = Conn::connect(imap).expect("IMAP not listening when READY=1 was sent");
-    assert!(conn.line().starts_with("* OK"));
-    // A reload (SIGHUP, what ExecReload sends) is bracketed by RELOADING=1
-    // (with the monotonic time Type=notify-reload wants) and READY=1.
+    // A reload (SIGHUP, what ExecReload sends) at once after READY=1 is
+    // handled (not SIGHUP's default action, which kills) and bracketed by
+    // RELOADING=1 (with the monotonic time Type=notify-reload wants) and READY=1.
+    notify.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let _ = Command::new("kill").args(["-HUP", &child.id().to_string()]).status();
-    let n = notify.recv(&mut buf).expect("no RELOADING=1 after SIGHUP");
+    let n = notify.recv(&mut buf).unwrap_or_else(|e| panic!("no RELOADING=1 after SIGHUP ({e}); serve: {:?}", child.try_wait()));
     let reloading = String::from_utf8_lossy(&buf[..n]).into_owned();
     let usec = reloading.strip_prefix("RELOADING=1\nMONOTONIC_USEC=").unwrap_or_else(|| panic!("{reloading:?}"));
     assert!(usec.parse::<u64>().is_ok_and(|u| u > 0), "{reloading:?}");
     let n = notify.recv(&mut buf).expect("no READY=1 after the reload");
     assert_eq!(&buf[..n], b"READY=1", "after the reload");
+    // Ready means listening: the greeting comes at once, no retry loop.
+    let mut conn = Conn::connect(imap).expect("IMAP not listening when READY=1 was sent");
+    assert!(conn.line().starts_with("* OK"));
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let n = notify.recv(&mut buf).expect("no STOPPING=1 after SIGTERM");
     assert_eq!(&buf[..n], b"STOPPING=1");

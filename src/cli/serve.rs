@@ -130,8 +130,11 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
 
     let mut reloader =
         super::reload::Reloader::new(path, config.clone(), imap.reload, imap.worker_config, imap.hibernate);
+    // Handlers first: a SIGHUP (systemctl reload) right after READY=1 must
+    // not meet SIGHUP's default action, which ends the process.
+    let signals = Signals::install()?;
     super::systemd_notify::notify("READY=1");
-    wait_for_signal(&mut reloader).await?;
+    signals.wait(&mut reloader).await;
     super::systemd_notify::notify("STOPPING=1");
     tracing::info!("shutting down");
     let _ = shutdown_tx.send(true);
@@ -147,20 +150,34 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits for SIGTERM or SIGINT, reloading the configuration on every SIGHUP.
-async fn wait_for_signal(reloader: &mut super::reload::Reloader) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
-    loop {
-        tokio::select! {
-            _ = term.recv() => { tracing::info!("SIGTERM received"); return Ok(()) }
-            _ = int.recv() => { tracing::info!("SIGINT received"); return Ok(()) }
-            _ = hup.recv() => {
-                tracing::info!("SIGHUP received: reloading the configuration");
-                // Reading files and loading the TLS pair block briefly.
-                tokio::task::block_in_place(|| reloader.reload_and_log());
+/// The signals `serve` handles once it is running.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?,
+        })
+    }
+
+    /// Waits for SIGTERM or SIGINT, reloading the configuration on every SIGHUP.
+    async fn wait(mut self, reloader: &mut super::reload::Reloader) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => { tracing::info!("SIGTERM received"); return }
+                _ = self.int.recv() => { tracing::info!("SIGINT received"); return }
+                _ = self.hup.recv() => {
+                    tracing::info!("SIGHUP received: reloading the configuration");
+                    // Reading files and loading the TLS pair block briefly.
+                    tokio::task::block_in_place(|| reloader.reload_and_log());
+                }
             }
         }
     }
