@@ -74,12 +74,12 @@ fn main() -> ExitCode {
         || matches!(&cli.command, Command::PushRelay(a) if a.is_run());
     cli::logging::init(&config, is_serve);
     match cli.command {
-        Command::Serve(args) => cli::report(cli::serve::run(config, args)),
+        Command::Serve(args) => cli::report(cli::serve::run(config, path, args)),
         Command::Deliver(args) => cli::deliver::run(&config, &args),
         Command::Config(args) => cli::config_cmd::run(&config, path.as_deref(), &args),
         Command::User(args) => cli::report(cli::user::run(&config, args)),
-        Command::Worker(args) => cli::report(cli::worker::run(config, args)),
-        Command::Hibernate(args) => cli::report(cli::hibernate::run(config, args)),
+        Command::Worker(args) => cli::report(cli::worker::run(config, path, args)),
+        Command::Hibernate(args) => cli::report(cli::hibernate::run(config, path, args)),
         Command::Who(_) => cli::report(cli::hibernate::who(&config)),
         Command::Stats(_) => cli::report(cli::hibernate::stats(&config)),
         Command::PushRelay(args) => cli::report(cli::push_relay::run(config, args)),

@@ -21,6 +21,9 @@ fn units_pass_systemd_analyze_verify() {
     for name in ["dormouse.service", "dormouse-push-relay.service"] {
         let text = std::fs::read_to_string(format!("{}/dist/systemd/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
         assert!(text.contains("ExecStart=/usr/bin/dormouse "), "{name}: ExecStart must name the packaged binary");
+        if name == "dormouse.service" {
+            assert!(text.contains("\nExecReload=/bin/kill -HUP $MAINPID\n"), "{name}: reload is SIGHUP to serve");
+        }
         // verify checks that ExecStart exists: point it at the binary under test.
         let path = dir.path().join(name);
         std::fs::write(&path, text.replace("/usr/bin/dormouse", dormouse())).unwrap();
@@ -50,6 +53,17 @@ fn serve_notifies_ready_once_listening_and_stopping_on_sigterm() {
     let mut buf = [0u8; 256];
     let n = notify.recv(&mut buf).expect("no READY=1 within 60 s");
     assert_eq!(&buf[..n], b"READY=1", "first notification");
+    // A reload (SIGHUP, what ExecReload sends) at once after READY=1 is
+    // handled (not SIGHUP's default action, which kills) and bracketed by
+    // RELOADING=1 (with the monotonic time Type=notify-reload wants) and READY=1.
+    notify.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = Command::new("kill").args(["-HUP", &child.id().to_string()]).status();
+    let n = notify.recv(&mut buf).unwrap_or_else(|e| panic!("no RELOADING=1 after SIGHUP ({e}); serve: {:?}", child.try_wait()));
+    let reloading = String::from_utf8_lossy(&buf[..n]).into_owned();
+    let usec = reloading.strip_prefix("RELOADING=1\nMONOTONIC_USEC=").unwrap_or_else(|| panic!("{reloading:?}"));
+    assert!(usec.parse::<u64>().is_ok_and(|u| u > 0), "{reloading:?}");
+    let n = notify.recv(&mut buf).expect("no READY=1 after the reload");
+    assert_eq!(&buf[..n], b"READY=1", "after the reload");
     // Ready means listening: the greeting comes at once, no retry loop.
     let mut conn = Conn::connect(imap).expect("IMAP not listening when READY=1 was sent");
     assert!(conn.line().starts_with("* OK"));

@@ -52,22 +52,45 @@ pub fn worker_settings(config: &Config) -> Option<HibernationSettings> {
     })
 }
 
+/// Process ids of the hibernate processes that have answered on their
+/// control socket, hence installed their SIGHUP handler (SIGHUP's default
+/// action would kill a process still starting, and its sessions with it).
+#[derive(Debug, Clone, Default)]
+pub struct ReadyHibernateProcesses(Arc<std::sync::Mutex<std::collections::HashSet<u32>>>);
+
+impl ReadyHibernateProcesses {
+    fn pids(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<u32>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends SIGHUP (re-read `log.level`) to each; returns how many got it.
+    pub fn signal_reload(&self) -> usize {
+        let pids: Vec<u32> = self.pids().iter().copied().collect();
+        pids.into_iter()
+            .filter_map(|pid| rustix::process::Pid::from_raw(pid as i32))
+            .filter(|pid| rustix::process::kill_process(*pid, rustix::process::Signal::HUP).is_ok())
+            .count()
+    }
+}
+
 /// Starts the hibernate processes and keeps them running: one that dies is
 /// restarted, and the loss is logged with the number of sessions it held
 /// (the workers keep serving meanwhile; parking fails over to the other
 /// processes). A fixed `hibernate.processes = n` starts n; `"auto"` starts
 /// one and [`scale`] adds more as they fill up. The returned task ends once
 /// `shutdown` is true and every process has stopped (they BYE their
-/// sessions first; dropping a supervisor would SIGKILL its process).
+/// sessions first; dropping a supervisor would SIGKILL its process). The
+/// set of ready processes is what a configuration reload signals.
 pub fn spawn_processes(
     config: &Config,
     config_file: &Path,
     lifeline: Arc<Lifeline>,
     shutdown: watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<()> {
+) -> (tokio::task::JoinHandle<()>, ReadyHibernateProcesses) {
+    let ready = ReadyHibernateProcesses::default();
     let Ok(program) = std::env::current_exe() else {
         tracing::error!("cannot find the dormouse executable; hibernation disabled");
-        return tokio::spawn(async {});
+        return (tokio::spawn(async {}), ready);
     };
     let supervisors = Arc::new(std::sync::Mutex::new(tokio::task::JoinSet::new()));
     let starter = ProcessStarter {
@@ -77,6 +100,7 @@ pub fn spawn_processes(
         lifeline,
         shutdown: shutdown.clone(),
         supervisors: supervisors.clone(),
+        ready: ready.clone(),
     };
     let scaler = match config.hibernate.processes {
         HibernateProcesses::Fixed(n) => {
@@ -89,7 +113,7 @@ pub fn spawn_processes(
         }
     };
     let mut shutdown = shutdown;
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let _ = shutdown.wait_for(|stop| *stop).await;
         if let Some(scaler) = scaler {
             let _ = scaler.await;
@@ -97,7 +121,8 @@ pub fn spawn_processes(
         // No process is started after the scaler has ended.
         let mut running = std::mem::take(&mut *supervisors.lock().unwrap_or_else(|e| e.into_inner()));
         while running.join_next().await.is_some() {}
-    })
+    });
+    (task, ready)
 }
 
 /// Starts supervised hibernate processes by index.
@@ -108,6 +133,7 @@ struct ProcessStarter {
     lifeline: Arc<Lifeline>,
     shutdown: watch::Receiver<bool>,
     supervisors: Arc<std::sync::Mutex<tokio::task::JoinSet<()>>>,
+    ready: ReadyHibernateProcesses,
 }
 
 impl ProcessStarter {
@@ -123,7 +149,7 @@ impl ProcessStarter {
         ];
         let socket = socket_path(&self.config, index);
         let command = ChildCommand { program: self.program.clone(), args, lifeline: self.lifeline.clone() };
-        let supervisor = supervise(command, index, socket, self.shutdown.clone());
+        let supervisor = supervise(command, index, socket, self.shutdown.clone(), self.ready.clone());
         self.supervisors.lock().unwrap_or_else(|e| e.into_inner()).spawn(supervisor);
     }
 }
@@ -178,7 +204,13 @@ impl ChildCommand {
     }
 }
 
-async fn supervise(command: ChildCommand, index: u32, socket: PathBuf, mut shutdown: watch::Receiver<bool>) {
+async fn supervise(
+    command: ChildCommand,
+    index: u32,
+    socket: PathBuf,
+    mut shutdown: watch::Receiver<bool>,
+    ready: ReadyHibernateProcesses,
+) {
     loop {
         let mut child = match command.spawn() {
             Ok(c) => c,
@@ -194,13 +226,14 @@ async fn supervise(command: ChildCommand, index: u32, socket: PathBuf, mut shutd
         let mut poll = tokio::time::interval(Duration::from_millis(250));
         let status = loop {
             tokio::select! {
-                status = child.wait() => break status,
+                status = child.wait() => { ready.pids().remove(&pid); break status }
                 _ = poll.tick() => {
                     let path = socket.clone();
                     if let Ok(Ok(ControlReply::Stats { counters, .. })) =
                         tokio::task::spawn_blocking(move || query(&path, ControlRequest::Stats)).await
                     {
                         held = counters.held;
+                        ready.pids().insert(pid);
                     }
                 }
                 _ = shutdown.changed() => {
@@ -209,6 +242,7 @@ async fn supervise(command: ChildCommand, index: u32, socket: PathBuf, mut shutd
                             let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
                         }
                         let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+                        ready.pids().remove(&pid);
                         return;
                     }
                 }
@@ -221,13 +255,14 @@ async fn supervise(command: ChildCommand, index: u32, socket: PathBuf, mut shutd
     }
 }
 
-/// Runs one hibernate process until SIGTERM or SIGINT.
+/// Runs one hibernate process until SIGTERM or SIGINT; on SIGHUP (sent by
+/// `serve` on a reload) re-reads `log.level` from `path`.
 ///
 /// # Errors
 /// Socket, epoll or bus set-up failures.
-pub fn run(config: Config, args: HibernateArgs) -> anyhow::Result<()> {
+pub fn run(config: Config, path: Option<PathBuf>, args: HibernateArgs) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
-    spawn_signal_watcher(stop.clone())?;
+    spawn_signal_watcher(stop.clone(), path, config.log.level.clone())?;
     stop_with_the_master(stop.clone())?;
     // Outside changes to the Maildirs of users with hibernated sessions.
     let watch = super::outside_changes::hibernate_watch_hook(&config);
@@ -264,18 +299,33 @@ fn stop_with_the_master(stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sets `stop` on SIGTERM or SIGINT (a small thread with its own runtime).
-fn spawn_signal_watcher(stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+/// Sets `stop` on SIGTERM or SIGINT, applies `log.level` from `path` on
+/// SIGHUP (a small thread with its own runtime). The handlers are installed
+/// before this returns, so before the control socket answers.
+fn spawn_signal_watcher(stop: Arc<AtomicBool>, path: Option<PathBuf>, mut level: String) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (mut term, mut int, mut hup) = rt.block_on(async {
+        anyhow::Ok((signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?, signal(SignalKind::hangup())?))
+    })?;
     std::thread::Builder::new().name("hibernate-signals".into()).spawn(move || {
         rt.block_on(async move {
-            use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-                return;
-            };
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+            loop {
+                tokio::select! {
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
+                    _ = hup.recv() => {
+                        let Some(path) = &path else { continue };
+                        match Config::load(path) {
+                            Ok(new) if new.log.level != level => match super::logging::set_level(&new.log.level) {
+                                Ok(()) => level = new.log.level,
+                                Err(e) => tracing::warn!(error = %e, "hibernate process: log.level not applied"),
+                            },
+                            Ok(_) => {}
+                            Err(e) => tracing::error!(error = %e, "hibernate process: configuration reload refused"),
+                        }
+                    }
+                }
             }
             stop.store(true, Ordering::Relaxed);
         });

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod outside_changes;
 pub mod push_relay;
 pub mod push_webpush;
+pub mod reload;
 pub mod serve;
 pub mod serve_imap;
 pub mod serve_lock;

@@ -1,6 +1,8 @@
 //! `dormouse serve`: prepare the data directory, start the listeners, run
-//! until SIGINT/SIGTERM, then shut down gracefully.
+//! until SIGINT/SIGTERM (reloading the configuration on SIGHUP, see
+//! [`super::reload`]), then shut down gracefully.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,7 +48,7 @@ fn hostname(config: &Config) -> String {
 ///
 /// # Errors
 /// Preparation failures, unusable listen addresses, runtime errors.
-pub fn run(config: Config, _args: ServeArgs) -> anyhow::Result<()> {
+pub fn run(config: Config, path: Option<PathBuf>, _args: ServeArgs) -> anyhow::Result<()> {
     // Whatever we create without an explicit mode (sockets, directories
     // made by libraries) is private too; children inherit the mask.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
@@ -60,10 +62,10 @@ pub fn run(config: Config, _args: ServeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
     // `lock` is dropped after `runtime` (reverse declaration order), so it
     // outlives every task and blocking thread.
-    runtime.block_on(serve(config))
+    runtime.block_on(serve(config, path))
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let location = MailLocation::parse(&config.users.mail_location)?;
     let users = Arc::new(UserDb::open(config.passwd_file(), location)?.with_cost_limits(config.auth.cost_limits()));
     let deliverer = Deliverer::new(users.clone(), store_hooks(&config).await, config.lmtp.max_message_size);
@@ -115,8 +117,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // IMAP: the master (pre-login, TLS) and its worker processes.
     // Every child process watches this pipe and stops when we are gone.
     let lifeline = Arc::new(Lifeline::new().context("cannot create the pipe children watch for our exit")?);
-    let (imap, master_metrics) = super::serve_imap::start(&config, users.clone(), lifeline, shutdown_rx.clone()).await?;
-    tasks.push(imap);
+    let imap = super::serve_imap::start(&config, users.clone(), lifeline, shutdown_rx.clone()).await?;
+    tasks.push(imap.task);
+    let master_metrics = imap.metrics;
     if !config.metrics.listen.is_empty() {
         let listener = TcpListener::bind(&config.metrics.listen)
             .await
@@ -126,8 +129,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tasks.push(tokio::spawn(super::metrics::serve(listener, sources, shutdown_rx.clone())));
     }
 
+    let mut reloader =
+        super::reload::Reloader::new(path, config.clone(), imap.reload, imap.worker_config, imap.hibernate);
+    // Handlers first: a SIGHUP (systemctl reload) right after READY=1 must
+    // not meet SIGHUP's default action, which ends the process.
+    let signals = Signals::install()?;
     super::systemd_notify::notify("READY=1");
-    wait_for_signal().await?;
+    signals.wait(&mut reloader).await;
     super::systemd_notify::notify("STOPPING=1");
     tracing::info!("shutting down");
     let _ = shutdown_tx.send(true);
@@ -143,13 +151,35 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+/// The signals `serve` handles once it is running.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?,
+        })
     }
-    Ok(())
+
+    /// Waits for SIGTERM or SIGINT, reloading the configuration on every SIGHUP.
+    async fn wait(mut self, reloader: &mut super::reload::Reloader) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => { tracing::info!("SIGTERM received"); return }
+                _ = self.int.recv() => { tracing::info!("SIGINT received"); return }
+                _ = self.hup.recv() => {
+                    tracing::info!("SIGHUP received: reloading the configuration");
+                    // Reading files and loading the TLS pair block briefly.
+                    tokio::task::block_in_place(|| reloader.reload_and_log());
+                }
+            }
+        }
+    }
 }

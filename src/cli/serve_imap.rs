@@ -11,7 +11,7 @@ use imap::server::lifeline::Lifeline;
 use imap::server::tls::load_server_config;
 use imap::server::metrics::MasterMetrics;
 use imap::server::user_db_auth::UserDbAuthenticator;
-use imap::server::{ImapServerConfig, Master, WorkerCommand};
+use imap::server::{ImapServerConfig, Master, MasterReload, WorkerCommand};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -32,10 +32,23 @@ pub fn imap_server_config(config: &Config) -> anyhow::Result<ImapServerConfig> {
     Ok(server)
 }
 
+/// The running IMAP part, as [`start`] returns it.
+pub struct StartedImap {
+    /// Ends after shutdown, when the master, workers and hibernate processes have stopped.
+    pub task: JoinHandle<()>,
+    /// The master's counts; `None` when IMAP is disabled.
+    pub metrics: Option<MasterMetrics>,
+    /// Changes the master's settings on reload; `None` when IMAP is disabled.
+    pub reload: Option<MasterReload>,
+    /// The configuration file the workers read; `None` when IMAP is disabled.
+    pub worker_config: Option<PathBuf>,
+    /// The hibernate processes a reload signals.
+    pub hibernate: super::hibernate::ReadyHibernateProcesses,
+}
+
 /// Binds the IMAP listeners and starts the master (which spawns the
 /// workers) and the hibernate processes. The returned task ends after
-/// `shutdown` turns true and all of them have stopped; the metrics reader is
-/// `None` when IMAP is disabled.
+/// `shutdown` turns true and all of them have stopped.
 ///
 /// # Errors
 /// Bad listen addresses, unreadable TLS files, a port already in use.
@@ -44,24 +57,30 @@ pub async fn start(
     users: Arc<UserDb>,
     lifeline: Arc<Lifeline>,
     mut shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<(JoinHandle<()>, Option<MasterMetrics>)> {
+) -> anyhow::Result<StartedImap> {
     let server_config = imap_server_config(config)?;
     if server_config.listen.is_empty() && server_config.listen_tls.is_empty() {
         tracing::info!("IMAP disabled (imap.listen and imap.listen_tls are empty)");
-        return Ok((tokio::spawn(async {}), None));
+        return Ok(StartedImap {
+            task: tokio::spawn(async {}),
+            metrics: None,
+            reload: None,
+            worker_config: None,
+            hibernate: Default::default(),
+        });
     }
     let (cert, key) = (config.tls_cert(), config.tls_key());
     let tls = load_server_config(&cert, &key)
         .with_context(|| format!("cannot load the TLS pair {} / {}", cert.display(), key.display()))?;
 
     let worker_config = config.run_dir().join(WORKER_CONFIG_FILE);
-    let text = toml::to_string(config).context("cannot serialize the configuration for the IMAP workers")?;
     // It holds the NATS password/token and webhook secrets: 0600 from the
     // first byte (temp file + rename), whatever the umask.
-    super::first_run::write_file(&worker_config, text.as_bytes())?;
+    super::reload::write_worker_config(&worker_config, config)?;
     let program: PathBuf = std::env::current_exe().context("cannot find the dormouse executable")?;
-    let hibernate = super::hibernate::spawn_processes(config, &worker_config, lifeline.clone(), shutdown.clone());
-    let command = WorkerCommand { program, args: vec!["--config".into(), worker_config.into_os_string(), "worker".into()] };
+    let (hibernate, hibernate_ready) = super::hibernate::spawn_processes(config, &worker_config, lifeline.clone(), shutdown.clone());
+    let command =
+        WorkerCommand { program, args: vec!["--config".into(), worker_config.clone().into_os_string(), "worker".into()] };
 
     let authenticator = UserDbAuthenticator::new(users);
     let master = Master::bind(server_config, authenticator, Some(tls), command).await?;
@@ -69,6 +88,7 @@ pub async fn start(
         tracing::info!(%addr, "IMAP listening");
     }
     let metrics = master.metrics();
+    let reload = master.reload_handle();
     let master = tokio::spawn(master.run(async move {
         while !*shutdown.borrow() {
             if shutdown.changed().await.is_err() {
@@ -82,5 +102,11 @@ pub async fn start(
         let _ = master.await;
         let _ = hibernate.await;
     });
-    Ok((task, Some(metrics)))
+    Ok(StartedImap {
+        task,
+        metrics: Some(metrics),
+        reload: Some(reload),
+        worker_config: Some(worker_config),
+        hibernate: hibernate_ready,
+    })
 }

@@ -31,3 +31,12 @@ fn send(target: &std::ffi::OsStr, state: &str) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// Tells systemd a reload started: `RELOADING=1` with the `CLOCK_MONOTONIC`
+/// time in microseconds (what `Type=notify-reload` requires). Send
+/// `READY=1` when it is done.
+pub fn notify_reloading() {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    let usec = u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000 + u64::try_from(now.tv_nsec).unwrap_or(0) / 1_000;
+    notify(&format!("RELOADING=1\nMONOTONIC_USEC={usec}"));
+}

@@ -1,6 +1,7 @@
 //! `dormouse worker` (hidden): an IMAP worker process. Started by the
 //! `serve` master with its channel on standard input; not for humans.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -11,7 +12,8 @@ use imap::server::user_db_auth::UserDbAuthenticator;
 use imap::server::wakeup::{UserSubscriptionListener, WakeupRegistry};
 use imap::server::worker::channel_from_stdin;
 use imap::server::{WorkerDeps, WORKER_INDEX_ENV};
-use tokio::sync::mpsc;
+use imap::server::ImapSettings;
+use tokio::sync::{mpsc, watch};
 
 use super::serve::store_hooks;
 use super::serve_imap::imap_server_config;
@@ -26,11 +28,14 @@ pub struct WorkerArgs {}
 ///
 /// # Errors
 /// A missing channel, an unreadable passwd file, runtime start-up failures.
-pub fn run(config: Config, _args: WorkerArgs) -> anyhow::Result<()> {
+pub fn run(config: Config, path: Option<PathBuf>, _args: WorkerArgs) -> anyhow::Result<()> {
     let index: usize = std::env::var(WORKER_INDEX_ENV).ok().and_then(|v| v.parse().ok()).unwrap_or(0);
     let channel = channel_from_stdin().context("the worker channel (stdin) is not open; `worker` is started by `serve`")?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
     runtime.block_on(async move {
+        // Before the worker reports ready: the master sends SIGHUP only to
+        // ready workers, and SIGHUP's default action would kill us.
+        let settings_updates = follow_reloads(path, config.clone())?;
         let location = MailLocation::parse(&config.users.mail_location)?;
         let users = Arc::new(UserDb::open(config.passwd_file(), location)?);
         let wakeups = WakeupRegistry::new();
@@ -56,11 +61,43 @@ pub fn run(config: Config, _args: WorkerArgs) -> anyhow::Result<()> {
             hooks,
             wakeups,
             hibernation: super::hibernate::worker_settings(&config),
+            settings_updates: Some(settings_updates),
         };
         let server_config = imap_server_config(&config)?;
         imap::server::worker::run(server_config, index, channel, deps, terminate_signal()).await?;
         Ok(())
     })
+}
+
+/// On SIGHUP (forwarded by the master after it rewrote our config file)
+/// re-reads the file: applies `log.level` here and hands the `[imap]`
+/// settings to the worker through the returned channel. A file that does not
+/// load is logged and changes nothing.
+fn follow_reloads(path: Option<PathBuf>, config: Config) -> anyhow::Result<watch::Receiver<ImapSettings>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+    let (tx, rx) = watch::channel(config.imap.clone());
+    tokio::spawn(async move {
+        let mut level = config.log.level;
+        while hup.recv().await.is_some() {
+            let Some(path) = &path else { continue };
+            let new = match Config::load(path) {
+                Ok(new) => new,
+                Err(e) => {
+                    tracing::error!(error = %e, "IMAP worker: configuration reload refused");
+                    continue;
+                }
+            };
+            if new.log.level != level {
+                match super::logging::set_level(&new.log.level) {
+                    Ok(()) => level = new.log.level.clone(),
+                    Err(e) => tracing::warn!(error = %e, "IMAP worker: log.level not applied"),
+                }
+            }
+            tx.send_replace(new.imap);
+        }
+    });
+    Ok(rx)
 }
 
 /// Waits for SIGTERM. SIGINT (a terminal's Ctrl-C reaching the whole process

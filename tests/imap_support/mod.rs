@@ -64,6 +64,8 @@ pub struct ServerOptions {
     pub sections_extra: String,
     /// More `key = value` lines for the `[lmtp]` section.
     pub lmtp_extra: String,
+    /// `log.level` of the server.
+    pub log_level: String,
 }
 
 impl Default for ServerOptions {
@@ -74,6 +76,7 @@ impl Default for ServerOptions {
             users: vec![("alice".into(), "secret-a".into()), ("bob".into(), "secret-b".into())],
             sections_extra: String::new(),
             lmtp_extra: String::new(),
+            log_level: "info,imap=debug".into(),
         }
     }
 }
@@ -89,9 +92,9 @@ impl Server {
         std::fs::write(
             &config,
             format!(
-                "data_dir = {data:?}\n[log]\nlevel = \"info,imap=debug\"\n[lmtp]\nlisten = \"127.0.0.1:{lmtp}\"\n{}\n\
+                "data_dir = {data:?}\n[log]\nlevel = {:?}\n[lmtp]\nlisten = \"127.0.0.1:{lmtp}\"\n{}\n\
                  [imap]\nlisten = \"127.0.0.1:{imap}\"\nlisten_tls = \"127.0.0.1:{imaps}\"\nworkers = {}\n{}\n{}",
-                options.lmtp_extra, options.workers, options.imap_extra, options.sections_extra
+                options.log_level, options.lmtp_extra, options.workers, options.imap_extra, options.sections_extra
             ),
         )
         .unwrap();

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -29,8 +30,9 @@ struct Counts {
 /// (0 = unlimited). Thread-safe.
 #[derive(Debug)]
 pub struct ConnectionLimits {
-    max_per_ip: usize,
-    max_per_user: usize,
+    /// Atomic so a configuration reload can change them under running sessions.
+    max_per_ip: AtomicUsize,
+    max_per_user: AtomicUsize,
     counts: Mutex<Counts>,
 }
 
@@ -59,7 +61,14 @@ where
 impl ConnectionLimits {
     /// Limits with the given maxima (0 = unlimited).
     pub fn new(max_per_ip: usize, max_per_user: usize) -> Self {
-        Self { max_per_ip, max_per_user, counts: Mutex::new(Counts::default()) }
+        Self { max_per_ip: AtomicUsize::new(max_per_ip), max_per_user: AtomicUsize::new(max_per_user), counts: Mutex::new(Counts::default()) }
+    }
+
+    /// Changes the maxima (a configuration reload). Connections and sessions
+    /// already open stay; new ones are checked against the new values.
+    pub fn set_maxima(&self, max_per_ip: usize, max_per_user: usize) {
+        self.max_per_ip.store(max_per_ip, Ordering::Relaxed);
+        self.max_per_user.store(max_per_user, Ordering::Relaxed);
     }
 
     fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
@@ -71,10 +80,11 @@ impl ConnectionLimits {
     /// # Errors
     /// [`LimitExceeded::PerIp`] if `ip` is at its limit.
     pub fn open_connection(&self, ip: IpAddr) -> Result<(), LimitExceeded> {
-        if bump(&mut self.counts().per_ip, ip, self.max_per_ip) {
+        let max = self.max_per_ip.load(Ordering::Relaxed);
+        if bump(&mut self.counts().per_ip, ip, max) {
             Ok(())
         } else {
-            Err(LimitExceeded::PerIp(self.max_per_ip))
+            Err(LimitExceeded::PerIp(max))
         }
     }
 
@@ -88,10 +98,11 @@ impl ConnectionLimits {
     /// # Errors
     /// [`LimitExceeded::PerUser`] if `user` is at the limit.
     pub fn open_session(&self, user: &str) -> Result<(), LimitExceeded> {
-        if bump(&mut self.counts().per_user, user.to_owned(), self.max_per_user) {
+        let max = self.max_per_user.load(Ordering::Relaxed);
+        if bump(&mut self.counts().per_user, user.to_owned(), max) {
             Ok(())
         } else {
-            Err(LimitExceeded::PerUser(self.max_per_user))
+            Err(LimitExceeded::PerUser(max))
         }
     }
 
@@ -163,8 +174,9 @@ impl<K: std::hash::Hash + Eq> FailureMap<K> {
 /// counted like real ones, so the delay does not tell which names exist.
 #[derive(Debug)]
 pub struct LoginDelay {
-    base: Duration,
-    max: Duration,
+    /// In milliseconds; atomic so a configuration reload can change them.
+    base_ms: AtomicU64,
+    max_ms: AtomicU64,
     failures: Mutex<(FailureMap<IpAddr>, FailureMap<String>)>,
 }
 
@@ -176,7 +188,20 @@ impl LoginDelay {
 
     /// A delay starting at `base` and capped at `max`.
     pub fn new(base: Duration, max: Duration) -> Self {
-        Self { base, max, failures: Mutex::new((FailureMap::default(), FailureMap::default())) }
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Self {
+            base_ms: AtomicU64::new(ms(base)),
+            max_ms: AtomicU64::new(ms(max)),
+            failures: Mutex::new((FailureMap::default(), FailureMap::default())),
+        }
+    }
+
+    /// Changes the base and cap (a configuration reload); failure counts
+    /// are kept, so a client already being slowed down stays slowed down.
+    pub fn set_bounds(&self, base: Duration, max: Duration) {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        self.base_ms.store(ms(base), Ordering::Relaxed);
+        self.max_ms.store(ms(max), Ordering::Relaxed);
     }
 
     fn maps(&self) -> std::sync::MutexGuard<'_, (FailureMap<IpAddr>, FailureMap<String>)> {
@@ -185,7 +210,8 @@ impl LoginDelay {
 
     fn delay_for(&self, count: u32) -> Duration {
         let factor = 1u32.checked_shl(count.saturating_sub(1).min(20)).unwrap_or(u32::MAX);
-        self.base.saturating_mul(factor).min(self.max)
+        let base = Duration::from_millis(self.base_ms.load(Ordering::Relaxed));
+        base.saturating_mul(factor).min(Duration::from_millis(self.max_ms.load(Ordering::Relaxed)))
     }
 
     /// Records a failed login from `ip` for `account` at `now` and returns
@@ -291,5 +317,22 @@ mod tests {
         assert_eq!(last, Duration::from_millis(3200));
         // Another account from a fresh address starts at the base delay.
         assert_eq!(delay.record_failure(IpAddr::from([198, 51, 100, 99]), "other", t0), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn reloaded_maxima_and_delays_apply_to_new_requests() {
+        let limits = ConnectionLimits::new(3, 0);
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        limits.open_connection(ip).unwrap();
+        limits.open_connection(ip).unwrap();
+        limits.set_maxima(2, 1);
+        assert_eq!(limits.open_connection(ip), Err(LimitExceeded::PerIp(2)));
+        limits.open_session("alice").unwrap();
+        assert_eq!(limits.open_session("alice"), Err(LimitExceeded::PerUser(1)));
+        let delay = LoginDelay::new(Duration::from_millis(100), Duration::from_millis(500));
+        let t0 = Instant::now();
+        assert_eq!(delay.record_failure(ip, "a", t0), Duration::from_millis(100));
+        delay.set_bounds(Duration::from_millis(10), Duration::from_millis(15));
+        assert_eq!(delay.record_failure(ip, "a", t0), Duration::from_millis(15));
     }
 }

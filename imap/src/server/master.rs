@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
@@ -24,7 +24,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::fd_passing::{seqpacket_pair, FdChannel, FdPassingError};
 use crate::session::{Authenticator, SessionOptions};
 
-use super::config::ImapServerConfig;
+use super::config::{ImapServerConfig, ImapSettings};
 use super::counters::{Counters, MasterCounts};
 use super::limits::{ConnectionLimits, LoginDelay};
 use super::shutdown::ActiveCount;
@@ -77,9 +77,12 @@ pub enum MasterError {
 /// State shared by the master's tasks.
 pub(crate) struct MasterShared {
     pub(crate) config: ImapServerConfig,
-    pub(crate) session_options: SessionOptions,
+    /// Read per connection: a configuration reload replaces it.
+    session_options: RwLock<SessionOptions>,
     pub(crate) authenticator: Arc<dyn Authenticator>,
-    pub(crate) tls: Option<TlsAcceptor>,
+    /// Read per connection: a reload (certificate renewal) replaces it;
+    /// connections already established keep the pair they negotiated.
+    tls: RwLock<Option<TlsAcceptor>>,
     pub(crate) limits: Arc<ConnectionLimits>,
     pub(crate) login_delay: LoginDelay,
     pub(crate) verify_pool: super::verify_pool::VerifyPool,
@@ -94,11 +97,88 @@ pub(crate) struct MasterShared {
     pub(crate) prelogin_sessions: ActiveCount,
     /// TLS proxies of sessions living in workers or hibernate processes.
     pub(crate) tls_proxies: ActiveCount,
+    /// Workers that reported ready, by pid: only they have their SIGHUP
+    /// handler installed (the default action of SIGHUP kills).
+    ready_workers: std::sync::Mutex<std::collections::HashSet<u32>>,
 }
 
 impl MasterShared {
     pub(crate) fn next_session_id(&self) -> u64 {
         self.session_ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The session options new connections start with.
+    pub(crate) fn session_options(&self) -> SessionOptions {
+        self.session_options.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The TLS acceptor for a new handshake (`None`: TLS is off).
+    pub(crate) fn tls_acceptor(&self) -> Option<TlsAcceptor> {
+        self.tls.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// True if STARTTLS / implicit TLS is possible.
+    pub(crate) fn tls_enabled(&self) -> bool {
+        self.tls.read().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+}
+
+/// Changes a running master's settings (configuration reload): cloneable,
+/// obtained from [`Master::reload_handle`] before [`Master::run`].
+#[derive(Clone)]
+pub struct MasterReload {
+    shared: Arc<MasterShared>,
+}
+
+impl std::fmt::Debug for MasterReload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MasterReload").finish_non_exhaustive()
+    }
+}
+
+impl MasterReload {
+    /// Applies what the master can change while running: connection and
+    /// session limits, the failed-login delay, and the session options of
+    /// new connections (timeouts, line and literal limits, plaintext auth,
+    /// auto-created mailboxes). Listeners, worker count and the TLS file
+    /// paths are not touched (they need a restart).
+    pub fn apply_settings(&self, settings: &ImapSettings) {
+        let shared = &self.shared;
+        shared.limits.set_maxima(settings.max_connections_per_ip, settings.max_sessions_per_user);
+        shared.login_delay.set_bounds(
+            Duration::from_millis(settings.login_failure_delay_ms),
+            Duration::from_millis(settings.login_failure_delay_max_ms),
+        );
+        let config = ImapServerConfig { settings: settings.clone(), ..shared.config.clone() };
+        *shared.session_options.write().unwrap_or_else(|e| e.into_inner()) = session_options(&config);
+    }
+
+    /// Replaces the TLS configuration new handshakes use (e.g. a renewed
+    /// certificate). Sessions already encrypted keep theirs. Does nothing
+    /// when the master runs without TLS (enabling TLS needs a restart).
+    /// Returns whether it was replaced.
+    pub fn replace_tls(&self, tls: Arc<rustls::ServerConfig>) -> bool {
+        let mut current = self.shared.tls.write().unwrap_or_else(|e| e.into_inner());
+        if current.is_none() {
+            return false;
+        }
+        *current = Some(TlsAcceptor::from(tls));
+        true
+    }
+
+    /// Sends SIGHUP to the live workers that reported ready, which re-read
+    /// their configuration file. Returns how many were signalled.
+    pub fn signal_workers(&self) -> usize {
+        let ready = self.shared.ready_workers.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut sent = 0;
+        for pid in self.shared.pool.pids().into_iter().filter(|pid| ready.contains(pid)) {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+                if rustix::process::kill_process(pid, rustix::process::Signal::HUP).is_ok() {
+                    sent += 1;
+                }
+            }
+        }
+        sent
     }
 }
 
@@ -143,9 +223,9 @@ impl Master {
             implicit_tls.push(TcpListener::bind(addr).await.map_err(|source| MasterError::Bind { addr: *addr, source })?);
         }
         let shared = Arc::new(MasterShared {
-            session_options: session_options(&config),
+            session_options: RwLock::new(session_options(&config)),
             authenticator,
-            tls: tls.map(TlsAcceptor::from),
+            tls: RwLock::new(tls.map(TlsAcceptor::from)),
             limits: Arc::new(ConnectionLimits::new(config.settings.max_connections_per_ip, config.settings.max_sessions_per_user)),
             login_delay: LoginDelay::new(
                 Duration::from_millis(config.settings.login_failure_delay_ms),
@@ -159,6 +239,7 @@ impl Master {
             stopping: tokio::sync::watch::channel(false).0,
             prelogin_sessions: ActiveCount::default(),
             tls_proxies: ActiveCount::default(),
+            ready_workers: std::sync::Mutex::default(),
             config,
         });
         Ok(Self { shared, plain, implicit_tls, worker_command })
@@ -167,6 +248,11 @@ impl Master {
     /// A reader of the master's counts (for a metrics endpoint).
     pub fn metrics(&self) -> super::metrics::MasterMetrics {
         super::metrics::MasterMetrics::new(self.shared.clone())
+    }
+
+    /// A handle changing this master's settings while it runs.
+    pub fn reload_handle(&self) -> MasterReload {
+        MasterReload { shared: self.shared.clone() }
     }
 
     /// The bound addresses: plain listeners first, then implicit-TLS ones.
@@ -346,12 +432,16 @@ async fn run_worker_once(
         }
     };
     shared.pool.set(index, None);
+    shared.ready_workers.lock().unwrap_or_else(|e| e.into_inner()).remove(&pid);
     status
 }
 
 fn handle_report(shared: &MasterShared, index: usize, bytes: &[u8]) {
     match WorkerReport::decode(bytes) {
-        Ok(WorkerReport::Ready { pid }) => tracing::debug!(worker = index, pid, "worker ready"),
+        Ok(WorkerReport::Ready { pid }) => {
+            shared.ready_workers.lock().unwrap_or_else(|e| e.into_inner()).insert(pid);
+            tracing::debug!(worker = index, pid, "worker ready");
+        }
         Ok(WorkerReport::SessionEnded { session_id }) => release(shared, session_id),
         Ok(WorkerReport::HandoverRejected { session_id, reason }) => {
             tracing::error!(worker = index, ?session_id, %reason, "worker rejected a hand-over");

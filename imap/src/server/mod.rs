@@ -43,6 +43,12 @@
 //! per-user sessions (`NO [LIMIT]`) and the per-IP failed-login delay
 //! (doubling, capped) in the master, which learns of ended sessions from the
 //! workers' [`worker_report::WorkerReport`]s.
+//!
+//! Reload: [`master::MasterReload`] changes a running master's limits,
+//! delays, session options and TLS configuration (read per connection, so
+//! established sessions keep theirs) and sends SIGHUP to its ready workers;
+//! a worker takes new `[imap]` settings through
+//! [`worker::WorkerDeps::settings_updates`] for the sessions that arrive next.
 
 pub mod client_stream;
 pub mod config;
@@ -66,7 +72,7 @@ pub mod worker_pool;
 pub mod worker_report;
 
 pub use config::{ImapServerConfig, ImapSettings, ImapSettingsError};
-pub use master::{Master, MasterError, WorkerCommand, WORKER_INDEX_ENV};
+pub use master::{Master, MasterError, MasterReload, WorkerCommand, WORKER_INDEX_ENV};
 pub use worker::WorkerDeps;
 
 use crate::session::{Limits, SessionOptions};

@@ -108,9 +108,10 @@ async fn serve_inner(
     let _ = tcp.set_nodelay(true);
     let mut stopping = shared.stopping.subscribe();
     let mut stream = if implicit_tls {
-        let Some(acceptor) = shared.tls.clone() else { return false };
+        let Some(acceptor) = shared.tls_acceptor() else { return false };
+        let timeout = shared.session_options().limits.preauth_timeout;
         let handshake = tokio::select! {
-            done = tokio::time::timeout(shared.config.settings.prelogin_timeout(), acceptor.accept(tcp)) => done,
+            done = tokio::time::timeout(timeout, acceptor.accept(tcp)) => done,
             // Not greeted yet: nothing to say BYE to.
             () = super::shutdown::stopped(&mut stopping) => return false,
         };
@@ -136,9 +137,10 @@ async fn serve_inner(
     }
 
     let guard = LoginGuard::new(shared.authenticator.clone(), shared.limits.clone());
-    let mut options = shared.session_options.clone();
+    let mut options = shared.session_options();
+    let preauth_timeout = options.limits.preauth_timeout;
     options.tls_active = implicit_tls;
-    options.starttls_available = shared.tls.is_some() && !implicit_tls;
+    options.starttls_available = shared.tls_enabled() && !implicit_tls;
     options.hand_over_on_auth = true;
     options.defer_auth = true;
     let mut session = Session::new(options, guard.clone(), Hooks::new(), Instant::now());
@@ -195,11 +197,11 @@ async fn serve_inner(
                 }
             }
             Next::StartTls => {
-                let (PreloginStream::Plain(tcp), Some(acceptor)) = (stream, shared.tls.clone()) else {
+                let (PreloginStream::Plain(tcp), Some(acceptor)) = (stream, shared.tls_acceptor()) else {
                     tracing::error!(session = session_id, "STARTTLS on a connection that cannot do it");
                     return false;
                 };
-                match tokio::time::timeout(shared.config.settings.prelogin_timeout(), acceptor.accept(tcp)).await {
+                match tokio::time::timeout(preauth_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
                         stream = PreloginStream::Tls(Box::new(tls));
                         session.tls_started();

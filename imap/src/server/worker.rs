@@ -25,7 +25,7 @@ use crate::handover::{Handover, Transport};
 use crate::session::{Authenticator, Session};
 
 use super::client_stream::ClientStream;
-use super::config::ImapServerConfig;
+use super::config::{ImapServerConfig, ImapSettings};
 use super::counters::Counters;
 use super::hibernation::{state_from_record, ConnectionFacts, HibernateLinks, HibernationSettings, Parking};
 use super::session_driver::{self, SessionEnd, Stopping};
@@ -44,6 +44,10 @@ pub struct WorkerDeps {
     pub wakeups: Arc<WakeupRegistry>,
     /// Where to park quiet sessions (`None`: never hibernate).
     pub hibernation: Option<HibernationSettings>,
+    /// New `[imap]` settings from a configuration reload (`None`: the
+    /// worker keeps the ones it started with). Sessions arriving after an
+    /// update get its limits and timeouts; sessions already here keep theirs.
+    pub settings_updates: Option<watch::Receiver<ImapSettings>>,
 }
 
 impl std::fmt::Debug for WorkerDeps {
@@ -63,6 +67,8 @@ pub fn channel_from_stdin() -> io::Result<OwnedFd> {
 /// Shared state of one worker.
 struct WorkerShared {
     config: ImapServerConfig,
+    /// Options of sessions arriving from now on (replaced by a reload).
+    options: std::sync::RwLock<crate::session::SessionOptions>,
     index: usize,
     deps: WorkerDeps,
     hooks: Hooks,
@@ -88,7 +94,10 @@ pub async fn run(
 ) -> io::Result<()> {
     let mut hooks = deps.hooks.clone();
     hooks.push(WakeupHook::new(deps.wakeups.clone()));
+    let mut deps = deps;
+    let settings_updates = deps.settings_updates.take();
     let shared = Arc::new(WorkerShared {
+        options: std::sync::RwLock::new(session_options(&config)),
         config,
         index,
         hooks,
@@ -105,6 +114,7 @@ pub async fn run(
     }
     tracing::info!(worker = index, pid = std::process::id(), "IMAP worker ready");
     let counters_task = tokio::spawn(counters_loop(shared.clone()));
+    let updates_task = settings_updates.map(|updates| tokio::spawn(follow_settings(shared.clone(), updates)));
     tokio::select! {
         () = receive_loop(shared.clone()) => {}
         () = shutdown => {}
@@ -115,6 +125,9 @@ pub async fn run(
     let left = shared.sessions.wait_zero(shared.config.shutdown_grace).await;
     tracing::info!(worker = index, sessions = open, unfinished = left, "IMAP worker stopping");
     counters_task.abort();
+    if let Some(task) = updates_task {
+        task.abort();
+    }
     shared.counters.log(&format!("worker {index}"), "shutdown");
     log_hibernation(&shared, "shutdown");
     Ok(())
@@ -206,7 +219,7 @@ async fn serve_session(shared: Arc<WorkerShared>, record: Handover, mut stream: 
     let _active = shared.sessions.enter();
     shared.counters.session_opened();
     shared.counters.add_bytes_in(record.session.pending_input.len() as u64);
-    let options = session_options(&shared.config);
+    let options = shared.session_options();
     let resumed = tokio::task::block_in_place(|| {
         Session::resume(options, record.session, shared.deps.authenticator.clone(), shared.hooks.clone(), Instant::now())
     });
@@ -326,7 +339,7 @@ async fn serve_handed_back_inner(shared: Arc<WorkerShared>, record: hibernate::r
     };
     let _active = shared.sessions.enter();
     shared.counters.session_opened();
-    let options = session_options(&shared.config);
+    let options = shared.session_options();
     let resumed = tokio::task::block_in_place(|| {
         Session::resume_hibernated(options, state, shared.deps.authenticator.clone(), shared.hooks.clone(), Instant::now())
     });
@@ -343,6 +356,21 @@ async fn serve_handed_back_inner(shared: Arc<WorkerShared>, record: hibernate::r
         }
     };
     session_done(&shared, &facts, &user, end).await;
+}
+
+impl WorkerShared {
+    fn session_options(&self) -> crate::session::SessionOptions {
+        self.options.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Installs every settings update as the options of sessions to come.
+async fn follow_settings(shared: Arc<WorkerShared>, mut updates: watch::Receiver<ImapSettings>) {
+    while updates.changed().await.is_ok() {
+        let config = ImapServerConfig { settings: updates.borrow_and_update().clone(), ..shared.config.clone() };
+        *shared.options.write().unwrap_or_else(|e| e.into_inner()) = session_options(&config);
+        tracing::info!(worker = shared.index, "IMAP worker settings reloaded (new sessions use them)");
+    }
 }
 
 /// Logs sessions parked and the ones that could not be, by reason.
