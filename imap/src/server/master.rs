@@ -7,6 +7,10 @@
 //! child's standard input; hand-overs go down that channel (record + fd),
 //! [`WorkerReport`]s come back. When a worker dies the master logs how many
 //! sessions were lost, releases their limit counts and starts a new worker.
+//! A session parked in a hibernate process keeps its counts until that
+//! process reports its end or dies ([`super::hibernate_watch`]). The
+//! control socket ([`super::admin_socket`]) answers `dormouse who` and
+//! `dormouse kick`.
 
 use std::ffi::OsString;
 use std::io;
@@ -94,6 +98,10 @@ pub(crate) struct MasterShared {
     pub(crate) prelogin_sessions: ActiveCount,
     /// TLS proxies of sessions living in workers or hibernate processes.
     pub(crate) tls_proxies: ActiveCount,
+    /// Pre-login sessions, for `dormouse who` / `kick`.
+    pub(crate) prelogin_table: super::admin_socket::PreloginTable,
+    /// Workers' answers to `who` / `kick` questions.
+    pub(crate) worker_replies: super::admin_socket::WorkerReplies,
 }
 
 impl MasterShared {
@@ -159,6 +167,8 @@ impl Master {
             stopping: tokio::sync::watch::channel(false).0,
             prelogin_sessions: ActiveCount::default(),
             tls_proxies: ActiveCount::default(),
+            prelogin_table: Default::default(),
+            worker_replies: Default::default(),
             config,
         });
         Ok(Self { shared, plain, implicit_tls, worker_command })
@@ -193,13 +203,23 @@ impl Master {
             tasks.spawn(accept_loop(shared.clone(), listener, true));
         }
         tasks.spawn(counters_loop(shared.clone()));
+        if let Some(path) = shared.config.admin_socket.clone() {
+            tasks.spawn(super::admin_socket::serve(shared.clone(), path));
+        }
+        // Until the workers are gone: hibernated sessions end meanwhile.
+        let mut watchers = tokio::task::JoinSet::new();
+        for (index, path) in shared.config.hibernate_sockets.iter().enumerate() {
+            watchers.spawn(super::hibernate_watch::watch(shared.clone(), index as u32, path.clone()));
+        }
         tracing::info!(workers = shared.pool.len(), "IMAP master running");
         shutdown.await;
         // The listeners close: new connections are refused from here on.
         tasks.shutdown().await;
         shared.counters.log("master", "shutdown");
+        let (in_workers, hibernated) = shared.pool.session_counts();
         tracing::info!(
-            sessions_in_workers = shared.pool.session_count(),
+            sessions_in_workers = in_workers,
+            hibernated,
             prelogin = shared.prelogin_sessions.get(),
             "IMAP master stopping"
         );
@@ -213,6 +233,7 @@ impl Master {
         // The workers are gone; proxied TLS sessions have had their BYE
         // (hibernated ones get it from the hibernate processes, stopping now).
         let proxies_left = shared.tls_proxies.wait_zero(PROXY_STOP_MARGIN).await;
+        watchers.shutdown().await;
         tracing::info!(prelogin_left, proxies_left, "IMAP master stopped");
     }
 }
@@ -257,7 +278,8 @@ async fn counters_loop(shared: Arc<MasterShared>) {
             }
         };
         shared.counters.log("master", why);
-        tracing::info!(sessions_in_workers = shared.pool.session_count(), "master sessions");
+        let (in_workers, hibernated) = shared.pool.session_counts();
+        tracing::info!(sessions_in_workers = in_workers, hibernated, "master sessions");
     }
 }
 
@@ -353,6 +375,11 @@ fn handle_report(shared: &MasterShared, index: usize, bytes: &[u8]) {
     match WorkerReport::decode(bytes) {
         Ok(WorkerReport::Ready { pid }) => tracing::debug!(worker = index, pid, "worker ready"),
         Ok(WorkerReport::SessionEnded { session_id }) => release(shared, session_id),
+        Ok(WorkerReport::SessionParked { session_id, process }) => shared.pool.session_parked(session_id, index, process),
+        Ok(WorkerReport::SessionResumed { session_id }) => shared.pool.session_resumed(session_id, index),
+        Ok(report @ (WorkerReport::Sessions { request, .. } | WorkerReport::Kicked { request, .. })) => {
+            shared.worker_replies.deliver(request, report);
+        }
         Ok(WorkerReport::HandoverRejected { session_id, reason }) => {
             tracing::error!(worker = index, ?session_id, %reason, "worker rejected a hand-over");
             if let Some(id) = session_id {
@@ -363,7 +390,9 @@ fn handle_report(shared: &MasterShared, index: usize, bytes: &[u8]) {
     }
 }
 
-fn release(shared: &MasterShared, session_id: u64) {
+/// Forgets a session that ended and releases its limit counts (once: a
+/// second report for the same session finds nothing).
+pub(crate) fn release(shared: &MasterShared, session_id: u64) {
     if let Some(entry) = shared.pool.session_ended(session_id) {
         shared.limits.close_session(&entry.user);
         shared.limits.close_connection(entry.ip);

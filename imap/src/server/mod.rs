@@ -44,12 +44,16 @@
 //! (doubling, capped) in the master, which learns of ended sessions from the
 //! workers' [`worker_report::WorkerReport`]s.
 
+pub mod admin;
+mod admin_socket;
 pub mod client_stream;
 pub mod config;
 pub mod counters;
+mod hibernate_watch;
 pub mod hibernation;
 pub mod lifeline;
 pub mod limits;
+pub mod live_sessions;
 pub mod login_guard;
 pub mod master;
 pub mod metrics;
