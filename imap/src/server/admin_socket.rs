@@ -205,7 +205,7 @@ pub(crate) async fn serve(shared: Arc<MasterShared>, path: PathBuf) {
     let _remove = RemoveOnDrop(path);
     loop {
         let accepted = listener.accept().await.and_then(|(stream, _)| stream.into_std()).map(OwnedFd::from);
-        match accepted.and_then(|fd| own_user(fd)) {
+        match accepted.and_then(own_user) {
             Ok(fd) => {
                 tokio::spawn(serve_connection(shared.clone(), fd));
             }
