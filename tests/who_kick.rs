@@ -179,3 +179,42 @@ fn hibernated_sessions_count_toward_max_sessions_per_user() {
     let _b = login_eventually(&server);
     assert_limited(&server);
 }
+
+/// Connects once the per-IP limit lets us in (earlier connections, like
+/// the harness's readiness probe, are released asynchronously).
+fn open_when_allowed(server: &Server) -> Conn {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut c = Conn::connect(server.imap).unwrap();
+        let greeting = c.line();
+        if greeting.starts_with("* OK") {
+            return c;
+        }
+        assert!(Instant::now() < deadline, "never let in: {greeting:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn hibernated_sessions_count_toward_max_connections_per_ip() {
+    let server = server("max_connections_per_ip = 2\n");
+    let mut idlers = Vec::new();
+    for (user, password) in [("alice", "secret-a"), ("bob", "secret-b")] {
+        let mut c = open_when_allowed(&server);
+        assert!(c.cmd("l", &format!("LOGIN {user} {password}")).last().unwrap().starts_with("l OK"));
+        c.cmd("s", "SELECT INBOX");
+        c.send(b"i IDLE\r\n");
+        assert!(c.line().starts_with("+ "));
+        idlers.push(c);
+    }
+    server.wait_held(2);
+    let text = Conn::connect(server.imap).unwrap().read_to_close();
+    assert!(text.starts_with("* BYE [UNAVAILABLE]") && text.contains("limit 2"), "a third connection was let in: {text:?}");
+    // One logs out in the hibernate process: its address slot is free again.
+    let mut first = idlers.remove(0);
+    first.send(b"DONE\r\n");
+    first.until_tagged("i");
+    first.cmd("o", "LOGOUT");
+    let mut c = open_when_allowed(&server);
+    assert!(c.cmd("l", "LOGIN alice secret-a").last().unwrap().starts_with("l OK"));
+}
