@@ -218,3 +218,22 @@ fn hibernated_sessions_count_toward_max_connections_per_ip() {
     let mut c = open_when_allowed(&server);
     assert!(c.cmd("l", "LOGIN alice secret-a").last().unwrap().starts_with("l OK"));
 }
+
+/// A listing larger than the small reports (over 4 KiB from one worker)
+/// reaches the master whole: the worker is not killed for it.
+#[test]
+fn who_lists_many_live_sessions_without_hurting_the_worker() {
+    let server = Server::start(ServerOptions {
+        workers: 1,
+        imap_extra: "max_sessions_per_user = 0\nmax_connections_per_ip = 0\n".into(),
+        ..ServerOptions::default()
+    });
+    let sessions: Vec<Conn> = (0..160).map(|_| live(&server, "bob", "secret-b")).collect();
+    let out = Command::new(dormouse()).args(["--config", server.config.to_str().unwrap(), "who"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.is_empty(), "{stderr}");
+    assert_eq!(stdout.lines().filter(|l| l.starts_with("bob ") && l.contains(" live ")).count(), sessions.len(), "{stdout}");
+    let log = server.log_text();
+    assert!(!log.contains("worker channel failed") && !log.contains("IMAP worker exited"), "{}", tail(&log, 20));
+}

@@ -122,7 +122,7 @@ impl WorkerReplies {
 }
 
 /// Asks every live worker; returns (worker pid, answer) and how many did
-/// not answer within [`WORKER_ANSWER_WAIT`].
+/// not answer within [`WORKER_ANSWER_WAIT`] (one wait for all of them).
 async fn ask_workers(shared: &MasterShared, make: impl Fn(u64) -> WorkerRequest) -> (Vec<(u32, WorkerReport)>, u32) {
     let mut asked = Vec::new();
     for link in shared.pool.links() {
@@ -138,8 +138,10 @@ async fn ask_workers(shared: &MasterShared, make: impl Fn(u64) -> WorkerRequest)
     }
     let mut answers = Vec::new();
     let mut silent = 0;
+    // One deadline for all: the workers answer in parallel.
+    let deadline = tokio::time::Instant::now() + WORKER_ANSWER_WAIT;
     for (pid, request, rx) in asked {
-        match tokio::time::timeout(WORKER_ANSWER_WAIT, rx).await {
+        match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(report)) => answers.push((pid, report)),
             _ => {
                 shared.worker_replies.waiting().remove(&request);

@@ -333,7 +333,8 @@ async fn run_worker_once(
     let link = Arc::new(WorkerLink { index, pid, channel: FdChannel::new(master_end)? });
     shared.pool.set(index, Some(link.clone()));
     tracing::info!(worker = index, pid, "IMAP worker started");
-    let mut buf = vec![0u8; 4096];
+    // Room for the largest report (a `who` listing), not just the small ones.
+    let mut buf = vec![0u8; crate::fd_passing::MAX_MESSAGE_LEN];
     let mut stopping = shared.stopping.subscribe();
     let status = loop {
         tokio::select! {
@@ -357,6 +358,10 @@ async fn run_worker_once(
                     // The worker closed its channel: it is exiting.
                     shared.pool.set(index, None);
                     break child.wait().await;
+                }
+                Err(e @ (FdPassingError::Truncated | FdPassingError::TooManyFds(_))) => {
+                    // One bad message; the channel and the worker's sessions are fine.
+                    tracing::error!(worker = index, error = %e, "bad message from worker; ignored");
                 }
                 Err(e) => {
                     tracing::error!(worker = index, error = %e, "worker channel failed; killing the worker");
