@@ -157,7 +157,9 @@ async fn answer(shared: &MasterShared, request: AdminRequest) -> AdminReply {
         AdminRequest::Who(filter) => {
             let mut sessions = shared.prelogin_table.list(&filter);
             let mut more = 0;
-            let (answers, silent_workers) = ask_workers(shared, |request| WorkerRequest::List { request }).await;
+            let SessionFilter { user, peer } = filter.clone();
+            let (answers, silent_workers) =
+                ask_workers(shared, |request| WorkerRequest::List { request, user: user.clone(), peer }).await;
             for (pid, report) in answers {
                 let WorkerReport::Sessions { sessions: live, total, .. } = report else { continue };
                 more += total.saturating_sub(live.len() as u64);

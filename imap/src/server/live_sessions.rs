@@ -99,11 +99,12 @@ impl LiveSessions {
         LiveRegistration { table: self.clone(), session_id, row, noted: View::default() }
     }
 
-    /// Up to [`MAX_LISTED`] sessions, and how many there are.
-    pub fn list(&self) -> (Vec<LiveSession>, u64) {
+    /// Up to [`MAX_LISTED`] of the sessions matching both filters, and how
+    /// many match.
+    pub fn list(&self, user: Option<&str>, peer: Option<IpAddr>) -> (Vec<LiveSession>, u64) {
         let rows = self.rows();
-        let listed = rows
-            .iter()
+        let matching = || rows.iter().filter(|(_, r)| user.is_none_or(|u| r.user == u) && peer.is_none_or(|p| r.peer.ip() == p));
+        let listed = matching()
             .take(MAX_LISTED)
             .map(|(id, r)| {
                 let view = r.view.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -118,7 +119,7 @@ impl LiveSessions {
                 }
             })
             .collect();
-        (listed, rows.len() as u64)
+        (listed, matching().count() as u64)
     }
 
     /// Tells the sessions matching both filters to go; returns how many.
@@ -145,7 +146,9 @@ mod tests {
         let mut a = table.register(1, "alice", "10.0.0.1:1000".parse().unwrap(), false);
         let b = table.register(2, "bob", "10.0.0.2:1000".parse().unwrap(), true);
         a.note(Some("INBOX"), true);
-        let (mut rows, total) = table.list();
+        assert_eq!(table.list(Some("bob"), None).0.len(), 1);
+        assert_eq!(table.list(None, Some("10.0.0.3".parse().unwrap())).1, 0);
+        let (mut rows, total) = table.list(None, None);
         rows.sort_by_key(|r| r.session_id);
         assert_eq!(total, 2);
         assert_eq!((rows[0].mailbox.as_deref(), rows[0].idle, rows[0].tls), (Some("INBOX"), true, false));
@@ -158,7 +161,7 @@ mod tests {
         assert_eq!(table.kick(Some("bob"), None), 0, "a kicked session is counted once");
         assert_eq!(table.kick(None, Some("10.0.0.1".parse().unwrap())), 1);
         drop(a);
-        assert_eq!(table.list().1, 1);
+        assert_eq!(table.list(None, None).1, 1);
         assert_eq!(cut(&"é".repeat(MAX_LISTED_NAME)).len(), MAX_LISTED_NAME);
     }
 }

@@ -162,8 +162,8 @@ async fn report(shared: &WorkerShared, report: &WorkerReport) {
 /// Answers the master's [`WorkerRequest`] (`dormouse who`, `dormouse kick`).
 async fn answer_request(shared: &WorkerShared, bytes: &[u8]) {
     let reply = match WorkerRequest::decode(bytes) {
-        Ok(WorkerRequest::List { request }) => {
-            let (sessions, total) = shared.live.list();
+        Ok(WorkerRequest::List { request, user, peer }) => {
+            let (sessions, total) = shared.live.list(user.as_deref(), peer);
             WorkerReport::Sessions { request, sessions, total }
         }
         Ok(WorkerRequest::Kick { request, user, peer }) => {

@@ -29,10 +29,15 @@ pub const MAX_LISTED_NAME: usize = 200;
 /// What the master asks a worker (for `dormouse who` and `dormouse kick`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WorkerRequest {
-    /// List the live sessions; answered with [`WorkerReport::Sessions`].
+    /// List the live sessions matching every given filter; answered with
+    /// [`WorkerReport::Sessions`].
     List {
         /// Echoed in the reply.
         request: u64,
+        /// Only this user's sessions.
+        user: Option<String>,
+        /// Only sessions from this address.
+        peer: Option<IpAddr>,
     },
     /// Disconnect the sessions matching every given filter (after the
     /// command in progress); answered with [`WorkerReport::Kicked`].
@@ -206,7 +211,8 @@ mod tests {
     fn requests_round_trip_and_are_not_handovers() {
         assert_ne!(WORKER_REQUEST_VERSION, crate::handover::HANDOVER_VERSION);
         for request in [
-            WorkerRequest::List { request: 1 },
+            WorkerRequest::List { request: 1, user: None, peer: None },
+            WorkerRequest::List { request: 2, user: Some("alice".into()), peer: Some("10.0.0.1".parse().unwrap()) },
             WorkerRequest::Kick { request: u64::MAX, user: Some("bob".into()), peer: Some("::1".parse().unwrap()) },
             WorkerRequest::Kick { request: 0, user: None, peer: None },
         ] {
