@@ -221,6 +221,16 @@ fn many_sessions_hibernate_and_are_released_when_clients_leave() {
         }
         other => panic!("{other:?}"),
     }
+    let matching = |user: &str, peer: &str| {
+        let request = ControlRequest::WhoMatching { user: Some(user.into()), peer: Some(peer.parse().unwrap()) };
+        match query(&f.socket, request).unwrap() {
+            ControlReply::Who { total, sessions } => (total, sessions.len()),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(matching("bob", "127.0.0.1"), (300, 300));
+    assert_eq!(matching("alice", "127.0.0.1"), (0, 0));
+    assert_eq!(matching("bob", "192.0.2.1"), (0, 0));
     drop(clients);
     f.wait_held(0);
     assert_eq!(f.stats().ended, 300);

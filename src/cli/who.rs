@@ -108,7 +108,8 @@ pub fn who(config: &Config, args: &WhoArgs) -> anyhow::Result<()> {
     }
     let processes = hibernate_processes(config);
     for (path, process) in &processes {
-        let Ok(ControlReply::Who { sessions, total }) = query(path, ControlRequest::Who) else { continue };
+        let request = ControlRequest::WhoMatching { user: filter.user.clone(), peer: filter.peer };
+        let Ok(ControlReply::Who { sessions, total }) = query(path, request) else { continue };
         more += total.saturating_sub(sessions.len() as u64);
         lines.extend(sessions.into_iter().filter(|s| filter.matches(Some(&s.user), s.peer.ip())).map(|s| Line {
             user: s.user,

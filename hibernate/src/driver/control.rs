@@ -39,6 +39,14 @@ pub enum ControlRequest {
         /// Only sessions from this address.
         peer: Option<IpAddr>,
     },
+    /// Like [`ControlRequest::Who`], only the sessions matching every
+    /// given filter (the cap applies after filtering).
+    WhoMatching {
+        /// Only this user's sessions.
+        user: Option<String>,
+        /// Only sessions from this address.
+        peer: Option<IpAddr>,
+    },
     /// Sent by the IMAP master: this connection receives
     /// [`ControlReply::Ended`] notices (and never hand-backs), so the
     /// master releases a session's limit counts when it really ends.
@@ -158,6 +166,7 @@ mod tests {
             ControlRequest::Observe,
             ControlRequest::Kick { user: Some("bob".into()), peer: Some("10.0.0.1".parse().unwrap()) },
             ControlRequest::Kick { user: None, peer: None },
+            ControlRequest::WhoMatching { user: Some("bob".into()), peer: None },
         ] {
             assert_eq!(decode::<ControlRequest>(&encode(&request)).unwrap(), request);
         }

@@ -274,8 +274,13 @@ impl Driver {
                     counters: self.core.counters().clone(),
                     capacity: self.capacity as u64,
                 },
-                Ok(ControlRequest::Who) => {
+                Ok(request @ (ControlRequest::Who | ControlRequest::WhoMatching { .. })) => {
+                    let (user, peer) = match request {
+                        ControlRequest::WhoMatching { user, peer } => (user, peer),
+                        _ => (None, None),
+                    };
                     let mut sessions = self.core.session_infos();
+                    sessions.retain(|s| user.as_deref().is_none_or(|u| s.user == u) && peer.is_none_or(|p| s.peer.ip() == p));
                     let total = sessions.len() as u64;
                     sessions.truncate(MAX_WHO);
                     ControlReply::Who { sessions, total }
