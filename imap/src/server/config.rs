@@ -160,7 +160,7 @@ pub struct ImapServerConfig {
     /// ([`super::admin`]); `None`: nowhere.
     pub admin_socket: Option<PathBuf>,
     /// Sockets of the hibernate processes, which the master watches for
-    /// the end of parked sessions ([`super::hibernate_watch`]).
+    /// the end of parked sessions (module `hibernate_watch`).
     pub hibernate_sockets: Vec<PathBuf>,
 }
 

@@ -8,8 +8,8 @@
 //! [`WorkerReport`]s come back. When a worker dies the master logs how many
 //! sessions were lost, releases their limit counts and starts a new worker.
 //! A session parked in a hibernate process keeps its counts until that
-//! process reports its end or dies ([`super::hibernate_watch`]). The
-//! control socket ([`super::admin_socket`]) answers `dormouse who` and
+//! process reports its end or dies (module `hibernate_watch`). The
+//! control socket (module `admin_socket`, protocol [`super::admin`]) answers `dormouse who` and
 //! `dormouse kick`.
 
 use std::ffi::OsString;

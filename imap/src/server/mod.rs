@@ -42,7 +42,10 @@
 //! the configured values and wake it at its deadline); per-IP connections,
 //! per-user sessions (`NO [LIMIT]`) and the per-IP failed-login delay
 //! (doubling, capped) in the master, which learns of ended sessions from the
-//! workers' [`worker_report::WorkerReport`]s.
+//! workers' [`worker_report::WorkerReport`]s and, for hibernated sessions
+//! (which keep counting), from the hibernate processes (`hibernate_watch`).
+//! `dormouse who` / `kick` ask the master over its control socket
+//! ([`admin`]), which asks the workers ([`live_sessions`]).
 
 pub mod admin;
 mod admin_socket;
