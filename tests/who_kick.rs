@@ -237,3 +237,25 @@ fn who_lists_many_live_sessions_without_hurting_the_worker() {
     let log = server.log_text();
     assert!(!log.contains("worker channel failed") && !log.contains("IMAP worker exited"), "{}", tail(&log, 20));
 }
+
+/// A kicked session in a worker finishes the command in progress first:
+/// an APPEND whose literal arrives after the kick is stored and answered,
+/// then the BYE comes.
+#[test]
+fn kick_lets_the_command_in_progress_finish() {
+    let server = server("");
+    let mut c = login(&server, "bob", "secret-b");
+    c.send(b"a APPEND INBOX {22}\r\n");
+    assert!(c.line().starts_with("+ "));
+    c.send(b"Subject: half\r\n");
+    let out = run(&server, &["kick", "bob"]);
+    assert!(out.contains("kicked 1 session(s)"), "{out}");
+    c.send(b"\r\nhello\r\n");
+    let answer = c.line();
+    assert!(answer.starts_with("a OK"), "APPEND answer: {answer:?}");
+    let rest = c.read_to_close();
+    assert_eq!(rest.trim_end(), KICK_BYE);
+    let mut check = login(&server, "bob", "secret-b");
+    let status = check.cmd("s", "STATUS INBOX (MESSAGES)");
+    assert!(status[0].contains("MESSAGES 1"), "{status:?}");
+}
