@@ -41,8 +41,10 @@ enum Command {
     /// Hibernate process, started by `serve` (internal).
     #[command(hide = true)]
     Hibernate(cli::hibernate::HibernateArgs),
-    /// List hibernated sessions (user, peer, state, mailbox, since).
-    Who(cli::hibernate::QueryArgs),
+    /// List every session: pre-login, live in a worker, hibernated (user, peer, TLS, state, mailbox, since, process).
+    Who(cli::who::WhoArgs),
+    /// Disconnect a user's sessions (or a client address's) everywhere; prints how many.
+    Kick(cli::who::KickArgs),
     /// Print the hibernate processes' counters.
     Stats(cli::hibernate::QueryArgs),
     /// Webhook / Web Push relay: `run`, and manage registrations.
@@ -80,7 +82,8 @@ fn main() -> ExitCode {
         Command::User(args) => cli::report(cli::user::run(&config, args)),
         Command::Worker(args) => cli::report(cli::worker::run(config, path, args)),
         Command::Hibernate(args) => cli::report(cli::hibernate::run(config, path, args)),
-        Command::Who(_) => cli::report(cli::hibernate::who(&config)),
+        Command::Who(args) => cli::report(cli::who::who(&config, &args)),
+        Command::Kick(args) => cli::report(cli::who::kick(&config, &args)),
         Command::Stats(_) => cli::report(cli::hibernate::stats(&config)),
         Command::PushRelay(args) => cli::report(cli::push_relay::run(config, args)),
     }

@@ -77,13 +77,18 @@ fn fixture_with(messages: usize, max_sessions: usize) -> Fixture {
 impl Fixture {
     /// Connects a client and hibernates it as the worker would.
     fn hibernate(&self, idle: bool, qresync: bool, pending: &[u8]) -> TcpStream {
+        self.hibernate_via(self.worker.as_fd(), 7, idle, qresync, pending)
+    }
+
+    /// Like [`Fixture::hibernate`], from `worker` with session id `id`.
+    fn hibernate_via(&self, worker: std::os::fd::BorrowedFd<'_>, id: u64, idle: bool, qresync: bool, pending: &[u8]) -> TcpStream {
         let client = TcpStream::connect(self.listener.local_addr().unwrap()).unwrap();
         client.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let (server_side, peer) = self.listener.accept().unwrap();
         let status = self.store.status("INBOX").unwrap();
         let mb = self.store.open_mailbox("INBOX").unwrap();
         let record = HibernationRecord {
-            session_id: 7,
+            session_id: id,
             user: "bob".into(),
             maildir: self.maildir.clone(),
             peer,
@@ -101,7 +106,7 @@ impl Fixture {
             }),
             pending_input: pending.to_vec(),
         };
-        channel::send(self.worker.as_fd(), &record.encode().unwrap(), Some(server_side.as_fd())).unwrap();
+        channel::send(worker, &record.encode().unwrap(), Some(server_side.as_fd())).unwrap();
         client
     }
 
@@ -216,6 +221,16 @@ fn many_sessions_hibernate_and_are_released_when_clients_leave() {
         }
         other => panic!("{other:?}"),
     }
+    let matching = |user: &str, peer: &str| {
+        let request = ControlRequest::WhoMatching { user: Some(user.into()), peer: Some(peer.parse().unwrap()) };
+        match query(&f.socket, request).unwrap() {
+            ControlReply::Who { total, sessions } => (total, sessions.len()),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(matching("bob", "127.0.0.1"), (300, 300));
+    assert_eq!(matching("alice", "127.0.0.1"), (0, 0));
+    assert_eq!(matching("bob", "192.0.2.1"), (0, 0));
     drop(clients);
     f.wait_held(0);
     assert_eq!(f.stats().ended, 300);
@@ -253,4 +268,72 @@ fn a_full_process_sends_sessions_straight_back() {
     assert_eq!(record.idle_tag, None);
     let stats = f.stats();
     assert_eq!((stats.held, stats.refused_full), (1, 1));
+}
+
+/// The next control message on `link` (an observer's), within 20 s.
+fn next_notice(link: &OwnedFd) -> ControlReply {
+    let mut buf = vec![0u8; channel::MAX_MESSAGE];
+    let m = channel::recv(link.as_fd(), &mut buf).expect("a notice within the timeout");
+    assert!(m.fd.is_none(), "an observer was handed a session");
+    control::decode(&buf[..m.len]).unwrap()
+}
+
+#[test]
+fn an_observer_hears_of_ended_sessions_kick_says_bye_and_hand_backs_skip_the_observer() {
+    let mut f = fixture(1);
+    let timeout = Some(Duration::from_secs(20));
+    let observer = channel::connect(&f.socket).unwrap();
+    rustix::net::sockopt::set_socket_timeout(&observer, rustix::net::sockopt::Timeout::Recv, timeout).unwrap();
+    channel::send(observer.as_fd(), &control::encode(&ControlRequest::Observe), None).unwrap();
+    // The fixture's worker moves behind the observer (connection slot 2;
+    // slot 0 is free again for the worker that goes away below).
+    let worker = channel::connect(&f.socket).unwrap();
+    rustix::net::sockopt::set_socket_timeout(&worker, rustix::net::sockopt::Timeout::Recv, timeout).unwrap();
+    drop(std::mem::replace(&mut f.worker, worker));
+    std::thread::sleep(Duration::from_millis(100));
+
+    let mut a = f.hibernate_via(f.worker.as_fd(), 1, false, false, b"");
+    f.wait_held(1);
+    a.write_all(b"a1 LOGOUT\r\n").unwrap();
+    read_until(&mut a, "a1 OK");
+    assert_eq!(next_notice(&observer), ControlReply::Ended { session_ids: vec![1] });
+
+    let mut b = f.hibernate_via(f.worker.as_fd(), 2, true, false, b"");
+    let mut c = f.hibernate_via(f.worker.as_fd(), 3, false, false, b"");
+    f.wait_held(2);
+    let kick = |user: &str, peer: Option<&str>| {
+        let request = ControlRequest::Kick { user: Some(user.into()), peer: peer.map(|p| p.parse().unwrap()) };
+        match query(&f.socket, request).unwrap() {
+            ControlReply::Kicked { count } => count,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(kick("alice", None), 0);
+    assert_eq!(kick("bob", Some("192.0.2.1")), 0);
+    assert_eq!(kick("bob", Some("127.0.0.1")), 2);
+    for client in [&mut b, &mut c] {
+        let mut text = String::new();
+        client.read_to_string(&mut text).unwrap();
+        assert_eq!(text, String::from_utf8_lossy(control::KICK_BYE));
+    }
+    let ControlReply::Ended { mut session_ids } = next_notice(&observer) else { panic!("not an Ended notice") };
+    session_ids.sort_unstable();
+    assert_eq!(session_ids, vec![2, 3]);
+    f.wait_held(0);
+
+    // The session's own worker is gone: the hand-back goes to the other
+    // worker, never to the observer (tried before it).
+    let other = channel::connect(&f.socket).unwrap();
+    let mut d = f.hibernate_via(other.as_fd(), 4, false, false, b"");
+    f.wait_held(1);
+    drop(other);
+    std::thread::sleep(Duration::from_millis(100));
+    d.write_all(b"a2 UID FETCH 1:* (FLAGS)\r\n").unwrap();
+    let (record, _fd) = f.hand_back();
+    assert_eq!(record.session_id, 4);
+    match query(&f.socket, ControlRequest::Stats).unwrap() {
+        // The fixture's worker and this query's own connection; not the observer.
+        ControlReply::Stats { workers, .. } => assert_eq!(workers, 2),
+        other => panic!("{other:?}"),
+    }
 }

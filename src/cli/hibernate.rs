@@ -1,6 +1,7 @@
 //! `dormouse hibernate` (hidden): one hibernate process, started by
-//! `serve`; plus `dormouse who` and `dormouse stats`, which ask every
-//! running hibernate process over its control socket.
+//! `serve`; plus `dormouse stats`, which asks every running hibernate
+//! process over its control socket (`dormouse who` and `kick`: see
+//! [`super::who`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,7 +31,7 @@ pub struct HibernateArgs {
     pub keepalive_secs: u64,
 }
 
-/// Arguments of `dormouse who` / `dormouse stats` (none).
+/// Arguments of `dormouse stats` (none).
 #[derive(Debug, Args)]
 pub struct QueryArgs {}
 
@@ -348,32 +349,6 @@ pub(crate) fn sockets(run_dir: &Path) -> Vec<PathBuf> {
         .collect();
     out.sort();
     out
-}
-
-/// `dormouse who`: hibernated sessions (user, peer, state, mailbox, since).
-///
-/// # Errors
-/// No hibernate process answered.
-pub fn who(config: &Config) -> anyhow::Result<()> {
-    let mut answered = 0;
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    println!("{:<24} {:<22} {:<11} {:<20} since", "user", "peer", "state", "mailbox");
-    for path in sockets(&config.run_dir()) {
-        let Ok(ControlReply::Who { sessions, total }) = query(&path, ControlRequest::Who) else { continue };
-        answered += 1;
-        for s in &sessions {
-            let state = if s.idle { "hibernated" } else { "hib-noidle" };
-            let since = format!("{}s ago", now_ms.saturating_sub(s.since_ms) / 1000);
-            println!("{:<24} {:<22} {:<11} {:<20} {since}", s.user, s.peer, state, s.mailbox.as_deref().unwrap_or("-"));
-        }
-        if total > sessions.len() as u64 {
-            println!("... and {} more in {}", total - sessions.len() as u64, path.display());
-        }
-    }
-    anyhow::ensure!(answered > 0, "no hibernate process is running (no socket in {})", config.run_dir().display());
-    Ok(())
 }
 
 /// `dormouse stats`: counters of every hibernate process.

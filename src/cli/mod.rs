@@ -16,6 +16,7 @@ pub mod serve_imap;
 pub mod serve_lock;
 pub mod systemd_notify;
 pub mod user;
+pub mod who;
 pub mod worker;
 
 use std::process::ExitCode;

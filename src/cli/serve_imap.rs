@@ -29,6 +29,8 @@ pub fn imap_server_config(config: &Config) -> anyhow::Result<ImapServerConfig> {
     let mut server = ImapServerConfig::new(config.imap.clone(), Some((config.tls_cert(), config.tls_key())))?;
     server.verify_threads = config.auth.verify_threads;
     server.shutdown_grace = config.server.shutdown_grace();
+    server.admin_socket = Some(config.run_dir().join(imap::server::admin::ADMIN_SOCKET));
+    server.hibernate_sockets = super::hibernate::worker_settings(config).map(|h| h.sockets).unwrap_or_default();
     Ok(server)
 }
 

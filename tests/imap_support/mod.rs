@@ -355,6 +355,11 @@ impl Conn {
         String::from_utf8_lossy(&rest).into_owned()
     }
 
+    /// The client's own port (how `dormouse who` shows this connection).
+    pub fn local_port(&self) -> u16 {
+        self.writer.local_addr().unwrap().port()
+    }
+
     /// Sets the read timeout.
     pub fn set_timeout(&mut self, t: Duration) {
         self.writer.set_read_timeout(Some(t)).unwrap();

@@ -79,6 +79,8 @@ pub struct SessionInfo {
     pub user: String,
     /// Client address.
     pub peer: SocketAddr,
+    /// True if the client talks TLS (terminated in the master).
+    pub tls: bool,
     /// True while in IDLE.
     pub idle: bool,
     /// Selected mailbox.
@@ -261,18 +263,19 @@ impl<S: StateSource, H> Hibernator<S, H> {
 
     /// Lists the sessions (for `dormouse who`).
     pub fn session_infos(&self) -> Vec<SessionInfo> {
-        self.sessions
-            .iter()
-            .flatten()
-            .map(|s| SessionInfo {
-                session_id: s.meta.session_id,
-                user: self.user(s.user).map(|u| u.name.to_string()).unwrap_or_default(),
-                peer: s.meta.peer.get(),
-                idle: s.is_idle(),
-                mailbox: self.mailbox(s.mailbox).map(|m| m.name.to_string()),
-                since_ms: s.meta.hibernated_at_ms,
-            })
-            .collect()
+        self.sessions.iter().flatten().map(|s| self.info(s)).collect()
+    }
+
+    fn info(&self, s: &HibernatedSession<H>) -> SessionInfo {
+        SessionInfo {
+            session_id: s.meta.session_id,
+            user: self.user(s.user).map(|u| u.name.to_string()).unwrap_or_default(),
+            peer: s.meta.peer.get(),
+            tls: matches!(s.meta.transport, crate::record::ClientTransport::TlsProxied { .. }),
+            idle: s.is_idle(),
+            mailbox: self.mailbox(s.mailbox).map(|m| m.name.to_string()),
+            since_ms: s.meta.hibernated_at_ms,
+        }
     }
 
     /// Takes a session from a worker. Its pending input is processed at
@@ -350,6 +353,25 @@ impl<S: StateSource, H> Hibernator<S, H> {
         self.counters.ended += 1;
         self.push_unsubscribe(unsubscribe);
         Some(handle)
+    }
+
+    /// Drops the sessions `select` picks (`dormouse kick`), except those
+    /// already being handed back or closed; returns their handles, which
+    /// the caller tells BYE and closes.
+    pub fn take_matching(&mut self, mut select: impl FnMut(&SessionInfo) -> bool) -> Vec<H> {
+        let keys: Vec<SessionKey> = (0..self.sessions.len())
+            .filter(|&i| self.sessions[i].as_ref().is_some_and(|s| !s.is_leaving() && select(&self.info(s))))
+            .map(|i| SessionKey { index: i as u32, generation: self.generations[i] })
+            .collect();
+        let mut handles = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some((handle, unsubscribe)) = self.remove(key) {
+                self.counters.ended += 1;
+                self.push_unsubscribe(unsubscribe);
+                handles.push(handle);
+            }
+        }
+        handles
     }
 
     /// Drops every session (process shutdown); returns their handles.

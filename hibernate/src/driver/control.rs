@@ -1,6 +1,8 @@
-//! Typed control messages on a hibernate socket (for `dormouse who` and
-//! `dormouse stats`), told apart from session records by their first byte.
+//! Typed control messages on a hibernate socket (for `dormouse who`,
+//! `dormouse stats`, `dormouse kick`, and the master's watch of ended
+//! sessions), told apart from session records by their first byte.
 
+use std::net::IpAddr;
 use std::os::fd::AsFd;
 use std::path::Path;
 
@@ -15,13 +17,40 @@ pub const CONTROL_VERSION: u8 = 0xC2;
 /// Most sessions listed in one `Who` reply.
 pub const MAX_WHO: usize = 500;
 
+/// Most session ids in one [`ControlReply::Ended`] notice.
+pub const MAX_ENDED: usize = 8_000;
+
+/// Text of the BYE a kicked session gets (hibernate processes and IMAP
+/// workers use the same words).
+pub const KICK_BYE: &[u8] = b"* BYE [UNAVAILABLE] Disconnected by the administrator\r\n";
+
 /// A question to a hibernate process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ControlRequest {
     /// Counters.
     Stats,
     /// Held sessions (at most [`MAX_WHO`]).
     Who,
+    /// Disconnect the held sessions matching every given filter with
+    /// [`KICK_BYE`]; answered with [`ControlReply::Kicked`].
+    Kick {
+        /// Only this user's sessions.
+        user: Option<String>,
+        /// Only sessions from this address.
+        peer: Option<IpAddr>,
+    },
+    /// Like [`ControlRequest::Who`], only the sessions matching every
+    /// given filter (the cap applies after filtering).
+    WhoMatching {
+        /// Only this user's sessions.
+        user: Option<String>,
+        /// Only sessions from this address.
+        peer: Option<IpAddr>,
+    },
+    /// Sent by the IMAP master: this connection receives
+    /// [`ControlReply::Ended`] notices (and never hand-backs), so the
+    /// master releases a session's limit counts when it really ends.
+    Observe,
 }
 
 /// The answer.
@@ -52,6 +81,17 @@ pub enum ControlReply {
     Full {
         /// Index of the hibernate process.
         index: u32,
+    },
+    /// Answer to [`ControlRequest::Kick`].
+    Kicked {
+        /// Sessions disconnected.
+        count: u64,
+    },
+    /// Sent to observers, unasked: these sessions ended here (logout,
+    /// timeout, client gone, kicked); handed-back ones are not listed.
+    Ended {
+        /// Master session ids (at most [`MAX_ENDED`]).
+        session_ids: Vec<u64>,
     },
 }
 
@@ -110,9 +150,31 @@ mod tests {
             ControlReply::Full { index: 3 },
             ControlReply::Stats { pid: 7, index: 1, workers: 2, counters: Counters::default(), capacity: 5 },
             ControlReply::Who { sessions: Vec::new(), total: 0 },
+            ControlReply::Kicked { count: 9 },
+            ControlReply::Ended { session_ids: vec![1, u64::MAX] },
         ] {
             assert_eq!(decode::<ControlReply>(&encode(&reply)).unwrap(), reply);
         }
         assert!(decode::<ControlReply>(&[0x01, 0x00]).is_err());
+    }
+
+    #[test]
+    fn requests_round_trip() {
+        for request in [
+            ControlRequest::Stats,
+            ControlRequest::Who,
+            ControlRequest::Observe,
+            ControlRequest::Kick { user: Some("bob".into()), peer: Some("10.0.0.1".parse().unwrap()) },
+            ControlRequest::Kick { user: None, peer: None },
+            ControlRequest::WhoMatching { user: Some("bob".into()), peer: None },
+        ] {
+            assert_eq!(decode::<ControlRequest>(&encode(&request)).unwrap(), request);
+        }
+    }
+
+    #[test]
+    fn the_largest_ended_notice_fits_a_message() {
+        let notice = ControlReply::Ended { session_ids: vec![u64::MAX; MAX_ENDED] };
+        assert!(encode(&notice).len() <= MAX_MESSAGE);
     }
 }

@@ -4,7 +4,10 @@
 //!   sessions: one message = [`crate::record::HibernationRecord`] + the
 //!   client descriptor (`SCM_RIGHTS`). Hand-backs go back to the worker the
 //!   session came from (another connected worker if that one is gone) the
-//!   same way. Fd-less messages are typed [`control`] requests.
+//!   same way. Fd-less messages are typed [`control`] requests. A
+//!   connection that sent [`ControlRequest::Observe`] (the IMAP master's)
+//!   gets [`ControlReply::Ended`] notices for sessions that end here and is
+//!   never handed a session back.
 //! - Client descriptors are registered edge-triggered with the epoll; the
 //!   epoll token is the session's [`crate::core::SessionKey`]. There is no
 //!   per-session task, stream object or timer: a held session costs its
@@ -69,6 +72,8 @@ pub struct DriverConfig {
 pub struct ClientHandle {
     fd: OwnedFd,
     worker: u32,
+    /// Master session id (for the observers' [`ControlReply::Ended`]).
+    session_id: u64,
 }
 
 const LISTENER: u64 = u64::MAX;
@@ -80,6 +85,9 @@ const MAX_WORKERS: u64 = 1 << 16;
 const READ_CHUNK: usize = 16 * 1024;
 /// Descriptors kept free for worker links, the bus, storage reads and logs.
 const FD_RESERVE: u64 = 256;
+/// Ended session ids kept while no observer is connected (the master
+/// connects within a second of our start); older ones are dropped.
+const MAX_UNREPORTED_ENDS: usize = 1 << 20;
 
 struct Driver {
     cfg: DriverConfig,
@@ -89,6 +97,10 @@ struct Driver {
     epoll: OwnedFd,
     listener: OwnedFd,
     workers: Vec<Option<OwnedFd>>,
+    /// Per worker slot: true if that connection is an observer.
+    observers: Vec<bool>,
+    /// Sessions ended here and not yet told to an observer.
+    ended: Vec<u64>,
     bus: BusBridge,
     core: Hibernator<StorageSource, ClientHandle>,
     buf: Vec<u8>,
@@ -103,7 +115,12 @@ pub const SHUTDOWN_BYE: &[u8] = b"* BYE [UNAVAILABLE] Server shutting down\r\n";
 /// the client had sent: closing a TCP socket with unread input makes the
 /// kernel send RST, which can destroy the BYE before the client reads it.
 fn say_bye_and_close(fd: OwnedFd) {
-    let _ = rustix::io::write(&fd, SHUTDOWN_BYE);
+    say_and_close(fd, SHUTDOWN_BYE);
+}
+
+/// Writes `bye` and closes, as [`say_bye_and_close`] does.
+fn say_and_close(fd: OwnedFd, bye: &[u8]) {
+    let _ = rustix::io::write(&fd, bye);
     let _ = rustix::net::shutdown(&fd, rustix::net::Shutdown::Write);
     let mut sink = [0u8; 4096];
     for _ in 0..16 {
@@ -149,7 +166,7 @@ pub fn run_with_hook(
     if cfg.max_sessions > 0 {
         capacity = capacity.min(cfg.max_sessions);
     }
-    let mut d = Driver { cfg, capacity, epoll, listener, workers: Vec::new(), bus, core, buf: vec![0u8; MAX_MESSAGE] };
+    let mut d = Driver { cfg, capacity, epoll, listener, workers: Vec::new(), observers: Vec::new(), ended: Vec::new(), bus, core, buf: vec![0u8; MAX_MESSAGE] };
     tracing::info!(index = d.cfg.index, pid = std::process::id(), socket = %d.cfg.socket_path.display(), "hibernate process ready");
     let mut events: Vec<Event> = Vec::with_capacity(1024);
     while !stop.load(Ordering::Relaxed) {
@@ -203,8 +220,10 @@ impl Driver {
                     }
                     if i == self.workers.len() {
                         self.workers.push(Some(fd));
+                        self.observers.push(false);
                     } else {
                         self.workers[i] = Some(fd);
+                        self.observers[i] = false;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -251,15 +270,29 @@ impl Driver {
                 Ok(ControlRequest::Stats) => ControlReply::Stats {
                     pid: std::process::id(),
                     index: self.cfg.index,
-                    workers: self.workers.iter().flatten().count() as u32,
+                    workers: self.worker_slots().count() as u32,
                     counters: self.core.counters().clone(),
                     capacity: self.capacity as u64,
                 },
-                Ok(ControlRequest::Who) => {
+                Ok(request @ (ControlRequest::Who | ControlRequest::WhoMatching { .. })) => {
+                    let (user, peer) = match request {
+                        ControlRequest::WhoMatching { user, peer } => (user, peer),
+                        _ => (None, None),
+                    };
                     let mut sessions = self.core.session_infos();
+                    sessions.retain(|s| user.as_deref().is_none_or(|u| s.user == u) && peer.is_none_or(|p| s.peer.ip() == p));
                     let total = sessions.len() as u64;
                     sessions.truncate(MAX_WHO);
                     ControlReply::Who { sessions, total }
+                }
+                Ok(ControlRequest::Kick { user, peer }) => ControlReply::Kicked { count: self.kick(user.as_deref(), peer) },
+                Ok(ControlRequest::Observe) => {
+                    if let Some(o) = self.observers.get_mut(w as usize) {
+                        *o = true;
+                    }
+                    tracing::debug!(connection = w, "observer connected");
+                    self.notify_observers();
+                    return;
                 }
                 Err(_) => return,
             };
@@ -299,12 +332,13 @@ impl Driver {
             return;
         }
         let session_id = record.session_id;
-        let key = self.core.admit(record, ClientHandle { fd, worker: w }, now_ms());
+        let key = self.core.admit(record, ClientHandle { fd, worker: w, session_id }, now_ms());
         if let Some(h) = self.core.handle(key) {
             let flags = EventFlags::IN | EventFlags::OUT | EventFlags::RDHUP | EventFlags::ET;
             if let Err(e) = epoll::add(&self.epoll, &h.fd, EventData::new_u64(key.to_u64()), flags) {
                 tracing::error!(session = session_id, error = %e, "cannot register client socket");
                 let _ = self.core.client_gone(key);
+                self.ended.push(session_id);
             }
         }
     }
@@ -366,6 +400,61 @@ impl Driver {
     fn drop_client(&mut self, key: SessionKey) {
         if let Some(h) = self.core.client_gone(key) {
             let _ = epoll::delete(&self.epoll, &h.fd);
+            self.ended.push(h.session_id);
+        }
+    }
+
+    /// Worker connections (not observers).
+    fn worker_slots(&self) -> impl Iterator<Item = (usize, &OwnedFd)> {
+        self.workers
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.observers.get(*i).copied().unwrap_or(false))
+            .filter_map(|(i, fd)| fd.as_ref().map(|fd| (i, fd)))
+    }
+
+    /// Disconnects the held sessions matching both filters with
+    /// [`control::KICK_BYE`]; returns how many.
+    fn kick(&mut self, user: Option<&str>, peer: Option<std::net::IpAddr>) -> u64 {
+        let handles = self.core.take_matching(|s| {
+            user.is_none_or(|u| s.user == u) && peer.is_none_or(|p| s.peer.ip() == p)
+        });
+        let count = handles.len() as u64;
+        for h in handles {
+            let _ = epoll::delete(&self.epoll, &h.fd);
+            self.ended.push(h.session_id);
+            say_and_close(h.fd, control::KICK_BYE);
+        }
+        tracing::info!(index = self.cfg.index, ?user, ?peer, count, "kicked hibernated sessions");
+        self.flush();
+        count
+    }
+
+    /// Tells the observers which sessions ended; keeps the ids while none
+    /// is connected or its buffer is full.
+    fn notify_observers(&mut self) {
+        if self.ended.is_empty() {
+            return;
+        }
+        let observers: Vec<usize> = (0..self.workers.len()).filter(|&i| self.observers[i] && self.workers[i].is_some()).collect();
+        if observers.is_empty() {
+            if self.ended.len() > MAX_UNREPORTED_ENDS {
+                let extra = self.ended.len() - MAX_UNREPORTED_ENDS;
+                self.ended.drain(..extra);
+            }
+            return;
+        }
+        let mut sent_all = true;
+        for chunk in self.ended.chunks(control::MAX_ENDED) {
+            let notice = control::encode(&ControlReply::Ended { session_ids: chunk.to_vec() });
+            for &i in &observers {
+                if let Some(Some(ch)) = self.workers.get(i) {
+                    sent_all &= channel::send(ch.as_fd(), &notice, None).is_ok();
+                }
+            }
+        }
+        if sent_all {
+            self.ended.clear();
         }
     }
 
@@ -403,6 +492,7 @@ impl Driver {
             let dirty = self.core.take_dirty();
             let actions = self.core.take_actions();
             if dirty.is_empty() && actions.is_empty() {
+                self.notify_observers();
                 return;
             }
             for key in dirty {
@@ -416,6 +506,7 @@ impl Driver {
                     Action::Unsubscribe(user) => self.bus.unsubscribe(user),
                     Action::Close { handle } => {
                         let _ = epoll::delete(&self.epoll, &handle.fd);
+                        self.ended.push(handle.session_id);
                     }
                     Action::HandBack { handle, record, reason } => {
                         let _ = epoll::delete(&self.epoll, &handle.fd);
@@ -439,6 +530,9 @@ impl Driver {
         let preferred = handle.worker as usize;
         let order = std::iter::once(preferred).chain((0..self.workers.len()).filter(move |&i| i != preferred));
         for i in order {
+            if self.observers.get(i).copied().unwrap_or(false) {
+                continue;
+            }
             let Some(Some(ch)) = self.workers.get(i) else { continue };
             if send_blocking(ch.as_fd(), &payload, handle.fd.as_fd()).is_ok() {
                 tracing::debug!(session = record.session_id, worker = i, reason, "handed back");
@@ -447,6 +541,7 @@ impl Driver {
         }
         tracing::error!(session = record.session_id, "no worker to hand the session back to; closing it");
         let _ = rustix::io::write(&handle.fd, b"* BYE Server is restarting, please reconnect.\r\n");
+        self.ended.push(handle.session_id);
     }
 }
 

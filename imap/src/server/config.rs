@@ -156,6 +156,12 @@ pub struct ImapServerConfig {
     /// How long a stopping server lets commands in progress finish before
     /// every session gets `* BYE`; from `[server] shutdown_grace_secs`.
     pub shutdown_grace: std::time::Duration,
+    /// Where the master serves `dormouse who` / `dormouse kick`
+    /// ([`super::admin`]); `None`: nowhere.
+    pub admin_socket: Option<PathBuf>,
+    /// Sockets of the hibernate processes, which the master watches for
+    /// the end of parked sessions (module `hibernate_watch`).
+    pub hibernate_sockets: Vec<PathBuf>,
 }
 
 impl Default for ImapServerConfig {
@@ -180,6 +186,8 @@ impl ImapServerConfig {
             settings,
             verify_threads: 0,
             shutdown_grace: std::time::Duration::from_secs(5),
+            admin_socket: None,
+            hibernate_sockets: Vec::new(),
         })
     }
 

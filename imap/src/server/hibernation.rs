@@ -232,8 +232,9 @@ impl HibernateLinks {
 
     /// Sends the session to a hibernate process (preferring
     /// `session_id % n`, skipping missing sockets and processes that
-    /// recently said they are full). On success the caller drops its copy of the
-    /// descriptor and forgets the session.
+    /// recently said they are full). On success (the index of the process
+    /// that took it) the caller drops its copy of the descriptor and forgets
+    /// the session.
     ///
     /// # Errors
     /// [`ParkError`]; the session then stays in the worker.
@@ -242,7 +243,7 @@ impl HibernateLinks {
         record: &HibernationRecord,
         client: BorrowedFd<'_>,
         on_new: &OnNewLink,
-    ) -> Result<(), ParkError> {
+    ) -> Result<u32, ParkError> {
         let payload = record.encode()?;
         let n = self.settings.sockets.len();
         if n == 0 {
@@ -258,7 +259,7 @@ impl HibernateLinks {
             match link.send(&payload, Some(client)).await {
                 Ok(()) => {
                     self.hibernated.fetch_add(1, Ordering::Relaxed);
-                    return Ok(());
+                    return Ok(i as u32);
                 }
                 Err(e) => {
                     tracing::warn!(process = i, error = %e, "cannot send a session to the hibernate process");
@@ -293,14 +294,15 @@ impl std::fmt::Debug for Parking<'_> {
 }
 
 impl Parking<'_> {
-    /// Parks the session if it is quiescent; true if the hibernate process
-    /// took it (the caller then drops the session and its stream).
-    pub async fn try_park(&self, session: &Session, stream: &ClientStream) -> bool {
+    /// Parks the session if it is quiescent; the index of the hibernate
+    /// process that took it (the caller then drops the session and its
+    /// stream), or `None`.
+    pub async fn try_park(&self, session: &Session, stream: &ClientStream) -> Option<u32> {
         let state = match session.hibernation_state() {
             Ok(s) => s,
             Err(reason) => {
                 self.links.count_refusal(reason);
-                return false;
+                return None;
             }
         };
         let record = record_from_state(state, &self.facts);
@@ -309,10 +311,10 @@ impl Parking<'_> {
             ClientStream::Unix(s) => s.as_fd(),
         };
         match self.links.park(&record, fd, self.on_new).await {
-            Ok(()) => true,
+            Ok(process) => Some(process),
             Err(e) => {
                 tracing::debug!(session = self.facts.session_id, error = %e, "session not parked");
-                false
+                None
             }
         }
     }

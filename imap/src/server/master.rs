@@ -7,6 +7,10 @@
 //! child's standard input; hand-overs go down that channel (record + fd),
 //! [`WorkerReport`]s come back. When a worker dies the master logs how many
 //! sessions were lost, releases their limit counts and starts a new worker.
+//! A session parked in a hibernate process keeps its counts until that
+//! process reports its end or dies (module `hibernate_watch`). The
+//! control socket (module `admin_socket`, protocol [`super::admin`]) answers `dormouse who` and
+//! `dormouse kick`.
 
 use std::ffi::OsString;
 use std::io;
@@ -100,6 +104,10 @@ pub(crate) struct MasterShared {
     /// Workers that reported ready, by pid: only they have their SIGHUP
     /// handler installed (the default action of SIGHUP kills).
     ready_workers: std::sync::Mutex<std::collections::HashSet<u32>>,
+    /// Pre-login sessions, for `dormouse who` / `kick`.
+    pub(crate) prelogin_table: super::admin_socket::PreloginTable,
+    /// Workers' answers to `who` / `kick` questions.
+    pub(crate) worker_replies: super::admin_socket::WorkerReplies,
 }
 
 impl MasterShared {
@@ -240,6 +248,8 @@ impl Master {
             prelogin_sessions: ActiveCount::default(),
             tls_proxies: ActiveCount::default(),
             ready_workers: std::sync::Mutex::default(),
+            prelogin_table: Default::default(),
+            worker_replies: Default::default(),
             config,
         });
         Ok(Self { shared, plain, implicit_tls, worker_command })
@@ -279,13 +289,23 @@ impl Master {
             tasks.spawn(accept_loop(shared.clone(), listener, true));
         }
         tasks.spawn(counters_loop(shared.clone()));
+        if let Some(path) = shared.config.admin_socket.clone() {
+            tasks.spawn(super::admin_socket::serve(shared.clone(), path));
+        }
+        // Until the workers are gone: hibernated sessions end meanwhile.
+        let mut watchers = tokio::task::JoinSet::new();
+        for (index, path) in shared.config.hibernate_sockets.iter().enumerate() {
+            watchers.spawn(super::hibernate_watch::watch(shared.clone(), index as u32, path.clone()));
+        }
         tracing::info!(workers = shared.pool.len(), "IMAP master running");
         shutdown.await;
         // The listeners close: new connections are refused from here on.
         tasks.shutdown().await;
         shared.counters.log("master", "shutdown");
+        let (in_workers, hibernated) = shared.pool.session_counts();
         tracing::info!(
-            sessions_in_workers = shared.pool.session_count(),
+            sessions_in_workers = in_workers,
+            hibernated,
             prelogin = shared.prelogin_sessions.get(),
             "IMAP master stopping"
         );
@@ -299,6 +319,7 @@ impl Master {
         // The workers are gone; proxied TLS sessions have had their BYE
         // (hibernated ones get it from the hibernate processes, stopping now).
         let proxies_left = shared.tls_proxies.wait_zero(PROXY_STOP_MARGIN).await;
+        watchers.shutdown().await;
         tracing::info!(prelogin_left, proxies_left, "IMAP master stopped");
     }
 }
@@ -343,7 +364,8 @@ async fn counters_loop(shared: Arc<MasterShared>) {
             }
         };
         shared.counters.log("master", why);
-        tracing::info!(sessions_in_workers = shared.pool.session_count(), "master sessions");
+        let (in_workers, hibernated) = shared.pool.session_counts();
+        tracing::info!(sessions_in_workers = in_workers, hibernated, "master sessions");
     }
 }
 
@@ -397,7 +419,8 @@ async fn run_worker_once(
     let link = Arc::new(WorkerLink { index, pid, channel: FdChannel::new(master_end)? });
     shared.pool.set(index, Some(link.clone()));
     tracing::info!(worker = index, pid, "IMAP worker started");
-    let mut buf = vec![0u8; 4096];
+    // Room for the largest report (a `who` listing), not just the small ones.
+    let mut buf = vec![0u8; crate::fd_passing::MAX_MESSAGE_LEN];
     let mut stopping = shared.stopping.subscribe();
     let status = loop {
         tokio::select! {
@@ -422,6 +445,10 @@ async fn run_worker_once(
                     shared.pool.set(index, None);
                     break child.wait().await;
                 }
+                Err(e @ (FdPassingError::Truncated | FdPassingError::TooManyFds(_))) => {
+                    // One bad message; the channel and the worker's sessions are fine.
+                    tracing::error!(worker = index, error = %e, "bad message from worker; ignored");
+                }
                 Err(e) => {
                     tracing::error!(worker = index, error = %e, "worker channel failed; killing the worker");
                     let _ = child.start_kill();
@@ -443,6 +470,11 @@ fn handle_report(shared: &MasterShared, index: usize, bytes: &[u8]) {
             tracing::debug!(worker = index, pid, "worker ready");
         }
         Ok(WorkerReport::SessionEnded { session_id }) => release(shared, session_id),
+        Ok(WorkerReport::SessionParked { session_id, process }) => shared.pool.session_parked(session_id, index, process),
+        Ok(WorkerReport::SessionResumed { session_id }) => shared.pool.session_resumed(session_id, index),
+        Ok(report @ (WorkerReport::Sessions { request, .. } | WorkerReport::Kicked { request, .. })) => {
+            shared.worker_replies.deliver(request, report);
+        }
         Ok(WorkerReport::HandoverRejected { session_id, reason }) => {
             tracing::error!(worker = index, ?session_id, %reason, "worker rejected a hand-over");
             if let Some(id) = session_id {
@@ -453,7 +485,9 @@ fn handle_report(shared: &MasterShared, index: usize, bytes: &[u8]) {
     }
 }
 
-fn release(shared: &MasterShared, session_id: u64) {
+/// Forgets a session that ended and releases its limit counts (once: a
+/// second report for the same session finds nothing).
+pub(crate) fn release(shared: &MasterShared, session_id: u64) {
     if let Some(entry) = shared.pool.session_ended(session_id) {
         shared.limits.close_session(&entry.user);
         shared.limits.close_connection(entry.ip);

@@ -66,7 +66,7 @@ impl MasterMetrics {
         let counters = s.counters.snapshot();
         MasterMetricsSnapshot {
             pre_login: counters.sessions_open,
-            in_workers: s.pool.session_count() as u64,
+            in_workers: s.pool.session_counts().0 as u64,
             tls_proxies_open: s.tls_proxies.get() as u64,
             connections: counters.sessions_total,
             logins_ok: load(&c.logins_ok),

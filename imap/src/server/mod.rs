@@ -42,7 +42,10 @@
 //! the configured values and wake it at its deadline); per-IP connections,
 //! per-user sessions (`NO [LIMIT]`) and the per-IP failed-login delay
 //! (doubling, capped) in the master, which learns of ended sessions from the
-//! workers' [`worker_report::WorkerReport`]s.
+//! workers' [`worker_report::WorkerReport`]s and, for hibernated sessions
+//! (which keep counting), from the hibernate processes (`hibernate_watch`).
+//! `dormouse who` / `kick` ask the master over its control socket
+//! ([`admin`]), which asks the workers ([`live_sessions`]).
 //!
 //! Reload: [`master::MasterReload`] changes a running master's limits,
 //! delays, session options and TLS configuration (read per connection, so
@@ -50,12 +53,16 @@
 //! a worker takes new `[imap]` settings through
 //! [`worker::WorkerDeps::settings_updates`] for the sessions that arrive next.
 
+pub mod admin;
+mod admin_socket;
 pub mod client_stream;
 pub mod config;
 pub mod counters;
+mod hibernate_watch;
 pub mod hibernation;
 pub mod lifeline;
 pub mod limits;
+pub mod live_sessions;
 pub mod login_guard;
 pub mod master;
 pub mod metrics;

@@ -107,6 +107,7 @@ async fn serve_inner(
 ) -> bool {
     let _ = tcp.set_nodelay(true);
     let mut stopping = shared.stopping.subscribe();
+    let (row, mut kicked) = shared.prelogin_table.register(session_id, peer, implicit_tls);
     let mut stream = if implicit_tls {
         let Some(acceptor) = shared.tls_acceptor() else { return false };
         let timeout = shared.session_options().limits.preauth_timeout;
@@ -167,6 +168,13 @@ async fn serve_inner(
         }
         match next {
             Next::Wait(deadline) => {
+                if *kicked.borrow() {
+                    tracing::info!(session = session_id, %peer, "pre-login session kicked");
+                    let _ = stream.write_all(super::session_driver::KICK_BYE).await;
+                    stream.close().await;
+                    release_counted_user(shared, &guard);
+                    return false;
+                }
                 if *stopping.borrow() {
                     // A command being received may still arrive and be answered.
                     let at = super::shutdown::bye_deadline(&mut bye_at, shared.config.shutdown_grace);
@@ -182,6 +190,7 @@ async fn serve_inner(
                     biased;
                     // Both only wake the loop; the check above decides.
                     () = super::shutdown::stopped(&mut stopping), if bye_at.is_none() => {}
+                    () = super::shutdown::stopped(&mut kicked) => {}
                     () = tokio::time::sleep_until(bye_deadline.into()), if bye_at.is_some() => {}
                     read = stream.read(&mut buf) => match read {
                         Ok(0) | Err(_) => {
@@ -205,6 +214,7 @@ async fn serve_inner(
                     Ok(Ok(tls)) => {
                         stream = PreloginStream::Tls(Box::new(tls));
                         session.tls_started();
+                        row.set_tls();
                         tls_via_starttls = true;
                     }
                     _ => {

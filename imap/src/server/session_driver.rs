@@ -16,6 +16,7 @@ use crate::session::{Session, SessionEvent};
 use super::client_stream::{ClientStream, READ_CHUNK};
 use super::counters::Counters;
 use super::hibernation::Parking;
+use super::live_sessions::LiveRegistration;
 use super::shutdown::SHUTDOWN_BYE;
 use super::wakeup::Registration;
 
@@ -33,10 +34,19 @@ pub enum SessionEnd {
     /// Reading or writing failed.
     IoError,
     /// Parked in a hibernate process (which now owns the connection).
-    Hibernated,
+    Hibernated {
+        /// Index of the hibernate process.
+        process: u32,
+    },
     /// The worker is stopping: the client got `* BYE` and was closed.
     ShutDown,
+    /// The administrator kicked the session (`dormouse kick`): the client
+    /// got [`KICK_BYE`] and was closed.
+    Kicked,
 }
+
+/// What a kicked session is told (the hibernate processes use the same words).
+pub const KICK_BYE: &[u8] = hibernate::driver::control::KICK_BYE;
 
 /// Feeds queued change events into the session.
 fn deliver_events(session: &mut Session, registration: &Registration) {
@@ -111,7 +121,8 @@ async fn write(stream: &mut ClientStream, bytes: &[u8], counters: &Counters) -> 
 /// When [`Stopping::signal`] turns true the session gets [`SHUTDOWN_BYE`]
 /// as soon as it waits for input with no command in progress, i.e. after the
 /// command being executed or received has been answered, or when
-/// [`Stopping::grace`] is over.
+/// [`Stopping::grace`] is over. A session `live` says was kicked goes the
+/// same way, with [`KICK_BYE`].
 pub async fn drive(
     mut session: Session,
     mut stream: ClientStream,
@@ -119,8 +130,10 @@ pub async fn drive(
     counters: &Counters,
     parking: Option<Parking<'_>>,
     stopping: Stopping,
+    live: &mut LiveRegistration,
 ) -> SessionEnd {
     let Stopping { signal: mut stopping, grace } = stopping;
+    let mut kicked = live.kicked();
     // Set once the stop is seen: when the BYE goes out at the latest.
     let mut bye_at: Option<Instant> = None;
     let mut last_input = Instant::now();
@@ -151,10 +164,16 @@ pub async fn drive(
                 deadline
             }
         };
-        if *stopping.borrow() {
+        live.note(session.selected_mailbox(), session.is_idle());
+        let kick = *kicked.borrow();
+        if *stopping.borrow() || kick {
             let at = super::shutdown::bye_deadline(&mut bye_at, grace);
             if !session.command_in_progress() || Instant::now() >= at {
-                return say_bye(&mut stream, counters).await;
+                // A stop wins: its BYE names the real reason for the client.
+                if kick && !*stopping.borrow() {
+                    return say_bye(&mut stream, counters, KICK_BYE, SessionEnd::Kicked).await;
+                }
+                return say_bye(&mut stream, counters, SHUTDOWN_BYE, SessionEnd::ShutDown).await;
             }
         }
         let park_at = parking.as_ref().filter(|_| bye_at.is_none()).map(|p| {
@@ -171,11 +190,12 @@ pub async fn drive(
             // First: a stopping worker parks nothing (checked at the loop top).
             biased;
             () = super::shutdown::stopped(&mut stopping), if bye_at.is_none() => {}
+            () = super::shutdown::stopped(&mut kicked), if bye_at.is_none() => {}
             () = sleep_until_opt(bye_at), if bye_at.is_some() => {}
             () = sleep_until_opt(park_at), if park_at.is_some() => {
                 if let Some(p) = parking.as_ref() {
-                    if p.try_park(&session, &stream).await {
-                        return SessionEnd::Hibernated;
+                    if let Some(process) = p.try_park(&session, &stream).await {
+                        return SessionEnd::Hibernated { process };
                     }
                     not_before = Instant::now() + p.links.settings().timeout.max(Duration::from_secs(1));
                 }
@@ -209,15 +229,15 @@ pub struct Stopping {
     pub grace: Duration,
 }
 
-/// Writes [`SHUTDOWN_BYE`] and closes.
-async fn say_bye(stream: &mut ClientStream, counters: &Counters) -> SessionEnd {
-    let _ = write(stream, SHUTDOWN_BYE, counters).await;
+/// Writes `bye` ([`SHUTDOWN_BYE`] or [`KICK_BYE`]) and closes.
+async fn say_bye(stream: &mut ClientStream, counters: &Counters, bye: &[u8], end: SessionEnd) -> SessionEnd {
+    let _ = write(stream, bye, counters).await;
     stream.shutdown().await;
     // Unread input would make the close an RST, which can destroy the BYE
     // before the client reads it.
     let mut sink = [0u8; READ_CHUNK];
     while matches!(stream.try_read(&mut sink), Ok(n) if n > 0) {}
-    SessionEnd::ShutDown
+    end
 }
 
 /// Sleeps until `at` (never returns for `None`; the branch is disabled then).

@@ -28,11 +28,12 @@ use super::client_stream::ClientStream;
 use super::config::{ImapServerConfig, ImapSettings};
 use super::counters::Counters;
 use super::hibernation::{state_from_record, ConnectionFacts, HibernateLinks, HibernationSettings, Parking};
+use super::live_sessions::LiveSessions;
 use super::session_driver::{self, SessionEnd, Stopping};
 use super::session_options;
 use super::shutdown::ActiveCount;
 use super::wakeup::{WakeupHook, WakeupRegistry};
-use super::worker_report::WorkerReport;
+use super::worker_report::{WorkerReport, WorkerRequest, WORKER_REQUEST_VERSION};
 
 /// What a worker needs besides its configuration.
 pub struct WorkerDeps {
@@ -79,6 +80,8 @@ struct WorkerShared {
     stopping: watch::Sender<bool>,
     /// Sessions being served here (not the parked ones).
     sessions: ActiveCount,
+    /// The same sessions, for `dormouse who` and `dormouse kick`.
+    live: Arc<LiveSessions>,
 }
 
 /// Runs the worker until the master closes the channel or `shutdown` completes.
@@ -107,6 +110,7 @@ pub async fn run(
         deps,
         stopping: watch::channel(false).0,
         sessions: ActiveCount::default(),
+        live: Arc::default(),
     });
     let ready = WorkerReport::Ready { pid: std::process::id() };
     if let Ok(bytes) = ready.encode() {
@@ -137,6 +141,9 @@ async fn receive_loop(shared: Arc<WorkerShared>) {
     let mut buf = vec![0u8; MAX_MESSAGE_LEN];
     loop {
         match shared.channel.recv(&mut buf).await {
+            Ok(received) if received.fd.is_none() && buf.first() == Some(&WORKER_REQUEST_VERSION) => {
+                answer_request(&shared, &buf[..received.len]).await;
+            }
             Ok(received) => accept_handover(&shared, &buf[..received.len], received.fd).await,
             Err(FdPassingError::Closed) => {
                 tracing::info!(worker = shared.index, "master closed the channel; exiting");
@@ -163,6 +170,26 @@ async fn report(shared: &WorkerShared, report: &WorkerReport) {
         }
         Err(e) => tracing::error!(error = %e, "cannot encode worker report"),
     }
+}
+
+/// Answers the master's [`WorkerRequest`] (`dormouse who`, `dormouse kick`).
+async fn answer_request(shared: &WorkerShared, bytes: &[u8]) {
+    let reply = match WorkerRequest::decode(bytes) {
+        Ok(WorkerRequest::List { request, user, peer }) => {
+            let (sessions, total) = shared.live.list(user.as_deref(), peer);
+            WorkerReport::Sessions { request, sessions, total }
+        }
+        Ok(WorkerRequest::Kick { request, user, peer }) => {
+            let count = shared.live.kick(user.as_deref(), peer);
+            tracing::info!(worker = shared.index, ?user, ?peer, count, "kicking sessions");
+            WorkerReport::Kicked { request, count }
+        }
+        Err(e) => {
+            tracing::error!(worker = shared.index, error = %e, "undecodable request from master");
+            return;
+        }
+    };
+    report(shared, &reply).await;
 }
 
 async fn accept_handover(shared: &Arc<WorkerShared>, bytes: &[u8], fd: Option<OwnedFd>) {
@@ -254,9 +281,10 @@ async fn drive_session(
             tokio::spawn(hand_back_loop(shared.clone(), link));
         }
     };
+    let mut live = shared.live.register(facts.session_id, user, facts.peer, facts.transport.is_tls());
     let parking = shared.hibernate.as_deref().map(|links| Parking { links, facts, on_new: &on_new });
     let stopping = Stopping { signal: shared.stopping.subscribe(), grace: shared.config.shutdown_grace };
-    session_driver::drive(session, stream, registration, &shared.counters, parking, stopping).await
+    session_driver::drive(session, stream, registration, &shared.counters, parking, stopping, &mut live).await
 }
 
 /// The span every log line of a session's commands carries, so a line such
@@ -268,17 +296,17 @@ fn session_span(facts: &ConnectionFacts, user: &str) -> tracing::Span {
 async fn session_done(shared: &WorkerShared, facts: &ConnectionFacts, user: &str, end: SessionEnd) {
     let session_id = facts.session_id;
     shared.counters.session_closed();
-    if end == SessionEnd::Hibernated {
-        tracing::debug!(session = session_id, %user, "session parked");
-    } else {
-        // The line Dovecot writes as "Logged out": who, from where, how long.
-        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        let secs = now_ms.saturating_sub(facts.authenticated_at_ms) / 1000;
-        tracing::info!(session = session_id, %user, peer = %facts.peer.ip(), tls = facts.transport.is_tls(), duration_secs = secs, ?end, "logout");
+    if let SessionEnd::Hibernated { process } = end {
+        tracing::debug!(session = session_id, %user, process, "session parked");
+        // The master keeps counting it until the hibernate process reports
+        // its end (or dies).
+        report(shared, &WorkerReport::SessionParked { session_id, process }).await;
+        return;
     }
-    // Also for a parked session: the master stops counting it (a hibernated
-    // session does not count toward per-user limits; a second report after a
-    // hand-back is ignored by the master).
+    // The line Dovecot writes as "Logged out": who, from where, how long.
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let secs = now_ms.saturating_sub(facts.authenticated_at_ms) / 1000;
+    tracing::info!(session = session_id, %user, peer = %facts.peer.ip(), tls = facts.transport.is_tls(), duration_secs = secs, ?end, "logout");
     report(shared, &WorkerReport::SessionEnded { session_id }).await;
 }
 
@@ -330,10 +358,14 @@ fn serve_handed_back(
 async fn serve_handed_back_inner(shared: Arc<WorkerShared>, record: hibernate::record::HibernationRecord, fd: OwnedFd) {
     let (state, facts) = state_from_record(record);
     let user = state.user.clone();
+    // Before anything else: from here this worker holds the session (its
+    // death releases the session's counts).
+    report(&shared, &WorkerReport::SessionResumed { session_id: facts.session_id }).await;
     let mut stream = match client_stream(facts.transport, fd) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(session = facts.session_id, error = %e, "cannot register a handed-back client");
+            report(&shared, &WorkerReport::SessionEnded { session_id: facts.session_id }).await;
             return;
         }
     };

@@ -23,11 +23,25 @@ pub struct WorkerLink {
     pub channel: FdChannel,
 }
 
-/// A session living in a worker, as the master tracks it.
+/// Where a session handed to a worker is now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Location {
+    /// Served by this worker slot.
+    Worker(usize),
+    /// Parked in this hibernate process.
+    Hibernate(u32),
+}
+
+/// A session living in a worker or a hibernate process, as the master
+/// tracks it: it counts toward the limits until it really ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionEntry {
-    /// Worker slot serving it.
-    pub worker: usize,
+    /// Who holds it.
+    pub location: Location,
+    /// Hand-backs reported before the park they follow (reports of one
+    /// worker come in order, but a worker's "parked" can lag behind its
+    /// own "resumed"): that many later "parked" reports are stale.
+    resumes_ahead: u32,
     /// The user (counted against the per-user limit).
     pub user: String,
     /// The client's IP (counted against the per-IP limit).
@@ -117,8 +131,9 @@ impl WorkerPool {
     pub async fn hand_over(&self, record: &Handover, fd: BorrowedFd<'_>, ip: IpAddr) -> Result<usize, HandOverFailed> {
         let bytes = record.encode()?;
         let link = self.pick_waiting().await.ok_or(HandOverFailed::NoWorker)?;
-        self.sessions()
-            .insert(record.session_id, SessionEntry { worker: link.index, user: record.session.user.clone(), ip });
+        let entry =
+            SessionEntry { location: Location::Worker(link.index), resumes_ahead: 0, user: record.session.user.clone(), ip };
+        self.sessions().insert(record.session_id, entry);
         if let Err(e) = link.channel.send(&bytes, Some(fd)).await {
             self.sessions().remove(&record.session_id);
             return Err(e.into());
@@ -131,14 +146,64 @@ impl WorkerPool {
         self.sessions().remove(&session_id)
     }
 
+    /// Worker `worker` parked the session in hibernate process `process`.
+    /// Ignored if the session is gone or already back in another worker.
+    pub fn session_parked(&self, session_id: u64, worker: usize, process: u32) {
+        let mut sessions = self.sessions();
+        let Some(entry) = sessions.get_mut(&session_id) else { return };
+        if entry.location != Location::Worker(worker) {
+            return;
+        }
+        if entry.resumes_ahead > 0 {
+            entry.resumes_ahead -= 1;
+        } else {
+            entry.location = Location::Hibernate(process);
+        }
+    }
+
+    /// The session came back from hibernation to worker `worker`.
+    pub fn session_resumed(&self, session_id: u64, worker: usize) {
+        let mut sessions = self.sessions();
+        let Some(entry) = sessions.get_mut(&session_id) else { return };
+        if entry.location == Location::Worker(worker) {
+            // Our "parked" is still on its way.
+            entry.resumes_ahead += 1;
+        } else {
+            entry.location = Location::Worker(worker);
+            entry.resumes_ahead = 0;
+        }
+    }
+
     /// Forgets (and returns) every session of a worker that died.
     pub fn worker_gone(&self, index: usize) -> Vec<SessionEntry> {
+        self.take_where(Location::Worker(index))
+    }
+
+    /// Forgets (and returns) every session parked in a hibernate process
+    /// that died.
+    pub fn hibernate_gone(&self, process: u32) -> Vec<SessionEntry> {
+        self.take_where(Location::Hibernate(process))
+    }
+
+    fn take_where(&self, location: Location) -> Vec<SessionEntry> {
         let mut sessions = self.sessions();
-        let lost: Vec<u64> = sessions.iter().filter(|(_, e)| e.worker == index).map(|(id, _)| *id).collect();
+        let lost: Vec<u64> = sessions.iter().filter(|(_, e)| e.location == location).map(|(id, _)| *id).collect();
         lost.iter().filter_map(|id| sessions.remove(id)).collect()
     }
 
-    /// Sessions currently handed to workers.
+    /// Sessions counted now: (in workers, in hibernate processes).
+    pub fn session_counts(&self) -> (usize, usize) {
+        let sessions = self.sessions();
+        let parked = sessions.values().filter(|e| matches!(e.location, Location::Hibernate(_))).count();
+        (sessions.len() - parked, parked)
+    }
+
+    /// The live workers.
+    pub fn links(&self) -> Vec<Arc<WorkerLink>> {
+        self.slots.iter().filter_map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).clone()).collect()
+    }
+
+    /// Sessions currently handed to workers (also those parked since).
     pub fn session_count(&self) -> usize {
         self.sessions().len()
     }
@@ -210,5 +275,33 @@ mod tests {
         assert_eq!(pool.worker_gone(b).len(), 1);
         assert_eq!(pool.session_count(), 0);
         assert_eq!(pool.hand_over(&record(3), client.as_fd(), ip).await.unwrap(), a);
+    }
+
+    #[tokio::test]
+    async fn parked_sessions_survive_their_worker_and_go_with_their_hibernate_process() {
+        let pool = WorkerPool::new(2);
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let (client, _keep) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (m0, _w0) = seqpacket_pair().unwrap();
+        pool.set(0, Some(Arc::new(WorkerLink { index: 0, pid: 10, channel: FdChannel::new(m0).unwrap() })));
+        for id in 1..=3 {
+            assert_eq!(pool.hand_over(&record(id), client.as_fd(), ip).await.unwrap(), 0);
+        }
+        pool.session_parked(1, 0, 0);
+        pool.session_parked(2, 0, 1);
+        // 3: worker 0's "resumed" overtakes its "parked": it stays in worker 0.
+        pool.session_resumed(3, 0);
+        pool.session_parked(3, 0, 0);
+        assert_eq!(pool.session_counts(), (1, 2));
+        // A stale "parked" from a worker that no longer holds it is ignored.
+        pool.session_resumed(2, 1);
+        pool.session_parked(2, 0, 1);
+        assert_eq!(pool.session_counts(), (2, 1));
+
+        assert_eq!(pool.worker_gone(0).len(), 1, "only session 3 was in worker 0");
+        assert_eq!(pool.hibernate_gone(1).len(), 0);
+        assert_eq!(pool.hibernate_gone(0).len(), 1);
+        assert_eq!(pool.worker_gone(1).len(), 1);
+        assert_eq!(pool.session_count(), 0);
     }
 }
