@@ -7,10 +7,10 @@ mod imap_support;
 use std::io::BufRead;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use imap_support::{dormouse, Conn};
+use imap_support::{dormouse, wait_exit, Conn};
 
 /// Runs `dormouse ARGS` under umask 000.
 fn under_umask_000(args: &[&str]) -> Command {
@@ -38,17 +38,6 @@ fn wrong_modes(dir: &Path, out: &mut Vec<(PathBuf, u32)>) -> usize {
         }
     }
     seen
-}
-
-fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
 }
 
 #[test]

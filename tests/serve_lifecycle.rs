@@ -6,19 +6,7 @@ mod imap_support;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use imap_support::{dormouse, free_port, Conn, Server, ServerOptions};
-
-/// Waits up to `limit` for `child` to exit.
-fn wait_exit(child: &mut std::process::Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
-}
+use imap_support::{dormouse, free_port, wait_exit, Conn, Server, ServerOptions};
 
 #[test]
 fn a_second_serve_on_the_same_data_dir_refuses_and_names_the_owner() {
