@@ -112,6 +112,9 @@ fn a_scrape_reports_what_the_server_did() {
     assert_eq!(sample(&text, "dormouse_lmtp_recipients_total{outcome=\"unknown_user\"}"), 1);
     assert_eq!(sample(&text, "dormouse_lmtp_connections_total"), 1);
     assert_eq!(sample(&text, "dormouse_lmtp_delivery_seconds_count"), 1);
+    // The delivery's event reached the bus (the hibernate process is a receiver).
+    assert!(sample(&text, "dormouse_bus_events_published_total{process=\"master\",transport=\"unix\"}") >= 1, "{text}");
+    assert_eq!(sample(&text, "dormouse_bus_events_dropped_total{process=\"master\",transport=\"unix\",reason=\"send\"}"), 0);
     // Delivery -> EXISTS at the parked client, measured where it is written.
     assert_eq!(sample(&text, "dormouse_hibernate_notify_latency_seconds_count"), 1);
     assert_eq!(sample(&text, "dormouse_hibernate_notify_latency_seconds_bucket{le=\"5.0\"}"), 1, "{text}");

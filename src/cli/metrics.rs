@@ -37,6 +37,8 @@ pub struct MetricsSources {
     pub master: Option<MasterMetrics>,
     /// The LMTP service.
     pub lmtp: Arc<LmtpServer>,
+    /// The master's bus publisher (LMTP deliveries' events), if the bus opened.
+    pub bus: Option<bus::BusPublisher>,
     /// The run directory holding the hibernate processes' control sockets.
     pub run_dir: PathBuf,
 }
@@ -253,6 +255,25 @@ pub fn render(sources: &MetricsSources) -> String {
         "Seconds from the end of an LMTP DATA until every recipient's copy is stored.",
         sources.lmtp.delivery_seconds(),
     );
+    if let Some(publisher) = &sources.bus {
+        let transport = match publisher {
+            bus::BusPublisher::Unix(_) => "unix",
+            bus::BusPublisher::Nats(_) => "nats",
+        };
+        let b = publisher.counters();
+        let t = [("process", "master"), ("transport", transport)];
+        counters(&mut r, "dormouse_bus_events_published", "Change events the master handed to the bus (per receiver on the UNIX bus).", &[(&t, b.events_out)]);
+        counters(
+            &mut r,
+            "dormouse_bus_events_dropped",
+            "Change events the master's bus publisher could not hand on (receivers resync), by reason.",
+            &[
+                (&[("process", "master"), ("transport", transport), ("reason", "send")], b.dropped_send),
+                (&[("process", "master"), ("transport", transport), ("reason", "queue_full")], b.dropped_queue_full),
+            ],
+        );
+        counters(&mut r, "dormouse_bus_gaps", "Gaps the master's bus publisher caused (receivers resync).", &[(&t, b.gaps)]);
+    }
     let mem = process_memory();
     let roles = [("master", mem.master), ("worker", mem.worker), ("hibernate", mem.hibernate), ("other", mem.other)];
     let role_labels: Vec<[(&str, &str); 1]> = roles.iter().map(|(role, _)| [("process", *role)]).collect();

@@ -68,7 +68,8 @@ pub fn run(config: Config, path: Option<PathBuf>, _args: ServeArgs) -> anyhow::R
 async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let location = MailLocation::parse(&config.users.mail_location)?;
     let users = Arc::new(UserDb::open(config.passwd_file(), location)?.with_cost_limits(config.auth.cost_limits()));
-    let deliverer = Deliverer::new(users.clone(), store_hooks(&config).await, config.lmtp.max_message_size);
+    let events = super::event_hooks::EventHooks::open_for_server(&config).await;
+    let deliverer = Deliverer::new(users.clone(), events.hooks.clone(), config.lmtp.max_message_size);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks: Vec<JoinHandle<()>> = Vec::new();
 
@@ -125,7 +126,12 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen for metrics on {}", config.metrics.listen))?;
         tracing::info!(address = %config.metrics.listen, "metrics listening (GET /metrics)");
-        let sources = Arc::new(super::metrics::MetricsSources { master: master_metrics, lmtp: lmtp.clone(), run_dir: config.run_dir() });
+        let sources = Arc::new(super::metrics::MetricsSources {
+            master: master_metrics,
+            lmtp: lmtp.clone(),
+            bus: events.publisher.clone(),
+            run_dir: config.run_dir(),
+        });
         tasks.push(tokio::spawn(super::metrics::serve(listener, sources, shutdown_rx.clone())));
     }
 
