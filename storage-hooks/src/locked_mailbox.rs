@@ -92,6 +92,10 @@ pub struct LockedMailbox<'a> {
     expunge_log: ExpungeLog,
     messages: Vec<DiskMessage>,
     uidlist_dirty: bool,
+    /// Number of records the uidlist file on disk holds when new records can
+    /// simply be appended to it (Dovecot's way, O(change)); `None` when it
+    /// must be rewritten (records dropped, damaged or missing file).
+    uidlist_on_disk: Option<usize>,
     index_dirty: bool,
     new_changed: bool,
     cur_changed: bool,
@@ -159,13 +163,16 @@ impl<'a> LockedMailbox<'a> {
     fn load_inner(dir: &'a MailboxDir, own: &[String], lock: Option<DotLock>) -> Result<Self, StoreError> {
         let read_only = lock.is_none();
         let uidlist_path = dir.path.join(UIDLIST_FILE);
-        let (mut uidlist, mut uidlist_dirty) = match read_text(&uidlist_path)? {
+        let (mut uidlist, mut uidlist_dirty, mut uidlist_on_disk) = match read_text(&uidlist_path)? {
             None if read_only => {
                 return Err(StoreError::io(&uidlist_path, std::io::Error::from_raw_os_error(rustix::io::Errno::NOSPC.raw_os_error())))
             }
-            None => (UidList::new(uidvalidity::allocate(&dir.root)?), true),
-            Some(text) => match UidList::parse(&text) {
-                Ok(l) => (l, false),
+            None => (UidList::new(uidvalidity::allocate(&dir.root)?), true, None),
+            Some(text) => match UidList::parse_appendable(&text) {
+                Ok((l, appendable)) => {
+                    let on_disk = appendable.then_some(l.records.len());
+                    (l, false, on_disk)
+                }
                 Err(e) if read_only => {
                     return Err(StoreError::Corrupt { path: uidlist_path, reason: format!("unreadable, not repaired while the disk is full: {e}") })
                 }
@@ -174,7 +181,7 @@ impl<'a> LockedMailbox<'a> {
                     tracing::error!(path = %uidlist_path.display(), error = %e, aside = %aside.display(),
                         "unreadable dovecot-uidlist: moved aside, mailbox gets a new UIDVALIDITY");
                     std::fs::rename(&uidlist_path, &aside).map_err(|e| StoreError::io(&uidlist_path, e))?;
-                    (UidList::new(uidvalidity::allocate(&dir.root)?), true)
+                    (UidList::new(uidvalidity::allocate(&dir.root)?), true, None)
                 }
             },
         };
@@ -203,7 +210,10 @@ impl<'a> LockedMailbox<'a> {
             }
             keep
         });
-        uidlist_dirty |= !gone.is_empty();
+        if !gone.is_empty() {
+            uidlist_dirty = true;
+            uidlist_on_disk = None;
+        }
 
         // Unlisted files: foreign ones by (mtime, name), then ours in order.
         let listed: HashSet<&str> = uidlist.records.iter().map(|r| r.basename.as_str()).collect();
@@ -307,6 +317,7 @@ impl<'a> LockedMailbox<'a> {
             own_new: own_new.clone(),
             vanished_own,
             uidlist_dirty,
+            uidlist_on_disk,
             index_dirty,
             new_changed: false,
             cur_changed: false,
@@ -566,6 +577,7 @@ impl<'a> LockedMailbox<'a> {
         let m = self.op_modseq();
         self.expunge_log.record(m, &removed);
         self.uidlist_dirty = true;
+        self.uidlist_on_disk = None;
         self.index_dirty = true;
         Ok(removed)
     }
@@ -664,10 +676,23 @@ impl<'a> LockedMailbox<'a> {
             dirs.push(path.join("cur"));
         }
         let mut files = Vec::new();
+        let mut appends = Vec::new();
         if self.uidlist_dirty {
-            let after_last = self.uidlist.records.last().map_or(1, |r| r.uid.saturating_add(1));
-            self.uidlist.next_uid = self.uidlist.next_uid.max(after_last);
-            files.push((path.join(UIDLIST_FILE), self.uidlist.serialize().into_bytes()));
+            match self.uidlist_on_disk {
+                // Only new records: appended like Dovecot does, header kept
+                // (readers take max(N, last UID + 1)).
+                Some(on_disk) => {
+                    let records = self.uidlist.serialize_records_from(on_disk);
+                    if !records.is_empty() {
+                        appends.push((path.join(UIDLIST_FILE), records.into_bytes()));
+                    }
+                }
+                None => {
+                    let after_last = self.uidlist.records.last().map_or(1, |r| r.uid.saturating_add(1));
+                    self.uidlist.next_uid = self.uidlist.next_uid.max(after_last);
+                    files.push((path.join(UIDLIST_FILE), self.uidlist.serialize().into_bytes()));
+                }
+            }
         }
         if self.index_dirty {
             let refs: Vec<IndexMessageRef<'_>> = self
@@ -684,10 +709,10 @@ impl<'a> LockedMailbox<'a> {
             let bytes = index_file::encode_parts(self.uidlist.uidvalidity, self.highestmodseq, &refs, &self.expunge_log);
             files.push((path.join(INDEX_FILE), bytes));
         }
-        if !dirs.is_empty() || !files.is_empty() {
+        if !dirs.is_empty() || !files.is_empty() || !appends.is_empty() {
             // Renames in new/ and cur/ and the new uidlist/index contents
             // become durable together; then the uidlist/index renames.
-            durable::sync_batch(&dirs, &files, self.dir.durability)?;
+            durable::sync_batch_with_appends(&dirs, &files, &appends, self.dir.durability)?;
         }
         if !files.is_empty() {
             self.dir.durability.fsync_dir(&path)?;
@@ -891,6 +916,38 @@ mod tests {
         assert_eq!(locked.vanished_own_uid("mine"), Some(1));
         assert_eq!(locked.vanished_own_uid("other"), None);
         assert_eq!(locked.commit().unwrap().status.uidnext, 2, "the UID is not reused");
+    }
+
+    #[test]
+    fn new_uids_are_appended_and_a_torn_append_is_replayed_consistently() {
+        use std::os::unix::fs::MetadataExt;
+        let (_d, mb) = setup();
+        put(&mb, "one", 30);
+        LockedMailbox::load(&mb, &[]).unwrap().commit().unwrap();
+        let path = mb.path.join(UIDLIST_FILE);
+        let inode = std::fs::metadata(&path).unwrap().ino();
+        put(&mb, "two", 20);
+        LockedMailbox::load(&mb, &["two".into()]).unwrap().commit().unwrap();
+        let full = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().ino(), inode, "appended in place, not rewritten");
+        assert!(full.ends_with("\n1 :one\n2 :two\n"), "{full}");
+        // Killed at every byte of the last append: the complete records stay,
+        // the torn one is dropped and the file gets the same UID again.
+        let last = full.len() - "2 :two\n".len();
+        for cut in last..full.len() {
+            std::fs::write(&path, &full[..cut]).unwrap();
+            let c = LockedMailbox::load(&mb, &[]).unwrap().commit().unwrap();
+            let uids: Vec<(u32, &str)> = c.messages.iter().map(|m| (m.uid, m.basename.as_str())).collect();
+            assert_eq!(uids, [(1, "one"), (2, "two")], "cut at {cut}");
+            assert_eq!(c.status.uidnext, 3, "cut at {cut}");
+            assert!(std::fs::read_to_string(&path).unwrap().ends_with("\n1 :one\n2 :two\n"), "repaired at {cut}");
+        }
+        // An expunge drops a record: the file is rewritten with N brought up to date.
+        let mut locked = LockedMailbox::load(&mb, &[]).unwrap();
+        locked.expunge(&UidSet::from_range(1, 1)).unwrap();
+        locked.commit().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(" N3") && text.ends_with("\n2 :two\n"), "{text}");
     }
 
     #[test]
