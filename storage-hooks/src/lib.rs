@@ -60,6 +60,7 @@ pub mod dotlock;
 pub mod durable;
 pub mod expunge_log;
 pub mod index_file;
+pub mod index_log;
 pub mod keywords;
 pub mod locked_mailbox;
 pub mod mailbox_dir;
