@@ -132,3 +132,21 @@ fn lsub_returns_unsubscribed_parents_as_noselect() {
     c.expect("h SUBSCRIBE foo", &["h OK Subscribe completed."]);
     c.expect("i LSUB \"\" %", &["* LSUB (\\Noselect) \"/\" \"baz\"", "* LSUB () \"/\" \"foo\"", "i OK Lsub completed."]);
 }
+
+#[test]
+fn reselecting_reuses_the_open_mailbox_instead_of_rebuilding_it() {
+    let w = World::new();
+    let mut c = w.alice();
+    c.expect("a APPEND INBOX {1+}\r\nx", &["a OK [APPENDUID {}] {}"]);
+    c.expect("b SELECT INBOX", &["* FLAGS {}", "* OK {}", "* 1 EXISTS", "* 1 RECENT", "* OK [UNSEEN 1] {}", "* OK {}", "* OK {}", "* OK {}", "b OK [READ-WRITE] {}"]);
+    // Only opening a mailbox from disk sweeps leftovers of killed writers;
+    // a re-SELECT that keeps the open mailbox (O(change), not O(mailbox))
+    // leaves this one for the next open.
+    let leftover = w.dir.path().join("alice/Maildir/dormouse-index.dormouse-tmp.1.1");
+    std::fs::write(&leftover, b"x").unwrap();
+    c.expect("c SELECT INBOX", &["* OK [CLOSED] {}", "* FLAGS {}", "* OK {}", "* 1 EXISTS", "* 0 RECENT", "* OK [UNSEEN 1] {}", "* OK {}", "* OK {}", "* OK {}", "c OK [READ-WRITE] {}"]);
+    assert!(leftover.exists(), "re-SELECT rebuilt the mailbox from disk");
+    c.expect("d UNSELECT", &["d OK Unselect completed."]);
+    c.expect("e SELECT INBOX", &["* FLAGS {}", "* OK {}", "* 1 EXISTS", "* 0 RECENT", "* OK [UNSEEN 1] {}", "* OK {}", "* OK {}", "* OK {}", "e OK [READ-WRITE] {}"]);
+    assert!(!leftover.exists(), "a fresh open sweeps leftovers");
+}

@@ -142,7 +142,25 @@ pub fn replace_file(path: &Path, data: &[u8], sync: Sync) -> Result<(), StoreErr
 /// # Errors
 /// The first I/O error; temp files are removed on failure.
 pub fn sync_batch(dirs: &[PathBuf], files: &[(PathBuf, Vec<u8>)], durability: Durability) -> Result<(), StoreError> {
+    sync_batch_with_appends(dirs, files, &[], durability)
+}
+
+/// [`sync_batch`] that also appends to existing files (see
+/// [`append_durably`]), in parallel with the other fsyncs. When any part of
+/// the batch fails the appended files are cut back to their old lengths, so
+/// the batch leaves nothing behind (the caller holds the lock that every
+/// appender takes).
+///
+/// # Errors
+/// The first I/O error; temp files are removed on failure.
+pub fn sync_batch_with_appends(
+    dirs: &[PathBuf],
+    files: &[(PathBuf, Vec<u8>)],
+    appends: &[(PathBuf, Vec<u8>)],
+    durability: Durability,
+) -> Result<(), StoreError> {
     let temps: Vec<PathBuf> = files.iter().map(|(p, _)| temp_path(p)).collect();
+    let old_lengths: Vec<Option<u64>> = appends.iter().map(|(p, _)| std::fs::metadata(p).ok().map(|m| m.len())).collect();
     let dirs = if durability == Durability::Fsync { dirs } else { &[] };
     let write_one = |tmp: &Path, data: &[u8]| -> Result<(), StoreError> {
         let mut f = create_private(tmp).map_err(|e| StoreError::io(tmp, e))?;
@@ -156,6 +174,9 @@ pub fn sync_batch(dirs: &[PathBuf], files: &[(PathBuf, Vec<u8>)], durability: Du
         }
         for ((_, data), tmp) in files.iter().zip(&temps) {
             handles.push(scope.spawn(move || write_one(tmp, data)));
+        }
+        for (path, data) in appends {
+            handles.push(scope.spawn(move || append_durably(path, data, durability)));
         }
         let mut results: Vec<Result<(), StoreError>> = dirs.first().map(|d| fsync_dir(d)).into_iter().collect();
         results.extend(handles.into_iter().map(|h| {
@@ -175,6 +196,30 @@ pub fn sync_batch(dirs: &[PathBuf], files: &[(PathBuf, Vec<u8>)], durability: Du
     if result.is_err() {
         for tmp in &temps {
             let _ = std::fs::remove_file(tmp);
+        }
+        for ((path, _), len) in appends.iter().zip(old_lengths) {
+            let cut = len.map(|len| std::fs::OpenOptions::new().write(true).open(path).and_then(|f| f.set_len(len)));
+            if let Some(Err(e)) = cut {
+                tracing::error!(path = %path.display(), error = %e, "cutting back an append of a failed batch");
+            }
+        }
+    }
+    result
+}
+
+/// Appends `data` to the existing file `path` and fsyncs it (unless fsync
+/// is off). On failure the file is cut back to its old length, so a failed
+/// append leaves no partial record behind.
+///
+/// # Errors
+/// I/O errors (also when `path` does not exist).
+pub fn append_durably(path: &Path, data: &[u8], durability: Durability) -> Result<(), StoreError> {
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).map_err(|e| StoreError::io(path, e))?;
+    let old_len = f.metadata().map_err(|e| StoreError::io(path, e))?.len();
+    let result = f.write_all(data).map_err(|e| StoreError::io(path, e)).and_then(|()| durability.fsync_file(&f, path));
+    if result.is_err() {
+        if let Err(e) = f.set_len(old_len) {
+            tracing::error!(path = %path.display(), error = %e, "cutting back a failed append");
         }
     }
     result

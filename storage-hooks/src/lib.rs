@@ -62,6 +62,7 @@ pub mod durable;
 pub mod expunge_log;
 pub mod incoming;
 pub mod index_file;
+pub mod index_log;
 pub mod keywords;
 pub mod locked_mailbox;
 pub mod mailbox_dir;

@@ -23,7 +23,8 @@ use std::path::Path;
 use crate::dotlock::{DotLock, DotLockOptions};
 use crate::durable::{self, Sync};
 use crate::expunge_log::ExpungeLog;
-use crate::index_file::{self, IndexMessageRef, IndexRecord, INDEX_FILE};
+use crate::index_file::{self, IndexMessage, IndexMessageRef, INDEX_FILE};
+use crate::index_log::{LogRecord, INDEX_LOG_FILE};
 use crate::keywords::KeywordTable;
 use crate::mailbox_dir::{FileEntry, MailboxDir};
 use crate::maildir_file::MaildirFileName;
@@ -92,7 +93,21 @@ pub struct LockedMailbox<'a> {
     expunge_log: ExpungeLog,
     messages: Vec<DiskMessage>,
     uidlist_dirty: bool,
+    /// Number of records the uidlist file on disk holds when new records can
+    /// simply be appended to it (Dovecot's way, O(change)); `None` when it
+    /// must be rewritten (records dropped, damaged or missing file).
+    uidlist_on_disk: Option<usize>,
     index_dirty: bool,
+    /// The index as loaded (snapshot plus log), to write only the difference.
+    index_base: Vec<IndexMessage>,
+    /// HIGHESTMODSEQ of `index_base`.
+    index_base_modseq: u64,
+    /// Length of an intact `dormouse-index.log` (0: none yet) that changes
+    /// can be appended to; `None` when the next write compacts (no usable
+    /// snapshot, torn log).
+    index_log_len: Option<u64>,
+    /// Expunge-log entries recorded by this load and operation, in order.
+    expunge_records: Vec<(u64, UidSet)>,
     new_changed: bool,
     cur_changed: bool,
     /// HIGHESTMODSEQ after reconciling outside changes, before this operation.
@@ -159,13 +174,16 @@ impl<'a> LockedMailbox<'a> {
     fn load_inner(dir: &'a MailboxDir, own: &[String], lock: Option<DotLock>) -> Result<Self, StoreError> {
         let read_only = lock.is_none();
         let uidlist_path = dir.path.join(UIDLIST_FILE);
-        let (mut uidlist, mut uidlist_dirty) = match read_text(&uidlist_path)? {
+        let (mut uidlist, mut uidlist_dirty, mut uidlist_on_disk) = match read_text(&uidlist_path)? {
             None if read_only => {
                 return Err(StoreError::io(&uidlist_path, std::io::Error::from_raw_os_error(rustix::io::Errno::NOSPC.raw_os_error())))
             }
-            None => (UidList::new(uidvalidity::allocate(&dir.root)?), true),
-            Some(text) => match UidList::parse(&text) {
-                Ok(l) => (l, false),
+            None => (UidList::new(uidvalidity::allocate(&dir.root)?), true, None),
+            Some(text) => match UidList::parse_appendable(&text) {
+                Ok((l, appendable)) => {
+                    let on_disk = appendable.then_some(l.records.len());
+                    (l, false, on_disk)
+                }
                 Err(e) if read_only => {
                     return Err(StoreError::Corrupt { path: uidlist_path, reason: format!("unreadable, not repaired while the disk is full: {e}") })
                 }
@@ -174,15 +192,17 @@ impl<'a> LockedMailbox<'a> {
                     tracing::error!(path = %uidlist_path.display(), error = %e, aside = %aside.display(),
                         "unreadable dovecot-uidlist: moved aside, mailbox gets a new UIDVALIDITY");
                     std::fs::rename(&uidlist_path, &aside).map_err(|e| StoreError::io(&uidlist_path, e))?;
-                    (UidList::new(uidvalidity::allocate(&dir.root)?), true)
+                    (UidList::new(uidvalidity::allocate(&dir.root)?), true, None)
                 }
             },
         };
         let keywords = read_text(&dir.path.join(KEYWORDS_FILE))?.map(|t| KeywordTable::parse(&t)).unwrap_or_default();
-        let index = durable::read_optional(&dir.path.join(INDEX_FILE))?
-            .and_then(|b| IndexRecord::decode(&b))
-            .filter(|i| i.uidvalidity == uidlist.uidvalidity);
+        let (index, mut index_log_len) = crate::index_log::load(&dir.path)?;
+        let index = index.filter(|i| i.uidvalidity == uidlist.uidvalidity);
         let fresh = index.is_none();
+        if fresh {
+            index_log_len = None;
+        }
         let (mut highestmodseq, mut expunge_log, index_messages) = match index {
             Some(i) => (i.highestmodseq.max(1), i.expunge_log, i.messages),
             None => (1, ExpungeLog::starting_at(1), Vec::new()),
@@ -203,7 +223,10 @@ impl<'a> LockedMailbox<'a> {
             }
             keep
         });
-        uidlist_dirty |= !gone.is_empty();
+        if !gone.is_empty() {
+            uidlist_dirty = true;
+            uidlist_on_disk = None;
+        }
 
         // Unlisted files: foreign ones by (mtime, name), then ours in order.
         let listed: HashSet<&str> = uidlist.records.iter().map(|r| r.basename.as_str()).collect();
@@ -249,7 +272,8 @@ impl<'a> LockedMailbox<'a> {
         let foreign_set: HashSet<&str> = foreign.iter().map(|(_, b)| b.as_str()).collect();
         let mut own_slots: Vec<usize> = Vec::new();
         let mut messages: Vec<DiskMessage> = Vec::with_capacity(uidlist.records.len());
-        let mut index_iter = index_messages.into_iter().peekable();
+        let index_base_modseq = highestmodseq;
+        let mut index_iter = index_messages.iter().peekable();
         for rec in &uidlist.records {
             while index_iter.peek().is_some_and(|p| p.uid < rec.uid) {
                 if let Some(p) = index_iter.next() {
@@ -304,9 +328,14 @@ impl<'a> LockedMailbox<'a> {
             op_modseq: None,
             expunge_log: ExpungeLog::default(),
             messages,
+            index_base: Vec::new(),
+            index_base_modseq,
+            index_log_len,
+            expunge_records: Vec::new(),
             own_new: own_new.clone(),
             vanished_own,
             uidlist_dirty,
+            uidlist_on_disk,
             index_dirty,
             new_changed: false,
             cur_changed: false,
@@ -317,8 +346,10 @@ impl<'a> LockedMailbox<'a> {
         if !gone.is_empty() {
             let m = alloc(&mut highestmodseq, &mut foreign_modseq);
             expunge_log.record(m, &gone);
+            me.expunge_records.push((m, gone.clone()));
             me.index_dirty = true;
         }
+        me.index_base = index_messages;
         me.highestmodseq = highestmodseq;
         me.expunge_log = expunge_log;
         me.base_modseq = highestmodseq;
@@ -353,7 +384,7 @@ impl<'a> LockedMailbox<'a> {
         for entry in rd.flatten() {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            let ours = [UIDLIST_FILE, KEYWORDS_FILE, INDEX_FILE, STATUS_FILE, crate::copy_txn::INTENT_FILE]
+            let ours = [UIDLIST_FILE, KEYWORDS_FILE, INDEX_FILE, INDEX_LOG_FILE, STATUS_FILE, crate::copy_txn::INTENT_FILE]
                 .iter()
                 .any(|f| name.strip_prefix(f).is_some_and(|rest| rest.starts_with(".dormouse-tmp.")))
                 || crate::dotlock::is_abandoned_temp(name)
@@ -565,7 +596,9 @@ impl<'a> LockedMailbox<'a> {
         self.uidlist.records.retain(|r| !removed.contains(r.uid));
         let m = self.op_modseq();
         self.expunge_log.record(m, &removed);
+        self.expunge_records.push((m, removed.clone()));
         self.uidlist_dirty = true;
+        self.uidlist_on_disk = None;
         self.index_dirty = true;
         Ok(removed)
     }
@@ -664,12 +697,43 @@ impl<'a> LockedMailbox<'a> {
             dirs.push(path.join("cur"));
         }
         let mut files = Vec::new();
+        let mut appends = Vec::new();
         if self.uidlist_dirty {
-            let after_last = self.uidlist.records.last().map_or(1, |r| r.uid.saturating_add(1));
-            self.uidlist.next_uid = self.uidlist.next_uid.max(after_last);
-            files.push((path.join(UIDLIST_FILE), self.uidlist.serialize().into_bytes()));
+            match self.uidlist_on_disk {
+                // Only new records: appended like Dovecot does, header kept
+                // (readers take max(N, last UID + 1)).
+                Some(on_disk) => {
+                    let records = self.uidlist.serialize_records_from(on_disk);
+                    if !records.is_empty() {
+                        appends.push((path.join(UIDLIST_FILE), records.into_bytes()));
+                    }
+                }
+                None => {
+                    let after_last = self.uidlist.records.last().map_or(1, |r| r.uid.saturating_add(1));
+                    self.uidlist.next_uid = self.uidlist.next_uid.max(after_last);
+                    files.push((path.join(UIDLIST_FILE), self.uidlist.serialize().into_bytes()));
+                }
+            }
         }
-        if self.index_dirty {
+        let mut remove_index_log = false;
+        let delta = self.index_log_len.filter(|&len| {
+            // Replay orders records by HIGHESTMODSEQ: only a change that
+            // allocated one can be logged; a long log is compacted.
+            let limit = 64 * 1024 + 16 * self.index_base.len() as u64;
+            self.index_dirty && self.highestmodseq > self.index_base_modseq && len < limit
+        });
+        if let Some(log_len) = delta {
+            let record = crate::index_log::encode_record(&self.index_delta());
+            let log_path = path.join(INDEX_LOG_FILE);
+            if log_len == 0 {
+                let mut bytes = crate::index_log::header();
+                bytes.extend(record);
+                files.push((log_path, bytes));
+            } else {
+                appends.push((log_path, record));
+            }
+        } else if self.index_dirty {
+            remove_index_log = true;
             let refs: Vec<IndexMessageRef<'_>> = self
                 .messages
                 .iter()
@@ -684,15 +748,57 @@ impl<'a> LockedMailbox<'a> {
             let bytes = index_file::encode_parts(self.uidlist.uidvalidity, self.highestmodseq, &refs, &self.expunge_log);
             files.push((path.join(INDEX_FILE), bytes));
         }
-        if !dirs.is_empty() || !files.is_empty() {
+        if !dirs.is_empty() || !files.is_empty() || !appends.is_empty() {
             // Renames in new/ and cur/ and the new uidlist/index contents
             // become durable together; then the uidlist/index renames.
-            durable::sync_batch(&dirs, &files, self.dir.durability)?;
+            durable::sync_batch_with_appends(&dirs, &files, &appends, self.dir.durability)?;
         }
         if !files.is_empty() {
             self.dir.durability.fsync_dir(&path)?;
         }
+        if remove_index_log {
+            // Compacted: the snapshot holds everything. A log that survives
+            // (failed removal, crash) only has records at or below the
+            // snapshot's HIGHESTMODSEQ, which replay skips.
+            match std::fs::remove_file(path.join(INDEX_LOG_FILE)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => tracing::error!(path = %path.display(), error = %e, "removing the compacted dormouse-index.log"),
+            }
+        }
         Ok(())
+    }
+
+    /// What changed in the index since the load, as one log record.
+    fn index_delta(&self) -> LogRecord {
+        let mut upserts = Vec::new();
+        let mut removed = Vec::new();
+        let mut base = self.index_base.iter().peekable();
+        for m in &self.messages {
+            while let Some(b) = base.next_if(|b| b.uid < m.uid) {
+                removed.push(b.uid);
+            }
+            let same = base.next_if(|b| b.uid == m.uid).is_some_and(|b| {
+                b.modseq == m.modseq && b.flags == m.flags && b.extra_keywords == m.extra_keywords && b.vsize == m.vsize
+            });
+            if !same {
+                upserts.push(IndexMessage {
+                    uid: m.uid,
+                    modseq: m.modseq,
+                    flags: m.flags.clone(),
+                    extra_keywords: m.extra_keywords.clone(),
+                    vsize: m.vsize,
+                });
+            }
+        }
+        removed.extend(base.map(|b| b.uid));
+        LogRecord {
+            uidvalidity: self.uidlist.uidvalidity,
+            highestmodseq: self.highestmodseq,
+            upserts,
+            removed,
+            expunges: self.expunge_records.clone(),
+        }
     }
 }
 
@@ -771,137 +877,5 @@ pub fn fresh_status(dir: &MailboxDir) -> Option<MailboxStatus> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::durable::Durability;
-    use crate::mailbox_name::MailboxName;
-    use std::time::{Duration, SystemTime};
-
-    fn setup() -> (tempfile::TempDir, MailboxDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let mb = MailboxDir::new(dir.path(), MailboxName::inbox(), "host", Durability::NoFsync);
-        std::fs::create_dir_all(dir.path()).unwrap();
-        mb.require().unwrap();
-        (dir, mb)
-    }
-
-    fn put(mb: &MailboxDir, name: &str, age_secs: u64) {
-        let path = mb.path.join("new").join(name);
-        std::fs::write(&path, b"Subject: x\n\nbody\n").unwrap();
-        let t = SystemTime::now() - Duration::from_secs(age_secs);
-        std::fs::File::options().write(true).open(&path).unwrap().set_modified(t).unwrap();
-    }
-
-    #[test]
-    fn foreign_files_by_mtime_then_own_files_in_order() {
-        let (_d, mb) = setup();
-        put(&mb, "b-oldest", 300);
-        put(&mb, "a-newer", 100);
-        put(&mb, "c-middle", 200);
-        put(&mb, "own2", 1000);
-        put(&mb, "own1", 1000);
-        let locked = LockedMailbox::load(&mb, &["own1".into(), "own2".into()]).unwrap();
-        let names: Vec<&str> = locked.messages().iter().map(|m| m.basename.as_str()).collect();
-        assert_eq!(names, ["b-oldest", "c-middle", "a-newer", "own1", "own2"]);
-        let committed = locked.commit().unwrap();
-        assert_eq!(committed.status.uidnext, 6);
-        assert_eq!(committed.status.size, 5 * 20, "vsize counts CRLF");
-        assert_eq!(committed.messages[0].vsize, 20);
-        // Fresh index: everything at MODSEQ 1 except our own new files.
-        assert_eq!(committed.messages[0].modseq, 1);
-        assert_eq!(committed.messages[3].modseq, 2);
-        assert_eq!(fresh_status(&mb), None, "directories changed just now: not trusted yet");
-        backdate_dirs(&mb);
-        let again = LockedMailbox::load(&mb, &[]).unwrap().commit().unwrap();
-        assert_eq!(fresh_status(&mb), Some(again.status));
-        assert_eq!(again.status, committed.status);
-    }
-
-    fn backdate_dirs(mb: &MailboxDir) {
-        let t = SystemTime::now() - Duration::from_secs(10);
-        for sub in ["cur", "new"] {
-            std::fs::File::open(mb.path.join(sub)).unwrap().set_modified(t).unwrap();
-        }
-    }
-
-    #[test]
-    fn vanished_files_are_logged_and_corrupt_uidlist_is_recovered() {
-        let (_d, mb) = setup();
-        put(&mb, "one", 10);
-        put(&mb, "two", 5);
-        let c = LockedMailbox::load(&mb, &[]).unwrap().commit().unwrap();
-        let uv = c.status.uidvalidity;
-        std::fs::remove_file(mb.path.join("new/one")).unwrap();
-        let locked = LockedMailbox::load(&mb, &[]).unwrap();
-        assert_eq!(locked.messages().len(), 1);
-        assert_eq!(locked.base_modseq, 2, "outside expunge got a MODSEQ");
-        let c = locked.commit().unwrap();
-        let index = IndexRecord::decode(&std::fs::read(mb.path.join(INDEX_FILE)).unwrap()).unwrap();
-        assert_eq!(index.expunge_log.since(1).unwrap().to_imap_string(), "1");
-        assert_eq!(c.status.uidnext, 3);
-        // A broken uidlist is moved aside; mail is kept under a new UIDVALIDITY.
-        std::fs::write(mb.path.join(UIDLIST_FILE), "garbage\n").unwrap();
-        let c = LockedMailbox::load(&mb, &[]).unwrap().commit().unwrap();
-        assert_ne!(c.status.uidvalidity, uv);
-        assert_eq!(c.messages.len(), 1);
-        assert_eq!(c.messages[0].uid, 1);
-        let aside = std::fs::read_dir(&mb.path)
-            .unwrap()
-            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("dovecot-uidlist.broken."))
-            .count();
-        assert_eq!(aside, 1);
-    }
-
-    #[test]
-    fn follows_files_renamed_behind_our_back() {
-        let (_d, mb) = setup();
-        put(&mb, "a", 20);
-        put(&mb, "b", 10);
-        LockedMailbox::load(&mb, &[]).unwrap().commit().unwrap();
-        let mut locked = LockedMailbox::load(&mb, &[]).unwrap();
-        // Another program (not using our lock) moves both to cur/ meanwhile.
-        std::fs::rename(mb.path.join("new/a"), mb.path.join("cur/a:2,S")).unwrap();
-        std::fs::rename(mb.path.join("new/b"), mb.path.join("cur/b:2,")).unwrap();
-        let flagged = Flags::system(SystemFlags::FLAGGED.union(SystemFlags::SEEN));
-        assert!(locked.set_flags(0, &flagged).unwrap());
-        assert_eq!(locked.messages()[0].entry, FileEntry { file_name: "a:2,FS".into(), in_new: false });
-        assert_eq!(locked.expunge(&UidSet::from_range(2, 2)).unwrap().to_imap_string(), "2");
-        let c = locked.commit().unwrap();
-        assert!(mb.path.join("cur/a:2,FS").exists());
-        assert!(!mb.path.join("cur/b:2,").exists());
-        assert_eq!(c.messages.len(), 1);
-        // A file that vanished entirely: set_flags reports it, nothing breaks.
-        let mut locked = LockedMailbox::load(&mb, &[]).unwrap();
-        std::fs::remove_file(mb.path.join("cur/a:2,FS")).unwrap();
-        assert!(!locked.set_flags(0, &Flags::default()).unwrap());
-        locked.commit().unwrap();
-        assert_eq!(LockedMailbox::load(&mb, &[]).unwrap().messages().len(), 0);
-    }
-
-    #[test]
-    fn own_file_numbered_elsewhere_and_expunged_keeps_its_uid() {
-        let (_d, mb) = setup();
-        put(&mb, "mine", 0);
-        // Another process saw the file first and numbered it...
-        LockedMailbox::load(&mb, &[]).unwrap().commit().unwrap();
-        // ...and another program expunged it before our batch ran.
-        std::fs::remove_file(mb.path.join("new/mine")).unwrap();
-        let locked = LockedMailbox::load(&mb, &["mine".into()]).unwrap();
-        assert_eq!(locked.find_basename("mine"), None);
-        assert_eq!(locked.vanished_own_uid("mine"), Some(1));
-        assert_eq!(locked.vanished_own_uid("other"), None);
-        assert_eq!(locked.commit().unwrap().status.uidnext, 2, "the UID is not reused");
-    }
-
-    #[test]
-    fn stale_status_is_noticed_and_lock_is_released() {
-        let (_d, mb) = setup();
-        LockedMailbox::load(&mb, &[]).unwrap().commit().unwrap();
-        backdate_dirs(&mb);
-        let c = LockedMailbox::load(&mb, &[]).unwrap().commit().unwrap();
-        assert_eq!(fresh_status(&mb), Some(c.status));
-        assert!(!mb.path.join("dovecot-uidlist.lock").exists());
-        put(&mb, "outside", 0);
-        assert_eq!(fresh_status(&mb), None);
-    }
-}
+#[path = "locked_mailbox_tests.rs"]
+mod tests;

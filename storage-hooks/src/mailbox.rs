@@ -510,8 +510,7 @@ impl Mailbox {
     /// # Errors
     /// I/O.
     pub fn expunged_since(&self, modseq: u64) -> Result<Option<UidSet>, StoreError> {
-        let path = self.dir.path.join(crate::index_file::INDEX_FILE);
-        let Some(record) = durable::read_optional(&path)?.and_then(|b| crate::index_file::IndexRecord::decode(&b)) else {
+        let Some(record) = crate::index_log::load(&self.dir.path)?.0 else {
             return Ok(None);
         };
         if record.uidvalidity != self.uidvalidity {

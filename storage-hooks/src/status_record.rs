@@ -25,7 +25,7 @@ use crate::MailboxStatus;
 /// File name inside the mailbox directory.
 pub const STATUS_FILE: &str = "dormouse-status";
 /// Format version.
-pub const STATUS_VERSION: u8 = 1;
+pub const STATUS_VERSION: u8 = 2;
 const MAGIC: &[u8; 4] = b"DMST";
 
 /// Identity of the directories and uidlist at the time of a record.
@@ -40,6 +40,8 @@ pub struct FsStamp {
     /// `dormouse-index` identity, same fields: catches changes that touch
     /// only our index (keywords beyond 26, MODSEQ reconciliation).
     pub index: (u64, u64, i64, i64),
+    /// `dormouse-index.log` identity (changes appended to the index).
+    pub index_log: (u64, u64, i64, i64),
 }
 
 impl FsStamp {
@@ -56,6 +58,7 @@ impl FsStamp {
             new_mtime: (new.mtime(), new.mtime_nsec()),
             uidlist: identity("dovecot-uidlist"),
             index: identity(crate::index_file::INDEX_FILE),
+            index_log: identity(crate::index_log::INDEX_LOG_FILE),
         })
     }
 }

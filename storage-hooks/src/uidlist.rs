@@ -62,7 +62,27 @@ impl UidList {
     /// # Errors
     /// [`UidListError::BadHeader`] if the header is unusable.
     pub fn parse(text: &str) -> Result<Self, UidListError> {
-        let mut lines = text.split('\n');
+        Self::parse_appendable(text).map(|(list, _)| list)
+    }
+
+    /// [`UidList::parse`], also telling whether records can be appended to
+    /// the file `text` came from: true if it ends with a newline and every
+    /// record line was used (else the next write rewrites it, dropping the
+    /// damage).
+    ///
+    /// # Errors
+    /// [`UidListError::BadHeader`] if the header is unusable.
+    pub fn parse_appendable(text: &str) -> Result<(Self, bool), UidListError> {
+        // Only complete lines count (see the module docs); the header is
+        // taken even without its newline (an empty list written by hand).
+        let complete = match text.rfind('\n') {
+            Some(end) => &text[..end],
+            None => text,
+        };
+        if complete.len() < text.len() && text.contains('\n') {
+            tracing::warn!(tail = &text[complete.len() + 1..], "ignoring a torn last dovecot-uidlist record");
+        }
+        let mut lines = complete.split('\n');
         let header = lines.next().unwrap_or("");
         let mut fields = header.split(' ');
         if fields.next() != Some("3") {
@@ -86,25 +106,30 @@ impl UidList {
             return Err(UidListError::BadHeader("UIDVALIDITY 0".into()));
         }
         let mut records: Vec<UidRecord> = Vec::new();
+        let mut skipped = 0usize;
         let mut seen_names: HashMap<&str, u32> = HashMap::new();
         for line in lines.filter(|l| !l.is_empty()) {
             let Some((rec, basename)) = Self::parse_record(line) else {
                 tracing::warn!(line, "skipping malformed dovecot-uidlist record");
+                skipped += 1;
                 continue;
             };
             if records.last().is_some_and(|last| rec.uid <= last.uid) {
                 tracing::warn!(uid = rec.uid, "skipping non-ascending dovecot-uidlist record");
+                skipped += 1;
                 continue;
             }
             if let Some(&prev) = seen_names.get(basename) {
                 tracing::warn!(uid = rec.uid, prev, "duplicate file in dovecot-uidlist; keeping the first");
+                skipped += 1;
                 continue;
             }
             seen_names.insert(basename, rec.uid);
             records.push(rec);
         }
         let after_last = records.last().map_or(1, |r| r.uid.saturating_add(1));
-        Ok(UidList { uidvalidity, next_uid: header_next.max(after_last), guid, other_header, records })
+        let appendable = skipped == 0 && text.ends_with('\n');
+        Ok((UidList { uidvalidity, next_uid: header_next.max(after_last), guid, other_header, records }, appendable))
     }
 
     /// A record and its basename borrowed from `line`.
@@ -133,14 +158,18 @@ impl UidList {
         }
         s.push('\n');
         for r in &self.records {
-            let _ = write!(s, "{}", r.uid);
-            for e in &r.extensions {
-                s.push(' ');
-                s.push_str(e);
-            }
-            s.push_str(" :");
-            s.push_str(&r.basename);
-            s.push('\n');
+            write_record(&mut s, r);
+        }
+        s
+    }
+
+    /// The record lines of `records[start..]`, as appended to a file whose
+    /// first `start` records are already on disk (Dovecot's way: the header
+    /// is not rewritten, readers take `max(N, last UID + 1)`).
+    pub fn serialize_records_from(&self, start: usize) -> String {
+        let mut s = String::new();
+        for r in self.records.get(start..).unwrap_or_default() {
+            write_record(&mut s, r);
         }
         s
     }
@@ -152,6 +181,18 @@ impl UidList {
         self.next_uid = self.next_uid.saturating_add(1);
         uid
     }
+}
+
+fn write_record(s: &mut String, r: &UidRecord) {
+    use std::fmt::Write as _;
+    let _ = write!(s, "{}", r.uid);
+    for e in &r.extensions {
+        s.push(' ');
+        s.push_str(e);
+    }
+    s.push_str(" :");
+    s.push_str(&r.basename);
+    s.push('\n');
 }
 
 #[cfg(test)]
@@ -192,9 +233,33 @@ mod tests {
         assert!(UidList::parse("").is_err());
         assert!(UidList::parse("1 123 4\n").is_err());
         assert!(UidList::parse("3 N5\n").is_err());
-        let l = UidList::parse("3 V9 N2\n1 :a\ngarbage\n0 :zero\n5 :b\n4 :c\n6 :a\n7 :d").unwrap();
+        let l = UidList::parse("3 V9 N2\n1 :a\ngarbage\n0 :zero\n5 :b\n4 :c\n6 :a\n7 :d\n").unwrap();
         let names: Vec<&str> = l.records.iter().map(|r| r.basename.as_str()).collect();
         assert_eq!(names, ["a", "b", "d"]);
         assert_eq!(l.next_uid, 8);
+        assert_eq!(UidList::parse("3 V9 N2").unwrap().next_uid, 2, "a header alone, without newline");
+        assert!(!UidList::parse_appendable("3 V9 N2\n1 :a\ngarbage\n").unwrap().1, "damage: rewrite");
+        assert!(!UidList::parse_appendable("3 V9 N2\n1 :a\n2 :b").unwrap().1, "torn tail: rewrite");
+        assert!(UidList::parse_appendable("3 V9 N2\n1 :a\n").unwrap().1);
+    }
+
+    #[test]
+    fn appended_records_parse_and_a_torn_tail_is_dropped_at_every_byte() {
+        let mut l = UidList::parse(DOVECOT).unwrap();
+        let on_disk = l.records.len();
+        l.push("new-one,S=10");
+        l.push("new-two,S=20");
+        let appended = l.serialize_records_from(on_disk);
+        assert_eq!(appended, "4 :new-one,S=10\n5 :new-two,S=20\n");
+        let full = format!("{DOVECOT}{appended}");
+        assert_eq!(UidList::parse(&full).unwrap().records, l.records);
+        // Cut anywhere inside the last record: it is gone, the others stay,
+        // and its UID is handed out again (nobody was told it).
+        let last_start = full.len() - "5 :new-two,S=20\n".len();
+        for cut in last_start..full.len() {
+            let torn = UidList::parse(&full[..cut]).unwrap();
+            assert_eq!(torn.records, l.records[..4], "cut at {cut}");
+            assert_eq!(torn.next_uid, 5, "cut at {cut}");
+        }
     }
 }

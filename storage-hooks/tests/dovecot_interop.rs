@@ -167,6 +167,19 @@ fn dovecot_and_we_keep_each_others_uids_flags_and_keywords() {
     assert!(!changes.uidvalidity_changed);
     let st = store.status("INBOX").unwrap();
     assert_eq!((st.messages, st.uidnext), (5, 7));
+
+    // Our next UIDs are appended to the file Dovecot last wrote (no
+    // rewrite), as Dovecot appends; Dovecot reads them, its index warm.
+    let uidlist = dovecot.home.join("Maildir/dovecot-uidlist");
+    let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&uidlist).unwrap());
+    let r7 = store.append("INBOX", b"Subject: ours 7\n\nz\n", &AppendOptions::default()).unwrap();
+    let r8 = store.append("INBOX", b"Subject: ours 8\n\nw\n", &AppendOptions::default()).unwrap();
+    assert_eq!((r7.uid, r8.uid), (7, 8));
+    assert_eq!(std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&uidlist).unwrap()), inode, "appended, not rewritten");
+    let uids: Vec<u32> = dovecot.fetch_flags("INBOX").iter().map(|(u, _)| *u).collect();
+    assert_eq!(uids, [1, 2, 4, 5, 6, 7, 8], "Dovecot reads our appended records");
+    dovecot.deliver("Subject: from dovecot 9\n\nnine\n");
+    assert_eq!(inbox.sync().unwrap().added, [7, 8, 9]);
     let log = std::fs::read_to_string(dovecot.home.join("dovecot.log")).unwrap_or_default();
     assert!(!log.contains("Error") && !log.contains("Panic"), "Dovecot complained:\n{log}");
 }

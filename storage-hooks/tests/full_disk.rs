@@ -51,6 +51,9 @@ fn files_in(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
 }
 
+/// Messages delivered by another program before the disk fills up.
+const OUTSIDE: usize = 20;
+
 #[test]
 fn reads_work_and_refused_appends_leave_nothing_when_the_disk_is_full() {
     let Some(fs) = Tmpfs::mount("2m") else { return };
@@ -60,9 +63,13 @@ fn reads_work_and_refused_appends_leave_nothing_when_the_disk_is_full() {
         store.append("INBOX", format!("Subject: {n}\r\n\r\nbody\r\n").as_bytes(), &AppendOptions::default()).unwrap();
     }
     store.create_mailbox("Other").unwrap();
-    // A message another program delivered (no UID yet), written while there
-    // was still room.
-    std::fs::write(root.join("new/1.outside.host"), b"Subject: outside\r\n\r\nx\r\n").unwrap();
+    // Messages another program delivered (no UID yet), written while there
+    // was still room. Their uidlist records (long names) do not fit into
+    // the uidlist's last page: appending them needs space too.
+    for n in 0..OUTSIDE {
+        let name = format!("{n}.outside.{}", "h".repeat(220));
+        std::fs::write(root.join("new").join(name), b"Subject: outside\r\n\r\nx\r\n").unwrap();
+    }
     // Outdated status caches: STATUS must rebuild (and cannot write) them.
     std::fs::remove_file(root.join("dormouse-status")).unwrap();
     let filler = fill(&fs.path);
@@ -96,6 +103,7 @@ fn reads_work_and_refused_appends_leave_nothing_when_the_disk_is_full() {
     std::fs::remove_file(filler).unwrap();
     store.append("INBOX", &msg, &AppendOptions::default()).unwrap();
     mailbox.sync().unwrap();
-    assert_eq!(mailbox.messages().len(), 7, "5 + outside + exactly one retried append");
-    assert_eq!(store.status("INBOX").unwrap().messages, 7);
+    let all = 5 + OUTSIDE + 1;
+    assert_eq!(mailbox.messages().len(), all, "5 + outside + exactly one retried append");
+    assert_eq!(store.status("INBOX").unwrap().messages as usize, all);
 }

@@ -82,7 +82,10 @@ fn append_read_status_and_crlf() {
     let uidlist = std::fs::read_to_string(dir.path().join("Maildir/dovecot-uidlist")).unwrap();
     let mut lines = uidlist.lines();
     let header = lines.next().unwrap();
-    assert!(header.starts_with(&format!("3 V{} N3 G", r1.uidvalidity)), "{header}");
+    // New records are appended without rewriting the header (as Dovecot
+    // does): N is a lower bound, the next UID is max(N, last UID + 1).
+    assert!(header.starts_with(&format!("3 V{} N", r1.uidvalidity)) && header.contains(" G"), "{header}");
+    assert_eq!(storage_hooks::uidlist::UidList::parse(&uidlist).unwrap().next_uid, 3);
     assert!(lines.next().unwrap().starts_with("1 :"));
     assert!(lines.next().unwrap().starts_with("2 :"));
     assert!(hook.is_empty(), "reads emit nothing");
@@ -93,7 +96,7 @@ fn append_read_status_and_crlf() {
     for entry in std::fs::read_dir(root.join("new")).unwrap() {
         assert_eq!(mode(&entry.unwrap().path()), 0o600);
     }
-    for f in ["dovecot-uidlist", "dormouse-index", "dormouse-status"] {
+    for f in ["dovecot-uidlist", "dormouse-index", "dormouse-index.log", "dormouse-status"] {
         assert_eq!(mode(&root.join(f)), 0o600, "{f}");
     }
     store.create_mailbox("Private").unwrap();

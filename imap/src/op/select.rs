@@ -15,8 +15,12 @@ pub(crate) const SYSTEM_FLAGS: &str = "\\Answered \\Flagged \\Deleted \\Seen \\D
 impl Session {
     /// SELECT / EXAMINE.
     pub(crate) fn op_select(&mut self, tag: &str, mailbox: &Mailbox<'_>, params: &[SelectParameter], read_only: bool) {
-        let had_selected = self.selected.take().is_some();
-        if had_selected {
+        // Kept until the new selection is open: re-selecting the same
+        // mailbox then reuses the process's open mailbox (a sync, usually a
+        // few stat calls) instead of rebuilding it from disk (a full scan
+        // and a stat per message).
+        let previous = self.selected.take();
+        if previous.is_some() {
             self.out.extend_from_slice(b"* OK [CLOSED] Previous mailbox closed.\r\n");
         }
         let Some(name) = self.mailbox_name(tag, mailbox) else { return };
@@ -38,6 +42,7 @@ impl Session {
             Ok(m) => m,
             Err(e) => return self.no_store(tag, &e),
         };
+        drop(previous);
         let sel = match Selected::open(mailbox, read_only) {
             Ok(s) => s,
             Err(e) => return self.no_store(tag, &e),
