@@ -75,12 +75,12 @@ impl UidList {
     pub fn parse_appendable(text: &str) -> Result<(Self, bool), UidListError> {
         // Only complete lines count (see the module docs); the header is
         // taken even without its newline (an empty list written by hand).
-        let complete = match text.rfind('\n') {
-            Some(end) => &text[..end],
-            None => text,
+        let (complete, tail) = match text.rfind('\n') {
+            Some(end) => (&text[..end], &text[end + 1..]),
+            None => (text, ""),
         };
-        if complete.len() < text.len() && text.contains('\n') {
-            tracing::warn!(tail = &text[complete.len() + 1..], "ignoring a torn last dovecot-uidlist record");
+        if !tail.is_empty() {
+            tracing::warn!(tail, "ignoring a torn last dovecot-uidlist record");
         }
         let mut lines = complete.split('\n');
         let header = lines.next().unwrap_or("");
