@@ -124,6 +124,12 @@ fn noop_poller_hibernates_and_logout_is_answered_there() {
     server.wait_held(0);
     assert_eq!(server.stat("hand-backs command"), 0);
     assert!(server.stat("answered from cache") >= 2);
+    // The session ended in the hibernate process: it writes the logout line.
+    let log = server.wait_for_log("hibernated=true", Duration::from_secs(10));
+    let line = log.lines().find(|l| l.contains(": logout ") && l.contains("hibernated=true")).unwrap_or_else(|| panic!("{log}"));
+    for field in ["session=", "user=bob", "peer=127.0.0.1", "tls=false", "end=\"closed\""] {
+        assert!(line.contains(field), "logout line lacks {field}: {line}");
+    }
 }
 
 #[test]

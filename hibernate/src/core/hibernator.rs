@@ -222,6 +222,7 @@ impl<S: StateSource, H> Hibernator<S, H> {
             return;
         }
         if s.bits & CLOSE_PENDING != 0 {
+            self.log_session_end(key, "closed");
             if let Some((handle, unsubscribe)) = self.remove(key) {
                 self.counters.ended += 1;
                 self.actions.push(Action::Close { handle });
@@ -264,6 +265,16 @@ impl<S: StateSource, H> Hibernator<S, H> {
     /// Lists the sessions (for `dormouse who`).
     pub fn session_infos(&self) -> Vec<SessionInfo> {
         self.sessions.iter().flatten().map(|s| self.info(s)).collect()
+    }
+
+    /// The `logout` line the workers write for sessions that end there
+    /// (Dovecot's "Logged out"), for one that ends while hibernated. No
+    /// duration: the core has no clock.
+    fn log_session_end(&self, key: SessionKey, end: &'static str) {
+        if let Some(s) = self.get(key) {
+            let info = self.info(s);
+            tracing::info!(session = info.session_id, user = %info.user, peer = %info.peer.ip(), tls = info.tls, end, hibernated = true, "logout");
+        }
     }
 
     fn info(&self, s: &HibernatedSession<H>) -> SessionInfo {
@@ -349,6 +360,7 @@ impl<S: StateSource, H> Hibernator<S, H> {
     /// The client closed the connection or a write failed: drop the
     /// session; the returned handle is closed by the caller.
     pub fn client_gone(&mut self, key: SessionKey) -> Option<H> {
+        self.log_session_end(key, "client_gone");
         let (handle, unsubscribe) = self.remove(key)?;
         self.counters.ended += 1;
         self.push_unsubscribe(unsubscribe);
