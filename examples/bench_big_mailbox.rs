@@ -14,8 +14,9 @@
 //! target/release/examples/bench_big_mailbox [--messages 30000] [--rounds 9] [--no-dovecot]
 //! ```
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+mod bench_support;
+
+use bench_support::{dormouse_bin, free_port, Client};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -51,95 +52,15 @@ fn parse_args() -> Args {
     args
 }
 
-fn dormouse_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("DORMOUSE_BIN") {
-        return p.into();
-    }
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().and_then(Path::parent).unwrap().join("dormouse")
-}
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+/// Big-mailbox commands take long: read with a 120 s timeout.
+const READ_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// A blocking IMAP client connection.
-struct Client {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-    tag: u64,
-    line: Vec<u8>,
-}
-
-impl Client {
-    fn connect(port: u16) -> std::io::Result<Client> {
-        let stream = TcpStream::connect(("127.0.0.1", port))?;
-        stream.set_read_timeout(Some(Duration::from_secs(120)))?;
-        stream.set_nodelay(true)?;
-        let mut c = Client { reader: BufReader::new(stream.try_clone()?), writer: stream, tag: 0, line: Vec::new() };
-        c.read_line()?;
-        Ok(c)
-    }
-
-    fn login(port: u16) -> Client {
-        let mut c = Client::connect(port).unwrap();
-        assert!(c.cmd("LOGIN bench bench").unwrap(), "login refused on port {port}");
-        c
-    }
-
-    fn read_line(&mut self) -> std::io::Result<()> {
-        self.line.clear();
-        if self.reader.read_until(b'\n', &mut self.line)? == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "server closed"));
-        }
-        Ok(())
-    }
-
-    /// Sends a command and reads up to its tagged answer, skipping literals.
-    fn cmd(&mut self, command: &str) -> std::io::Result<bool> {
-        self.tag += 1;
-        let tag = format!("b{}", self.tag);
-        self.writer.write_all(format!("{tag} {command}\r\n").as_bytes())?;
-        self.finish(&tag)
-    }
-
-    fn must(&mut self, command: &str) {
-        assert!(self.cmd(command).unwrap(), "{command} failed: {}", String::from_utf8_lossy(&self.line));
-    }
-
-    fn finish(&mut self, tag: &str) -> std::io::Result<bool> {
-        loop {
-            self.read_line()?;
-            if let Some(n) = literal_len(&self.line) {
-                let mut skip = vec![0u8; n];
-                std::io::Read::read_exact(&mut self.reader, &mut skip)?;
-                continue;
-            }
-            if self.line.starts_with(tag.as_bytes()) && self.line.get(tag.len()) == Some(&b' ') {
-                return Ok(self.line[tag.len() + 1..].starts_with(b"OK"));
-            }
-        }
-    }
-
-    fn append(&mut self, message: &[u8]) -> std::io::Result<bool> {
-        self.tag += 1;
-        let tag = format!("b{}", self.tag);
-        self.writer.write_all(format!("{tag} APPEND INBOX {{{}}}\r\n", message.len()).as_bytes())?;
-        self.read_line()?;
-        if !self.line.starts_with(b"+") {
-            return Ok(false);
-        }
-        self.writer.write_all(message)?;
-        self.writer.write_all(b"\r\n")?;
-        self.finish(&tag)
-    }
-}
-
-fn literal_len(line: &[u8]) -> Option<usize> {
-    let trimmed = line.strip_suffix(b"\r\n")?;
-    let body = trimmed.strip_suffix(b"}")?;
-    let open = body.iter().rposition(|&b| b == b'{')?;
-    std::str::from_utf8(&body[open + 1..]).ok()?.parse().ok()
+/// A client logged in as the bench user.
+fn login(port: u16) -> Client {
+    let mut c = Client::connect_with_timeout(port, READ_TIMEOUT).unwrap();
+    assert!(c.cmd("LOGIN bench bench").unwrap(), "login refused on port {port}");
+    c
 }
 
 /// Writes `n` small messages straight into `maildir/cur` (half of them
@@ -210,7 +131,7 @@ fn start_dormouse(dir: &Path, passwd: &Path) -> Dormouse {
 
 fn wait_listening(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while Client::connect(port).is_err() {
+    while Client::connect_with_timeout(port, READ_TIMEOUT).is_err() {
         assert!(Instant::now() < deadline, "server on port {port} did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -288,8 +209,8 @@ type Row = (&'static str, f64);
 
 /// Runs every row against the server on `port` and returns medians.
 fn measure(port: u16, messages: usize, rounds: usize) -> Vec<Row> {
-    let mut a = Client::login(port);
-    let mut b = Client::login(port);
+    let mut a = login(port);
+    let mut b = login(port);
     // Warm-up: the first SELECT builds indexes (untimed).
     a.must("SELECT INBOX");
     let mut rows = Vec::new();
@@ -353,7 +274,7 @@ fn main() {
     std::fs::create_dir_all(&dm_dir).unwrap();
     let dormouse = start_dormouse(&dm_dir, &dir.path().join("dm-passwd"));
     let t = Instant::now();
-    Client::login(dormouse.port).must("EXAMINE INBOX");
+    login(dormouse.port).must("EXAMINE INBOX");
     eprintln!("dormouse: first EXAMINE (numbering) {:.0} ms", t.elapsed().as_secs_f64() * 1000.0);
     let mut dovecot = None;
     if args.dovecot && Path::new(DOVECOT).exists() {
