@@ -408,9 +408,9 @@ fn parked_idlers_in_several_processes_see_every_overlapping_change() {
                 }
             });
         }
-        let port = server.imap;
+        let server = &server;
         scope.spawn(move || {
-            let mut c = Conn::open(port);
+            let mut c = Conn::open(server.imap);
             c.cmd("b1", "LOGIN alice secret-a");
             c.cmd("b2", "SELECT INBOX");
             for i in 0..15 {
@@ -420,19 +420,28 @@ fn parked_idlers_in_several_processes_see_every_overlapping_change() {
                 c.send(b"\r\n");
                 let lines = c.until_tagged("b3");
                 assert!(lines.last().unwrap().starts_with("b3 OK"), "{lines:?}");
+                let mut ok = |tag: &str, command: &str| {
+                    let lines = c.cmd(tag, command);
+                    let done = lines.last().unwrap();
+                    assert!(
+                        done.starts_with(&format!("{tag} OK")),
+                        "{command}: {lines:?}\nserver warnings:\n{}",
+                        server.log_text().lines().filter(|l| l.contains("WARN")).collect::<Vec<_>>().join("\n")
+                    );
+                };
                 match i % 5 {
-                    0 => assert!(c.cmd("b4", "STORE 1:3 +FLAGS (\\Seen)").last().unwrap().starts_with("b4 OK")),
-                    1 => assert!(c.cmd("b5", "MOVE 1:2 Archive").last().unwrap().starts_with("b5 OK")),
+                    0 => ok("b4", "STORE 1:3 +FLAGS (\\Seen)"),
+                    1 => ok("b5", "MOVE 1:2 Archive"),
                     2 => {
-                        c.cmd("b6", "SELECT Archive");
-                        assert!(c.cmd("b7", "COPY 1:2 INBOX").last().unwrap().starts_with("b7 OK"));
-                        c.cmd("b8", "SELECT INBOX");
+                        ok("b6", "SELECT Archive");
+                        ok("b7", "COPY 1:2 INBOX");
+                        ok("b8", "SELECT INBOX");
                     }
                     3 => {
-                        assert!(c.cmd("b9", "STORE 2 +FLAGS.SILENT (\\Deleted)").last().unwrap().starts_with("b9 OK"));
-                        assert!(c.cmd("b10", "EXPUNGE").last().unwrap().starts_with("b10 OK"));
+                        ok("b9", "STORE 2 +FLAGS.SILENT (\\Deleted)");
+                        ok("b10", "EXPUNGE");
                     }
-                    _ => assert!(c.cmd("b11", "STORE 4 -FLAGS (\\Seen)").last().unwrap().starts_with("b11 OK")),
+                    _ => ok("b11", "STORE 4 -FLAGS (\\Seen)"),
                 }
             }
             c.cmd("b12", "LOGOUT");

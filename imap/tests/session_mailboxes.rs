@@ -142,11 +142,16 @@ fn reselecting_reuses_the_open_mailbox_instead_of_rebuilding_it() {
     // Only opening a mailbox from disk sweeps leftovers of killed writers;
     // a re-SELECT that keeps the open mailbox (O(change), not O(mailbox))
     // leaves this one for the next open.
-    let leftover = w.dir.path().join("alice/Maildir/dormouse-index.dormouse-tmp.1.1");
+    // (pid 999999999 is above any pid_max: a dead writer.)
+    let leftover = w.dir.path().join("alice/Maildir/dormouse-index.dormouse-tmp.999999999.1");
     std::fs::write(&leftover, b"x").unwrap();
+    // A live writer's temp (ours) is about to be renamed: never swept.
+    let in_flight = w.dir.path().join(format!("alice/Maildir/dormouse-move.1.0.dormouse-tmp.{}.7", std::process::id()));
+    std::fs::write(&in_flight, b"x").unwrap();
     c.expect("c SELECT INBOX", &["* OK [CLOSED] {}", "* FLAGS {}", "* OK {}", "* 1 EXISTS", "* 0 RECENT", "* OK [UNSEEN 1] {}", "* OK {}", "* OK {}", "* OK {}", "c OK [READ-WRITE] {}"]);
     assert!(leftover.exists(), "re-SELECT rebuilt the mailbox from disk");
     c.expect("d UNSELECT", &["d OK Unselect completed."]);
     c.expect("e SELECT INBOX", &["* FLAGS {}", "* OK {}", "* 1 EXISTS", "* 0 RECENT", "* OK [UNSEEN 1] {}", "* OK {}", "* OK {}", "* OK {}", "e OK [READ-WRITE] {}"]);
     assert!(!leftover.exists(), "a fresh open sweeps leftovers");
+    assert!(in_flight.exists(), "a live writer's temp was swept");
 }

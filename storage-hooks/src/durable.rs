@@ -113,6 +113,15 @@ pub fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!("{name}.dormouse-tmp.{}.{n}", std::process::id()))
 }
 
+/// The pid that wrote a [`temp_path`] file, from its name; `None` for any
+/// other name.
+pub fn temp_writer_pid(file_name: &str) -> Option<i32> {
+    let (_, rest) = file_name.rsplit_once(".dormouse-tmp.")?;
+    let (pid, n) = rest.split_once('.')?;
+    n.bytes().all(|b| b.is_ascii_digit()).then_some(())?;
+    pid.parse().ok()
+}
+
 /// Replaces `path` atomically with `data`. The caller fsyncs the directory
 /// (once for several files) with [`fsync_dir`].
 ///

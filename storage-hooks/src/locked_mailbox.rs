@@ -376,19 +376,22 @@ impl<'a> LockedMailbox<'a> {
 
     /// Removes temp files of our atomic replaces (`<file>.dormouse-tmp.*`)
     /// and of dot-lock attempts of dead processes, left in the mailbox
-    /// directory by a process killed mid-write. Safe
-    /// under the lock: every such file is only written while holding it.
+    /// directory by a process killed mid-write. Only a dead writer's temps
+    /// go: not every such file is written under this mailbox's lock (a
+    /// MOVE writes its record in the source while holding only the
+    /// destination's), so a live writer's temp may be about to be renamed.
     /// Errors are logged, not returned.
     pub fn remove_stale_temps(&self) {
         let Ok(rd) = std::fs::read_dir(&self.dir.path) else { return };
         for entry in rd.flatten() {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            let ours = [UIDLIST_FILE, KEYWORDS_FILE, INDEX_FILE, INDEX_LOG_FILE, STATUS_FILE, crate::copy_txn::INTENT_FILE]
+            let replace_temp = [UIDLIST_FILE, KEYWORDS_FILE, INDEX_FILE, INDEX_LOG_FILE, STATUS_FILE, crate::copy_txn::INTENT_FILE]
                 .iter()
                 .any(|f| name.strip_prefix(f).is_some_and(|rest| rest.starts_with(".dormouse-tmp.")))
-                || crate::dotlock::is_abandoned_temp(name)
                 || name.starts_with(crate::move_txn::RECORD_PREFIX) && name.contains(".dormouse-tmp.");
+            let writer_dead = || durable::temp_writer_pid(name).is_none_or(|pid| !crate::dotlock::pid_alive(pid));
+            let ours = replace_temp && writer_dead() || crate::dotlock::is_abandoned_temp(name);
             if ours {
                 if let Err(e) = std::fs::remove_file(entry.path()) {
                     tracing::warn!(path = %entry.path().display(), error = %e, "removing stale temp file failed");
