@@ -101,3 +101,42 @@ fn literal_len(line: &[u8]) -> Option<usize> {
     let open = body.iter().rposition(|&b| b == b'{')?;
     std::str::from_utf8(&body[open + 1..]).ok()?.parse().ok()
 }
+
+/// (RSS, PSS) in KiB of one process, from smaps_rollup (0 if it is gone).
+pub fn rss_pss(pid: u32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("Rss:"), field("Pss:"))
+}
+
+/// `root` and all its descendants.
+pub fn process_tree(root: u32) -> Vec<u32> {
+    let mut parent = std::collections::HashMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // Field 4 (ppid) comes after the parenthesized command name.
+        if let Some(ppid) = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok()) {
+            parent.insert(pid, ppid);
+        }
+    }
+    let mut tree = vec![root];
+    let mut i = 0;
+    while i < tree.len() {
+        let p = tree[i];
+        tree.extend(parent.iter().filter(|(_, &pp)| pp == p).map(|(&c, _)| c));
+        i += 1;
+    }
+    tree
+}
+
+/// Summed (RSS, PSS) in KiB of `pids`.
+pub fn sum_rss_pss(pids: &[u32]) -> (u64, u64) {
+    pids.iter().map(|&p| rss_pss(p)).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+}
