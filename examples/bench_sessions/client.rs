@@ -220,10 +220,10 @@ async fn idle_loop(c: &mut Conn, user: usize, probe: bool, wait_secs: f64, out: 
                 let now = *phase.borrow();
                 match now {
                     Phase::Quit => return true,
-                    Phase::Probe(rounds) if probe => {
-                        if probe_rounds(c, user, rounds, wait_secs, out).await.is_err() {
-                            return false;
-                        }
+                    Phase::Probe(rounds)
+                        if probe && probe_rounds(c, user, rounds, wait_secs, out).await.is_err() =>
+                    {
+                        return false;
                     }
                     _ => {}
                 }
