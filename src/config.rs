@@ -197,6 +197,12 @@ pub struct AuthConfig {
     pub sha_crypt_max_rounds: u32,
     /// Threads verifying passwords; 0 = one per CPU core.
     pub verify_threads: usize,
+    /// Seconds a successful login is remembered (as a keyed hash, never the
+    /// password) so the same user and password log in again without a full
+    /// hash verification, e.g. in a reconnect storm; 0 = off.
+    pub verified_cache_secs: u64,
+    /// Most users remembered by that cache.
+    pub verified_cache_users: usize,
 }
 
 impl Default for AuthConfig {
@@ -209,6 +215,8 @@ impl Default for AuthConfig {
             bcrypt_max_cost: caps.bcrypt_max_cost,
             sha_crypt_max_rounds: caps.sha_crypt_max_rounds,
             verify_threads: 0,
+            verified_cache_secs: 300,
+            verified_cache_users: 200_000,
         }
     }
 }

@@ -67,7 +67,9 @@ pub fn run(config: Config, path: Option<PathBuf>, _args: ServeArgs) -> anyhow::R
 
 async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let location = MailLocation::parse(&config.users.mail_location)?;
-    let users = Arc::new(UserDb::open(config.passwd_file(), location)?.with_cost_limits(config.auth.cost_limits()));
+    let users = Arc::new(UserDb::open(config.passwd_file(), location)?
+            .with_cost_limits(config.auth.cost_limits())
+            .with_verified_cache(Duration::from_secs(config.auth.verified_cache_secs), config.auth.verified_cache_users));
     let events = super::event_hooks::EventHooks::open_for_server(&config).await;
     let deliverer = Deliverer::new(users.clone(), events.hooks.clone(), config.lmtp.max_message_size);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);

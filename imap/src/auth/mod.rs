@@ -7,6 +7,7 @@ mod passwd_edit;
 mod passwd_file;
 mod password;
 mod user_db;
+mod verified_cache;
 
 pub use mail_location::{MailLocation, MailLocationError};
 pub use passwd_edit::{add_user, remove_user, set_password};

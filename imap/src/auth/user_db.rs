@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use super::passwd_file::{parse_passwd, PasswdEntry};
+use super::verified_cache::VerifiedCache;
 use super::{AuthError, CostKey, CostLimits, MailLocation, StoredPassword};
 
 /// What the rest of dormouse needs to know about a user.
@@ -76,6 +77,9 @@ pub struct UserDb {
     /// hash), and after a wrong password for a cheaper hash; made for the
     /// file's dearest parameters, remade when they change.
     dummy: Mutex<Option<(CostKey, StoredPassword)>>,
+    /// Logins verified within the last few minutes (off unless
+    /// [`UserDb::with_verified_cache`] turned it on).
+    verified: Option<VerifiedCache>,
 }
 
 impl UserDb {
@@ -90,6 +94,7 @@ impl UserDb {
             limits: CostLimits::default(),
             loaded: Mutex::new(Loaded::default()),
             dummy: Mutex::new(None),
+            verified: None,
         };
         {
             let mut loaded = db.lock();
@@ -109,6 +114,16 @@ impl UserDb {
                 tracing::warn!(error = %e, "cannot re-read passwd file");
             }
         }
+        self
+    }
+
+    /// Remembers successful logins of hashes with a work factor for `ttl`
+    /// (at most `max_users` users), so the same user and password log in
+    /// again without a full verification; zero turns it off. See
+    /// `verified_cache.rs` for what is kept (never the password).
+    #[must_use]
+    pub fn with_verified_cache(mut self, ttl: std::time::Duration, max_users: usize) -> Self {
+        self.verified = VerifiedCache::new(ttl, max_users);
         self
     }
 
@@ -220,7 +235,18 @@ impl UserDb {
             let _ = dummy.verify(password);
             return Err(AuthError::CostExceeded(name.to_string()));
         }
+        // Only hashes with a work factor are worth remembering.
+        let cached = self.verified.as_ref().filter(|_| stored.cost().is_some());
+        let now = std::time::Instant::now();
+        if let Some(cache) = cached {
+            if cache.holds(name, &stored.to_field(), password, now) {
+                return Ok(record);
+            }
+        }
         if stored.verify(password) {
+            if let Some(cache) = cached {
+                cache.remember(name, &stored.to_field(), password, now);
+            }
             Ok(record)
         } else {
             // A cheaper hash fails faster than an unknown user's dummy
@@ -257,6 +283,31 @@ mod tests {
         let tmp = path.with_extension("new");
         std::fs::write(&tmp, text).unwrap();
         std::fs::rename(&tmp, path).unwrap();
+    }
+
+    #[test]
+    fn verified_cache_remembers_successes_only_and_forgets_a_changed_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("passwd");
+        let first = StoredPassword::hash(super::super::PasswordScheme::Sha512Crypt, "one").unwrap().to_field();
+        write(&path, &format!("alice:{first}:1:1::/h/alice::\n"));
+        let db = UserDb::open(&path, MailLocation::parse("%h/Maildir").unwrap())
+            .unwrap()
+            .with_verified_cache(std::time::Duration::from_secs(300), 100);
+        assert!(matches!(db.verify("alice", b"two"), Err(AuthError::WrongPassword(_))));
+        assert!(db.verified.as_ref().unwrap().is_empty(), "a failure is never remembered");
+        db.verify("alice", b"one").unwrap();
+        assert_eq!(db.verified.as_ref().unwrap().len(), 1);
+        db.verify("alice", b"one").unwrap();
+        assert!(matches!(db.verify("alice", b"two"), Err(AuthError::WrongPassword(_))));
+        // `user passwd`: the remembered login no longer matches.
+        let second = StoredPassword::hash(super::super::PasswordScheme::Sha512Crypt, "two").unwrap().to_field();
+        write(&path, &format!("alice:{second}:1:1::/h/alice::\n"));
+        assert!(matches!(db.verify("alice", b"one"), Err(AuthError::WrongPassword(_))));
+        db.verify("alice", b"two").unwrap();
+        // A deleted user is unknown, remembered or not.
+        write(&path, "bob:{PLAIN}x:1:1::/h/bob::\n");
+        assert!(matches!(db.verify("alice", b"two"), Err(AuthError::UnknownUser(_))));
     }
 
     #[test]
