@@ -3,7 +3,8 @@
 //!
 //! `cargo run --release --example bench_sessions -- [--sessions N] [--tls-percent P]
 //!  [--rate R] [--hold-secs S] [--deliveries D] [--delivery-rate DR]
-//!  [--sessions-per-user K] [--per-process C] [--probe-rounds PR] [--dovecot] [--no-dormouse]`
+//!  [--sessions-per-user K] [--per-process C] [--probe-rounds PR]
+//!  [--password-scheme ARGON2ID] [--verified-cache-secs S] [--dovecot] [--no-dormouse]`
 //!
 //! It starts `dormouse serve` (hibernation after 1 s of IDLE, auto hibernate
 //! processes, a metrics endpoint) in a temp directory with users u1..uU
@@ -37,7 +38,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 
 use client::{mono_ns, ClientPlan};
-use server::{ServerKind, ServerUnderTest};
+use server::{LoginSetup, ServerKind, ServerUnderTest};
 
 #[derive(Parser, Debug, Clone)]
 struct Args {
@@ -68,6 +69,13 @@ struct Args {
     /// DONE + NOOP rounds per probe session (40 probes in all).
     #[arg(long, default_value_t = 5)]
     probe_rounds: u32,
+    /// Password scheme of dormouse's users (PLAIN, ARGON2ID, BLF-CRYPT,
+    /// SHA512-CRYPT); the login rate depends on it.
+    #[arg(long, default_value = "PLAIN")]
+    password_scheme: String,
+    /// dormouse's [auth] verified_cache_secs (0 = every login verified in full).
+    #[arg(long, default_value_t = 300)]
+    verified_cache_secs: u64,
     /// Run the same load against Dovecot 2.3 afterwards.
     #[arg(long)]
     dovecot: bool,
@@ -242,7 +250,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 fn run_against(kind: ServerKind, args: &Args, users: usize) -> String {
     let name = kind.name();
     println!("\n== {name} ==");
-    let srv = ServerUnderTest::start(kind, users);
+    let srv = ServerUnderTest::start(kind, users, &LoginSetup::new(&args.password_scheme, args.verified_cache_secs));
     std::thread::sleep(Duration::from_secs(2));
     let fresh = srv.memory();
     let slab_before = server::meminfo_kib("Slab:");

@@ -47,12 +47,12 @@ pub struct Memory {
 
 impl ServerUnderTest {
     /// Starts `kind` with users u1..u`users`, password `pass`.
-    pub fn start(kind: ServerKind, users: usize) -> Self {
+    pub fn start(kind: ServerKind, users: usize, login: &LoginSetup) -> Self {
         let mut dir = tempfile::Builder::new().prefix("bench-sessions-").tempdir_in(bench_tmp()).unwrap();
         // BENCH_KEEP=1 keeps the directory (logs, Maildirs) for a look after.
         dir.disable_cleanup(std::env::var_os("BENCH_KEEP").is_some());
         match kind {
-            ServerKind::Dormouse => start_dormouse(dir, users),
+            ServerKind::Dormouse => start_dormouse(dir, users, login),
             ServerKind::Dovecot => start_dovecot(dir, users),
         }
     }
@@ -166,12 +166,36 @@ impl Drop for ServerUnderTest {
     }
 }
 
+/// How dormouse's users log in: the passwd field every user gets (a hash
+/// of `pass`) and how long a verified login is remembered.
+pub struct LoginSetup {
+    pub password_field: String,
+    pub verified_cache_secs: u64,
+}
+
+impl LoginSetup {
+    /// `pass` hashed with `scheme` by `dormouse user hash` (PLAIN needs no call).
+    pub fn new(scheme: &str, verified_cache_secs: u64) -> Self {
+        let password_field = if scheme.eq_ignore_ascii_case("PLAIN") {
+            "{PLAIN}pass".to_string()
+        } else {
+            let out = Command::new(dormouse_bin())
+                .args(["user", "hash", "--scheme", scheme, "pass"])
+                .output()
+                .expect("dormouse user hash");
+            assert!(out.status.success(), "dormouse user hash: {}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        };
+        LoginSetup { password_field, verified_cache_secs }
+    }
+}
+
 /// Where the servers' directories go: /tmp unless BENCH_TMP says otherwise.
 fn bench_tmp() -> std::path::PathBuf {
     std::env::var_os("BENCH_TMP").map_or_else(std::env::temp_dir, Into::into)
 }
 
-fn start_dormouse(dir: tempfile::TempDir, users: usize) -> ServerUnderTest {
+fn start_dormouse(dir: tempfile::TempDir, users: usize, login: &LoginSetup) -> ServerUnderTest {
     let d = dir.path();
     let (imap, imaps, lmtp, metrics) = (free_port(), free_port(), free_port(), free_port());
     let data = d.join("data");
@@ -179,7 +203,7 @@ fn start_dormouse(dir: tempfile::TempDir, users: usize) -> ServerUnderTest {
     let home = data.join("home");
     let mut passwd = String::with_capacity(users * 64);
     for u in 1..=users {
-        passwd.push_str(&format!("u{u}:{{PLAIN}}pass::::{}::\n", home.join(format!("u{u}")).display()));
+        passwd.push_str(&format!("u{u}:{}::::{}::\n", login.password_field, home.join(format!("u{u}")).display()));
     }
     std::fs::write(data.join("passwd"), passwd).unwrap();
     // One worker per core; no per-IP or per-user caps (the load comes from
@@ -188,11 +212,13 @@ fn start_dormouse(dir: tempfile::TempDir, users: usize) -> ServerUnderTest {
     let config = format!(
         "data_dir = {data:?}\n\
          [log]\nlevel = \"warn\"\n\
+         [auth]\nverified_cache_secs = {cache}\n\
          [lmtp]\nlisten = \"127.0.0.1:{lmtp}\"\n\
          [imap]\nlisten = \"127.0.0.1:{imap}\"\nlisten_tls = \"127.0.0.1:{imaps}\"\nworkers = 2\n\
          max_connections_per_ip = 0\nmax_sessions_per_user = 0\nauto_mailboxes = []\n\
          [hibernate]\ntimeout_secs = 1\nprocesses = \"auto\"\n\
-         [metrics]\nlisten = \"127.0.0.1:{metrics}\"\n"
+         [metrics]\nlisten = \"127.0.0.1:{metrics}\"\n",
+        cache = login.verified_cache_secs
     );
     let config_path = d.join("dormouse.toml");
     std::fs::write(&config_path, config).unwrap();
