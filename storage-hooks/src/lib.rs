@@ -47,10 +47,7 @@ pub mod user_store;
 pub use error::StoreError;
 pub use incoming::IncomingMessage;
 pub use mailbox::Mailbox;
-pub use message::{
-    AppendKind, AppendOptions, AppendResult, CopyResult, FlagOp, MailboxInfo, MessageMeta, StoreFlagsResult,
-    SyncChanges,
-};
+pub use message::{AppendKind, AppendOptions, AppendResult, CopyResult, FlagOp, MailboxInfo, MessageMeta, StoreFlagsResult, SyncChanges};
 pub use user_store::UserStore;
 
 pub mod append_queue;
@@ -64,6 +61,8 @@ pub mod incoming;
 pub mod index_file;
 pub mod index_log;
 pub mod keywords;
+pub mod load_cache;
+pub mod load_catch_up;
 pub mod locked_mailbox;
 pub mod mailbox_dir;
 pub mod mailbox_name;
@@ -71,12 +70,12 @@ pub mod maildir_file;
 pub mod move_txn;
 pub mod mutf7;
 pub mod outside_changes;
-pub mod watcher;
 pub mod status_record;
 pub mod subscriptions;
 pub mod summary;
 pub mod uidlist;
 pub mod uidvalidity;
+pub mod watcher;
 
 pub use durable::Durability;
 pub use mailbox_name::MailboxName;

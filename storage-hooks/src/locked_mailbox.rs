@@ -23,9 +23,11 @@ use std::path::Path;
 use crate::dotlock::{DotLock, DotLockOptions};
 use crate::durable::{self, Sync};
 use crate::expunge_log::ExpungeLog;
-use crate::index_file::{self, IndexMessage, IndexMessageRef, INDEX_FILE};
+use crate::index_file::{self, IndexMessage, IndexMessageRef, IndexRecord, INDEX_FILE};
 use crate::index_log::{LogRecord, INDEX_LOG_FILE};
 use crate::keywords::KeywordTable;
+use crate::load_cache::{Cached, CachedFile, DirState};
+use crate::load_catch_up::UidlistRead;
 use crate::mailbox_dir::{FileEntry, MailboxDir};
 use crate::maildir_file::MaildirFileName;
 use crate::status_record::{FsStamp, StatusRecord, STATUS_FILE};
@@ -108,6 +110,13 @@ pub struct LockedMailbox<'a> {
     index_log_len: Option<u64>,
     /// Expunge-log entries recorded by this load and operation, in order.
     expunge_records: Vec<(u64, UidSet)>,
+    /// Files of `new/` and `cur/` by basename, kept up to date with our own
+    /// renames and removals (for `load_cache`).
+    listing: HashMap<String, FileEntry>,
+    /// What the load knew of `new/` for `listing` (see `load_cache`).
+    new_dir: DirState,
+    /// Same for `cur/`.
+    cur_dir: DirState,
     new_changed: bool,
     cur_changed: bool,
     /// HIGHESTMODSEQ after reconciling outside changes, before this operation.
@@ -174,30 +183,35 @@ impl<'a> LockedMailbox<'a> {
     fn load_inner(dir: &'a MailboxDir, own: &[String], lock: Option<DotLock>) -> Result<Self, StoreError> {
         let read_only = lock.is_none();
         let uidlist_path = dir.path.join(UIDLIST_FILE);
-        let (mut uidlist, mut uidlist_dirty, mut uidlist_on_disk) = match read_text(&uidlist_path)? {
-            None if read_only => {
+        // A read-only load may not see the newest state: it neither uses
+        // nor fills the cache.
+        let cached = if read_only { None } else { crate::load_cache::take(&dir.path) };
+        let inputs = crate::load_catch_up::read(dir, cached)?;
+        let (mut uidlist, mut uidlist_dirty, mut uidlist_on_disk) = match inputs.uidlist {
+            UidlistRead::Missing if read_only => {
                 return Err(StoreError::io(&uidlist_path, std::io::Error::from_raw_os_error(rustix::io::Errno::NOSPC.raw_os_error())))
             }
-            None => (UidList::new(uidvalidity::allocate(&dir.root)?), true, None),
-            Some(text) => match UidList::parse_appendable(&text) {
-                Ok((l, appendable)) => {
-                    let on_disk = appendable.then_some(l.records.len());
-                    (l, false, on_disk)
-                }
-                Err(e) if read_only => {
-                    return Err(StoreError::Corrupt { path: uidlist_path, reason: format!("unreadable, not repaired while the disk is full: {e}") })
-                }
-                Err(e) => {
-                    let aside = dir.path.join(format!("{UIDLIST_FILE}.broken.{}", durable::now_ms()));
-                    tracing::error!(path = %uidlist_path.display(), error = %e, aside = %aside.display(),
-                        "unreadable dovecot-uidlist: moved aside, mailbox gets a new UIDVALIDITY");
-                    std::fs::rename(&uidlist_path, &aside).map_err(|e| StoreError::io(&uidlist_path, e))?;
-                    (UidList::new(uidvalidity::allocate(&dir.root)?), true, None)
-                }
-            },
+            UidlistRead::Missing => (UidList::new(uidvalidity::allocate(&dir.root)?), true, None),
+            UidlistRead::Parsed { list, appendable } => {
+                let on_disk = appendable.then_some(list.records.len());
+                (list, false, on_disk)
+            }
+            UidlistRead::Unreadable(e) if read_only => {
+                return Err(StoreError::Corrupt {
+                    path: uidlist_path,
+                    reason: format!("unreadable, not repaired while the disk is full: {e}"),
+                })
+            }
+            UidlistRead::Unreadable(e) => {
+                let aside = dir.path.join(format!("{UIDLIST_FILE}.broken.{}", durable::now_ms()));
+                tracing::error!(path = %uidlist_path.display(), error = %e, aside = %aside.display(),
+                    "unreadable dovecot-uidlist: moved aside, mailbox gets a new UIDVALIDITY");
+                std::fs::rename(&uidlist_path, &aside).map_err(|e| StoreError::io(&uidlist_path, e))?;
+                (UidList::new(uidvalidity::allocate(&dir.root)?), true, None)
+            }
         };
         let keywords = read_text(&dir.path.join(KEYWORDS_FILE))?.map(|t| KeywordTable::parse(&t)).unwrap_or_default();
-        let (index, mut index_log_len) = crate::index_log::load(&dir.path)?;
+        let (index, mut index_log_len) = (inputs.index, inputs.index_log_len);
         let index = index.filter(|i| i.uidvalidity == uidlist.uidvalidity);
         let fresh = index.is_none();
         if fresh {
@@ -209,7 +223,7 @@ impl<'a> LockedMailbox<'a> {
         };
 
         // Listing (see `scan_expected` for files renamed while it is taken).
-        let mut listing = scan_expected(dir, &uidlist, own)?;
+        let mut listing = scan_expected(dir, &uidlist, own, inputs.listing)?;
         let own_all: HashSet<&str> = own.iter().map(String::as_str).collect();
         let mut vanished_own = HashMap::new();
         let mut gone = UidSet::new();
@@ -242,18 +256,14 @@ impl<'a> LockedMailbox<'a> {
             .iter()
             .filter(|(b, _)| !listed.contains(b.as_str()) && !own_set.contains(b.as_str()) && !in_flight.contains(b.as_str()))
             .map(|(b, e)| {
-                let mtime = std::fs::metadata(dir.file_path(e.in_new, &e.file_name))
-                    .and_then(|m| m.modified())
-                    .unwrap_or(std::time::UNIX_EPOCH);
+                let mtime =
+                    std::fs::metadata(dir.file_path(e.in_new, &e.file_name)).and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH);
                 (mtime, b.clone())
             })
             .collect();
         foreign.sort();
-        let own_new: Vec<String> = own
-            .iter()
-            .filter(|b| listing.contains_key(b.as_str()) && !listed.contains(b.as_str()))
-            .cloned()
-            .collect();
+        let own_new: Vec<String> =
+            own.iter().filter(|b| listing.contains_key(b.as_str()) && !listed.contains(b.as_str())).cloned().collect();
         let own_new_set: HashSet<&str> = own_new.iter().map(String::as_str).collect();
         for (_, b) in &foreign {
             uidlist.push(b);
@@ -281,8 +291,12 @@ impl<'a> LockedMailbox<'a> {
                 }
             }
             let prev = index_iter.next_if(|p| p.uid == rec.uid);
-            let Some(entry) = listing.remove(&rec.basename) else { continue };
-            let Some(parsed) = MaildirFileName::parse(&entry.file_name) else { continue };
+            let Some(entry) = listing.get(&rec.basename).cloned() else {
+                continue;
+            };
+            let Some(parsed) = MaildirFileName::parse(&entry.file_name) else {
+                continue;
+            };
             let extra_keywords = prev.as_ref().map(|p| p.extra_keywords.clone()).unwrap_or_default();
             let mut flags = Flags { system: parsed.system, keywords: extra_keywords.clone() };
             flags.keywords.extend(parsed.keyword_indexes.iter().filter_map(|&i| keywords.name(i)).map(str::to_string));
@@ -337,6 +351,9 @@ impl<'a> LockedMailbox<'a> {
             uidlist_dirty,
             uidlist_on_disk,
             index_dirty,
+            listing,
+            new_dir: inputs.new_dir,
+            cur_dir: inputs.cur_dir,
             new_changed: false,
             cur_changed: false,
             base_modseq: 0,
@@ -382,7 +399,9 @@ impl<'a> LockedMailbox<'a> {
     /// destination's), so a live writer's temp may be about to be renamed.
     /// Errors are logged, not returned.
     pub fn remove_stale_temps(&self) {
-        let Ok(rd) = std::fs::read_dir(&self.dir.path) else { return };
+        let Ok(rd) = std::fs::read_dir(&self.dir.path) else {
+            return;
+        };
         for entry in rd.flatten() {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
@@ -456,9 +475,11 @@ impl<'a> LockedMailbox<'a> {
                 Ok(()) => {
                     self.mark_changed(current.in_new);
                     self.mark_changed(to_entry.in_new);
+                    self.listing.insert(self.messages[idx].basename.clone(), to_entry.clone());
                     return Ok(Some(to_entry));
                 }
                 Err(e) if e.kind() == ErrorKind::NotFound => {
+                    self.listing_outdated();
                     match self.dir.scan()?.remove(&self.messages[idx].basename) {
                         Some(found) => current = found,
                         None => return Ok(None),
@@ -468,6 +489,13 @@ impl<'a> LockedMailbox<'a> {
             }
         }
         Ok(None)
+    }
+
+    /// Another program changed the directories under us: `listing` is not
+    /// to be trusted by the next load.
+    fn listing_outdated(&mut self) {
+        self.new_dir.trusted = false;
+        self.cur_dir.trusted = false;
     }
 
     fn mark_changed(&mut self, in_new: bool) {
@@ -532,7 +560,9 @@ impl<'a> LockedMailbox<'a> {
             file_name: name.file_name(!cur.in_new || cur.file_name.contains(":2,")),
             in_new: cur.in_new,
         };
-        let Some(entry) = self.rename_file(idx, target)? else { return Ok(false) };
+        let Some(entry) = self.rename_file(idx, target)? else {
+            return Ok(false);
+        };
         let modseq = self.op_modseq();
         let msg = &mut self.messages[idx];
         msg.entry = entry;
@@ -557,7 +587,9 @@ impl<'a> LockedMailbox<'a> {
             file_name: MaildirFileName::parse(&cur.file_name).map_or_else(|| cur.file_name.clone(), |p| p.file_name(true)),
             in_new: false,
         };
-        let Some(entry) = self.rename_file(idx, target)? else { return Ok(false) };
+        let Some(entry) = self.rename_file(idx, target)? else {
+            return Ok(false);
+        };
         self.messages[idx].entry = entry;
         Ok(true)
     }
@@ -582,9 +614,11 @@ impl<'a> LockedMailbox<'a> {
                 match std::fs::remove_file(&path) {
                     Ok(()) => {
                         self.mark_changed(e.in_new);
+                        self.listing.remove(&self.messages[idx].basename);
                         break;
                     }
                     Err(err) if err.kind() == ErrorKind::NotFound => {
+                        self.listing_outdated();
                         entry = self.dir.scan()?.remove(&self.messages[idx].basename);
                     }
                     Err(err) => return Err(StoreError::io(path, err)),
@@ -644,6 +678,7 @@ impl<'a> LockedMailbox<'a> {
         crate::degraded::recovered(&self.dir.path);
         let path = self.dir.path.clone();
         let status = self.status();
+        self.fill_cache();
         let stamp = FsStamp::take(&path);
         let now = durable::now_ms();
         if let Some(stamp) = stamp {
@@ -670,6 +705,55 @@ impl<'a> LockedMailbox<'a> {
         })
     }
 
+    /// Leaves the state just committed in `load_cache` for the next load
+    /// (still under the lock, so it is exactly what is on disk). The
+    /// directory listings stay trusted only if nothing changed them since
+    /// they were read (our own changes moved their mtimes: the next load
+    /// lists them again, to find what others did in the same tick).
+    fn fill_cache(&mut self) {
+        let path = &self.dir.path;
+        let Some(uidlist_file) = CachedFile::take(&path.join(UIDLIST_FILE)) else {
+            return;
+        };
+        let dir_state = |sub: &str, before: DirState| {
+            let id = crate::load_cache::dir_id(&path.join(sub)).unwrap_or_default();
+            DirState { id, trusted: before.trusted && before.id == id }
+        };
+        let index = IndexRecord {
+            uidvalidity: self.uidlist.uidvalidity,
+            // Nothing written: a MODSEQ allocated without a change is not on disk.
+            highestmodseq: if self.index_dirty { self.highestmodseq } else { self.index_base_modseq },
+            messages: self
+                .messages
+                .iter()
+                .map(|m| IndexMessage {
+                    uid: m.uid,
+                    modseq: m.modseq,
+                    flags: m.flags.clone(),
+                    extra_keywords: m.extra_keywords.clone(),
+                    vsize: m.vsize,
+                })
+                .collect(),
+            expunge_log: self.expunge_log.clone(),
+        };
+        let index_file = crate::load_catch_up::file_id(&path.join(INDEX_FILE));
+        let uidvalidity = self.uidlist.uidvalidity;
+        let entry = Cached {
+            uidlist: std::mem::replace(&mut self.uidlist, UidList::new(uidvalidity)),
+            uidlist_file,
+            // Written (appended or rewritten whole), or read intact.
+            uidlist_appendable: self.uidlist_dirty || self.uidlist_on_disk.is_some(),
+            index: index_file.is_some().then_some(index),
+            index_file,
+            index_log_file: CachedFile::take(&path.join(INDEX_LOG_FILE)),
+            index_log_len: self.index_log_len,
+            listing: std::mem::take(&mut self.listing),
+            new_dir: dir_state("new", self.new_dir),
+            cur_dir: dir_state("cur", self.cur_dir),
+        };
+        crate::load_cache::put(path, entry);
+    }
+
     /// After a failed commit: the caller's own new files never got a UID
     /// anyone was told about, so they go (the caller answers NO / 4xx and
     /// the sender's retry must not find a duplicate). Still under the lock.
@@ -683,7 +767,9 @@ impl<'a> LockedMailbox<'a> {
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => tracing::error!(path = %path.display(), error = %e, "removing a message whose commit failed"),
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "removing a message whose commit failed")
+                }
             }
         }
     }
@@ -731,8 +817,10 @@ impl<'a> LockedMailbox<'a> {
             if log_len == 0 {
                 let mut bytes = crate::index_log::header();
                 bytes.extend(record);
+                self.index_log_len = Some(bytes.len() as u64);
                 files.push((log_path, bytes));
             } else {
+                self.index_log_len = Some(log_len + record.len() as u64);
                 appends.push((log_path, record));
             }
         } else if self.index_dirty {
@@ -763,10 +851,16 @@ impl<'a> LockedMailbox<'a> {
             // Compacted: the snapshot holds everything. A log that survives
             // (failed removal, crash) only has records at or below the
             // snapshot's HIGHESTMODSEQ, which replay skips.
+            self.index_log_len = Some(0);
             match std::fs::remove_file(path.join(INDEX_LOG_FILE)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => tracing::error!(path = %path.display(), error = %e, "removing the compacted dormouse-index.log"),
+                Err(e) => {
+                    // Its records are all at or below the snapshot: the next
+                    // write compacts again.
+                    self.index_log_len = None;
+                    tracing::error!(path = %path.display(), error = %e, "removing the compacted dormouse-index.log");
+                }
             }
         }
         Ok(())
@@ -781,9 +875,9 @@ impl<'a> LockedMailbox<'a> {
             while let Some(b) = base.next_if(|b| b.uid < m.uid) {
                 removed.push(b.uid);
             }
-            let same = base.next_if(|b| b.uid == m.uid).is_some_and(|b| {
-                b.modseq == m.modseq && b.flags == m.flags && b.extra_keywords == m.extra_keywords && b.vsize == m.vsize
-            });
+            let same = base
+                .next_if(|b| b.uid == m.uid)
+                .is_some_and(|b| b.modseq == m.modseq && b.flags == m.flags && b.extra_keywords == m.extra_keywords && b.vsize == m.vsize);
             if !same {
                 upserts.push(IndexMessage {
                     uid: m.uid,
@@ -808,7 +902,8 @@ impl<'a> LockedMailbox<'a> {
 /// Most re-scans of one load while files it expects keep turning up.
 const MAX_RESCANS: usize = 6;
 
-/// Lists `dir` and makes sure files that are expected (uidlist records, the
+/// Completes `listing` (of `dir`, just taken or brought up to date) so that
+/// files that are expected (uidlist records, the
 /// caller's own new files) are not missed: readdir does not report a file
 /// that another program renames within the directory while it is being read
 /// (Dovecot changing flags in `cur/` without our lock), so expected files
@@ -819,8 +914,12 @@ const MAX_RESCANS: usize = 6;
 ///
 /// # Errors
 /// I/O errors reading the directories.
-fn scan_expected(dir: &MailboxDir, uidlist: &UidList, own: &[String]) -> Result<HashMap<String, FileEntry>, StoreError> {
-    let mut listing = dir.scan()?;
+fn scan_expected(
+    dir: &MailboxDir,
+    uidlist: &UidList,
+    own: &[String],
+    mut listing: HashMap<String, FileEntry>,
+) -> Result<HashMap<String, FileEntry>, StoreError> {
     let mut fruitless = 0;
     for _ in 0..MAX_RESCANS {
         let missing: Vec<&String> =

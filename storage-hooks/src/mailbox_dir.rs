@@ -79,7 +79,9 @@ impl MailboxDir {
     pub fn clean_tmp(&self) {
         use std::os::unix::fs::MetadataExt;
         let tmp = self.path.join("tmp");
-        let Ok(rd) = std::fs::read_dir(&tmp) else { return };
+        let Ok(rd) = std::fs::read_dir(&tmp) else {
+            return;
+        };
         let now = std::time::SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
         for entry in rd.flatten() {
             let old = entry.metadata().is_ok_and(|m| abandoned_tmp(m.ctime(), now));
@@ -106,18 +108,53 @@ impl MailboxDir {
     /// # Errors
     /// I/O errors reading the directories.
     pub fn scan(&self) -> Result<HashMap<String, FileEntry>, StoreError> {
-        let mut out = HashMap::new();
+        self.rescan(HashMap::new(), true, true)
+    }
+
+    /// [`MailboxDir::scan`] of `new/` and/or `cur/` only, starting from
+    /// `known`, a listing taken earlier: entries of a directory not listed
+    /// again are kept as they are, and names found again keep their
+    /// entries (no new allocations for the names a big mailbox already had).
+    ///
+    /// # Errors
+    /// I/O errors reading the directories.
+    pub fn rescan(&self, known: HashMap<String, FileEntry>, new: bool, cur: bool) -> Result<HashMap<String, FileEntry>, StoreError> {
+        let (mut out, mut reuse): (HashMap<String, FileEntry>, HashMap<String, FileEntry>) = if new && cur {
+            (HashMap::with_capacity(known.len()), known)
+        } else {
+            known.into_iter().partition(|(_, e)| if e.in_new { !new } else { !cur })
+        };
         for (sub, in_new) in [("new", true), ("cur", false)] {
+            if !(if in_new { new } else { cur }) {
+                continue;
+            }
             let dir = self.path.join(sub);
             let rd = std::fs::read_dir(&dir).map_err(|e| StoreError::io(&dir, e))?;
             for entry in rd {
                 let entry = entry.map_err(|e| StoreError::io(&dir, e))?;
-                let Some(file_name) = entry.file_name().to_str().map(str::to_string) else {
+                let os_name = entry.file_name();
+                let Some(file_name) = os_name.to_str() else {
                     tracing::warn!(dir = %dir.display(), "skipping non-UTF-8 file name");
                     continue;
                 };
-                let Some(basename) = MaildirFileName::basename_of(&file_name) else { continue };
-                out.insert(basename.to_string(), FileEntry { file_name, in_new });
+                let Some(basename) = MaildirFileName::basename_of(file_name) else {
+                    continue;
+                };
+                // A basename in both directories is reported in cur/.
+                if in_new && !cur && out.get(basename).is_some_and(|e| !e.in_new) {
+                    continue;
+                }
+                let (key, entry) = match reuse.remove_entry(basename) {
+                    Some((key, mut e)) => {
+                        if e.file_name != file_name {
+                            e.file_name = file_name.to_string();
+                        }
+                        e.in_new = in_new;
+                        (key, e)
+                    }
+                    None => (basename.to_string(), FileEntry { file_name: file_name.to_string(), in_new }),
+                };
+                out.insert(key, entry);
             }
         }
         Ok(out)
@@ -212,7 +249,9 @@ impl MailboxDir {
             Err(e) => return Err(StoreError::io(first, e)),
         }
         for _ in 0..3 {
-            let Some(entry) = self.scan()?.remove(basename) else { continue };
+            let Some(entry) = self.scan()?.remove(basename) else {
+                continue;
+            };
             let path = self.file_path(entry.in_new, &entry.file_name);
             match std::fs::read(&path) {
                 Ok(data) => return Ok(to_crlf(data)),
@@ -254,11 +293,7 @@ fn abandoned_tmp(ctime: i64, now: i64) -> bool {
 
 /// Sets the mtime and atime of `f` to `secs` since the epoch (INTERNALDATE).
 pub(crate) fn set_mtime(f: &File, secs: i64) -> std::io::Result<()> {
-    let t = if secs >= 0 {
-        UNIX_EPOCH + Duration::from_secs(secs as u64)
-    } else {
-        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
-    };
+    let t = if secs >= 0 { UNIX_EPOCH + Duration::from_secs(secs as u64) } else { UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()) };
     f.set_times(std::fs::FileTimes::new().set_modified(t).set_accessed(t))
 }
 
