@@ -70,6 +70,7 @@ pub mod maildir_file;
 pub mod move_txn;
 pub mod mutf7;
 pub mod outside_changes;
+pub mod own_changes;
 pub mod status_record;
 pub mod subscriptions;
 pub mod summary;

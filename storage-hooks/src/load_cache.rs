@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use crate::index_file::IndexRecord;
-use crate::mailbox_dir::FileEntry;
+use crate::mailbox_dir::Listing;
 use crate::status_record::SETTLE_MS;
 use crate::uidlist::UidList;
 
@@ -113,7 +113,7 @@ pub struct Cached {
     /// Length of the intact log (see `index_log::load`).
     pub index_log_len: Option<u64>,
     /// Files of `new/` and `cur/` by basename.
-    pub listing: HashMap<String, FileEntry>,
+    pub listing: Listing,
     /// State of `new/` for `listing`.
     pub new_dir: DirState,
     /// State of `cur/` for `listing`.
@@ -124,7 +124,7 @@ pub struct Cached {
 struct Cache {
     entries: HashMap<PathBuf, (u64, Cached)>,
     clock: u64,
-    internal_dates: HashMap<PathBuf, Arc<Mutex<HashMap<String, i64>>>>,
+    internal_dates: HashMap<PathBuf, Arc<Mutex<foldhash::HashMap<String, i64>>>>,
 }
 
 fn cache() -> MutexGuard<'static, Cache> {
@@ -168,7 +168,7 @@ pub fn forget(mailbox_dir: &Path) {
 /// INTERNALDATEs (file mtimes) of one mailbox's messages by basename, read
 /// once per message: the mtime of a message file is set before it enters
 /// `new/` and survives every rename, so it never has to be read again.
-pub fn internal_dates(mailbox_dir: &Path) -> Arc<Mutex<HashMap<String, i64>>> {
+pub fn internal_dates(mailbox_dir: &Path) -> Arc<Mutex<foldhash::HashMap<String, i64>>> {
     cache().internal_dates.entry(mailbox_dir.to_path_buf()).or_default().clone()
 }
 

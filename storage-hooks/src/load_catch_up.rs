@@ -12,7 +12,6 @@
 //!   (see `load_cache::settled`) is listed again; names already known keep
 //!   their parsed entries.
 
-use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
@@ -21,7 +20,7 @@ use crate::index_file::{IndexRecord, INDEX_FILE};
 use crate::index_log::INDEX_LOG_FILE;
 use crate::load_cache::{dir_id, settled, Cached, CachedFile, DirState, FileId};
 use crate::locked_mailbox::UIDLIST_FILE;
-use crate::mailbox_dir::{FileEntry, MailboxDir};
+use crate::mailbox_dir::{Listing, MailboxDir};
 use crate::uidlist::{UidList, UidListError};
 use crate::StoreError;
 
@@ -51,7 +50,7 @@ pub struct Inputs {
     /// Length of an intact log (0: none), `None` if damaged.
     pub index_log_len: Option<u64>,
     /// Files of `new/` and `cur/` by basename.
-    pub listing: HashMap<String, FileEntry>,
+    pub listing: Listing,
     /// State of `new/` for `listing`.
     pub new_dir: DirState,
     /// State of `cur/` for `listing`.
@@ -166,9 +165,9 @@ fn read_index(dir: &Path, cached: Option<IndexCached>) -> Result<(Option<IndexRe
     crate::index_log::load(dir)
 }
 
-type ListingCached = (HashMap<String, FileEntry>, DirState, DirState);
+type ListingCached = (Listing, DirState, DirState);
 
-fn read_listing(dir: &MailboxDir, cached: Option<ListingCached>) -> Result<(HashMap<String, FileEntry>, DirState, DirState), StoreError> {
+fn read_listing(dir: &MailboxDir, cached: Option<ListingCached>) -> Result<(Listing, DirState, DirState), StoreError> {
     // Identities and time before listing: a change while listing moves the
     // mtime past what is recorded here, so the next load lists again.
     let now = crate::durable::now_ms();
@@ -176,7 +175,7 @@ fn read_listing(dir: &MailboxDir, cached: Option<ListingCached>) -> Result<(Hash
     let cur_id = dir_id(&dir.path.join("cur"));
     let (known, new_ok, cur_ok) = match cached {
         Some((listing, n, c)) => (listing, n.trusted && Some(n.id) == new_id, c.trusted && Some(c.id) == cur_id),
-        None => (HashMap::new(), false, false),
+        None => (Listing::default(), false, false),
     };
     let listing = if new_ok && cur_ok { known } else { dir.rescan(known, !new_ok, !cur_ok)? };
     let state = |ok: bool, id: Option<crate::load_cache::DirId>| DirState {

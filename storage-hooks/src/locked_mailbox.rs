@@ -16,7 +16,7 @@
 //!   recorded in `outside` and carried by [`Committed`]; the caller
 //!   publishes them (see `outside_changes`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::path::Path;
 
@@ -28,7 +28,7 @@ use crate::index_log::{LogRecord, INDEX_LOG_FILE};
 use crate::keywords::KeywordTable;
 use crate::load_cache::{Cached, CachedFile, DirState};
 use crate::load_catch_up::UidlistRead;
-use crate::mailbox_dir::{FileEntry, MailboxDir};
+use crate::mailbox_dir::{FileEntry, Listing, MailboxDir};
 use crate::maildir_file::MaildirFileName;
 use crate::status_record::{FsStamp, StatusRecord, STATUS_FILE};
 use crate::uidlist::UidList;
@@ -110,9 +110,12 @@ pub struct LockedMailbox<'a> {
     index_log_len: Option<u64>,
     /// Expunge-log entries recorded by this load and operation, in order.
     expunge_records: Vec<(u64, UidSet)>,
+    /// UIDs of uidlist records whose messages are expunged (the records
+    /// stay until the file is compacted, see [`compaction_threshold`]).
+    dead_records: UidSet,
     /// Files of `new/` and `cur/` by basename, kept up to date with our own
     /// renames and removals (for `load_cache`).
-    listing: HashMap<String, FileEntry>,
+    listing: Listing,
     /// What the load knew of `new/` for `listing` (see `load_cache`).
     new_dir: DirState,
     /// Same for `cur/`.
@@ -222,29 +225,55 @@ impl<'a> LockedMailbox<'a> {
             None => (1, ExpungeLog::starting_at(1), Vec::new()),
         };
 
+        // Records of messages we expunged stay in the uidlist until it is
+        // compacted (see `expunge`): known by the expunge log, they are not
+        // expected on disk and not reported again.
+        let expunged = if fresh {
+            UidSet::new()
+        } else {
+            UidSet::from_ranges(expunge_log.entries.iter().flat_map(|(_, s)| s.ranges().iter().copied()))
+        };
+        let indexed = |uid: u32| index_messages.binary_search_by_key(&uid, |m| m.uid).is_ok();
+        let is_dead = |uid: u32| expunged.contains(uid) && !indexed(uid);
         // Listing (see `scan_expected` for files renamed while it is taken).
-        let mut listing = scan_expected(dir, &uidlist, own, inputs.listing)?;
-        let own_all: HashSet<&str> = own.iter().map(String::as_str).collect();
+        let mut listing = scan_expected(dir, &uidlist, own, inputs.listing, &is_dead)?;
+        let own_all: foldhash::HashSet<&str> = own.iter().map(String::as_str).collect();
         let mut vanished_own = HashMap::new();
         let mut gone = UidSet::new();
+        let mut dead_records = UidSet::new();
+        let mut compact_uidlist = false;
         uidlist.records.retain(|r| {
-            let keep = listing.contains_key(&r.basename);
-            if !keep {
-                gone.insert(r.uid);
-                if own_all.contains(r.basename.as_str()) {
-                    vanished_own.insert(r.basename.clone(), r.uid);
-                }
+            let present = listing.contains_key(&r.basename);
+            let dead = is_dead(r.uid);
+            if !present && own_all.contains(r.basename.as_str()) {
+                vanished_own.insert(r.basename.clone(), r.uid);
             }
-            keep
+            if dead {
+                // A file back under an expunged record's name (restored from
+                // a backup?) must not revive the UID: the record goes and the
+                // file gets a new UID.
+                compact_uidlist |= present;
+                if !present {
+                    dead_records.insert(r.uid);
+                }
+                return !present;
+            }
+            if !present {
+                gone.insert(r.uid);
+            }
+            present
         });
-        if !gone.is_empty() {
+        let dead_count = dead_records.len() as usize;
+        if !gone.is_empty() || compact_uidlist || dead_count > compaction_threshold(uidlist.records.len() - dead_count) {
+            uidlist.records.retain(|r| !dead_records.contains(r.uid));
+            dead_records = UidSet::new();
             uidlist_dirty = true;
             uidlist_on_disk = None;
         }
 
         // Unlisted files: foreign ones by (mtime, name), then ours in order.
-        let listed: HashSet<&str> = uidlist.records.iter().map(|r| r.basename.as_str()).collect();
-        let own_set: HashSet<&str> = own.iter().map(String::as_str).collect();
+        let listed: foldhash::HashSet<&str> = uidlist.records.iter().map(|r| r.basename.as_str()).collect();
+        let own_set: foldhash::HashSet<&str> = own.iter().map(String::as_str).collect();
         // A read-only view numbers nothing: files without a UID stay out.
         if read_only {
             listing.retain(|b, _| listed.contains(b.as_str()));
@@ -264,7 +293,7 @@ impl<'a> LockedMailbox<'a> {
         foreign.sort();
         let own_new: Vec<String> =
             own.iter().filter(|b| listing.contains_key(b.as_str()) && !listed.contains(b.as_str())).cloned().collect();
-        let own_new_set: HashSet<&str> = own_new.iter().map(String::as_str).collect();
+        let own_new_set: foldhash::HashSet<&str> = own_new.iter().map(String::as_str).collect();
         for (_, b) in &foreign {
             uidlist.push(b);
             uidlist_dirty = true;
@@ -279,7 +308,7 @@ impl<'a> LockedMailbox<'a> {
         let mut index_dirty = fresh;
         let mut foreign_modseq: Option<u64> = None;
         let mut outside = crate::outside_changes::OutsideChanges::default();
-        let foreign_set: HashSet<&str> = foreign.iter().map(|(_, b)| b.as_str()).collect();
+        let foreign_set: foldhash::HashSet<&str> = foreign.iter().map(|(_, b)| b.as_str()).collect();
         let mut own_slots: Vec<usize> = Vec::new();
         let mut messages: Vec<DiskMessage> = Vec::with_capacity(uidlist.records.len());
         let index_base_modseq = highestmodseq;
@@ -351,6 +380,7 @@ impl<'a> LockedMailbox<'a> {
             uidlist_dirty,
             uidlist_on_disk,
             index_dirty,
+            dead_records,
             listing,
             new_dir: inputs.new_dir,
             cur_dir: inputs.cur_dir,
@@ -473,6 +503,8 @@ impl<'a> LockedMailbox<'a> {
             let to = self.dir.file_path(to_entry.in_new, &to_entry.file_name);
             match std::fs::rename(&from, &to) {
                 Ok(()) => {
+                    crate::own_changes::record(&from, crate::own_changes::Change::Gone);
+                    crate::own_changes::record(&to, crate::own_changes::Change::Arrived);
                     self.mark_changed(current.in_new);
                     self.mark_changed(to_entry.in_new);
                     self.listing.insert(self.messages[idx].basename.clone(), to_entry.clone());
@@ -613,6 +645,7 @@ impl<'a> LockedMailbox<'a> {
                 let path = self.dir.file_path(e.in_new, &e.file_name);
                 match std::fs::remove_file(&path) {
                     Ok(()) => {
+                        crate::own_changes::record(&path, crate::own_changes::Change::Gone);
                         self.mark_changed(e.in_new);
                         self.listing.remove(&self.messages[idx].basename);
                         break;
@@ -630,12 +663,19 @@ impl<'a> LockedMailbox<'a> {
             return Ok(removed);
         }
         self.messages.retain(|m| !removed.contains(m.uid));
-        self.uidlist.records.retain(|r| !removed.contains(r.uid));
+        // The records stay (the expunge log tells loads they are dead): an
+        // expunge does not rewrite the whole uidlist, only a compaction does.
+        self.dead_records.extend(removed.iter());
+        let dead = self.dead_records.len() as usize;
+        if dead > compaction_threshold(self.uidlist.records.len().saturating_sub(dead)) {
+            let dead = std::mem::take(&mut self.dead_records);
+            self.uidlist.records.retain(|r| !dead.contains(r.uid));
+            self.uidlist_dirty = true;
+            self.uidlist_on_disk = None;
+        }
         let m = self.op_modseq();
         self.expunge_log.record(m, &removed);
         self.expunge_records.push((m, removed.clone()));
-        self.uidlist_dirty = true;
-        self.uidlist_on_disk = None;
         self.index_dirty = true;
         Ok(removed)
     }
@@ -761,7 +801,7 @@ impl<'a> LockedMailbox<'a> {
         if self.own_new.is_empty() {
             return;
         }
-        let own: HashSet<&str> = self.own_new.iter().map(String::as_str).collect();
+        let own: foldhash::HashSet<&str> = self.own_new.iter().map(String::as_str).collect();
         for m in self.messages.iter().filter(|m| own.contains(m.basename.as_str())) {
             let path = self.dir.file_path(m.entry.in_new, &m.entry.file_name);
             match std::fs::remove_file(&path) {
@@ -899,6 +939,14 @@ impl<'a> LockedMailbox<'a> {
     }
 }
 
+/// Most records of expunged messages a uidlist keeps before it is rewritten
+/// without them, for `live` records: 1024 + 1/8 of them, so compaction costs
+/// O(1) per expunge on average; at most 2048, well within what the expunge
+/// log (4096 entries) remembers, which is how loads know them dead.
+pub fn compaction_threshold(live: usize) -> usize {
+    (1024 + live / 8).min(2048)
+}
+
 /// Most re-scans of one load while files it expects keep turning up.
 const MAX_RESCANS: usize = 6;
 
@@ -918,12 +966,19 @@ fn scan_expected(
     dir: &MailboxDir,
     uidlist: &UidList,
     own: &[String],
-    mut listing: HashMap<String, FileEntry>,
-) -> Result<HashMap<String, FileEntry>, StoreError> {
+    mut listing: Listing,
+    is_dead: &dyn Fn(u32) -> bool,
+) -> Result<Listing, StoreError> {
     let mut fruitless = 0;
     for _ in 0..MAX_RESCANS {
-        let missing: Vec<&String> =
-            uidlist.records.iter().map(|r| &r.basename).chain(own).filter(|b| !listing.contains_key(b.as_str())).collect();
+        let missing: Vec<&String> = uidlist
+            .records
+            .iter()
+            .filter(|r| !is_dead(r.uid))
+            .map(|r| &r.basename)
+            .chain(own)
+            .filter(|b| !listing.contains_key(b.as_str()))
+            .collect();
         if missing.is_empty() || fruitless == 2 {
             break;
         }

@@ -12,6 +12,10 @@ use crate::mailbox_name::MailboxName;
 use crate::maildir_file::{new_basename, MaildirFileName};
 use crate::{StoreError, SystemFlags};
 
+/// A listing of `new/` and `cur/` by basename (foldhash: a big mailbox's
+/// listing is hashed several times per load, SipHash was a fifth of it).
+pub type Listing = HashMap<String, FileEntry, foldhash::fast::RandomState>;
+
 /// Where a message file currently is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileEntry {
@@ -107,8 +111,8 @@ impl MailboxDir {
     ///
     /// # Errors
     /// I/O errors reading the directories.
-    pub fn scan(&self) -> Result<HashMap<String, FileEntry>, StoreError> {
-        self.rescan(HashMap::new(), true, true)
+    pub fn scan(&self) -> Result<Listing, StoreError> {
+        self.rescan(Listing::default(), true, true)
     }
 
     /// [`MailboxDir::scan`] of `new/` and/or `cur/` only, starting from
@@ -118,9 +122,9 @@ impl MailboxDir {
     ///
     /// # Errors
     /// I/O errors reading the directories.
-    pub fn rescan(&self, known: HashMap<String, FileEntry>, new: bool, cur: bool) -> Result<HashMap<String, FileEntry>, StoreError> {
-        let (mut out, mut reuse): (HashMap<String, FileEntry>, HashMap<String, FileEntry>) = if new && cur {
-            (HashMap::with_capacity(known.len()), known)
+    pub fn rescan(&self, known: Listing, new: bool, cur: bool) -> Result<Listing, StoreError> {
+        let (mut out, mut reuse): (Listing, Listing) = if new && cur {
+            (Listing::with_capacity_and_hasher(known.len(), Default::default()), known)
         } else {
             known.into_iter().partition(|(_, e)| if e.in_new { !new } else { !cur })
         };
