@@ -57,6 +57,7 @@ pub mod degraded;
 pub mod dotlock;
 pub mod durable;
 pub mod expunge_log;
+pub mod header_cache;
 pub mod incoming;
 pub mod index_file;
 pub mod index_log;

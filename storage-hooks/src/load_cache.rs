@@ -13,9 +13,9 @@
 //! Trust rules (the same ones the status record and Dovecot's maildir sync
 //! use): a file is current when its (inode, size, mtime) is unchanged; a
 //! directory's listing is current when its (inode, mtime) is unchanged *and*
-//! that mtime was already [`SETTLE_MS`] old when the listing was read, since a
-//! change in the same timestamp tick as an earlier one leaves the mtime as
-//! it was. Right after any change to a directory (ours included) its next
+//! that mtime's timestamp tick was over when the listing was read (see
+//! [`settled`]), since a change in the same tick as an earlier one leaves
+//! the mtime as it was. Right after any change to a directory (ours included) its next
 //! load therefore lists it again, once.
 //!
 //! An entry is taken out of the cache by a locked load and put back by its
@@ -87,11 +87,22 @@ pub fn dir_id(path: &Path) -> Option<DirId> {
     Some((m.ino(), m.mtime(), m.mtime_nsec()))
 }
 
+/// How long after a directory's mtime a listing of it is still not trusted
+/// when the mtime has a sub-second part. Such timestamps come from the
+/// kernel's tick clock (at most 10 ms a tick on Linux): once a tick is over,
+/// any later change gets a later mtime. 200 ms also covers a modest clock
+/// difference to an NFS server; whole-second mtimes (second-granularity
+/// filesystems) wait [`SETTLE_MS`] as the status record does.
+pub const FINE_SETTLE_MS: i64 = 200;
+
 /// True if a listing read at `now_ms` of a directory with identity `id`
-/// can be trusted later while the identity stays the same.
+/// can be trusted later while the identity stays the same: the timestamp
+/// tick of its mtime was over when it was read, so a later change in that
+/// directory must have moved the mtime.
 pub fn settled(id: DirId, now_ms: u64) -> bool {
     let mtime_ms = id.1.saturating_mul(1000).saturating_add(id.2 / 1_000_000);
-    mtime_ms.saturating_add(SETTLE_MS) <= i64::try_from(now_ms).unwrap_or(i64::MAX)
+    let window = if id.2 != 0 { FINE_SETTLE_MS } else { SETTLE_MS };
+    mtime_ms.saturating_add(window) <= i64::try_from(now_ms).unwrap_or(i64::MAX)
 }
 
 /// The parsed state of one mailbox directory as of its last commit.

@@ -189,3 +189,14 @@ fn index_compaction_and_lost_cache_give_the_same_state() {
     forget(&mb.path);
     assert_eq!(flags_of(&mb), rebuilt);
 }
+
+#[test]
+fn a_listing_is_trusted_once_its_mtime_tick_is_over() {
+    let fine = (1, 1_000, 5_000_000);
+    let whole = (1, 1_000, 0);
+    let at = |ms: i64| u64::try_from(1_000 * 1_000 + ms).unwrap();
+    assert!(!settled(fine, at(5 + FINE_SETTLE_MS - 1)));
+    assert!(settled(fine, at(5 + FINE_SETTLE_MS)));
+    assert!(!settled(whole, at(SETTLE_MS - 1)), "second-granularity mtimes wait longer");
+    assert!(settled(whole, at(SETTLE_MS)));
+}

@@ -268,6 +268,20 @@ impl Mailbox {
         self.dir.read_message(uid, basename, entry)
     }
 
+    /// The header fields cached for `uid` by an earlier SEARCH (see
+    /// [`crate::header_cache`]).
+    pub fn cached_headers(&self, uid: u32) -> Option<crate::header_cache::Headers> {
+        let idx = self.position(uid)?;
+        crate::header_cache::get(&self.dir.path, &self.files[idx].0)
+    }
+
+    /// Caches the header fields of `uid` (see [`crate::header_cache`]).
+    pub fn cache_headers(&self, uid: u32, headers: crate::header_cache::Headers) {
+        if let Some(idx) = self.position(uid) {
+            crate::header_cache::put(&self.dir.path, &self.files[idx].0, headers);
+        }
+    }
+
     /// Moves `\Recent` messages from `new/` to `cur/` (a SELECT, not EXAMINE,
     /// does this). Our own rename: emits nothing.
     ///

@@ -126,24 +126,37 @@ impl MailboxDir {
         let (mut out, mut reuse): (Listing, Listing) = if new && cur {
             (Listing::with_capacity_and_hasher(known.len(), Default::default()), known)
         } else {
-            known.into_iter().partition(|(_, e)| if e.in_new { !new } else { !cur })
+            let mut keep = Listing::with_capacity_and_hasher(known.len(), Default::default());
+            let mut reuse = Listing::default();
+            for (k, e) in known {
+                let listed_again = if e.in_new { new } else { cur };
+                let side = if listed_again { &mut reuse } else { &mut keep };
+                side.insert(k, e);
+            }
+            (keep, reuse)
         };
         for (sub, in_new) in [("new", true), ("cur", false)] {
             if !(if in_new { new } else { cur }) {
                 continue;
             }
             let dir = self.path.join(sub);
-            let rd = std::fs::read_dir(&dir).map_err(|e| StoreError::io(&dir, e))?;
-            for entry in rd {
-                let entry = entry.map_err(|e| StoreError::io(&dir, e))?;
-                let os_name = entry.file_name();
-                let Some(file_name) = os_name.to_str() else {
+            let io_err = |e: rustix::io::Errno| StoreError::io(&dir, std::io::Error::from(e));
+            // rustix's reader hands out borrowed names: a name already known
+            // costs no allocation (std's `DirEntry::file_name` allocates each).
+            let fd = rustix::fs::open(
+                &dir,
+                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .map_err(io_err)?;
+            let mut rd = rustix::fs::Dir::new(fd).map_err(io_err)?;
+            while let Some(entry) = rd.read() {
+                let entry = entry.map_err(io_err)?;
+                let Ok(file_name) = entry.file_name().to_str() else {
                     tracing::warn!(dir = %dir.display(), "skipping non-UTF-8 file name");
                     continue;
                 };
-                let Some(basename) = MaildirFileName::basename_of(file_name) else {
-                    continue;
-                };
+                let Some(basename) = MaildirFileName::basename_of(file_name) else { continue };
                 // A basename in both directories is reported in cur/.
                 if in_new && !cur && out.get(basename).is_some_and(|e| !e.in_new) {
                     continue;
