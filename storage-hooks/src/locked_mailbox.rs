@@ -272,17 +272,23 @@ impl<'a> LockedMailbox<'a> {
         }
 
         // Unlisted files: foreign ones by (mtime, name), then ours in order.
-        let listed: foldhash::HashSet<&str> = uidlist.records.iter().map(|r| r.basename.as_str()).collect();
+        // Every live record kept above has its file in the listing: when the
+        // listing holds no more names than that, no file lacks a record and
+        // the search for them (a set of all names) is skipped.
+        let all_listed = listing.len() == uidlist.records.len() - dead_records.len() as usize;
+        let listed: foldhash::HashSet<&str> =
+            if all_listed { Default::default() } else { uidlist.records.iter().map(|r| r.basename.as_str()).collect() };
         let own_set: foldhash::HashSet<&str> = own.iter().map(String::as_str).collect();
         // A read-only view numbers nothing: files without a UID stay out.
-        if read_only {
+        if read_only && !all_listed {
             listing.retain(|b, _| listed.contains(b.as_str()));
         }
         // Files other threads of this process are appending right now are
         // theirs to number (see `append_queue`), not foreign deliveries.
-        let in_flight = crate::append_queue::in_flight(&dir.path);
+        let in_flight = if all_listed { Default::default() } else { crate::append_queue::in_flight(&dir.path) };
         let mut foreign: Vec<(std::time::SystemTime, String)> = listing
             .iter()
+            .filter(|_| !all_listed)
             .filter(|(b, _)| !listed.contains(b.as_str()) && !own_set.contains(b.as_str()) && !in_flight.contains(b.as_str()))
             .map(|(b, e)| {
                 let mtime =
@@ -292,7 +298,7 @@ impl<'a> LockedMailbox<'a> {
             .collect();
         foreign.sort();
         let own_new: Vec<String> =
-            own.iter().filter(|b| listing.contains_key(b.as_str()) && !listed.contains(b.as_str())).cloned().collect();
+            own.iter().filter(|b| !all_listed && listing.contains_key(b.as_str()) && !listed.contains(b.as_str())).cloned().collect();
         let own_new_set: foldhash::HashSet<&str> = own_new.iter().map(String::as_str).collect();
         for (_, b) in &foreign {
             uidlist.push(b);
@@ -339,13 +345,13 @@ impl<'a> LockedMailbox<'a> {
                     Err(e) => return Err(e),
                 },
             };
-            if foreign_set.contains(rec.basename.as_str()) {
+            if !foreign_set.is_empty() && foreign_set.contains(rec.basename.as_str()) {
                 outside.added.insert(rec.uid);
                 outside.added_flags = outside.added_flags.union(&flags);
             } else if let Some(p) = prev.as_ref().filter(|p| !fresh && p.flags != flags) {
                 outside.note_flags(rec.uid, &p.flags, &flags);
             }
-            let modseq = if own_new_set.contains(rec.basename.as_str()) {
+            let modseq = if !own_new_set.is_empty() && own_new_set.contains(rec.basename.as_str()) {
                 own_slots.push(messages.len());
                 0
             } else if fresh {
