@@ -22,7 +22,12 @@
 //! | `dovecot-uidlist.lock` | shared | dot-lock (`O_EXCL`, `<pid>:<host>`) guarding all per-mailbox writes |
 //! | `dovecot-keywords` | shared | `<index> <keyword>` lines, letter `a` = index 0 (26 letters) |
 //! | `dormouse-index` | ours | `DMIX` v1 postcard: MODSEQs, index-only keywords (beyond 26), expunge log |
+//! | `dormouse-index.log` | ours | `DMIL` v1: checksummed change records appended after that snapshot |
 //! | `dormouse-status` | ours | `DMST` v1 postcard: [`MailboxStatus`] + stamp of cur/new/uidlist |
+//!
+//! In memory only: `load_cache` (parsed uidlist, index and listing per
+//! mailbox, caught up from what changed) and `header_cache` (header fields
+//! SEARCH parsed).
 //!
 //! At the root: `subscriptions` (Dovecot 2.3 `V\t2` format) and
 //! `dovecot-uidvalidity`. Events are [`MailboxEvent`] format version
