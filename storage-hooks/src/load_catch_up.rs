@@ -184,3 +184,52 @@ fn read_listing(dir: &MailboxDir, cached: Option<ListingCached>) -> Result<(List
     };
     Ok((listing, state(new_ok, new_id), state(cur_ok, cur_id)))
 }
+
+/// Most re-scans of one load while files it expects keep turning up.
+const MAX_RESCANS: usize = 6;
+
+/// Completes `listing` (of `dir`, just taken or brought up to date) so that
+/// files that are expected (uidlist records, the
+/// caller's own new files) are not missed: readdir does not report a file
+/// that another program renames within the directory while it is being read
+/// (Dovecot changing flags in `cur/` without our lock), so expected files
+/// missing from one scan are looked for in further scans, and what any scan
+/// found is kept (a later scan may miss other files). Re-scans stop when two
+/// in a row find none of the missing files (really gone: expunged by
+/// another program) or after [`MAX_RESCANS`].
+///
+/// # Errors
+/// I/O errors reading the directories.
+pub(crate) fn scan_expected(
+    dir: &MailboxDir,
+    uidlist: &UidList,
+    own: &[String],
+    mut listing: Listing,
+    is_dead: &dyn Fn(u32) -> bool,
+) -> Result<Listing, StoreError> {
+    let mut fruitless = 0;
+    for _ in 0..MAX_RESCANS {
+        let missing: Vec<&String> = uidlist
+            .records
+            .iter()
+            .filter(|r| !is_dead(r.uid))
+            .map(|r| &r.basename)
+            .chain(own)
+            .filter(|b| !listing.contains_key(b.as_str()))
+            .collect();
+        if missing.is_empty() || fruitless == 2 {
+            break;
+        }
+        let mut again = dir.scan()?;
+        let mut found = 0;
+        for b in missing {
+            if let Some(entry) = again.remove(b.as_str()) {
+                listing.insert(b.clone(), entry);
+                found += 1;
+            }
+        }
+        fruitless = if found == 0 { fruitless + 1 } else { 0 };
+        tracing::debug!(mailbox = %dir.path.display(), found, "re-scanned for files missed by a concurrent rename");
+    }
+    Ok(listing)
+}

@@ -9,7 +9,7 @@
 //!   (mtime, name) (never by readdir order or name alone), then the caller's
 //!   own new files in the caller's order;
 //! - uidlist records whose file is gone (after re-scans, to ride out
-//!   concurrent renames by other programs, see `scan_expected`) are dropped
+//!   concurrent renames by other programs, see `load_catch_up::scan_expected`) are dropped
 //!   and logged as expunged;
 //! - a message whose flags differ from the index (changed by another
 //!   program), or that is new, gets a new MODSEQ. Changes found here are
@@ -235,8 +235,8 @@ impl<'a> LockedMailbox<'a> {
         };
         let indexed = |uid: u32| index_messages.binary_search_by_key(&uid, |m| m.uid).is_ok();
         let is_dead = |uid: u32| expunged.contains(uid) && !indexed(uid);
-        // Listing (see `scan_expected` for files renamed while it is taken).
-        let mut listing = scan_expected(dir, &uidlist, own, inputs.listing, &is_dead)?;
+        // Listing (see `load_catch_up::scan_expected` for files renamed while it is taken).
+        let mut listing = crate::load_catch_up::scan_expected(dir, &uidlist, own, inputs.listing, &is_dead)?;
         let own_all: foldhash::HashSet<&str> = own.iter().map(String::as_str).collect();
         let mut vanished_own = HashMap::new();
         let mut gone = UidSet::new();
@@ -951,55 +951,6 @@ impl<'a> LockedMailbox<'a> {
 /// log (4096 entries) remembers, which is how loads know them dead.
 pub fn compaction_threshold(live: usize) -> usize {
     (1024 + live / 8).min(2048)
-}
-
-/// Most re-scans of one load while files it expects keep turning up.
-const MAX_RESCANS: usize = 6;
-
-/// Completes `listing` (of `dir`, just taken or brought up to date) so that
-/// files that are expected (uidlist records, the
-/// caller's own new files) are not missed: readdir does not report a file
-/// that another program renames within the directory while it is being read
-/// (Dovecot changing flags in `cur/` without our lock), so expected files
-/// missing from one scan are looked for in further scans, and what any scan
-/// found is kept (a later scan may miss other files). Re-scans stop when two
-/// in a row find none of the missing files (really gone: expunged by
-/// another program) or after [`MAX_RESCANS`].
-///
-/// # Errors
-/// I/O errors reading the directories.
-fn scan_expected(
-    dir: &MailboxDir,
-    uidlist: &UidList,
-    own: &[String],
-    mut listing: Listing,
-    is_dead: &dyn Fn(u32) -> bool,
-) -> Result<Listing, StoreError> {
-    let mut fruitless = 0;
-    for _ in 0..MAX_RESCANS {
-        let missing: Vec<&String> = uidlist
-            .records
-            .iter()
-            .filter(|r| !is_dead(r.uid))
-            .map(|r| &r.basename)
-            .chain(own)
-            .filter(|b| !listing.contains_key(b.as_str()))
-            .collect();
-        if missing.is_empty() || fruitless == 2 {
-            break;
-        }
-        let mut again = dir.scan()?;
-        let mut found = 0;
-        for b in missing {
-            if let Some(entry) = again.remove(b.as_str()) {
-                listing.insert(b.clone(), entry);
-                found += 1;
-            }
-        }
-        fruitless = if found == 0 { fruitless + 1 } else { 0 };
-        tracing::debug!(mailbox = %dir.path.display(), found, "re-scanned for files missed by a concurrent rename");
-    }
-    Ok(listing)
 }
 
 fn alloc(highestmodseq: &mut u64, slot: &mut Option<u64>) -> u64 {
