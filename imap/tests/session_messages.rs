@@ -55,6 +55,25 @@ fn search_keys() {
 }
 
 #[test]
+fn header_search_parses_each_message_once() {
+    let (w, mut c) = three_messages();
+    c.expect("a SEARCH SUBJECT two", &["* SEARCH 2", "a OK Search completed."]);
+    // The header fields are cached now: rewriting a file (which no Maildir
+    // writer does: a file's content is fixed under its name) changes nothing
+    // for header searches, so they opened no file...
+    let maildir = w.dir.path().join("alice/Maildir");
+    for entry in std::fs::read_dir(maildir.join("cur")).unwrap().chain(std::fs::read_dir(maildir.join("new")).unwrap()) {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace("Subject: two", "Subject: owt")).unwrap();
+    }
+    c.expect("b SEARCH SUBJECT two", &["* SEARCH 2", "b OK Search completed."]);
+    c.expect("c SEARCH OR SUBJECT one FROM alice", &["* SEARCH 1 2 3", "c OK Search completed."]);
+    // ...while a body search still reads the files.
+    c.expect("d SEARCH TEXT owt", &["* SEARCH 2", "d OK Search completed."]);
+}
+
+#[test]
 fn copy_move_uidplus() {
     let (w, mut c) = three_messages();
     c.expect("a CREATE Archive", &["a OK {}"]);

@@ -77,9 +77,15 @@ pub struct ParsedLog {
 
 /// Parses a log file.
 pub fn parse(bytes: &[u8]) -> ParsedLog {
-    let Some(mut rest) = bytes.strip_prefix(MAGIC.as_slice()).and_then(|r| r.strip_prefix(&[LOG_VERSION])) else {
+    let Some(rest) = bytes.strip_prefix(MAGIC.as_slice()).and_then(|r| r.strip_prefix(&[LOG_VERSION])) else {
         return ParsedLog { records: Vec::new(), intact: false };
     };
+    parse_records(rest)
+}
+
+/// Parses framed records without the file header: the whole log after it,
+/// or what was appended to a log since it was last read (`load_catch_up`).
+pub fn parse_records(mut rest: &[u8]) -> ParsedLog {
     let mut records = Vec::new();
     while !rest.is_empty() {
         let Some((len, crc, payload)) = frame(rest) else {

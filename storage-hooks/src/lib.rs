@@ -22,7 +22,12 @@
 //! | `dovecot-uidlist.lock` | shared | dot-lock (`O_EXCL`, `<pid>:<host>`) guarding all per-mailbox writes |
 //! | `dovecot-keywords` | shared | `<index> <keyword>` lines, letter `a` = index 0 (26 letters) |
 //! | `dormouse-index` | ours | `DMIX` v1 postcard: MODSEQs, index-only keywords (beyond 26), expunge log |
+//! | `dormouse-index.log` | ours | `DMIL` v1: checksummed change records appended after that snapshot |
 //! | `dormouse-status` | ours | `DMST` v1 postcard: [`MailboxStatus`] + stamp of cur/new/uidlist |
+//!
+//! In memory only: `load_cache` (parsed uidlist, index and listing per
+//! mailbox, caught up from what changed) and `header_cache` (header fields
+//! SEARCH parsed).
 //!
 //! At the root: `subscriptions` (Dovecot 2.3 `V\t2` format) and
 //! `dovecot-uidvalidity`. Events are [`MailboxEvent`] format version
@@ -47,10 +52,7 @@ pub mod user_store;
 pub use error::StoreError;
 pub use incoming::IncomingMessage;
 pub use mailbox::Mailbox;
-pub use message::{
-    AppendKind, AppendOptions, AppendResult, CopyResult, FlagOp, MailboxInfo, MessageMeta, StoreFlagsResult,
-    SyncChanges,
-};
+pub use message::{AppendKind, AppendOptions, AppendResult, CopyResult, FlagOp, MailboxInfo, MessageMeta, StoreFlagsResult, SyncChanges};
 pub use user_store::UserStore;
 
 pub mod append_queue;
@@ -60,10 +62,13 @@ pub mod degraded;
 pub mod dotlock;
 pub mod durable;
 pub mod expunge_log;
+pub mod header_cache;
 pub mod incoming;
 pub mod index_file;
 pub mod index_log;
 pub mod keywords;
+pub mod load_cache;
+pub mod load_catch_up;
 pub mod locked_mailbox;
 pub mod mailbox_dir;
 pub mod mailbox_name;
@@ -71,12 +76,13 @@ pub mod maildir_file;
 pub mod move_txn;
 pub mod mutf7;
 pub mod outside_changes;
-pub mod watcher;
+pub mod own_changes;
 pub mod status_record;
 pub mod subscriptions;
 pub mod summary;
 pub mod uidlist;
 pub mod uidvalidity;
+pub mod watcher;
 
 pub use durable::Durability;
 pub use mailbox_name::MailboxName;

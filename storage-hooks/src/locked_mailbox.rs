@@ -9,24 +9,26 @@
 //!   (mtime, name) (never by readdir order or name alone), then the caller's
 //!   own new files in the caller's order;
 //! - uidlist records whose file is gone (after re-scans, to ride out
-//!   concurrent renames by other programs, see `scan_expected`) are dropped
+//!   concurrent renames by other programs, see `load_catch_up::scan_expected`) are dropped
 //!   and logged as expunged;
 //! - a message whose flags differ from the index (changed by another
 //!   program), or that is new, gets a new MODSEQ. Changes found here are
 //!   recorded in `outside` and carried by [`Committed`]; the caller
 //!   publishes them (see `outside_changes`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::path::Path;
 
 use crate::dotlock::{DotLock, DotLockOptions};
 use crate::durable::{self, Sync};
 use crate::expunge_log::ExpungeLog;
-use crate::index_file::{self, IndexMessage, IndexMessageRef, INDEX_FILE};
+use crate::index_file::{self, IndexMessage, IndexMessageRef, IndexRecord, INDEX_FILE};
 use crate::index_log::{LogRecord, INDEX_LOG_FILE};
 use crate::keywords::KeywordTable;
-use crate::mailbox_dir::{FileEntry, MailboxDir};
+use crate::load_cache::{Cached, CachedFile, DirState};
+use crate::load_catch_up::UidlistRead;
+use crate::mailbox_dir::{FileEntry, Listing, MailboxDir};
 use crate::maildir_file::MaildirFileName;
 use crate::status_record::{FsStamp, StatusRecord, STATUS_FILE};
 use crate::uidlist::UidList;
@@ -108,6 +110,16 @@ pub struct LockedMailbox<'a> {
     index_log_len: Option<u64>,
     /// Expunge-log entries recorded by this load and operation, in order.
     expunge_records: Vec<(u64, UidSet)>,
+    /// UIDs of uidlist records whose messages are expunged (the records
+    /// stay until the file is compacted, see [`compaction_threshold`]).
+    dead_records: UidSet,
+    /// Files of `new/` and `cur/` by basename, kept up to date with our own
+    /// renames and removals (for `load_cache`).
+    listing: Listing,
+    /// What the load knew of `new/` for `listing` (see `load_cache`).
+    new_dir: DirState,
+    /// Same for `cur/`.
+    cur_dir: DirState,
     new_changed: bool,
     cur_changed: bool,
     /// HIGHESTMODSEQ after reconciling outside changes, before this operation.
@@ -174,30 +186,35 @@ impl<'a> LockedMailbox<'a> {
     fn load_inner(dir: &'a MailboxDir, own: &[String], lock: Option<DotLock>) -> Result<Self, StoreError> {
         let read_only = lock.is_none();
         let uidlist_path = dir.path.join(UIDLIST_FILE);
-        let (mut uidlist, mut uidlist_dirty, mut uidlist_on_disk) = match read_text(&uidlist_path)? {
-            None if read_only => {
+        // A read-only load may not see the newest state: it neither uses
+        // nor fills the cache.
+        let cached = if read_only { None } else { crate::load_cache::take(&dir.path) };
+        let inputs = crate::load_catch_up::read(dir, cached)?;
+        let (mut uidlist, mut uidlist_dirty, mut uidlist_on_disk) = match inputs.uidlist {
+            UidlistRead::Missing if read_only => {
                 return Err(StoreError::io(&uidlist_path, std::io::Error::from_raw_os_error(rustix::io::Errno::NOSPC.raw_os_error())))
             }
-            None => (UidList::new(uidvalidity::allocate(&dir.root)?), true, None),
-            Some(text) => match UidList::parse_appendable(&text) {
-                Ok((l, appendable)) => {
-                    let on_disk = appendable.then_some(l.records.len());
-                    (l, false, on_disk)
-                }
-                Err(e) if read_only => {
-                    return Err(StoreError::Corrupt { path: uidlist_path, reason: format!("unreadable, not repaired while the disk is full: {e}") })
-                }
-                Err(e) => {
-                    let aside = dir.path.join(format!("{UIDLIST_FILE}.broken.{}", durable::now_ms()));
-                    tracing::error!(path = %uidlist_path.display(), error = %e, aside = %aside.display(),
-                        "unreadable dovecot-uidlist: moved aside, mailbox gets a new UIDVALIDITY");
-                    std::fs::rename(&uidlist_path, &aside).map_err(|e| StoreError::io(&uidlist_path, e))?;
-                    (UidList::new(uidvalidity::allocate(&dir.root)?), true, None)
-                }
-            },
+            UidlistRead::Missing => (UidList::new(uidvalidity::allocate(&dir.root)?), true, None),
+            UidlistRead::Parsed { list, appendable } => {
+                let on_disk = appendable.then_some(list.records.len());
+                (list, false, on_disk)
+            }
+            UidlistRead::Unreadable(e) if read_only => {
+                return Err(StoreError::Corrupt {
+                    path: uidlist_path,
+                    reason: format!("unreadable, not repaired while the disk is full: {e}"),
+                })
+            }
+            UidlistRead::Unreadable(e) => {
+                let aside = dir.path.join(format!("{UIDLIST_FILE}.broken.{}", durable::now_ms()));
+                tracing::error!(path = %uidlist_path.display(), error = %e, aside = %aside.display(),
+                    "unreadable dovecot-uidlist: moved aside, mailbox gets a new UIDVALIDITY");
+                std::fs::rename(&uidlist_path, &aside).map_err(|e| StoreError::io(&uidlist_path, e))?;
+                (UidList::new(uidvalidity::allocate(&dir.root)?), true, None)
+            }
         };
         let keywords = read_text(&dir.path.join(KEYWORDS_FILE))?.map(|t| KeywordTable::parse(&t)).unwrap_or_default();
-        let (index, mut index_log_len) = crate::index_log::load(&dir.path)?;
+        let (index, mut index_log_len) = (inputs.index, inputs.index_log_len);
         let index = index.filter(|i| i.uidvalidity == uidlist.uidvalidity);
         let fresh = index.is_none();
         if fresh {
@@ -208,53 +225,81 @@ impl<'a> LockedMailbox<'a> {
             None => (1, ExpungeLog::starting_at(1), Vec::new()),
         };
 
-        // Listing (see `scan_expected` for files renamed while it is taken).
-        let mut listing = scan_expected(dir, &uidlist, own)?;
-        let own_all: HashSet<&str> = own.iter().map(String::as_str).collect();
+        // Records of messages we expunged stay in the uidlist until it is
+        // compacted (see `expunge`): known by the expunge log, they are not
+        // expected on disk and not reported again.
+        let expunged = if fresh {
+            UidSet::new()
+        } else {
+            UidSet::from_ranges(expunge_log.entries.iter().flat_map(|(_, s)| s.ranges().iter().copied()))
+        };
+        let indexed = |uid: u32| index_messages.binary_search_by_key(&uid, |m| m.uid).is_ok();
+        let is_dead = |uid: u32| expunged.contains(uid) && !indexed(uid);
+        // Listing (see `load_catch_up::scan_expected` for files renamed while it is taken).
+        let mut listing = crate::load_catch_up::scan_expected(dir, &uidlist, own, inputs.listing, &is_dead)?;
+        let own_all: foldhash::HashSet<&str> = own.iter().map(String::as_str).collect();
         let mut vanished_own = HashMap::new();
         let mut gone = UidSet::new();
+        let mut dead_records = UidSet::new();
+        let mut compact_uidlist = false;
         uidlist.records.retain(|r| {
-            let keep = listing.contains_key(&r.basename);
-            if !keep {
-                gone.insert(r.uid);
-                if own_all.contains(r.basename.as_str()) {
-                    vanished_own.insert(r.basename.clone(), r.uid);
-                }
+            let present = listing.contains_key(&r.basename);
+            let dead = is_dead(r.uid);
+            if !present && own_all.contains(r.basename.as_str()) {
+                vanished_own.insert(r.basename.clone(), r.uid);
             }
-            keep
+            if dead {
+                // A file back under an expunged record's name (restored from
+                // a backup?) must not revive the UID: the record goes and the
+                // file gets a new UID.
+                compact_uidlist |= present;
+                if !present {
+                    dead_records.insert(r.uid);
+                }
+                return !present;
+            }
+            if !present {
+                gone.insert(r.uid);
+            }
+            present
         });
-        if !gone.is_empty() {
+        let dead_count = dead_records.len() as usize;
+        if !gone.is_empty() || compact_uidlist || dead_count > compaction_threshold(uidlist.records.len() - dead_count) {
+            uidlist.records.retain(|r| !dead_records.contains(r.uid));
+            dead_records = UidSet::new();
             uidlist_dirty = true;
             uidlist_on_disk = None;
         }
 
         // Unlisted files: foreign ones by (mtime, name), then ours in order.
-        let listed: HashSet<&str> = uidlist.records.iter().map(|r| r.basename.as_str()).collect();
-        let own_set: HashSet<&str> = own.iter().map(String::as_str).collect();
+        // Every live record kept above has its file in the listing: when the
+        // listing holds no more names than that, no file lacks a record and
+        // the search for them (a set of all names) is skipped.
+        let all_listed = listing.len() == uidlist.records.len() - dead_records.len() as usize;
+        let listed: foldhash::HashSet<&str> =
+            if all_listed { Default::default() } else { uidlist.records.iter().map(|r| r.basename.as_str()).collect() };
+        let own_set: foldhash::HashSet<&str> = own.iter().map(String::as_str).collect();
         // A read-only view numbers nothing: files without a UID stay out.
-        if read_only {
+        if read_only && !all_listed {
             listing.retain(|b, _| listed.contains(b.as_str()));
         }
         // Files other threads of this process are appending right now are
         // theirs to number (see `append_queue`), not foreign deliveries.
-        let in_flight = crate::append_queue::in_flight(&dir.path);
+        let in_flight = if all_listed { Default::default() } else { crate::append_queue::in_flight(&dir.path) };
         let mut foreign: Vec<(std::time::SystemTime, String)> = listing
             .iter()
+            .filter(|_| !all_listed)
             .filter(|(b, _)| !listed.contains(b.as_str()) && !own_set.contains(b.as_str()) && !in_flight.contains(b.as_str()))
             .map(|(b, e)| {
-                let mtime = std::fs::metadata(dir.file_path(e.in_new, &e.file_name))
-                    .and_then(|m| m.modified())
-                    .unwrap_or(std::time::UNIX_EPOCH);
+                let mtime =
+                    std::fs::metadata(dir.file_path(e.in_new, &e.file_name)).and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH);
                 (mtime, b.clone())
             })
             .collect();
         foreign.sort();
-        let own_new: Vec<String> = own
-            .iter()
-            .filter(|b| listing.contains_key(b.as_str()) && !listed.contains(b.as_str()))
-            .cloned()
-            .collect();
-        let own_new_set: HashSet<&str> = own_new.iter().map(String::as_str).collect();
+        let own_new: Vec<String> =
+            own.iter().filter(|b| !all_listed && listing.contains_key(b.as_str()) && !listed.contains(b.as_str())).cloned().collect();
+        let own_new_set: foldhash::HashSet<&str> = own_new.iter().map(String::as_str).collect();
         for (_, b) in &foreign {
             uidlist.push(b);
             uidlist_dirty = true;
@@ -269,7 +314,7 @@ impl<'a> LockedMailbox<'a> {
         let mut index_dirty = fresh;
         let mut foreign_modseq: Option<u64> = None;
         let mut outside = crate::outside_changes::OutsideChanges::default();
-        let foreign_set: HashSet<&str> = foreign.iter().map(|(_, b)| b.as_str()).collect();
+        let foreign_set: foldhash::HashSet<&str> = foreign.iter().map(|(_, b)| b.as_str()).collect();
         let mut own_slots: Vec<usize> = Vec::new();
         let mut messages: Vec<DiskMessage> = Vec::with_capacity(uidlist.records.len());
         let index_base_modseq = highestmodseq;
@@ -281,8 +326,12 @@ impl<'a> LockedMailbox<'a> {
                 }
             }
             let prev = index_iter.next_if(|p| p.uid == rec.uid);
-            let Some(entry) = listing.remove(&rec.basename) else { continue };
-            let Some(parsed) = MaildirFileName::parse(&entry.file_name) else { continue };
+            let Some(entry) = listing.get(&rec.basename).cloned() else {
+                continue;
+            };
+            let Some(parsed) = MaildirFileName::parse(&entry.file_name) else {
+                continue;
+            };
             let extra_keywords = prev.as_ref().map(|p| p.extra_keywords.clone()).unwrap_or_default();
             let mut flags = Flags { system: parsed.system, keywords: extra_keywords.clone() };
             flags.keywords.extend(parsed.keyword_indexes.iter().filter_map(|&i| keywords.name(i)).map(str::to_string));
@@ -296,13 +345,13 @@ impl<'a> LockedMailbox<'a> {
                     Err(e) => return Err(e),
                 },
             };
-            if foreign_set.contains(rec.basename.as_str()) {
+            if !foreign_set.is_empty() && foreign_set.contains(rec.basename.as_str()) {
                 outside.added.insert(rec.uid);
                 outside.added_flags = outside.added_flags.union(&flags);
             } else if let Some(p) = prev.as_ref().filter(|p| !fresh && p.flags != flags) {
                 outside.note_flags(rec.uid, &p.flags, &flags);
             }
-            let modseq = if own_new_set.contains(rec.basename.as_str()) {
+            let modseq = if !own_new_set.is_empty() && own_new_set.contains(rec.basename.as_str()) {
                 own_slots.push(messages.len());
                 0
             } else if fresh {
@@ -337,6 +386,10 @@ impl<'a> LockedMailbox<'a> {
             uidlist_dirty,
             uidlist_on_disk,
             index_dirty,
+            dead_records,
+            listing,
+            new_dir: inputs.new_dir,
+            cur_dir: inputs.cur_dir,
             new_changed: false,
             cur_changed: false,
             base_modseq: 0,
@@ -382,7 +435,9 @@ impl<'a> LockedMailbox<'a> {
     /// destination's), so a live writer's temp may be about to be renamed.
     /// Errors are logged, not returned.
     pub fn remove_stale_temps(&self) {
-        let Ok(rd) = std::fs::read_dir(&self.dir.path) else { return };
+        let Ok(rd) = std::fs::read_dir(&self.dir.path) else {
+            return;
+        };
         for entry in rd.flatten() {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
@@ -454,11 +509,15 @@ impl<'a> LockedMailbox<'a> {
             let to = self.dir.file_path(to_entry.in_new, &to_entry.file_name);
             match std::fs::rename(&from, &to) {
                 Ok(()) => {
+                    crate::own_changes::record(&from, crate::own_changes::Change::Gone);
+                    crate::own_changes::record(&to, crate::own_changes::Change::Arrived);
                     self.mark_changed(current.in_new);
                     self.mark_changed(to_entry.in_new);
+                    self.listing.insert(self.messages[idx].basename.clone(), to_entry.clone());
                     return Ok(Some(to_entry));
                 }
                 Err(e) if e.kind() == ErrorKind::NotFound => {
+                    self.listing_outdated();
                     match self.dir.scan()?.remove(&self.messages[idx].basename) {
                         Some(found) => current = found,
                         None => return Ok(None),
@@ -468,6 +527,13 @@ impl<'a> LockedMailbox<'a> {
             }
         }
         Ok(None)
+    }
+
+    /// Another program changed the directories under us: `listing` is not
+    /// to be trusted by the next load.
+    fn listing_outdated(&mut self) {
+        self.new_dir.trusted = false;
+        self.cur_dir.trusted = false;
     }
 
     fn mark_changed(&mut self, in_new: bool) {
@@ -532,7 +598,9 @@ impl<'a> LockedMailbox<'a> {
             file_name: name.file_name(!cur.in_new || cur.file_name.contains(":2,")),
             in_new: cur.in_new,
         };
-        let Some(entry) = self.rename_file(idx, target)? else { return Ok(false) };
+        let Some(entry) = self.rename_file(idx, target)? else {
+            return Ok(false);
+        };
         let modseq = self.op_modseq();
         let msg = &mut self.messages[idx];
         msg.entry = entry;
@@ -557,7 +625,9 @@ impl<'a> LockedMailbox<'a> {
             file_name: MaildirFileName::parse(&cur.file_name).map_or_else(|| cur.file_name.clone(), |p| p.file_name(true)),
             in_new: false,
         };
-        let Some(entry) = self.rename_file(idx, target)? else { return Ok(false) };
+        let Some(entry) = self.rename_file(idx, target)? else {
+            return Ok(false);
+        };
         self.messages[idx].entry = entry;
         Ok(true)
     }
@@ -581,10 +651,13 @@ impl<'a> LockedMailbox<'a> {
                 let path = self.dir.file_path(e.in_new, &e.file_name);
                 match std::fs::remove_file(&path) {
                     Ok(()) => {
+                        crate::own_changes::record(&path, crate::own_changes::Change::Gone);
                         self.mark_changed(e.in_new);
+                        self.listing.remove(&self.messages[idx].basename);
                         break;
                     }
                     Err(err) if err.kind() == ErrorKind::NotFound => {
+                        self.listing_outdated();
                         entry = self.dir.scan()?.remove(&self.messages[idx].basename);
                     }
                     Err(err) => return Err(StoreError::io(path, err)),
@@ -596,12 +669,19 @@ impl<'a> LockedMailbox<'a> {
             return Ok(removed);
         }
         self.messages.retain(|m| !removed.contains(m.uid));
-        self.uidlist.records.retain(|r| !removed.contains(r.uid));
+        // The records stay (the expunge log tells loads they are dead): an
+        // expunge does not rewrite the whole uidlist, only a compaction does.
+        self.dead_records.extend(removed.iter());
+        let dead = self.dead_records.len() as usize;
+        if dead > compaction_threshold(self.uidlist.records.len().saturating_sub(dead)) {
+            let dead = std::mem::take(&mut self.dead_records);
+            self.uidlist.records.retain(|r| !dead.contains(r.uid));
+            self.uidlist_dirty = true;
+            self.uidlist_on_disk = None;
+        }
         let m = self.op_modseq();
         self.expunge_log.record(m, &removed);
         self.expunge_records.push((m, removed.clone()));
-        self.uidlist_dirty = true;
-        self.uidlist_on_disk = None;
         self.index_dirty = true;
         Ok(removed)
     }
@@ -644,6 +724,7 @@ impl<'a> LockedMailbox<'a> {
         crate::degraded::recovered(&self.dir.path);
         let path = self.dir.path.clone();
         let status = self.status();
+        self.fill_cache();
         let stamp = FsStamp::take(&path);
         let now = durable::now_ms();
         if let Some(stamp) = stamp {
@@ -670,6 +751,55 @@ impl<'a> LockedMailbox<'a> {
         })
     }
 
+    /// Leaves the state just committed in `load_cache` for the next load
+    /// (still under the lock, so it is exactly what is on disk). The
+    /// directory listings stay trusted only if nothing changed them since
+    /// they were read (our own changes moved their mtimes: the next load
+    /// lists them again, to find what others did in the same tick).
+    fn fill_cache(&mut self) {
+        let path = &self.dir.path;
+        let Some(uidlist_file) = CachedFile::take(&path.join(UIDLIST_FILE)) else {
+            return;
+        };
+        let dir_state = |sub: &str, before: DirState| {
+            let id = crate::load_cache::dir_id(&path.join(sub)).unwrap_or_default();
+            DirState { id, trusted: before.trusted && before.id == id }
+        };
+        let index = IndexRecord {
+            uidvalidity: self.uidlist.uidvalidity,
+            // Nothing written: a MODSEQ allocated without a change is not on disk.
+            highestmodseq: if self.index_dirty { self.highestmodseq } else { self.index_base_modseq },
+            messages: self
+                .messages
+                .iter()
+                .map(|m| IndexMessage {
+                    uid: m.uid,
+                    modseq: m.modseq,
+                    flags: m.flags.clone(),
+                    extra_keywords: m.extra_keywords.clone(),
+                    vsize: m.vsize,
+                })
+                .collect(),
+            expunge_log: self.expunge_log.clone(),
+        };
+        let index_file = crate::load_catch_up::file_id(&path.join(INDEX_FILE));
+        let uidvalidity = self.uidlist.uidvalidity;
+        let entry = Cached {
+            uidlist: std::mem::replace(&mut self.uidlist, UidList::new(uidvalidity)),
+            uidlist_file,
+            // Written (appended or rewritten whole), or read intact.
+            uidlist_appendable: self.uidlist_dirty || self.uidlist_on_disk.is_some(),
+            index: index_file.is_some().then_some(index),
+            index_file,
+            index_log_file: CachedFile::take(&path.join(INDEX_LOG_FILE)),
+            index_log_len: self.index_log_len,
+            listing: std::mem::take(&mut self.listing),
+            new_dir: dir_state("new", self.new_dir),
+            cur_dir: dir_state("cur", self.cur_dir),
+        };
+        crate::load_cache::put(path, entry);
+    }
+
     /// After a failed commit: the caller's own new files never got a UID
     /// anyone was told about, so they go (the caller answers NO / 4xx and
     /// the sender's retry must not find a duplicate). Still under the lock.
@@ -677,13 +807,15 @@ impl<'a> LockedMailbox<'a> {
         if self.own_new.is_empty() {
             return;
         }
-        let own: HashSet<&str> = self.own_new.iter().map(String::as_str).collect();
+        let own: foldhash::HashSet<&str> = self.own_new.iter().map(String::as_str).collect();
         for m in self.messages.iter().filter(|m| own.contains(m.basename.as_str())) {
             let path = self.dir.file_path(m.entry.in_new, &m.entry.file_name);
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => tracing::error!(path = %path.display(), error = %e, "removing a message whose commit failed"),
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "removing a message whose commit failed")
+                }
             }
         }
     }
@@ -731,8 +863,10 @@ impl<'a> LockedMailbox<'a> {
             if log_len == 0 {
                 let mut bytes = crate::index_log::header();
                 bytes.extend(record);
+                self.index_log_len = Some(bytes.len() as u64);
                 files.push((log_path, bytes));
             } else {
+                self.index_log_len = Some(log_len + record.len() as u64);
                 appends.push((log_path, record));
             }
         } else if self.index_dirty {
@@ -763,10 +897,16 @@ impl<'a> LockedMailbox<'a> {
             // Compacted: the snapshot holds everything. A log that survives
             // (failed removal, crash) only has records at or below the
             // snapshot's HIGHESTMODSEQ, which replay skips.
+            self.index_log_len = Some(0);
             match std::fs::remove_file(path.join(INDEX_LOG_FILE)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => tracing::error!(path = %path.display(), error = %e, "removing the compacted dormouse-index.log"),
+                Err(e) => {
+                    // Its records are all at or below the snapshot: the next
+                    // write compacts again.
+                    self.index_log_len = None;
+                    tracing::error!(path = %path.display(), error = %e, "removing the compacted dormouse-index.log");
+                }
             }
         }
         Ok(())
@@ -781,9 +921,9 @@ impl<'a> LockedMailbox<'a> {
             while let Some(b) = base.next_if(|b| b.uid < m.uid) {
                 removed.push(b.uid);
             }
-            let same = base.next_if(|b| b.uid == m.uid).is_some_and(|b| {
-                b.modseq == m.modseq && b.flags == m.flags && b.extra_keywords == m.extra_keywords && b.vsize == m.vsize
-            });
+            let same = base
+                .next_if(|b| b.uid == m.uid)
+                .is_some_and(|b| b.modseq == m.modseq && b.flags == m.flags && b.extra_keywords == m.extra_keywords && b.vsize == m.vsize);
             if !same {
                 upserts.push(IndexMessage {
                     uid: m.uid,
@@ -805,41 +945,12 @@ impl<'a> LockedMailbox<'a> {
     }
 }
 
-/// Most re-scans of one load while files it expects keep turning up.
-const MAX_RESCANS: usize = 6;
-
-/// Lists `dir` and makes sure files that are expected (uidlist records, the
-/// caller's own new files) are not missed: readdir does not report a file
-/// that another program renames within the directory while it is being read
-/// (Dovecot changing flags in `cur/` without our lock), so expected files
-/// missing from one scan are looked for in further scans, and what any scan
-/// found is kept (a later scan may miss other files). Re-scans stop when two
-/// in a row find none of the missing files (really gone: expunged by
-/// another program) or after [`MAX_RESCANS`].
-///
-/// # Errors
-/// I/O errors reading the directories.
-fn scan_expected(dir: &MailboxDir, uidlist: &UidList, own: &[String]) -> Result<HashMap<String, FileEntry>, StoreError> {
-    let mut listing = dir.scan()?;
-    let mut fruitless = 0;
-    for _ in 0..MAX_RESCANS {
-        let missing: Vec<&String> =
-            uidlist.records.iter().map(|r| &r.basename).chain(own).filter(|b| !listing.contains_key(b.as_str())).collect();
-        if missing.is_empty() || fruitless == 2 {
-            break;
-        }
-        let mut again = dir.scan()?;
-        let mut found = 0;
-        for b in missing {
-            if let Some(entry) = again.remove(b.as_str()) {
-                listing.insert(b.clone(), entry);
-                found += 1;
-            }
-        }
-        fruitless = if found == 0 { fruitless + 1 } else { 0 };
-        tracing::debug!(mailbox = %dir.path.display(), found, "re-scanned for files missed by a concurrent rename");
-    }
-    Ok(listing)
+/// Most records of expunged messages a uidlist keeps before it is rewritten
+/// without them, for `live` records: 1024 + 1/8 of them, so compaction costs
+/// O(1) per expunge on average; at most 2048, well within what the expunge
+/// log (4096 entries) remembers, which is how loads know them dead.
+pub fn compaction_threshold(live: usize) -> usize {
+    (1024 + live / 8).min(2048)
 }
 
 fn alloc(highestmodseq: &mut u64, slot: &mut Option<u64>) -> u64 {

@@ -145,12 +145,62 @@ fn new_uids_are_appended_and_a_torn_append_is_replayed_consistently() {
         assert_eq!(c.status.uidnext, 3, "cut at {cut}");
         assert!(std::fs::read_to_string(&path).unwrap().ends_with("\n1 :one\n2 :two\n"), "repaired at {cut}");
     }
-    // An expunge drops a record: the file is rewritten with N brought up to date.
+    // An expunge leaves its record in place (no rewrite)...
+    let inode = std::fs::metadata(&path).unwrap().ino();
     let mut locked = LockedMailbox::load(&mb, &[]).unwrap();
     locked.expunge(&UidSet::from_range(1, 1)).unwrap();
     locked.commit().unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().ino(), inode, "not rewritten");
+    assert!(std::fs::read_to_string(&path).unwrap().ends_with("\n1 :one\n2 :two\n"));
+    // ...which later loads know dead: not expected, not reported again.
+    crate::load_cache::forget(&mb.path);
+    let again = LockedMailbox::load(&mb, &[]).unwrap();
+    assert!(again.outside.is_empty(), "{:?}", again.outside);
+    assert_eq!(again.messages().iter().map(|m| m.uid).collect::<Vec<_>>(), [2]);
+    again.commit().unwrap();
+    // A file showing up again under the dead record's name gets a new UID:
+    // the uidlist is compacted, with N brought up to date.
+    put(&mb, "one", 5);
+    let c = LockedMailbox::load(&mb, &[]).unwrap().commit().unwrap();
+    assert_eq!(c.messages.iter().map(|m| (m.uid, m.basename.as_str())).collect::<Vec<_>>(), [(2, "two"), (3, "one")]);
     let text = std::fs::read_to_string(&path).unwrap();
-    assert!(text.contains(" N3") && text.ends_with("\n2 :two\n"), "{text}");
+    assert!(text.contains(" N4") && text.ends_with("\n2 :two\n3 :one\n"), "{text}");
+}
+
+#[test]
+fn expunged_records_are_compacted_past_the_threshold() {
+    let (_d, mb) = setup();
+    let n = 1100;
+    for i in 0..n {
+        std::fs::write(mb.path.join("cur").join(format!("m{i:05}:2,")), b"x\r\n").unwrap();
+    }
+    LockedMailbox::load(&mb, &[]).unwrap().commit().unwrap();
+    let path = mb.path.join(UIDLIST_FILE);
+    let records = || std::fs::read_to_string(&path).unwrap().lines().count() - 1;
+    let expunge = |first: u32, last: u32| {
+        let mut l = LockedMailbox::load(&mb, &[]).unwrap();
+        l.expunge(&UidSet::from_range(first, last)).unwrap();
+        l.commit().unwrap().messages.len()
+    };
+    assert_eq!(expunge(1, 1000), n - 1000);
+    assert_eq!(records(), n, "1000 dead records stay");
+    // Then one at a time, as clients do, until past 1024 + live / 8.
+    let mut compacted_at = None;
+    for uid in 1001..1060u32 {
+        let live = expunge(uid, uid);
+        let dead = uid as usize;
+        if dead > compaction_threshold(live) {
+            compacted_at = Some(uid);
+            assert_eq!(records(), live, "compacted: only live records");
+            break;
+        }
+        assert_eq!(records(), n, "{dead} dead records stay below the threshold");
+    }
+    assert_eq!(compacted_at, Some(1033), "1033 > 1024 + 67 / 8");
+    crate::load_cache::forget(&mb.path);
+    let l = LockedMailbox::load(&mb, &[]).unwrap();
+    assert!(l.outside.is_empty());
+    assert_eq!(l.status().uidnext, n as u32 + 1);
 }
 
 #[test]

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use crate::event::{EventKind, MailboxEvent};
 use crate::locked_mailbox::{Committed, DiskMessage, LockedMailbox};
 use crate::mailbox_dir::{FileEntry, MailboxDir};
-use crate::status_record::FsStamp;
 use crate::message::{CopyResult, FlagOp, MessageMeta, StoreFlagsResult, SyncChanges};
+use crate::status_record::FsStamp;
 use crate::{durable, Flags, MailboxStatus, StoreError, UidSet, UserStore};
 
 /// An opened mailbox. Holds the message list (sorted by UID) as of the last
@@ -56,6 +56,8 @@ impl Mailbox {
         let mut old = std::mem::take(&mut self.messages).into_iter().zip(std::mem::take(&mut self.files)).peekable();
         let mut messages = Vec::with_capacity(committed.messages.len());
         let mut files = Vec::with_capacity(committed.messages.len());
+        let dates = crate::load_cache::internal_dates(&self.dir.path);
+        let mut dates = dates.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for disk in committed.messages {
             // Old messages below this UID are gone.
             while let Some((meta, _)) = old.peek() {
@@ -88,13 +90,37 @@ impl Mailbox {
                 }
                 None => {
                     changes.added.push(disk.uid);
-                    self.meta_of(&disk)
+                    let internal_date = match dates.get(&disk.basename) {
+                        Some(&d) => d,
+                        None => {
+                            let d = self.dir.internal_date(&disk.entry);
+                            // 0: the file is gone (or truly dated 1970): ask again next time.
+                            if d != 0 {
+                                dates.insert(disk.basename.clone(), d);
+                            }
+                            d
+                        }
+                    };
+                    MessageMeta {
+                        uid: disk.uid,
+                        flags: disk.flags.clone(),
+                        modseq: disk.modseq,
+                        size: disk.vsize,
+                        internal_date,
+                        recent: disk.entry.in_new,
+                    }
                 }
             };
             messages.push(meta);
             files.push((disk.basename, disk.entry));
         }
         changes.expunged.extend(old.map(|(m, _)| m.uid));
+        if dates.len() > 2 * files.len() + 1024 {
+            // Expunged messages' dates: keep only the mailbox's current ones.
+            let current: std::collections::HashSet<&str> = files.iter().map(|(b, _)| b.as_str()).collect();
+            dates.retain(|b, _| current.contains(b.as_str()));
+        }
+        drop(dates);
         changes.expunged.sort_unstable();
         changes.expunged.dedup();
         self.messages = messages;
@@ -103,17 +129,6 @@ impl Mailbox {
         // Taken under the lock: a change by anyone after it alters the stamp.
         self.stamp = committed.settled_stamp;
         changes
-    }
-
-    fn meta_of(&self, disk: &DiskMessage) -> MessageMeta {
-        MessageMeta {
-            uid: disk.uid,
-            flags: disk.flags.clone(),
-            modseq: disk.modseq,
-            size: disk.vsize,
-            internal_date: self.dir.internal_date(&disk.entry),
-            recent: disk.entry.in_new,
-        }
     }
 
     fn set_status(&mut self, status: MailboxStatus) {
@@ -253,6 +268,20 @@ impl Mailbox {
         self.dir.read_message(uid, basename, entry)
     }
 
+    /// The header fields cached for `uid` by an earlier SEARCH (see
+    /// [`crate::header_cache`]).
+    pub fn cached_headers(&self, uid: u32) -> Option<crate::header_cache::Headers> {
+        let idx = self.position(uid)?;
+        crate::header_cache::get(&self.dir.path, &self.files[idx].0)
+    }
+
+    /// Caches the header fields of `uid` (see [`crate::header_cache`]).
+    pub fn cache_headers(&self, uid: u32, headers: crate::header_cache::Headers) {
+        if let Some(idx) = self.position(uid) {
+            crate::header_cache::put(&self.dir.path, &self.files[idx].0, headers);
+        }
+    }
+
     /// Moves `\Recent` messages from `new/` to `cur/` (a SELECT, not EXAMINE,
     /// does this). Our own rename: emits nothing.
     ///
@@ -373,16 +402,13 @@ impl Mailbox {
     /// # Errors
     /// I/O, `LockTimeout`.
     pub fn expunge(&mut self, uids: Option<&UidSet>) -> Result<Vec<u32>, StoreError> {
-        self.expunge_where(|m| {
-            m.flags.system.contains(crate::SystemFlags::DELETED) && uids.is_none_or(|set| set.contains(m.uid))
-        })
+        self.expunge_where(|m| m.flags.system.contains(crate::SystemFlags::DELETED) && uids.is_none_or(|set| set.contains(m.uid)))
     }
 
     fn expunge_where(&mut self, select: impl Fn(&DiskMessage) -> bool) -> Result<Vec<u32>, StoreError> {
         let mut locked = self.lock()?;
         let before = locked.base_modseq;
-        let targets: UidSet =
-            locked.messages().iter().filter(|m| self.position(m.uid).is_some() && select(m)).map(|m| m.uid).collect();
+        let targets: UidSet = locked.messages().iter().filter(|m| self.position(m.uid).is_some() && select(m)).map(|m| m.uid).collect();
         let removed = if targets.is_empty() { UidSet::new() } else { locked.expunge(&targets)? };
         let committed = locked.commit()?;
         self.store.publish_outside_changes(&self.dir, &committed);
@@ -481,8 +507,7 @@ impl Mailbox {
         crate::copy_txn::crash_point("copy-before-uids");
         let own: Vec<(String, Flags)> = basenames.into_iter().zip(flags).collect();
         let summary = first_raw.and_then(|p| std::fs::read(p).ok()).map(|raw| crate::summary::summarize(&raw));
-        let (uidvalidity, target_uids) =
-            self.store.add_files(&target_dir, &own, EventKind::MessageAppend, summary, Some(lock))?;
+        let (uidvalidity, target_uids) = self.store.add_files(&target_dir, &own, EventKind::MessageAppend, summary, Some(lock))?;
         Ok((CopyResult { uidvalidity, source_uids, target_uids }, record))
     }
 

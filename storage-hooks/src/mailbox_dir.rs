@@ -12,6 +12,10 @@ use crate::mailbox_name::MailboxName;
 use crate::maildir_file::{new_basename, MaildirFileName};
 use crate::{StoreError, SystemFlags};
 
+/// A listing of `new/` and `cur/` by basename (foldhash: a big mailbox's
+/// listing is hashed several times per load, SipHash was a fifth of it).
+pub type Listing = HashMap<String, FileEntry, foldhash::fast::RandomState>;
+
 /// Where a message file currently is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileEntry {
@@ -79,7 +83,9 @@ impl MailboxDir {
     pub fn clean_tmp(&self) {
         use std::os::unix::fs::MetadataExt;
         let tmp = self.path.join("tmp");
-        let Ok(rd) = std::fs::read_dir(&tmp) else { return };
+        let Ok(rd) = std::fs::read_dir(&tmp) else {
+            return;
+        };
         let now = std::time::SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
         for entry in rd.flatten() {
             let old = entry.metadata().is_ok_and(|m| abandoned_tmp(m.ctime(), now));
@@ -105,19 +111,67 @@ impl MailboxDir {
     ///
     /// # Errors
     /// I/O errors reading the directories.
-    pub fn scan(&self) -> Result<HashMap<String, FileEntry>, StoreError> {
-        let mut out = HashMap::new();
+    pub fn scan(&self) -> Result<Listing, StoreError> {
+        self.rescan(Listing::default(), true, true)
+    }
+
+    /// [`MailboxDir::scan`] of `new/` and/or `cur/` only, starting from
+    /// `known`, a listing taken earlier: entries of a directory not listed
+    /// again are kept as they are, and names found again keep their
+    /// entries (no new allocations for the names a big mailbox already had).
+    ///
+    /// # Errors
+    /// I/O errors reading the directories.
+    pub fn rescan(&self, known: Listing, new: bool, cur: bool) -> Result<Listing, StoreError> {
+        let (mut out, mut reuse): (Listing, Listing) = if new && cur {
+            (Listing::with_capacity_and_hasher(known.len(), Default::default()), known)
+        } else {
+            let mut keep = Listing::with_capacity_and_hasher(known.len(), Default::default());
+            let mut reuse = Listing::default();
+            for (k, e) in known {
+                let listed_again = if e.in_new { new } else { cur };
+                let side = if listed_again { &mut reuse } else { &mut keep };
+                side.insert(k, e);
+            }
+            (keep, reuse)
+        };
         for (sub, in_new) in [("new", true), ("cur", false)] {
+            if !(if in_new { new } else { cur }) {
+                continue;
+            }
             let dir = self.path.join(sub);
-            let rd = std::fs::read_dir(&dir).map_err(|e| StoreError::io(&dir, e))?;
-            for entry in rd {
-                let entry = entry.map_err(|e| StoreError::io(&dir, e))?;
-                let Some(file_name) = entry.file_name().to_str().map(str::to_string) else {
+            let io_err = |e: rustix::io::Errno| StoreError::io(&dir, std::io::Error::from(e));
+            // rustix's reader hands out borrowed names: a name already known
+            // costs no allocation (std's `DirEntry::file_name` allocates each).
+            let fd = rustix::fs::open(
+                &dir,
+                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .map_err(io_err)?;
+            let mut rd = rustix::fs::Dir::new(fd).map_err(io_err)?;
+            while let Some(entry) = rd.read() {
+                let entry = entry.map_err(io_err)?;
+                let Ok(file_name) = entry.file_name().to_str() else {
                     tracing::warn!(dir = %dir.display(), "skipping non-UTF-8 file name");
                     continue;
                 };
-                let Some(basename) = MaildirFileName::basename_of(&file_name) else { continue };
-                out.insert(basename.to_string(), FileEntry { file_name, in_new });
+                let Some(basename) = MaildirFileName::basename_of(file_name) else { continue };
+                // A basename in both directories is reported in cur/.
+                if in_new && !cur && out.get(basename).is_some_and(|e| !e.in_new) {
+                    continue;
+                }
+                let (key, entry) = match reuse.remove_entry(basename) {
+                    Some((key, mut e)) => {
+                        if e.file_name != file_name {
+                            e.file_name = file_name.to_string();
+                        }
+                        e.in_new = in_new;
+                        (key, e)
+                    }
+                    None => (basename.to_string(), FileEntry { file_name: file_name.to_string(), in_new }),
+                };
+                out.insert(key, entry);
             }
         }
         Ok(out)
@@ -212,7 +266,9 @@ impl MailboxDir {
             Err(e) => return Err(StoreError::io(first, e)),
         }
         for _ in 0..3 {
-            let Some(entry) = self.scan()?.remove(basename) else { continue };
+            let Some(entry) = self.scan()?.remove(basename) else {
+                continue;
+            };
             let path = self.file_path(entry.in_new, &entry.file_name);
             match std::fs::read(&path) {
                 Ok(data) => return Ok(to_crlf(data)),
@@ -254,11 +310,7 @@ fn abandoned_tmp(ctime: i64, now: i64) -> bool {
 
 /// Sets the mtime and atime of `f` to `secs` since the epoch (INTERNALDATE).
 pub(crate) fn set_mtime(f: &File, secs: i64) -> std::io::Result<()> {
-    let t = if secs >= 0 {
-        UNIX_EPOCH + Duration::from_secs(secs as u64)
-    } else {
-        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
-    };
+    let t = if secs >= 0 { UNIX_EPOCH + Duration::from_secs(secs as u64) } else { UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()) };
     f.set_times(std::fs::FileTimes::new().set_modified(t).set_accessed(t))
 }
 

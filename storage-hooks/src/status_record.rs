@@ -10,8 +10,8 @@
 //! mailbox and the record is rebuilt by a scan. A directory mtime can only
 //! be trusted once it is older than a timestamp tick (a change in the same
 //! tick leaves it unchanged), so a record whose directories changed less
-//! than [`SETTLE_MS`] before it was taken is not trusted either: STATUS
-//! rescans for that short while after each change.
+//! than a tick ago (see [`FsStamp::settled`]) when it was taken is not
+//! trusted either: STATUS rescans for that short while after each change.
 //!
 //! Format: `DMST`, a version byte ([`STATUS_VERSION`]), postcard of [`StatusRecord`].
 
@@ -63,20 +63,20 @@ impl FsStamp {
     }
 }
 
-/// A directory mtime this close (or closer) to the time a stamp was taken
-/// may share its timestamp tick with a later change, which then would not
-/// change the mtime; such a stamp is not trusted. Generous for coarse
-/// filesystems (ext4 ticks are milliseconds, some filesystems' are 1-2 s).
+/// A whole-second directory mtime this close (or closer) to the time a
+/// stamp was taken may share its timestamp tick with a later change, which
+/// then would not change the mtime; such a stamp is not trusted. Generous
+/// for coarse filesystems (some filesystems' ticks are 1-2 s); sub-second
+/// mtimes wait [`crate::load_cache::FINE_SETTLE_MS`] (kernel tick clock).
 pub const SETTLE_MS: i64 = 2000;
 
 impl FsStamp {
-    /// True if both directory mtimes are at least [`SETTLE_MS`] older than
-    /// `taken_at_ms` (when the stamp was taken), so any later change to the
+    /// True if the timestamp ticks of both directory mtimes were over at
+    /// `taken_at_ms` (when the stamp was taken; see
+    /// [`crate::load_cache::settled`]), so any later change to the
     /// directories is bound to change their mtimes.
     pub fn settled(&self, taken_at_ms: u64) -> bool {
-        let ms = |(s, ns): (i64, i64)| s.saturating_mul(1000).saturating_add(ns / 1_000_000);
-        let taken = i64::try_from(taken_at_ms).unwrap_or(i64::MAX);
-        ms(self.cur_mtime).max(ms(self.new_mtime)).saturating_add(SETTLE_MS) <= taken
+        [self.cur_mtime, self.new_mtime].into_iter().all(|(s, ns)| crate::load_cache::settled((0, s, ns), taken_at_ms))
     }
 }
 

@@ -144,6 +144,31 @@ impl UidList {
         Some((UidRecord { uid, extensions, basename: basename.to_string() }, basename))
     }
 
+    /// Adds the records of `text`, complete lines appended to the file this
+    /// list was parsed from (see `load_catch_up`). Returns false, changing
+    /// nothing, unless every line is a well-formed record with a UID above
+    /// the last one and `text` ends with a newline: the caller then reads the
+    /// whole file, where [`UidList::parse_appendable`] deals with the damage.
+    pub fn append_records(&mut self, text: &str) -> bool {
+        let Some(complete) = text.strip_suffix('\n') else {
+            return text.is_empty();
+        };
+        let mut last = self.records.last().map_or(0, |r| r.uid);
+        let mut added = Vec::new();
+        for line in complete.split('\n') {
+            match Self::parse_record(line) {
+                Some((rec, _)) if rec.uid > last => {
+                    last = rec.uid;
+                    added.push(rec);
+                }
+                _ => return false,
+            }
+        }
+        self.records.extend(added);
+        self.next_uid = self.next_uid.max(last.saturating_add(1));
+        true
+    }
+
     /// Serializes with the header brought up to date.
     pub fn serialize(&self) -> String {
         use std::fmt::Write as _;
@@ -226,6 +251,19 @@ mod tests {
         let fresh = UidList::new(7);
         assert_eq!(fresh.guid.len(), 32);
         assert_eq!(UidList::parse(&fresh.serialize()).unwrap(), fresh);
+    }
+
+    #[test]
+    fn appended_records_are_added_and_damage_refused() {
+        let mut l = UidList::parse("3 V9 N2\n1 :a\n").unwrap();
+        assert!(l.append_records("2 :b\n5 W10 :c\n"));
+        assert_eq!(l.records.iter().map(|r| r.uid).collect::<Vec<_>>(), [1, 2, 5]);
+        assert_eq!(l.next_uid, 6);
+        let before = l.clone();
+        assert!(!l.append_records("6 :d\n7 :e"), "torn tail");
+        assert!(!l.append_records("4 :d\n"), "not ascending");
+        assert!(!l.append_records("garbage\n"));
+        assert_eq!(l, before, "a refused tail changes nothing");
     }
 
     #[test]

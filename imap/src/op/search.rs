@@ -88,6 +88,8 @@ struct Candidate {
     meta: MessageMeta,
     recent: bool,
     content: Option<Option<Content>>,
+    /// Header fields, from the store's header cache or `content`.
+    headers: Option<Option<storage_hooks::header_cache::Headers>>,
 }
 
 /// Midnight UTC of `d` as a UNIX timestamp.
@@ -116,12 +118,31 @@ impl Evaluator<'_> {
         c.content.as_ref().and_then(Option::as_ref)
     }
 
+    /// The header fields of `c`, parsed once per message and process: a
+    /// later SEARCH on header fields opens no file (see
+    /// `storage_hooks::header_cache`).
+    fn headers(&self, c: &mut Candidate) -> Option<storage_hooks::header_cache::Headers> {
+        if c.headers.is_none() {
+            let cached = self.mailbox.cached_headers(c.meta.uid);
+            let headers = match cached {
+                Some(h) => Some(h),
+                None => {
+                    let parsed: Option<storage_hooks::header_cache::Headers> = self.content(c).map(|ct| ct.headers.clone().into());
+                    if let Some(h) = &parsed {
+                        self.mailbox.cache_headers(c.meta.uid, h.clone());
+                    }
+                    parsed
+                }
+            };
+            c.headers = Some(headers);
+        }
+        c.headers.clone().flatten()
+    }
+
     fn header_contains(&self, c: &mut Candidate, name: &str, needle: &[u8]) -> bool {
         let needle = String::from_utf8_lossy(needle).to_lowercase();
         let name = name.to_ascii_lowercase();
-        self.content(c).is_some_and(|ct| {
-            ct.headers.iter().any(|(n, v)| *n == name && (needle.is_empty() || v.contains(&needle)))
-        })
+        self.headers(c).is_some_and(|h| h.iter().any(|(n, v)| *n == name && (needle.is_empty() || v.contains(&needle))))
     }
 
     fn matches(&self, key: &SearchKey<'_>, c: &mut Candidate) -> bool {
@@ -251,6 +272,7 @@ impl Session {
                 meta,
                 recent: sel.recent.contains(e.uid),
                 content: None,
+                headers: None,
             };
             if criteria.iter().all(|k| ev.matches(k, &mut c)) {
                 hits.push(if uid { e.uid } else { c.seq });

@@ -609,6 +609,20 @@ impl Shared {
                         if is_dir {
                             continue;
                         }
+                        let own = match kind {
+                            RawKind::MovedFrom | RawKind::Deleted => Some(crate::own_changes::Change::Gone),
+                            RawKind::MovedTo => Some(crate::own_changes::Change::Arrived),
+                            _ => None,
+                        };
+                        if let Some(change) = own {
+                            let sub = if target.kind == DirKind::New { "new" } else { "cur" };
+                            let path = state.users.get(&target.user).and_then(|u| u.store.mailbox_path(&target.mailbox).ok());
+                            if path.is_some_and(|p| crate::own_changes::take(&p.join(sub).join(&name), change)) {
+                                // This process's own rename or removal, made
+                                // and committed under the lock: nothing to find.
+                                continue;
+                            }
+                        }
                         match kind {
                             RawKind::Created | RawKind::MovedTo
                                 if target.kind == DirKind::New && own_files::written_by_live_dormouse(&name) =>
