@@ -14,6 +14,7 @@ mod list;
 mod mailbox_name;
 mod manage;
 mod noop;
+pub(crate) mod quoted8;
 mod search;
 pub(crate) mod select;
 mod status;

@@ -366,6 +366,14 @@ impl Session {
             return;
         }
         use crate::op::esearch::{split_search_return, SearchReturn};
+        let unquoted;
+        let bytes = match search_like_command(bytes).then(|| crate::op::quoted8::quoted_8bit_to_literals(bytes)).flatten() {
+            Some(b) => {
+                unquoted = b;
+                &unquoted
+            }
+            None => bytes,
+        };
         let rewritten;
         let bytes = match split_search_return(bytes) {
             SearchReturn::None => {
@@ -635,6 +643,18 @@ pub(crate) fn tag_of(bytes: &[u8]) -> Option<String> {
             .iter()
             .all(|&b| b.is_ascii_graphic() && !matches!(b, b'(' | b')' | b'{' | b'%' | b'*' | b'"' | b'\\' | b'+'));
     valid.then(|| String::from_utf8_lossy(tag).into_owned())
+}
+
+/// True for `[UID] SEARCH`, `SORT` and `THREAD`: the commands whose quoted
+/// strings may hold 8-bit text in the command's charset.
+fn search_like_command(bytes: &[u8]) -> bool {
+    let line = trim_crlf(bytes);
+    let mut words = line.split(|&b| b == b' ').skip(1);
+    let mut name = words.next().unwrap_or_default();
+    if name.eq_ignore_ascii_case(b"UID") {
+        name = words.next().unwrap_or_default();
+    }
+    [&b"SEARCH"[..], b"SORT", b"THREAD"].iter().any(|n| name.eq_ignore_ascii_case(n))
 }
 
 /// Best-effort command name (second word).
