@@ -62,6 +62,9 @@ pub struct Session {
     pub(crate) auth_failures: u32,
     /// ESEARCH options of the command being executed (`SEARCH RETURN`).
     pub(crate) search_return: Option<crate::op::esearch::ReturnOptions>,
+    /// The sort program or thread algorithm of the SORT / THREAD being
+    /// executed (decoded as a SEARCH).
+    pub(crate) ordering: Option<crate::op::sort_syntax::Ordering>,
     /// A FETCH whose responses are produced over several `next` calls.
     pub(crate) fetch_job: Option<Box<crate::op::fetch::FetchJob>>,
     /// The message literal of the APPEND being read, written to the
@@ -84,7 +87,7 @@ impl std::fmt::Debug for Session {
 const KNOWN_COMMANDS: &[&str] = &[
     "CAPABILITY", "NOOP", "LOGOUT", "STARTTLS", "AUTHENTICATE", "LOGIN", "SELECT", "EXAMINE", "CREATE", "DELETE",
     "RENAME", "SUBSCRIBE", "UNSUBSCRIBE", "LIST", "LSUB", "STATUS", "APPEND", "CHECK", "CLOSE", "EXPUNGE", "SEARCH",
-    "FETCH", "STORE", "COPY", "MOVE", "UID", "IDLE", "ENABLE", "NAMESPACE", "ID", "UNSELECT",
+    "FETCH", "STORE", "COPY", "MOVE", "UID", "IDLE", "ENABLE", "NAMESPACE", "ID", "UNSELECT", "SORT", "THREAD",
 ];
 
 /// Opens `user`'s store at login and creates the configured auto mailboxes
@@ -128,6 +131,7 @@ impl Session {
             idle_since: now,
             auth_failures: 0,
             search_return: None,
+            ordering: None,
             fetch_job: None,
             append_body: None,
         }
@@ -374,6 +378,21 @@ impl Session {
             }
             None => bytes,
         };
+        use crate::op::sort_syntax::{split_sort_thread, Split};
+        let as_search;
+        self.ordering = None;
+        let bytes = match split_sort_thread(bytes) {
+            Split::None => bytes,
+            Split::Found(b, ordering) => {
+                self.ordering = Some(ordering);
+                as_search = b;
+                &as_search
+            }
+            Split::Invalid(reason) => {
+                let tag = tag_of(bytes);
+                return self.respond_bad(tag.as_deref(), reason);
+            }
+        };
         let rewritten;
         let bytes = match split_search_return(bytes) {
             SearchReturn::None => {
@@ -479,7 +498,11 @@ impl Session {
             CommandBody::Enable { capabilities } => self.op_enable(tag, capabilities.as_ref()),
             CommandBody::Idle => self.op_idle(tag, now),
             body if self.selected.is_none() => {
-                let name = body.name();
+                let name = match &self.ordering {
+                    Some(crate::op::sort_syntax::Ordering::Sort { .. }) => "SORT",
+                    Some(crate::op::sort_syntax::Ordering::Thread(_)) => "THREAD",
+                    None => body.name(),
+                };
                 self.bad(tag, &format!("{name} needs a selected mailbox."));
             }
             CommandBody::Check => self.op_noop(tag, "CHECK"),
@@ -490,7 +513,16 @@ impl Session {
             }
             CommandBody::Expunge => self.op_expunge(tag, None),
             CommandBody::ExpungeUid { sequence_set } => self.op_expunge(tag, Some(&sequence_set)),
-            CommandBody::Search { charset, criteria, uid } => self.op_search(tag, charset.as_ref(), criteria.as_ref(), uid),
+            CommandBody::Search { charset, criteria, uid } => {
+                use crate::op::sort_syntax::Ordering;
+                match self.ordering.take() {
+                    None => self.op_search(tag, charset.as_ref(), criteria.as_ref(), uid),
+                    Some(Ordering::Sort { criteria: program, ret }) => {
+                        self.op_sort(tag, &program, ret, charset.as_ref(), criteria.as_ref(), uid)
+                    }
+                    Some(Ordering::Thread(alg)) => self.op_thread(tag, alg, charset.as_ref(), criteria.as_ref(), uid),
+                }
+            }
             CommandBody::Fetch { sequence_set, macro_or_item_names, uid, modifiers } => {
                 self.op_fetch(tag, &sequence_set, &macro_or_item_names, uid, &modifiers)
             }
@@ -512,7 +544,8 @@ impl Session {
         let authed = !matches!(self.phase, Phase::NotAuthenticated | Phase::SaslResponse(_) | Phase::Verifying(_));
         if authed {
             caps.push_str(
-                " NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE CONDSTORE QRESYNC ESEARCH",
+                " NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE CONDSTORE QRESYNC ESEARCH \
+                 SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES",
             );
         } else {
             if self.options.starttls_available && !self.options.tls_active {
