@@ -216,14 +216,27 @@ fn address_list(out: &mut Vec<u8>, a: Option<&Address<'_>>) {
 }
 
 fn one_address(out: &mut Vec<u8>, name: Option<&str>, address: Option<&str>) {
-    let address = address.unwrap_or("");
+    let address = address.unwrap_or("").trim();
+    if address.is_empty() {
+        // Only a comment (`Cc: group: (foo) ;`, `To: (nobody)`): no
+        // address at all, as in Dovecot, rather than a bogus one.
+        return;
+    }
+    // mail-parser leaves an obsolete source route (`<@a,@b:user@host>`,
+    // RFC 5322 obs-route) in the address; ENVELOPE has a field for it.
+    let (route, address) = match address.strip_prefix('@').and_then(|_| address.split_once(':')) {
+        Some((route, rest)) => (Some(route), rest),
+        None => (None, address),
+    };
     let (mailbox, host) = match address.rsplit_once('@') {
         Some((m, h)) => (m, Some(h)),
         None => (address, None),
     };
     out.push(b'(');
     nstring(out, name.map(encode_word).as_deref().map(str::as_bytes));
-    out.extend_from_slice(b" NIL ");
+    out.push(b' ');
+    nstring(out, route.map(str::as_bytes));
+    out.push(b' ');
     nstring(out, (!mailbox.is_empty()).then_some(mailbox.as_bytes()));
     out.push(b' ');
     // RFC 3501: a NIL host marks group syntax; a bare local part gets "".
