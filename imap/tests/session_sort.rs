@@ -60,6 +60,9 @@ fn sort_by_every_key() {
     }
     c.expect("u1 UID SORT (DATE) UTF-8 SUBJECT plans", &["* SORT 7 2 1 6", "u1 OK Sort completed."]);
     c.expect("u2 SORT (DATE) UTF-8 SUBJECT nothing", &["* SORT", "u2 OK Sort completed."]);
+    // 8-bit quoted strings are accepted in SORT and THREAD as in SEARCH.
+    c.expect("u4 SORT (DATE) UTF-8 OR SUBJECT \"plänß\" FROM zed", &["* SORT 1", "u4 OK Sort completed."]);
+    c.expect("u5 THREAD REFERENCES UTF-8 OR SUBJECT \"plänß\" FROM zed", &["* THREAD (1)", "u5 OK Thread completed."]);
     c.expect(
         "u3 SORT (DATE) UTF-8 MODSEQ 1",
         &["* OK [HIGHESTMODSEQ {}] Highest", "* SORT 7 4 2 5 3 1 6 8 (MODSEQ {})", "u3 OK Sort completed."],
