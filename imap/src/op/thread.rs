@@ -151,6 +151,7 @@ pub(crate) fn references(msgs: &[ThreadMessage]) -> Vec<ThreadNode> {
     }
     // (2) The root set, in creation order (deterministic).
     let roots: Vec<usize> = (0..arena.0.len()).filter(|&c| arena.0[c].parent.is_none()).collect();
+    cap_depth(&mut arena, &roots);
     // (3) The ID table is no longer needed; (4) prune dummies.
     let roots = prune(&mut arena, &roots, true);
     let mut roots: Vec<ThreadNode> = roots.iter().map(|&c| tree(&arena, c)).collect();
@@ -159,6 +160,32 @@ pub(crate) fn references(msgs: &[ThreadMessage]) -> Vec<ThreadNode> {
     // (6) Order siblings (and the roots) by sent date.
     sort_tree(msgs, &mut roots);
     roots
+}
+
+/// Deepest level of a thread tree; deeper replies become children of their
+/// ancestor at this level. Bounds the recursion below (a reply chain of a
+/// 30,000-message mailbox would otherwise overflow the stack).
+const MAX_THREAD_DEPTH: usize = 200;
+
+/// Flattens every subtree below `MAX_THREAD_DEPTH` into its ancestor there,
+/// without recursion.
+fn cap_depth(arena: &mut Arena, roots: &[usize]) {
+    let mut stack: Vec<(usize, usize)> = roots.iter().map(|&r| (r, 0)).collect();
+    while let Some((c, depth)) = stack.pop() {
+        if depth + 1 < MAX_THREAD_DEPTH {
+            stack.extend(arena.0[c].children.iter().map(|&k| (k, depth + 1)));
+            continue;
+        }
+        let mut flat = Vec::new();
+        let mut pending: Vec<usize> = arena.0[c].children.iter().rev().copied().collect();
+        while let Some(k) = pending.pop() {
+            flat.push(k);
+            let grandchildren = std::mem::take(&mut arena.0[k].children);
+            pending.extend(grandchildren.into_iter().rev());
+            arena.0[k].parent = Some(c);
+        }
+        arena.0[c].children = flat;
+    }
 }
 
 /// Step 4: dummies without children go; a dummy's children replace it,
@@ -351,6 +378,28 @@ mod tests {
         let mut s = String::new();
         write_threads(&mut s, msgs, threads);
         s
+    }
+
+    #[test]
+    fn a_long_reply_chain_is_capped_not_overflowing() {
+        let n = 20_000;
+        let msgs: Vec<ThreadMessage> = (0..n)
+            .map(|i| {
+                let id = format!("m{i}");
+                let parent = format!("m{}", i.max(1) - 1);
+                let refs: Vec<&str> = if i == 0 { vec![] } else { vec![parent.as_str()] };
+                msg(i + 1, i64::from(i), "chain", Some(&id), &refs)
+            })
+            .collect();
+        let threads = references(&msgs);
+        assert_eq!(threads.len(), 1);
+        let out = render(&msgs, &threads);
+        assert!(out.starts_with("(1 2 3 "), "{}", &out[..40]);
+        // Every message is still there, once.
+        let mut numbers: Vec<u32> =
+            out.split(|c: char| !c.is_ascii_digit()).filter(|w| !w.is_empty()).map(|w| w.parse().unwrap()).collect();
+        numbers.sort_unstable();
+        assert_eq!(numbers, (1..=n).collect::<Vec<u32>>());
     }
 
     #[test]
