@@ -84,6 +84,14 @@ fn esort_returns() {
         "t18 SORT RETURN (COUNT) (DATE) UTF-8 SUBJECT nothing",
         &["* ESEARCH (TAG \"t18\") COUNT 0", "t18 OK Sort completed."],
     );
+    // MIN alone reports the MODSEQ of the first message in sort order (7).
+    c.expect("t19 STORE 7 +FLAGS (\\Seen)", &["* 7 FETCH (FLAGS (\\Seen \\Recent))", "t19 OK Store completed."]);
+    let all = c.send("t20 SORT RETURN (ALL) (DATE) UTF-8 MODSEQ 1");
+    let highest: u64 = all.split("MODSEQ ").last().and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next()).unwrap().parse().unwrap();
+    check(&c.send("t21 FETCH 7 (MODSEQ)"), &[&format!("* 7 FETCH (MODSEQ ({highest}))"), "t21 OK Fetch completed."]);
+    c.expect("t22 STORE 8 +FLAGS (\\Seen)", &["* 8 FETCH (FLAGS (\\Seen \\Recent) MODSEQ ({}))", "t22 OK Store completed."]);
+    c.expect("t23 SORT RETURN (MIN) (DATE) UTF-8 MODSEQ 1", &[&format!("* ESEARCH (TAG \"t23\") MIN 7 MODSEQ {highest}"), "t23 OK Sort completed."]);
+    c.expect("t24 SORT RETURN (MAX) (DATE) UTF-8 MODSEQ 1", &[&format!("* ESEARCH (TAG \"t24\") MAX 8 MODSEQ {}", highest + 1), "t24 OK Sort completed."]);
 }
 
 #[test]

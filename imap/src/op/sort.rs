@@ -96,7 +96,17 @@ impl Session {
         let numbers: Vec<u32> = rows.iter().map(|r| if uid { r.hit.uid } else { r.hit.seq }).collect();
         let max_modseq = rows.iter().map(|r| r.hit.modseq).max().unwrap_or(0);
         let line = match ret {
-            Some(r) => esort_line(tag, uid, &numbers, r, modseq.then_some(max_modseq)),
+            Some(r) => {
+                // As for ESEARCH (RFC 4731 §3.2): with only MIN and/or MAX,
+                // the MODSEQ of the message(s) returned.
+                let reported = match (rows.first(), rows.last()) {
+                    (Some(first), Some(last)) if !r.all && !r.count => {
+                        (if r.min { first.hit.modseq } else { 0 }).max(if r.max { last.hit.modseq } else { 0 })
+                    }
+                    _ => max_modseq,
+                };
+                esort_line(tag, uid, &numbers, r, modseq.then_some(reported))
+            }
             None => {
                 let mut line = String::from("* SORT");
                 for n in &numbers {
