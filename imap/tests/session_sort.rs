@@ -137,3 +137,18 @@ fn capabilities_name_sort_and_thread() {
         assert!(words.contains(&cap), "{cap} missing: {out}");
     }
 }
+
+#[test]
+fn subjects_compare_by_unicode_casemap_like_dovecot() {
+    let w = World::new();
+    for subject in ["Zebra", "Äpfel", "Apfel", "apple", "Ølen", "Oma", "éclair", "Eclair", "_x", "ß"] {
+        let m = format!("From: a@b\r\nSubject: {subject}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nx\r\n");
+        w.deliver("alice", "INBOX", m.as_bytes());
+    }
+    let mut c = w.alice();
+    c.send("s EXAMINE INBOX");
+    // Dovecot 2.3: decomposed title case, so accents sort after the bare
+    // letter's words and "ß" stays itself.
+    c.expect("t SORT (SUBJECT) UTF-8 ALL", &["* SORT 3 4 2 8 7 6 1 9 5 10", "t OK Sort completed."]);
+    c.expect("u THREAD ORDEREDSUBJECT UTF-8 ALL", &["* THREAD (1)(2)(3)(4)(5)(6)(7)(8)(9)(10)", "u OK Thread completed."]);
+}

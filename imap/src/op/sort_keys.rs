@@ -18,11 +18,11 @@ pub(crate) struct SortFields {
     pub date: i64,
     /// True when `date` came from the Date: header.
     pub has_sent_date: bool,
-    /// Base subject (RFC 5256 §2.1), upper-cased for comparison.
+    /// Base subject (RFC 5256 §2.1) in its i;unicode-casemap form.
     pub base_subject: String,
     /// The subject extraction removed a reply or forward marker.
     pub is_reply_or_forward: bool,
-    /// addr-mailbox of the first From / To / Cc address, upper-cased.
+    /// addr-mailbox of the first From / To / Cc address (casemapped).
     pub from: String,
     /// See `from`.
     pub to: String,
@@ -126,7 +126,7 @@ fn first<'a>(a: Option<&'a Address<'a>>) -> Option<&'a mail_parser::Addr<'a>> {
 fn first_mailbox(a: Option<&Address<'_>>) -> String {
     let addr = first(a).and_then(|x| x.address.as_deref()).unwrap_or("");
     let mailbox = addr.rsplit_once('@').map_or(addr, |(m, _)| m);
-    mailbox.to_uppercase()
+    casemap(mailbox)
 }
 
 /// RFC 5957: the decoded display name of the first address, or its
@@ -134,12 +134,12 @@ fn first_mailbox(a: Option<&Address<'_>>) -> String {
 fn display(a: Option<&Address<'_>>) -> String {
     let Some(x) = first(a) else { return String::new() };
     match x.name.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
-        Some(name) => name.to_uppercase(),
-        None => x.address.as_deref().unwrap_or("").to_uppercase(),
+        Some(name) => casemap(name),
+        None => casemap(x.address.as_deref().unwrap_or("")),
     }
 }
 
-/// RFC 5256 §2.1 base subject of a decoded subject, upper-cased, and
+/// RFC 5256 §2.1 base subject of a decoded subject, casemapped, and
 /// whether a reply/forward marker was removed.
 pub(crate) fn base_subject(subject: &str) -> (String, bool) {
     // (1) Whitespace runs (folding included) become one space.
@@ -182,7 +182,26 @@ pub(crate) fn base_subject(subject: &str) -> (String, bool) {
         }
         break;
     }
-    (s.to_uppercase(), marked)
+    (casemap(&s), marked)
+}
+
+/// The comparison form of `s` under i;unicode-casemap (RFC 5051), as
+/// Dovecot computes it: each character's simple upper/title-case mapping
+/// (a character whose mapping is several characters, like `ß`, stays),
+/// then the canonical decomposition. So `Äpfel` sorts after `Apple` and
+/// `_x` after `Zebra`, as in Dovecot.
+pub(crate) fn casemap(s: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    s.chars()
+        .map(|c| {
+            let mut up = c.to_uppercase();
+            match (up.next(), up.next()) {
+                (Some(u), None) => u,
+                _ => c,
+            }
+        })
+        .nfd()
+        .collect()
 }
 
 /// `subj-blob = "[" *BLOBCHAR "]" *WSP` at the start: the rest after it.
@@ -233,7 +252,7 @@ mod tests {
         assert_eq!(b("[only]"), ("[ONLY]".into(), false));
         assert_eq!(b("Reply about x"), ("REPLY ABOUT X".into(), false));
         assert_eq!(b(""), (String::new(), false));
-        assert_eq!(b("Münch: re: x"), ("MÜNCH: RE: X".into(), false));
+        assert_eq!(b("Münch: re: x"), ("MU\u{308}NCH: RE: X".into(), false));
     }
 
     #[test]
