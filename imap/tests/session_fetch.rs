@@ -152,7 +152,7 @@ Cc: group2: (foo) ;\r\nBcc: <@route:user@domain>\r\nSubject: env\r\nDate: Wed, 2
         "alice",
         "INBOX",
         b"From: Alice <@route1,@route2:alice@example.org>\r\nReply-To: x@y (Comment Name)\r\nTo: (only comment)\r\n\
-Cc: g: (c1) ;, h: <@r:u@d>;\r\nSubject: env\r\n\r\nbody\r\n",
+Cc: g: (c1) ;, h: <@r:u@d> (c2);\r\nSubject: env\r\n\r\nbody\r\n",
     );
     let inner = "From: inner@example.org\r\nSubject: inner\r\nContent-Type: multipart/mixed; boundary=\"in\"\r\n\r\n\
 preamble\r\n--in\r\nContent-Type: text/plain\r\n\r\npart one\r\n--in--\r\nepilogue line\r\n";
