@@ -99,7 +99,7 @@ fn sort_and_thread_errors() {
     let (_w, mut c) = mailbox();
     c.expect("t19 SORT (DATE) X-BOGUS ALL", &["t19 NO [BADCHARSET {}] {}"]);
     c.expect("t20 SORT (FOO) UTF-8 ALL", &["t20 BAD {}"]);
-    c.expect("t21 SORT (DATE) UTF-8 ALL CHARSET", &["t21 BAD {}"]);
+    c.expect("t21 SORT (DATE) UTF-8 ALL CHARSET", &["t21 BAD Error in IMAP command SORT: invalid arguments."]);
     c.expect("t22 SORT RETURN (FOO) (DATE) UTF-8 ALL", &["t22 BAD {}"]);
     c.expect("t26 THREAD FOO UTF-8 ALL", &["t26 BAD {}"]);
     c.expect("t27 THREAD REFERENCES X-BOGUS ALL", &["t27 NO [BADCHARSET {}] {}"]);

@@ -126,12 +126,12 @@ fn in_set(set: &SequenceSet, n: u32, star: u32) -> bool {
     })
 }
 
-pub(crate) struct Evaluator<'a> {
-    pub(crate) mailbox: &'a Mailbox,
-    pub(crate) max_seq: u32,
-    pub(crate) max_uid: u32,
+struct Evaluator<'a> {
+    mailbox: &'a Mailbox,
+    max_seq: u32,
+    max_uid: u32,
     /// Charset of the search strings (SEARCH CHARSET), UTF-8 by default.
-    pub(crate) charset: &'static Encoding,
+    charset: &'static Encoding,
 }
 
 impl Evaluator<'_> {

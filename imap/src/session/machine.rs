@@ -370,6 +370,8 @@ impl Session {
             return;
         }
         use crate::op::esearch::{split_search_return, SearchReturn};
+        // For error texts: the command as the client wrote it.
+        let original = bytes;
         let unquoted;
         let bytes = match search_like_command(bytes).then(|| crate::op::quoted8::quoted_8bit_to_literals(bytes)).flatten() {
             Some(b) => {
@@ -419,8 +421,8 @@ impl Session {
                 self.respond_bad(Some(&tag), "Unexpected characters after the command.");
             }
             Err(_) => {
-                let tag = tag_of(bytes);
-                let text = match (&tag, command_name_of(bytes)) {
+                let tag = tag_of(original);
+                let text = match (&tag, command_name_of(original)) {
                     (None, _) => "Invalid tag or command syntax.".to_string(),
                     (Some(_), None) => "Missing command.".to_string(),
                     (Some(_), Some(name)) => {
