@@ -135,3 +135,41 @@ fn malformed_mime_is_rendered_without_failing() {
         }
     }
 }
+
+/// Groups holding only comments, obsolete source routes, comment-only
+/// lists, and an attached message whose multipart has an epilogue. The
+/// expected answers are Dovecot 2.3's.
+#[test]
+fn envelope_routes_comment_groups_and_attached_epilogue_match_dovecot() {
+    let w = World::new();
+    w.deliver(
+        "alice",
+        "INBOX",
+        b"From: Alice <@route1,@route2:alice@example.org>\r\nTo: group1: a@example.org, B <b@example.org>;, c@example.org\r\n\
+Cc: group2: (foo) ;\r\nBcc: <@route:user@domain>\r\nSubject: env\r\nDate: Wed, 25 Nov 2026 10:00:00 +0000\r\nMessage-ID: <x@y>\r\n\r\nbody\r\n",
+    );
+    w.deliver(
+        "alice",
+        "INBOX",
+        b"From: Alice <@route1,@route2:alice@example.org>\r\nReply-To: x@y (Comment Name)\r\nTo: (only comment)\r\n\
+Cc: g: (c1) ;, h: <@r:u@d> (c2);\r\nSubject: env\r\n\r\nbody\r\n",
+    );
+    let inner = "From: inner@example.org\r\nSubject: inner\r\nContent-Type: multipart/mixed; boundary=\"in\"\r\n\r\n\
+preamble\r\n--in\r\nContent-Type: text/plain\r\n\r\npart one\r\n--in--\r\nepilogue line\r\n";
+    let outer = format!(
+        "From: outer@example.org\r\nSubject: outer\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"out\"\r\n\r\n\
+--out\r\nContent-Type: message/rfc822\r\n\r\n{inner}\r\n--out--\r\n"
+    );
+    w.deliver("alice", "INBOX", outer.as_bytes());
+    let mut c = w.alice();
+    c.send("s EXAMINE INBOX");
+    c.expect("f1 FETCH 1 ENVELOPE", &[r#"* 1 FETCH (ENVELOPE ("Wed, 25 Nov 2026 10:00:00 +0000" "env" (("Alice" "@route1,@route2" "alice" "example.org")) (("Alice" "@route1,@route2" "alice" "example.org")) (("Alice" "@route1,@route2" "alice" "example.org")) ((NIL NIL "group1" NIL)(NIL NIL "a" "example.org")("B" NIL "b" "example.org")(NIL NIL NIL NIL)(NIL NIL "c" "example.org")) ((NIL NIL "group2" NIL)(NIL NIL NIL NIL)) ((NIL "@route" "user" "domain")) NIL "<x@y>"))"#, "f1 OK Fetch completed."]);
+    c.expect("f2 FETCH 2 ENVELOPE", &[r#"* 2 FETCH (ENVELOPE (NIL "env" (("Alice" "@route1,@route2" "alice" "example.org")) (("Alice" "@route1,@route2" "alice" "example.org")) (("Comment Name" NIL "x" "y")) NIL ((NIL NIL "g" NIL)(NIL NIL NIL NIL)(NIL NIL "h" NIL)(NIL "@r" "u" "d")(NIL NIL NIL NIL)) NIL NIL NIL))"#, "f2 OK Fetch completed."]);
+    let out = c.send("f3 FETCH 3 (BODY[1.TEXT] BODY[1])");
+    let text = &inner[inner.find("\r\n\r\n").unwrap() + 4..];
+    assert_eq!(
+        out,
+        format!("* 3 FETCH (BODY[1.TEXT] {{{}}}\r\n{text} BODY[1] {{{}}}\r\n{inner})\r\nf3 OK Fetch completed.\r\n", text.len(), inner.len())
+    );
+    assert_eq!((text.len(), inner.len()), (77, 166), "Dovecot's sizes");
+}

@@ -47,7 +47,7 @@ fn search_keys() {
     c.expect("m SEARCH BEFORE 1-Jan-2000", &["* SEARCH", "m OK Search completed."]);
     c.expect("n SEARCH SINCE 1-Jan-2000 UNSEEN UNDELETED UNANSWERED UNDRAFT", &["* SEARCH 1 2 3", "n OK Search completed."]);
     c.expect("o SEARCH KEYWORD $Work", &["* SEARCH", "o OK Search completed."]);
-    c.expect("p SEARCH CHARSET KOI8-R ALL", &["p NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset."]);
+    c.expect("p SEARCH CHARSET X-UNKNOWN ALL", &["p NO [BADCHARSET (UTF-8 US-ASCII ISO-8859-1 WINDOWS-1252)] Unsupported charset."]);
     c.expect("q SEARCH CHARSET UTF-8 TO bob", &["* SEARCH 1 2 3", "q OK Search completed."]);
     c.expect("r SEARCH MODSEQ 1", &["* OK [HIGHESTMODSEQ {}] Highest", "* SEARCH 1 2 3 (MODSEQ {})", "r OK Search completed."]);
     c.expect("s SEARCH (OR DELETED (FLAGGED)) OLD", &["* SEARCH", "s OK Search completed."]);

@@ -179,7 +179,12 @@ fn build(msg: &Message<'_>, id: usize, base: usize, limit: usize) -> MimeNode {
             // mail-parser 0.11 gives the inner message's offsets relative to
             // the outermost raw message (its `raw_message` is the whole
             // outer message), so the base stays the same.
-            node.encapsulated = Some(Box::new(build(inner, 0, base, node.body.end)));
+            let mut enc = build(inner, 0, base, node.body.end);
+            // The encapsulated message is the whole part body: its text
+            // runs to the part's end, epilogue after its closing boundary
+            // included (mail-parser ends it at that boundary).
+            enc.body.end = enc.body.end.max(node.body.end);
+            node.encapsulated = Some(Box::new(enc));
         }
         _ => {}
     }

@@ -160,11 +160,11 @@ pub(crate) fn envelope(out: &mut Vec<u8>, msg: &[u8]) {
     let from = addresses("From");
     for name in ["From", "Sender", "Reply-To", "To", "Cc", "Bcc"] {
         out.push(b' ');
-        let a = match name {
-            "Sender" | "Reply-To" => addresses(name).or(from),
-            _ => addresses(name),
+        let (a, raw) = match name {
+            "Sender" | "Reply-To" if addresses(name).is_none() => (from, raw_value("From")),
+            _ => (addresses(name), raw_value(name)),
         };
-        address_list(out, a);
+        address_list(out, a, raw.as_deref().unwrap_or(""));
     }
     out.push(b' ');
     nstring(out, raw_value("In-Reply-To").as_deref().map(str::as_bytes));
@@ -173,7 +173,9 @@ pub(crate) fn envelope(out: &mut Vec<u8>, msg: &[u8]) {
     out.push(b')');
 }
 
-fn address_list(out: &mut Vec<u8>, a: Option<&Address<'_>>) {
+/// `raw` is the header's unfolded value, to tell a display name from a
+/// comment (see [`comment_after_angle`]).
+fn address_list(out: &mut Vec<u8>, a: Option<&Address<'_>>, raw: &str) {
     let Some(a) = a else {
         out.extend_from_slice(b"NIL");
         return;
@@ -182,7 +184,7 @@ fn address_list(out: &mut Vec<u8>, a: Option<&Address<'_>>) {
     match a {
         Address::List(list) => {
             for addr in list {
-                one_address(&mut body, addr.name.as_deref(), addr.address.as_deref());
+                one_address(&mut body, display_name(addr, raw), addr.address.as_deref());
             }
         }
         Address::Group(groups) => {
@@ -193,13 +195,13 @@ fn address_list(out: &mut Vec<u8>, a: Option<&Address<'_>>) {
                         string(&mut body, encode_word(gname).as_bytes());
                         body.extend_from_slice(b" NIL)");
                         for addr in &g.addresses {
-                            one_address(&mut body, addr.name.as_deref(), addr.address.as_deref());
+                            one_address(&mut body, display_name(addr, raw), addr.address.as_deref());
                         }
                         body.extend_from_slice(b"(NIL NIL NIL NIL)");
                     }
                     None => {
                         for addr in &g.addresses {
-                            one_address(&mut body, addr.name.as_deref(), addr.address.as_deref());
+                            one_address(&mut body, display_name(addr, raw), addr.address.as_deref());
                         }
                     }
                 }
@@ -215,15 +217,46 @@ fn address_list(out: &mut Vec<u8>, a: Option<&Address<'_>>) {
     }
 }
 
+/// The address's display name. mail-parser also takes a comment for the
+/// name; Dovecot does so for `user@host (Name)` but not for a comment after
+/// an angle address (`<user@host> (comment)`), which has no name.
+fn display_name<'a>(addr: &'a mail_parser::Addr<'_>, raw: &str) -> Option<&'a str> {
+    let name = addr.name.as_deref()?;
+    match addr.address.as_deref() {
+        Some(address) if comment_after_angle(raw, name, address) => None,
+        _ => Some(name),
+    }
+}
+
+/// True if `name` occurs in `raw` only as the comment `(name)` and
+/// `address` is written in angle brackets.
+fn comment_after_angle(raw: &str, name: &str, address: &str) -> bool {
+    let comment = format!("({name})");
+    raw.contains(&comment) && raw.contains(&format!("{address}>")) && !raw.replace(&comment, "").contains(name)
+}
+
 fn one_address(out: &mut Vec<u8>, name: Option<&str>, address: Option<&str>) {
-    let address = address.unwrap_or("");
+    let address = address.unwrap_or("").trim();
+    if address.is_empty() {
+        // Only a comment (`Cc: group: (foo) ;`, `To: (nobody)`): no
+        // address at all, as in Dovecot, rather than a bogus one.
+        return;
+    }
+    // mail-parser leaves an obsolete source route (`<@a,@b:user@host>`,
+    // RFC 5322 obs-route) in the address; ENVELOPE has a field for it.
+    let (route, address) = match address.strip_prefix('@').and_then(|_| address.split_once(':')) {
+        Some((route, rest)) => (Some(route), rest),
+        None => (None, address),
+    };
     let (mailbox, host) = match address.rsplit_once('@') {
         Some((m, h)) => (m, Some(h)),
         None => (address, None),
     };
     out.push(b'(');
     nstring(out, name.map(encode_word).as_deref().map(str::as_bytes));
-    out.extend_from_slice(b" NIL ");
+    out.push(b' ');
+    nstring(out, route.map(str::as_bytes));
+    out.push(b' ');
     nstring(out, (!mailbox.is_empty()).then_some(mailbox.as_bytes()));
     out.push(b' ');
     // RFC 3501: a NIL host marks group syntax; a bare local part gets "".

@@ -2,10 +2,11 @@
 //! the CONDSTORE MODSEQ criterion.
 
 use chrono::{NaiveDate, TimeZone};
+use encoding_rs::Encoding;
 use imap_types::core::Charset;
 use imap_types::search::SearchKey;
 use imap_types::sequence::SequenceSet;
-use mail_parser::{Address, HeaderValue, MessageParser, PartType};
+use mail_parser::{Address, HeaderValue, Message, MessageParser, PartType};
 use storage_hooks::{Mailbox, MessageMeta, SystemFlags};
 
 use crate::fetch_render::mime_tree;
@@ -20,7 +21,9 @@ struct Content {
     headers: Vec<(String, String)>,
     /// Decoded text of the body parts (lower-cased).
     body_text: String,
-    sent: Option<i64>,
+    /// The Date: header's day as written (RFC 3501 SENT*: time and zone
+    /// are ignored).
+    sent: Option<NaiveDate>,
 }
 
 fn load(mailbox: &Mailbox, uid: u32) -> Option<Content> {
@@ -39,22 +42,31 @@ fn load(mailbox: &Mailbox, uid: u32) -> Option<Content> {
                 headers.push((h.name.as_str().to_ascii_lowercase(), v.to_lowercase()));
             }
         }
-        sent = msg.date().map(|d| d.to_timestamp());
-        for p in &msg.parts {
-            match &p.body {
-                PartType::Text(t) | PartType::Html(t) => {
-                    body_text.push_str(&t.to_lowercase());
-                    body_text.push('\n');
-                }
-                _ => {}
-            }
-        }
+        sent = msg
+            .date()
+            .and_then(|d| NaiveDate::from_ymd_opt(i32::from(d.year), u32::from(d.month), u32::from(d.day)));
+        push_text_parts(&msg, &mut body_text, 0);
     }
     if body_text.is_empty() {
         let end = mime_tree::find_header_end(&raw);
         body_text = String::from_utf8_lossy(&raw[end..]).to_lowercase();
     }
     Some(Content { raw, headers, body_text, sent })
+}
+
+/// Appends the decoded (transfer encoding and charset) text of every text
+/// part, descending into attached messages (to a sane depth).
+fn push_text_parts(msg: &Message<'_>, out: &mut String, depth: usize) {
+    for p in &msg.parts {
+        match &p.body {
+            PartType::Text(t) | PartType::Html(t) => {
+                out.push_str(&t.to_lowercase());
+                out.push('\n');
+            }
+            PartType::Message(inner) if depth < 8 => push_text_parts(inner, out, depth + 1),
+            _ => {}
+        }
+    }
 }
 
 fn decoded(v: &HeaderValue<'_>) -> String {
@@ -82,6 +94,17 @@ fn decoded(v: &HeaderValue<'_>) -> String {
     }
 }
 
+/// One matching message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Hit {
+    /// Message sequence number.
+    pub seq: u32,
+    /// UID.
+    pub uid: u32,
+    /// MODSEQ.
+    pub modseq: u64,
+}
+
 /// Evaluation context of one message.
 struct Candidate {
     seq: u32,
@@ -92,9 +115,10 @@ struct Candidate {
     headers: Option<Option<storage_hooks::header_cache::Headers>>,
 }
 
-/// Midnight UTC of `d` as a UNIX timestamp.
-fn day_start(d: &NaiveDate) -> i64 {
-    chrono::Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).unwrap_or_default()).timestamp()
+/// The day of an internal date in the server's local zone (RFC 3501
+/// BEFORE/ON/SINCE ignore the time, in the server's zone as Dovecot does).
+fn local_day(ts: i64) -> Option<NaiveDate> {
+    chrono::Local.timestamp_opt(ts, 0).earliest().map(|d| d.date_naive())
 }
 
 fn in_set(set: &SequenceSet, n: u32, star: u32) -> bool {
@@ -108,6 +132,8 @@ struct Evaluator<'a> {
     mailbox: &'a Mailbox,
     max_seq: u32,
     max_uid: u32,
+    /// Charset of the search strings (SEARCH CHARSET), UTF-8 by default.
+    charset: &'static Encoding,
 }
 
 impl Evaluator<'_> {
@@ -139,8 +165,13 @@ impl Evaluator<'_> {
         c.headers.clone().flatten()
     }
 
+    /// A search string decoded from the command's charset, lower-cased.
+    fn needle(&self, bytes: &[u8]) -> String {
+        self.charset.decode_without_bom_handling(bytes).0.to_lowercase()
+    }
+
     fn header_contains(&self, c: &mut Candidate, name: &str, needle: &[u8]) -> bool {
-        let needle = String::from_utf8_lossy(needle).to_lowercase();
+        let needle = self.needle(needle);
         let name = name.to_ascii_lowercase();
         self.headers(c).is_some_and(|h| h.iter().any(|(n, v)| *n == name && (needle.is_empty() || v.contains(&needle))))
     }
@@ -170,18 +201,12 @@ impl Evaluator<'_> {
             SearchKey::Unkeyword(k) => !keyword(f, k.as_ref()),
             SearchKey::Larger(n) => c.meta.size > u64::from(*n),
             SearchKey::Smaller(n) => c.meta.size < u64::from(*n),
-            SearchKey::Before(d) => c.meta.internal_date < day_start(d.as_ref()),
-            SearchKey::On(d) => {
-                let s = day_start(d.as_ref());
-                (s..s + 86_400).contains(&c.meta.internal_date)
-            }
-            SearchKey::Since(d) => c.meta.internal_date >= day_start(d.as_ref()),
-            SearchKey::SentBefore(d) => self.sent(c).is_some_and(|t| t < day_start(d.as_ref())),
-            SearchKey::SentOn(d) => {
-                let s = day_start(d.as_ref());
-                self.sent(c).is_some_and(|t| (s..s + 86_400).contains(&t))
-            }
-            SearchKey::SentSince(d) => self.sent(c).is_some_and(|t| t >= day_start(d.as_ref())),
+            SearchKey::Before(d) => local_day(c.meta.internal_date).is_some_and(|t| t < *d.as_ref()),
+            SearchKey::On(d) => local_day(c.meta.internal_date).is_some_and(|t| t == *d.as_ref()),
+            SearchKey::Since(d) => local_day(c.meta.internal_date).is_some_and(|t| t >= *d.as_ref()),
+            SearchKey::SentBefore(d) => self.sent(c).is_some_and(|t| t < *d.as_ref()),
+            SearchKey::SentOn(d) => self.sent(c).is_some_and(|t| t == *d.as_ref()),
+            SearchKey::SentSince(d) => self.sent(c).is_some_and(|t| t >= *d.as_ref()),
             SearchKey::From(s) => self.header_contains(c, "from", s.as_ref()),
             SearchKey::To(s) => self.header_contains(c, "to", s.as_ref()),
             SearchKey::Cc(s) => self.header_contains(c, "cc", s.as_ref()),
@@ -192,11 +217,11 @@ impl Evaluator<'_> {
                 self.header_contains(c, &name, value.as_ref())
             }
             SearchKey::Body(s) => {
-                let needle = String::from_utf8_lossy(s.as_ref()).to_lowercase();
+                let needle = self.needle(s.as_ref());
                 self.content(c).is_some_and(|ct| ct.body_text.contains(&needle))
             }
             SearchKey::Text(s) => {
-                let needle = String::from_utf8_lossy(s.as_ref()).to_lowercase();
+                let needle = self.needle(s.as_ref());
                 self.content(c).is_some_and(|ct| {
                     ct.body_text.contains(&needle)
                         || ct.headers.iter().any(|(n, v)| n.contains(&needle) || v.contains(&needle))
@@ -209,7 +234,7 @@ impl Evaluator<'_> {
         }
     }
 
-    fn sent(&self, c: &mut Candidate) -> Option<i64> {
+    fn sent(&self, c: &mut Candidate) -> Option<NaiveDate> {
         self.content(c).and_then(|ct| ct.sent)
     }
 }
@@ -221,7 +246,7 @@ fn keyword(f: &storage_hooks::Flags, k: &str) -> bool {
     }
 }
 
-fn uses_modseq(key: &SearchKey<'_>) -> bool {
+pub(crate) fn uses_modseq(key: &SearchKey<'_>) -> bool {
     match key {
         SearchKey::ModSequence { .. } => true,
         SearchKey::And(k) => k.as_ref().iter().any(uses_modseq),
@@ -231,37 +256,56 @@ fn uses_modseq(key: &SearchKey<'_>) -> bool {
     }
 }
 
+/// The answer to a charset encoding_rs does not know.
+pub(crate) const BADCHARSET: &str = "[BADCHARSET (UTF-8 US-ASCII ISO-8859-1 WINDOWS-1252)] Unsupported charset.";
+
+/// The encoding of a SEARCH/SORT/THREAD charset name: any label the WHATWG
+/// Encoding Standard (encoding_rs) knows; UTF-8 when none is given (clients
+/// send UTF-8 without naming it). `None` for an unknown name.
+pub(crate) fn search_charset(charset: Option<&Charset<'_>>) -> Option<&'static Encoding> {
+    match charset {
+        None => Some(encoding_rs::UTF_8),
+        Some(cs) => Encoding::for_label(cs.as_ref().as_bytes()),
+    }
+}
+
 impl Session {
-    /// SEARCH [CHARSET x] criteria.
-    pub(crate) fn op_search(&mut self, tag: &str, charset: Option<&Charset<'_>>, criteria: &[SearchKey<'_>], uid: bool) {
-        if let Some(cs) = charset {
-            let name = cs.as_ref().to_ascii_uppercase();
-            if name != "UTF-8" && name != "US-ASCII" {
-                return self.no(tag, "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset.");
-            }
-        }
-        let modseq = criteria.iter().any(uses_modseq);
-        if modseq {
+    /// The messages matching `criteria` in the selected mailbox, in
+    /// sequence order; `None` after answering `tag` with NO (unknown
+    /// charset, storage error). Shared by SEARCH, SORT and THREAD.
+    pub(crate) fn matching(
+        &mut self,
+        tag: &str,
+        charset: Option<&Charset<'_>>,
+        criteria: &[SearchKey<'_>],
+        uid: bool,
+    ) -> Option<Vec<Hit>> {
+        let Some(encoding) = search_charset(charset) else {
+            self.no(tag, BADCHARSET);
+            return None;
+        };
+        if criteria.iter().any(uses_modseq) {
             self.enable_condstore_implicitly();
         }
         if self.changes_pending {
             self.sync_selected(uid);
         }
-        let Some(sel) = self.selected.as_ref() else { return };
+        let sel = self.selected.as_ref()?;
         let shared = sel.shared.clone();
         let g = match Selected::lock_mailbox(&shared, &sel.status) {
             Ok(g) => g,
-            Err(e) => return self.no_store(tag, &e),
+            Err(e) => {
+                self.no_store(tag, &e);
+                return None;
+            }
         };
         let ev = Evaluator {
             mailbox: &g.mailbox,
             max_seq: u32::try_from(sel.view.len()).unwrap_or(u32::MAX),
             max_uid: sel.view.last().map_or(0, |e| e.uid),
+            charset: encoding,
         };
         let mut hits = Vec::new();
-        // MODSEQ of the first and of the last match (for RETURN MIN / MAX).
-        let mut end_modseqs: Option<(u64, u64)> = None;
-        let mut max_modseq = 0;
         for (i, e) in sel.view.iter().enumerate() {
             // Size and date from the shared mailbox (0 for a message gone
             // from it whose expunge this client was not told yet).
@@ -275,12 +319,20 @@ impl Session {
                 headers: None,
             };
             if criteria.iter().all(|k| ev.matches(k, &mut c)) {
-                hits.push(if uid { e.uid } else { c.seq });
-                end_modseqs = Some((end_modseqs.map_or(e.modseq, |(first, _)| first), e.modseq));
-                max_modseq = max_modseq.max(e.modseq);
+                hits.push(Hit { seq: c.seq, uid: e.uid, modseq: e.modseq });
             }
         }
-        drop(g);
+        Some(hits)
+    }
+
+    /// SEARCH [CHARSET x] criteria.
+    pub(crate) fn op_search(&mut self, tag: &str, charset: Option<&Charset<'_>>, criteria: &[SearchKey<'_>], uid: bool) {
+        let modseq = criteria.iter().any(uses_modseq);
+        let Some(found) = self.matching(tag, charset, criteria, uid) else { return };
+        let hits: Vec<u32> = found.iter().map(|h| if uid { h.uid } else { h.seq }).collect();
+        // MODSEQ of the first and of the last match (for RETURN MIN / MAX).
+        let end_modseqs = found.first().zip(found.last()).map(|(a, b)| (a.modseq, b.modseq));
+        let max_modseq = found.iter().map(|h| h.modseq).max().unwrap_or(0);
         let line = match self.search_return.take() {
             Some(r) => {
                 // RFC 4731 §3.2: with only MIN and/or MAX, MODSEQ is that of
@@ -312,7 +364,7 @@ impl Session {
 }
 
 /// `* ESEARCH (TAG "t") [UID] [MIN n] [MAX n] [COUNT n] [ALL set] [MODSEQ n]`.
-fn esearch_line(tag: &str, uid: bool, hits: &[u32], r: crate::op::esearch::ReturnOptions, modseq: Option<u64>) -> String {
+pub(crate) fn esearch_line(tag: &str, uid: bool, hits: &[u32], r: crate::op::esearch::ReturnOptions, modseq: Option<u64>) -> String {
     let mut line = format!("* ESEARCH (TAG \"{tag}\")");
     if uid {
         line.push_str(" UID");

@@ -62,6 +62,9 @@ pub struct Session {
     pub(crate) auth_failures: u32,
     /// ESEARCH options of the command being executed (`SEARCH RETURN`).
     pub(crate) search_return: Option<crate::op::esearch::ReturnOptions>,
+    /// The sort program or thread algorithm of the SORT / THREAD being
+    /// executed (decoded as a SEARCH).
+    pub(crate) ordering: Option<crate::op::sort_syntax::Ordering>,
     /// A FETCH whose responses are produced over several `next` calls.
     pub(crate) fetch_job: Option<Box<crate::op::fetch::FetchJob>>,
     /// The message literal of the APPEND being read, written to the
@@ -84,7 +87,7 @@ impl std::fmt::Debug for Session {
 const KNOWN_COMMANDS: &[&str] = &[
     "CAPABILITY", "NOOP", "LOGOUT", "STARTTLS", "AUTHENTICATE", "LOGIN", "SELECT", "EXAMINE", "CREATE", "DELETE",
     "RENAME", "SUBSCRIBE", "UNSUBSCRIBE", "LIST", "LSUB", "STATUS", "APPEND", "CHECK", "CLOSE", "EXPUNGE", "SEARCH",
-    "FETCH", "STORE", "COPY", "MOVE", "UID", "IDLE", "ENABLE", "NAMESPACE", "ID", "UNSELECT",
+    "FETCH", "STORE", "COPY", "MOVE", "UID", "IDLE", "ENABLE", "NAMESPACE", "ID", "UNSELECT", "SORT", "THREAD",
 ];
 
 /// Opens `user`'s store at login and creates the configured auto mailboxes
@@ -128,6 +131,7 @@ impl Session {
             idle_since: now,
             auth_failures: 0,
             search_return: None,
+            ordering: None,
             fetch_job: None,
             append_body: None,
         }
@@ -366,6 +370,31 @@ impl Session {
             return;
         }
         use crate::op::esearch::{split_search_return, SearchReturn};
+        // For error texts: the command as the client wrote it.
+        let original = bytes;
+        let unquoted;
+        let bytes = match search_like_command(bytes).then(|| crate::op::quoted8::quoted_8bit_to_literals(bytes)).flatten() {
+            Some(b) => {
+                unquoted = b;
+                &unquoted
+            }
+            None => bytes,
+        };
+        use crate::op::sort_syntax::{split_sort_thread, Split};
+        let as_search;
+        self.ordering = None;
+        let bytes = match split_sort_thread(bytes) {
+            Split::None => bytes,
+            Split::Found(b, ordering) => {
+                self.ordering = Some(ordering);
+                as_search = b;
+                &as_search
+            }
+            Split::Invalid(reason) => {
+                let tag = tag_of(bytes);
+                return self.respond_bad(tag.as_deref(), reason);
+            }
+        };
         let rewritten;
         let bytes = match split_search_return(bytes) {
             SearchReturn::None => {
@@ -392,8 +421,8 @@ impl Session {
                 self.respond_bad(Some(&tag), "Unexpected characters after the command.");
             }
             Err(_) => {
-                let tag = tag_of(bytes);
-                let text = match (&tag, command_name_of(bytes)) {
+                let tag = tag_of(original);
+                let text = match (&tag, command_name_of(original)) {
                     (None, _) => "Invalid tag or command syntax.".to_string(),
                     (Some(_), None) => "Missing command.".to_string(),
                     (Some(_), Some(name)) => {
@@ -471,7 +500,11 @@ impl Session {
             CommandBody::Enable { capabilities } => self.op_enable(tag, capabilities.as_ref()),
             CommandBody::Idle => self.op_idle(tag, now),
             body if self.selected.is_none() => {
-                let name = body.name();
+                let name = match &self.ordering {
+                    Some(crate::op::sort_syntax::Ordering::Sort { .. }) => "SORT",
+                    Some(crate::op::sort_syntax::Ordering::Thread(_)) => "THREAD",
+                    None => body.name(),
+                };
                 self.bad(tag, &format!("{name} needs a selected mailbox."));
             }
             CommandBody::Check => self.op_noop(tag, "CHECK"),
@@ -482,7 +515,16 @@ impl Session {
             }
             CommandBody::Expunge => self.op_expunge(tag, None),
             CommandBody::ExpungeUid { sequence_set } => self.op_expunge(tag, Some(&sequence_set)),
-            CommandBody::Search { charset, criteria, uid } => self.op_search(tag, charset.as_ref(), criteria.as_ref(), uid),
+            CommandBody::Search { charset, criteria, uid } => {
+                use crate::op::sort_syntax::Ordering;
+                match self.ordering.take() {
+                    None => self.op_search(tag, charset.as_ref(), criteria.as_ref(), uid),
+                    Some(Ordering::Sort { criteria: program, ret }) => {
+                        self.op_sort(tag, &program, ret, charset.as_ref(), criteria.as_ref(), uid)
+                    }
+                    Some(Ordering::Thread(alg)) => self.op_thread(tag, alg, charset.as_ref(), criteria.as_ref(), uid),
+                }
+            }
             CommandBody::Fetch { sequence_set, macro_or_item_names, uid, modifiers } => {
                 self.op_fetch(tag, &sequence_set, &macro_or_item_names, uid, &modifiers)
             }
@@ -504,7 +546,8 @@ impl Session {
         let authed = !matches!(self.phase, Phase::NotAuthenticated | Phase::SaslResponse(_) | Phase::Verifying(_));
         if authed {
             caps.push_str(
-                " NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE CONDSTORE QRESYNC ESEARCH",
+                " NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE CONDSTORE QRESYNC ESEARCH \
+                 SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES",
             );
         } else {
             if self.options.starttls_available && !self.options.tls_active {
@@ -635,6 +678,18 @@ pub(crate) fn tag_of(bytes: &[u8]) -> Option<String> {
             .iter()
             .all(|&b| b.is_ascii_graphic() && !matches!(b, b'(' | b')' | b'{' | b'%' | b'*' | b'"' | b'\\' | b'+'));
     valid.then(|| String::from_utf8_lossy(tag).into_owned())
+}
+
+/// True for `[UID] SEARCH`, `SORT` and `THREAD`: the commands whose quoted
+/// strings may hold 8-bit text in the command's charset.
+fn search_like_command(bytes: &[u8]) -> bool {
+    let line = trim_crlf(bytes);
+    let mut words = line.split(|&b| b == b' ').skip(1);
+    let mut name = words.next().unwrap_or_default();
+    if name.eq_ignore_ascii_case(b"UID") {
+        name = words.next().unwrap_or_default();
+    }
+    [&b"SEARCH"[..], b"SORT", b"THREAD"].iter().any(|n| name.eq_ignore_ascii_case(n))
 }
 
 /// Best-effort command name (second word).

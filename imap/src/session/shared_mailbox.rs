@@ -42,6 +42,8 @@ pub(crate) struct SharedMailbox {
     pub mailbox: Mailbox,
     /// Distinct keyword lists, shared by all views of this mailbox.
     pub keyword_sets: KeywordSets,
+    /// SORT/THREAD fields of the messages read so far.
+    pub sort_cache: crate::op::sort_keys::SortCache,
 }
 
 /// Interned keyword lists of one mailbox.
@@ -100,7 +102,7 @@ pub(crate) fn open(store: &UserStore, name: &str) -> Result<SharedMailboxRef, St
         // old one notice on their next sync).
     }
     let mailbox = store.open_mailbox(name)?;
-    let shared = Arc::new(Mutex::new(SharedMailbox { mailbox, keyword_sets: KeywordSets::default() }));
+    let shared = Arc::new(Mutex::new(SharedMailbox { mailbox, keyword_sets: KeywordSets::default(), sort_cache: Default::default() }));
     let mut reg = registry();
     reg.retain(|_, w| w.strong_count() > 0);
     reg.insert(key, Arc::downgrade(&shared));
