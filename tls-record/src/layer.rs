@@ -120,6 +120,15 @@ impl RecordLayer {
         self.state
     }
 
+    /// A copy of the state, for a hand-over that may be refused while this
+    /// layer stays where it is. Contract: once a receiver accepted the copy,
+    /// this layer must not seal or open another record (drop it), or a
+    /// (key, sequence number) pair would be used twice. Prefer
+    /// [`into_state`](Self::into_state) where the layer can be given up.
+    pub fn clone_state(&self) -> TlsState {
+        self.state.clone()
+    }
+
     /// The session's cipher suite.
     pub fn suite(&self) -> CipherSuite {
         self.state.suite

@@ -96,8 +96,13 @@ impl TlsState {
         Ok(state)
     }
 
-    /// Consistency checks a decoded (untrusted) state must pass.
-    pub(crate) fn check(&self) -> Result<(), Error> {
+    /// Consistency checks a state from elsewhere (untrusted) must pass
+    /// before it is run; [`TlsState::decode`] and
+    /// [`crate::RecordLayer::from_state`] apply them.
+    ///
+    /// # Errors
+    /// [`Error::BadState`] for secrets of the wrong length for the suite.
+    pub fn check(&self) -> Result<(), Error> {
         let len = self.suite.secret_len();
         if self.read.secret.len() != len || self.write.secret.len() != len {
             return Err(Error::BadState(
