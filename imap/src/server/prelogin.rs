@@ -377,7 +377,7 @@ async fn hand_over(
                 )
             }
             Extraction::Kept(tls) => (
-                proxy_tls(shared, &record, tls, peer).await,
+                proxy_tls(shared, &record, *tls, peer).await,
                 &shared.metrics.handed_over_tls_proxied,
             ),
             Extraction::Lost(reason) => {

@@ -139,7 +139,7 @@ impl MasterTls {
     pub(crate) fn extract(self) -> Extraction {
         let (_, conn) = self.stream.get_ref();
         if !self.capture.transferable(conn) || conn.wants_write() {
-            return Extraction::Kept(self);
+            return Extraction::Kept(Box::new(self));
         }
         let (tracker, mut conn) = self.stream.into_inner();
         let mut plaintext = Vec::new();
@@ -174,7 +174,7 @@ pub(crate) enum Extraction {
     /// The state is out; the master no longer has a TLS connection.
     Moved(Extracted),
     /// Not movable (TLS 1.2): still a working rustls connection.
-    Kept(MasterTls),
+    Kept(Box<MasterTls>),
     /// Extraction failed half way: the connection is unusable.
     Lost(String),
 }
