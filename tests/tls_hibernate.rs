@@ -394,7 +394,11 @@ fn a_refused_hibernation_keeps_the_session_with_the_state_the_worker_owns() {
         while done.starts_with("* ") {
             done = c.line();
         }
-        assert!(done.starts_with("a3 OK"), "{done}\n{}", tail(&server.log_text(), 30));
+        assert!(
+            done.starts_with("a3 OK"),
+            "{done}\n{}",
+            tail(&server.log_text(), 30)
+        );
         let lines = c.cmd("a4", "FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])");
         assert!(lines.iter().any(|l| l == "Subject: to both"), "{lines:?}");
         c.cmd("a5", "LOGOUT");
@@ -464,4 +468,124 @@ fn scrape(port: u16) -> String {
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
+}
+
+/// `openssl s_client` (OpenSSL's TLS 1.3, not rustls) on IMAPS, in its
+/// interactive mode where a line "K" sends a KeyUpdate asking for ours.
+struct SClient {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl SClient {
+    fn open(port: u16) -> SClient {
+        let mut child = Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &format!("127.0.0.1:{port}"),
+                "-tls1_3",
+                "-crlf",
+                "-servername",
+                "localhost",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line.trim_end().to_string()).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut c = SClient {
+            child,
+            stdin,
+            lines,
+        };
+        c.expect(|l| l.starts_with("* OK"));
+        c
+    }
+
+    /// One line at a time: s_client looks for its command letters only at
+    /// the start of what one read returns.
+    fn send(&mut self, line: &str) {
+        self.stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .unwrap();
+        self.stdin.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    /// Lines up to and including the first matching one.
+    fn expect(&mut self, want: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut seen = Vec::new();
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(20)) {
+                Ok(line) => {
+                    let done = want(&line);
+                    seen.push(line);
+                    if done {
+                        return seen;
+                    }
+                }
+                Err(_) => panic!("s_client: no matching line; saw {seen:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn openssl_s_client_key_update_while_hibernated() {
+    let server = server("");
+    let mut lmtp = Lmtp::open(server.lmtp);
+    let mut c = SClient::open(server.imaps);
+    c.send("a1 LOGIN alice secret-a");
+    c.expect(|l| l.starts_with("a1 OK"));
+    c.send("a2 SELECT INBOX");
+    c.expect(|l| l.starts_with("a2 OK"));
+    c.send("a3 IDLE");
+    c.expect(|l| l.starts_with("+ "));
+    server.wait_held(1);
+    c.send("K");
+    lmtp.deliver("alice", "after openssl key update");
+    c.expect(|l| l == "* 1 EXISTS");
+    assert_eq!(
+        server.stat("sessions held"),
+        1,
+        "the EXISTS came from the hibernate process"
+    );
+    c.send("DONE");
+    c.expect(|l| l.starts_with("a3 OK"));
+    c.send("a4 FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])");
+    let lines = c.expect(|l| l.starts_with("a4 "));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == "Subject: after openssl key update"),
+        "{lines:?}"
+    );
+    assert!(lines.last().unwrap().starts_with("a4 OK"), "{lines:?}");
+    c.send("a5 LOGOUT");
+    c.expect(|l| l.starts_with("a5 OK"));
+    drop(c.stdin);
+    let out = c.child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("KEYUPDATE"),
+        "s_client did not send its KeyUpdate: {err}"
+    );
+    assert!(
+        !server.log_text().contains("TLS record error"),
+        "{}",
+        tail(&server.log_text(), 30)
+    );
 }
