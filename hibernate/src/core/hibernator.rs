@@ -79,7 +79,7 @@ pub struct SessionInfo {
     pub user: String,
     /// Client address.
     pub peer: SocketAddr,
-    /// True if the client talks TLS (terminated in the master).
+    /// True if the client talks TLS (run here, or 1.2 proxied by the master).
     pub tls: bool,
     /// True while in IDLE.
     pub idle: bool,

@@ -321,7 +321,10 @@ impl Driver {
                 let full = control::encode(&ControlReply::Full { index: self.cfg.index });
                 let _ = channel::send(ch.as_fd(), &full, None);
                 if send_blocking(ch.as_fd(), &payload, fd.as_fd()).is_err() {
-                    let _ = rustix::io::write(&fd, b"* BYE Server is busy, please reconnect.\r\n");
+                    // Not sent back: the state in the record is ours to
+                    // seal the BYE with (a TLS client reads only records).
+                    let tls = HibernationRecord::decode(&payload).ok().and_then(|r| r.tls).map(Box::new);
+                    say_and_close(ClientHandle { fd, worker: w, session_id: 0, tls }, b"* BYE Server is busy, please reconnect.\r\n");
                 }
             }
             return;
