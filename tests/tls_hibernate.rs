@@ -589,3 +589,24 @@ fn openssl_s_client_key_update_while_hibernated() {
         tail(&server.log_text(), 30)
     );
 }
+
+#[test]
+fn a_forged_record_to_a_worker_gets_an_alert_and_a_close() {
+    let server = server("");
+    let mut c = TlsConn::open(server.imaps, false);
+    c.cmd("a1", "LOGIN alice secret-a");
+    c.cmd("a2", "SELECT INBOX");
+    assert_eq!(server.stat("sessions held"), 0, "still in the worker");
+    let mut forged = vec![23u8, 3, 3, 0, 33];
+    forged.extend_from_slice(&[0xa5; 33]);
+    c.tls.sock.write_all(&forged).unwrap();
+    let err = loop {
+        match c.read_more() {
+            Ok(0) => panic!("closed without an alert"),
+            Ok(_) => continue,
+            Err(e) => break e,
+        }
+    };
+    assert!(err.to_string().contains("BadRecordMac"), "{err}");
+    server.wait_for_log("TLS record error; closing", Duration::from_secs(10));
+}
