@@ -104,9 +104,11 @@ fn a_scrape_reports_what_the_server_did() {
     assert_eq!(sample(&text, "dormouse_logins_total{result=\"failed\"}"), 3);
     assert_eq!(sample(&text, "dormouse_handovers_total{transport=\"plain\"}"), 1);
     assert_eq!(sample(&text, "dormouse_handovers_total{transport=\"tls\"}"), 1);
+    assert_eq!(sample(&text, "dormouse_handovers_total{transport=\"tls-proxied\"}"), 0);
     assert_eq!(sample(&text, "dormouse_sessions{state=\"hibernated\"}"), 1);
     assert_eq!(sample(&text, "dormouse_sessions{state=\"in_worker\"}"), 1, "the TLS session");
-    assert_eq!(sample(&text, "dormouse_tls_sessions_relayed"), 1);
+    // TLS 1.3: the state moved to the worker with the socket; nothing relayed.
+    assert_eq!(sample(&text, "dormouse_tls_sessions_relayed"), 0);
     assert_eq!(sample(&text, "dormouse_hibernations_total"), 1);
     assert_eq!(sample(&text, "dormouse_lmtp_recipients_total{outcome=\"stored\"}"), 1);
     assert_eq!(sample(&text, "dormouse_lmtp_recipients_total{outcome=\"unknown_user\"}"), 1);

@@ -172,6 +172,7 @@ fn record(u: &UserBox, id: u64, peer: SocketAddr, local: SocketAddr) -> Vec<u8> 
             highest_modseq_seen: u.status.highestmodseq,
         }),
         pending_input: Vec::new(),
+        tls: None,
     }
     .encode()
     .unwrap()

@@ -1,7 +1,7 @@
 //! The hibernation record: what travels with a client's socket between a
 //! worker and a hibernate process, in both directions.
 //!
-//! # Wire format (version 1)
+//! # Wire format (version 2)
 //!
 //! One byte [`RECORD_VERSION`], then [`HibernationRecord`] encoded with
 //! postcard. Every field is typed (strings are length-prefixed, the UID view
@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use storage_hooks::UidSet;
 
 /// Version byte of the [`HibernationRecord`] wire format.
-pub const RECORD_VERSION: u8 = 1;
+pub const RECORD_VERSION: u8 = 2;
 
 /// Most bytes of unprocessed client input a record may carry. A client that
 /// has sent more than this without a complete command is not hibernated (or
@@ -51,8 +51,15 @@ pub const MAX_RECORD_LEN: usize = 120 * 1024;
 pub enum ClientTransport {
     /// The descriptor is the client's TCP socket.
     PlainTcp,
-    /// TLS is terminated in the master; the descriptor is a UNIX stream
-    /// socket carrying the plaintext IMAP stream.
+    /// TLS 1.3: the descriptor is the client's TCP socket and
+    /// [`HibernationRecord::tls`] carries the session's state; the holder
+    /// runs the record layer.
+    Tls {
+        /// True for implicit TLS (port 993), false for STARTTLS.
+        implicit: bool,
+    },
+    /// TLS (1.2) is terminated in the master; the descriptor is a UNIX
+    /// stream socket carrying the plaintext IMAP stream.
     TlsProxied {
         /// True for implicit TLS (port 993), false for STARTTLS.
         implicit: bool,
@@ -108,6 +115,10 @@ pub struct HibernationRecord {
     pub selected: Option<SelectedView>,
     /// Client input read from the socket but not processed yet, in order.
     pub pending_input: Vec<u8>,
+    /// The TLS session state for [`ClientTransport::Tls`] (`None`
+    /// otherwise): whoever holds the record owns the session's keys and
+    /// sequence numbers.
+    pub tls: Option<tls_record::TlsState>,
 }
 
 /// Errors decoding a [`HibernationRecord`].
@@ -170,6 +181,14 @@ impl HibernationRecord {
         if record.pending_input.len() > MAX_PENDING_INPUT {
             return Err(RecordError::Invalid("pending input exceeds the limit"));
         }
+        if matches!(record.transport, ClientTransport::Tls { .. }) != record.tls.is_some() {
+            return Err(RecordError::Invalid("TLS state does not match the transport"));
+        }
+        if let Some(state) = &record.tls {
+            if state.check().is_err() {
+                return Err(RecordError::Invalid("TLS state cannot be run"));
+            }
+        }
         if record.user.is_empty() {
             return Err(RecordError::Invalid("empty user name"));
         }
@@ -223,7 +242,35 @@ mod tests {
                 highest_modseq_seen: 5000,
             }),
             pending_input: b"DONE\r\nA2 UID FETCH 1:* (FLAGS)\r\n".to_vec(),
+            tls: None,
         }
+    }
+
+    fn tls_state() -> tls_record::TlsState {
+        tls_record::TlsState {
+            suite: tls_record::CipherSuite::Aes128GcmSha256,
+            read: tls_record::DirectionState { secret: vec![5; 32], seq: 1 },
+            write: tls_record::DirectionState { secret: vec![6; 32], seq: 40 },
+            incoming: vec![23, 3, 3, 0, 30, 1, 2],
+            handshake_partial: Vec::new(),
+            transmit: vec![23, 3, 3, 0, 17],
+        }
+    }
+
+    #[test]
+    fn tls_state_travels_and_must_match_the_transport() {
+        let mut r = sample();
+        r.transport = ClientTransport::Tls { implicit: false };
+        r.tls = Some(tls_state());
+        assert_eq!(HibernationRecord::decode(&r.encode().unwrap()).unwrap(), r);
+        r.tls = None;
+        assert!(matches!(HibernationRecord::decode(&r.encode().unwrap()), Err(RecordError::Invalid(_))));
+        r.transport = ClientTransport::PlainTcp;
+        r.tls = Some(tls_state());
+        assert!(matches!(HibernationRecord::decode(&r.encode().unwrap()), Err(RecordError::Invalid(_))));
+        r.transport = ClientTransport::Tls { implicit: true };
+        r.tls.as_mut().unwrap().write.secret.truncate(3);
+        assert!(matches!(HibernationRecord::decode(&r.encode().unwrap()), Err(RecordError::Invalid(_))));
     }
 
     #[test]
@@ -253,8 +300,8 @@ mod tests {
         let bytes = sample().encode().unwrap();
         assert!(matches!(HibernationRecord::decode(&[]), Err(RecordError::Empty)));
         assert!(matches!(
-            HibernationRecord::decode(&[2, 0]),
-            Err(RecordError::UnsupportedVersion { found: 2, expected: 1 })
+            HibernationRecord::decode(&[RECORD_VERSION + 1, 0]),
+            Err(RecordError::UnsupportedVersion { found, expected: RECORD_VERSION }) if found == RECORD_VERSION + 1
         ));
         for cut in 1..bytes.len() {
             assert!(HibernationRecord::decode(&bytes[..cut]).is_err(), "prefix of {cut} bytes accepted");

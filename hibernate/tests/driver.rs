@@ -105,6 +105,7 @@ impl Fixture {
                 highest_modseq_seen: status.highestmodseq,
             }),
             pending_input: pending.to_vec(),
+            tls: None,
         };
         channel::send(worker, &record.encode().unwrap(), Some(server_side.as_fd())).unwrap();
         client

@@ -5,7 +5,7 @@
 //! [`Handover`] record. The hibernate process reuses the same record when a
 //! worker parks an idle session and when it hands the session back.
 //!
-//! # Wire format (version 1)
+//! # Wire format (version 2)
 //!
 //! One byte [`HANDOVER_VERSION`], then the [`Handover`] struct encoded with
 //! postcard. A receiver refuses any other version byte with
@@ -17,8 +17,9 @@
 //! |---|---|
 //! | `session_id` | master-assigned id, unique per master run; appears in every log line |
 //! | `peer` / `local` | the client's TCP addresses as the master saw them |
-//! | `transport` | plain TCP, or TLS terminated in the master (the fd is then a UNIX socket carrying plaintext) |
+//! | `transport` | plain TCP; TLS whose state moved with the TCP socket (`tls` holds it); or TLS 1.2 terminated in the master (the fd is then a UNIX socket carrying plaintext) |
 //! | `authenticated_at_ms` | wall-clock time of the login, ms since the UNIX epoch |
+//! | `tls` | for [`Transport::Tls`]: the TLS 1.3 session state ([`tls_record::TlsState`]: suite, traffic secrets, sequence numbers, unprocessed ciphertext); the receiver runs the record layer and is its only owner |
 //! | `session` | the protocol state from [`crate::session::HandOver`]: user, Maildir, enabled extensions, TLS flag, and the input read but not yet processed (e.g. commands pipelined after `LOGIN`) |
 //!
 //! The `session` part is embedded as a serde struct (not with its own
@@ -32,15 +33,23 @@ use serde::{Deserialize, Serialize};
 use crate::session::HandOver;
 
 /// Version byte of the [`Handover`] wire format. Bump on any incompatible change.
-pub const HANDOVER_VERSION: u8 = 1;
+pub const HANDOVER_VERSION: u8 = 2;
 
 /// How the client's bytes reach the receiver of the descriptor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Transport {
     /// The passed descriptor is the client's TCP socket itself.
     PlainTcp,
-    /// TLS is terminated in the master; the passed descriptor is a UNIX
-    /// stream socket carrying the decrypted IMAP stream.
+    /// TLS 1.3: the passed descriptor is the client's TCP socket, and the
+    /// TLS session's state travels in [`Handover::tls`]; the receiver runs
+    /// the record layer.
+    Tls {
+        /// True for implicit TLS (port 993), false for STARTTLS.
+        implicit: bool,
+    },
+    /// TLS (1.2, whose state we cannot run) is terminated in the master;
+    /// the passed descriptor is a UNIX stream socket carrying the decrypted
+    /// IMAP stream.
     TlsProxied {
         /// True for implicit TLS (port 993), false for STARTTLS.
         implicit: bool,
@@ -50,7 +59,7 @@ pub enum Transport {
 impl Transport {
     /// True if the client's connection is encrypted.
     pub fn is_tls(self) -> bool {
-        matches!(self, Transport::TlsProxied { .. })
+        matches!(self, Transport::TlsProxied { .. } | Transport::Tls { .. })
     }
 }
 
@@ -67,6 +76,8 @@ pub struct Handover {
     pub transport: Transport,
     /// Time of authentication, milliseconds since the UNIX epoch.
     pub authenticated_at_ms: u64,
+    /// The TLS session state for [`Transport::Tls`] (`None` otherwise).
+    pub tls: Option<tls_record::TlsState>,
     /// The IMAP protocol state to resume from.
     pub session: HandOver,
 }
@@ -88,6 +99,12 @@ pub enum HandoverError {
     /// postcard could not encode or decode the record.
     #[error("hand-over record encoding: {0}")]
     Codec(#[from] postcard::Error),
+    /// A TLS transport without TLS state, or state for a non-TLS transport.
+    #[error("hand-over record: TLS state does not match the transport")]
+    TlsMismatch,
+    /// The TLS state cannot be run.
+    #[error("hand-over record: {0}")]
+    Tls(tls_record::Error),
 }
 
 impl Handover {
@@ -115,6 +132,12 @@ impl Handover {
         if !rest.is_empty() {
             return Err(HandoverError::Codec(postcard::Error::DeserializeBadEncoding));
         }
+        if matches!(record.transport, Transport::Tls { .. }) != record.tls.is_some() {
+            return Err(HandoverError::TlsMismatch);
+        }
+        if let Some(state) = &record.tls {
+            state.check().map_err(HandoverError::Tls)?;
+        }
         Ok(record)
     }
 }
@@ -131,6 +154,7 @@ mod tests {
             local: "[::1]:993".parse().unwrap(),
             transport: Transport::TlsProxied { implicit: true },
             authenticated_at_ms: 1_764_000_000_000,
+            tls: None,
             session: HandOver {
                 user: "alice@example.org".into(),
                 maildir: "/srv/mail/alice/Maildir".into(),
@@ -198,11 +222,49 @@ mod tests {
     fn fits_in_one_channel_message() {
         let mut h = sample();
         h.session.pending_input = vec![b'x'; crate::server::MAX_PENDING_INPUT];
+        // With the largest partial record a TLS state carries.
+        h.transport = Transport::Tls { implicit: true };
+        let mut state = tls_state();
+        state.incoming = vec![0; tls_record::MAX_CIPHERTEXT + 4];
+        h.tls = Some(state);
         assert!(h.encode().unwrap().len() <= crate::fd_passing::MAX_MESSAGE_LEN);
+    }
+
+    fn tls_state() -> tls_record::TlsState {
+        tls_record::TlsState {
+            suite: tls_record::CipherSuite::Chacha20Poly1305Sha256,
+            read: tls_record::DirectionState { secret: vec![3; 32], seq: 9 },
+            write: tls_record::DirectionState { secret: vec![4; 32], seq: 2 },
+            incoming: vec![23, 3, 3, 0],
+            handshake_partial: Vec::new(),
+            transmit: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn round_trip_with_tls_state() {
+        let mut h = sample();
+        h.transport = Transport::Tls { implicit: false };
+        h.tls = Some(tls_state());
+        assert_eq!(Handover::decode(&h.encode().unwrap()).unwrap(), h);
+    }
+
+    #[test]
+    fn tls_state_must_match_the_transport() {
+        let mut h = sample();
+        h.transport = Transport::Tls { implicit: true };
+        assert!(matches!(Handover::decode(&h.encode().unwrap()), Err(HandoverError::TlsMismatch)));
+        h.transport = Transport::PlainTcp;
+        h.tls = Some(tls_state());
+        assert!(matches!(Handover::decode(&h.encode().unwrap()), Err(HandoverError::TlsMismatch)));
+        h.transport = Transport::Tls { implicit: true };
+        h.tls.as_mut().unwrap().read.secret.pop();
+        assert!(matches!(Handover::decode(&h.encode().unwrap()), Err(HandoverError::Tls(_))));
     }
 
     #[test]
     fn transport_tls_flag() {
+        assert!(Transport::Tls { implicit: true }.is_tls());
         assert!(Transport::TlsProxied { implicit: false }.is_tls());
         assert!(!Transport::PlainTcp.is_tls());
     }

@@ -193,7 +193,11 @@ pub fn render(sources: &MetricsSources) -> String {
         &mut r,
         "dormouse_handovers",
         "Logged-in sessions handed from the master to a worker, by transport.",
-        &[(&[("transport", "plain")], m.handed_over_plain), (&[("transport", "tls")], m.handed_over_tls)],
+        &[
+            (&[("transport", "plain")], m.handed_over_plain),
+            (&[("transport", "tls")], m.handed_over_tls),
+            (&[("transport", "tls-proxied")], m.handed_over_tls_proxied),
+        ],
     );
     counters(&mut r, "dormouse_handover_failures", "Hand-overs to a worker that failed.", &[(&[], m.handover_failures)]);
     counters(&mut r, "dormouse_hibernations", "Sessions parked in a hibernate process.", &[(&[], hc.hibernations)]);

@@ -79,7 +79,7 @@ pub struct SessionInfo {
     pub user: String,
     /// Client address.
     pub peer: SocketAddr,
-    /// True if the client talks TLS (terminated in the master).
+    /// True if the client talks TLS (run here, or 1.2 proxied by the master).
     pub tls: bool,
     /// True while in IDLE.
     pub idle: bool,
@@ -252,6 +252,12 @@ impl<S: StateSource, H> Hibernator<S, H> {
         self.get(key).map(|s| &s.handle)
     }
 
+    /// The handle of a held session, to change (the driver keeps a TLS
+    /// session's state there).
+    pub fn handle_mut(&mut self, key: SessionKey) -> Option<&mut H> {
+        self.get_mut(key).map(|s| &mut s.handle)
+    }
+
     /// True if the session has output waiting to be written.
     pub fn has_output(&self, key: SessionKey) -> bool {
         self.get(key).is_some_and(HibernatedSession::has_output)
@@ -282,7 +288,10 @@ impl<S: StateSource, H> Hibernator<S, H> {
             session_id: s.meta.session_id,
             user: self.user(s.user).map(|u| u.name.to_string()).unwrap_or_default(),
             peer: s.meta.peer.get(),
-            tls: matches!(s.meta.transport, crate::record::ClientTransport::TlsProxied { .. }),
+            tls: matches!(
+                s.meta.transport,
+                crate::record::ClientTransport::TlsProxied { .. } | crate::record::ClientTransport::Tls { .. }
+            ),
             idle: s.is_idle(),
             mailbox: self.mailbox(s.mailbox).map(|m| m.name.to_string()),
             since_ms: s.meta.hibernated_at_ms,
@@ -1008,6 +1017,8 @@ impl<S: StateSource, H> Hibernator<S, H> {
             idle_tag: s.idle_tag.as_ref().map(|t| t.as_str().to_string()),
             selected,
             pending_input,
+            // The TLS state lives in the driver's handle; it adds it.
+            tls: None,
         });
         if let Some((handle, unsubscribe)) = self.remove(key) {
             self.counters.hand_back(reason);

@@ -133,6 +133,7 @@ fn record(idle: bool, n: u32, modseq: u64, input: &[u8]) -> HibernationRecord {
             highest_modseq_seen: modseq,
         }),
         pending_input: input.to_vec(),
+        tls: None,
     }
 }
 

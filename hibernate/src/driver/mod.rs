@@ -20,6 +20,7 @@ pub mod bus_bridge;
 pub mod channel;
 pub mod control;
 pub mod storage_source;
+mod tls_io;
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -74,6 +75,9 @@ pub struct ClientHandle {
     worker: u32,
     /// Master session id (for the observers' [`ControlReply::Ended`]).
     session_id: u64,
+    /// The TLS session's state for [`crate::record::ClientTransport::Tls`]:
+    /// this process owns it while it holds the session.
+    tls: Option<Box<tls_record::TlsState>>,
 }
 
 const LISTENER: u64 = u64::MAX;
@@ -114,13 +118,16 @@ pub const SHUTDOWN_BYE: &[u8] = b"* BYE [UNAVAILABLE] Server shutting down\r\n";
 /// buffer nearly always has room for one line), sends FIN, and reads what
 /// the client had sent: closing a TCP socket with unread input makes the
 /// kernel send RST, which can destroy the BYE before the client reads it.
-fn say_bye_and_close(fd: OwnedFd) {
-    say_and_close(fd, SHUTDOWN_BYE);
+fn say_bye_and_close(handle: ClientHandle) {
+    say_and_close(handle, SHUTDOWN_BYE);
 }
 
-/// Writes `bye` and closes, as [`say_bye_and_close`] does.
-fn say_and_close(fd: OwnedFd, bye: &[u8]) {
-    let _ = rustix::io::write(&fd, bye);
+/// Writes `bye` (sealed, then close_notify, for a TLS session) and closes,
+/// as [`say_bye_and_close`] does.
+fn say_and_close(mut handle: ClientHandle, bye: &[u8]) {
+    let bytes = if handle.tls.is_some() { tls_io::farewell(&mut handle.tls, bye) } else { bye.to_vec() };
+    let fd = handle.fd;
+    let _ = rustix::io::write(&fd, &bytes);
     let _ = rustix::net::shutdown(&fd, rustix::net::Shutdown::Write);
     let mut sink = [0u8; 4096];
     for _ in 0..16 {
@@ -189,7 +196,7 @@ pub fn run_with_hook(
     let held = d.core.len();
     for h in d.core.drain_all() {
         let _ = epoll::delete(&d.epoll, &h.fd);
-        say_bye_and_close(h.fd);
+        say_bye_and_close(h);
     }
     tracing::info!(index = d.cfg.index, held, "hibernate process stopping; sessions closed with BYE");
     let _ = std::fs::remove_file(&d.cfg.socket_path);
@@ -314,12 +321,15 @@ impl Driver {
                 let full = control::encode(&ControlReply::Full { index: self.cfg.index });
                 let _ = channel::send(ch.as_fd(), &full, None);
                 if send_blocking(ch.as_fd(), &payload, fd.as_fd()).is_err() {
-                    let _ = rustix::io::write(&fd, b"* BYE Server is busy, please reconnect.\r\n");
+                    // Not sent back: the state in the record is ours to
+                    // seal the BYE with (a TLS client reads only records).
+                    let tls = HibernationRecord::decode(&payload).ok().and_then(|r| r.tls).map(Box::new);
+                    say_and_close(ClientHandle { fd, worker: w, session_id: 0, tls }, b"* BYE Server is busy, please reconnect.\r\n");
                 }
             }
             return;
         }
-        let record = match HibernationRecord::decode(bytes) {
+        let mut record = match HibernationRecord::decode(bytes) {
             Ok(r) => r,
             Err(e) => {
                 // Without a valid record the session cannot continue anywhere.
@@ -332,7 +342,8 @@ impl Driver {
             return;
         }
         let session_id = record.session_id;
-        let key = self.core.admit(record, ClientHandle { fd, worker: w, session_id }, now_ms());
+        let tls = record.tls.take().map(Box::new);
+        let key = self.core.admit(record, ClientHandle { fd, worker: w, session_id, tls }, now_ms());
         if let Some(h) = self.core.handle(key) {
             let flags = EventFlags::IN | EventFlags::OUT | EventFlags::RDHUP | EventFlags::ET;
             if let Err(e) = epoll::add(&self.epoll, &h.fd, EventData::new_u64(key.to_u64()), flags) {
@@ -369,7 +380,9 @@ impl Driver {
     }
 
     fn client_ready(&mut self, key: SessionKey, flags: EventFlags) {
-        if flags.intersects(EventFlags::OUT) && self.core.has_output(key) {
+        if flags.intersects(EventFlags::OUT)
+            && (self.core.has_output(key) || self.core.handle(key).is_some_and(|h| tls_io::has_transmit(&h.tls)))
+        {
             self.write_out(key);
         }
         if !flags.intersects(EventFlags::IN | EventFlags::RDHUP | EventFlags::HUP | EventFlags::ERR) {
@@ -383,6 +396,11 @@ impl Driver {
                     self.drop_client(key);
                     return;
                 }
+                Ok(n) if h.tls.is_some() => {
+                    if !self.tls_input(key, &chunk[..n]) {
+                        return;
+                    }
+                }
                 Ok(n) => {
                     self.core.on_input(key, &chunk[..n]);
                     self.flush();
@@ -395,6 +413,39 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// Decrypts a TLS session's input and feeds the plaintext to the core;
+    /// false if the session ended (close_notify or a record error, answered
+    /// with our close_notify or the alert).
+    fn tls_input(&mut self, key: SessionKey, raw: &[u8]) -> bool {
+        let Some(h) = self.core.handle_mut(key) else { return false };
+        let Some(opened) = tls_io::open(&mut h.tls, raw) else {
+            self.drop_client(key);
+            return false;
+        };
+        if !opened.plain.is_empty() {
+            self.core.on_input(key, &opened.plain);
+        }
+        if opened.peer_closed || opened.failed.is_some() {
+            if let Some(e) = &opened.failed {
+                tracing::info!(error = %e, "TLS record error from a hibernated client; closing");
+            }
+            if let Some(h) = self.core.handle_mut(key) {
+                // The alert is queued already; after close_notify, ours.
+                let bytes = if opened.peer_closed { tls_io::farewell(&mut h.tls, b"") } else { tls_io::seal(&mut h.tls, b"") };
+                let _ = rustix::io::write(&h.fd, &bytes);
+            }
+            self.drop_client(key);
+            self.flush();
+            return false;
+        }
+        if self.core.handle(key).is_some_and(|h| tls_io::has_transmit(&h.tls)) {
+            // A KeyUpdate answer: out now, not with the next update.
+            self.write_out(key);
+        }
+        self.flush();
+        true
     }
 
     fn drop_client(&mut self, key: SessionKey) {
@@ -423,7 +474,7 @@ impl Driver {
         for h in handles {
             let _ = epoll::delete(&self.epoll, &h.fd);
             self.ended.push(h.session_id);
-            say_and_close(h.fd, control::KICK_BYE);
+            say_and_close(h, control::KICK_BYE);
         }
         tracing::info!(index = self.cfg.index, ?user, ?peer, count, "kicked hibernated sessions");
         self.flush();
@@ -460,6 +511,10 @@ impl Driver {
 
     /// Writes what the session has; keeps the rest for EPOLLOUT.
     fn write_out(&mut self, key: SessionKey) {
+        if self.core.handle(key).is_some_and(|h| h.tls.is_some()) {
+            self.write_out_tls(key);
+            return;
+        }
         let out = self.core.take_output(key);
         if out.is_empty() {
             self.core.output_flushed(key);
@@ -486,6 +541,37 @@ impl Driver {
         }
     }
 
+    /// [`Self::write_out`] for a TLS session: the core's plaintext is sealed
+    /// at once; records the socket does not take wait in the state's
+    /// transmit queue (and travel with it on a hand-back).
+    fn write_out_tls(&mut self, key: SessionKey) {
+        let plain = self.core.take_output(key);
+        let Some(h) = self.core.handle_mut(key) else { return };
+        let out = tls_io::seal(&mut h.tls, &plain);
+        let mut written = 0;
+        while written < out.len() {
+            match rustix::io::write(&h.fd, &out[written..]) {
+                Ok(n) => written += n,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(rustix::io::Errno::AGAIN) => break,
+                Err(_) => {
+                    self.drop_client(key);
+                    return;
+                }
+            }
+        }
+        if written == out.len() {
+            self.core.output_flushed(key);
+            return;
+        }
+        tls_io::keep_unsent(&mut h.tls, &out[written..]);
+        let unsent = h.tls.as_ref().map_or(0, |s| s.transmit.len());
+        if unsent > self.cfg.settings.max_output {
+            tracing::info!("client does not read its updates; disconnecting");
+            self.drop_client(key);
+        }
+    }
+
     /// Writes dirty sessions' output and carries out the core's actions.
     fn flush(&mut self) {
         loop {
@@ -504,13 +590,17 @@ impl Driver {
                 match action {
                     Action::Subscribe(user) => self.bus.subscribe(user),
                     Action::Unsubscribe(user) => self.bus.unsubscribe(user),
-                    Action::Close { handle } => {
+                    Action::Close { mut handle } => {
                         let _ = epoll::delete(&self.epoll, &handle.fd);
+                        if handle.tls.is_some() {
+                            let bytes = tls_io::farewell(&mut handle.tls, b"");
+                            let _ = rustix::io::write(&handle.fd, &bytes);
+                        }
                         self.ended.push(handle.session_id);
                     }
                     Action::HandBack { handle, record, reason } => {
                         let _ = epoll::delete(&self.epoll, &handle.fd);
-                        self.hand_back(handle, &record, reason.as_str());
+                        self.hand_back(handle, record, reason.as_str());
                     }
                 }
             }
@@ -518,12 +608,16 @@ impl Driver {
     }
 
     /// Sends the session to its worker, or any other connected worker.
-    fn hand_back(&mut self, handle: ClientHandle, record: &HibernationRecord, reason: &str) {
+    /// The TLS state goes into the record: the receiver owns it from then
+    /// on, and this process never seals with it again.
+    fn hand_back(&mut self, mut handle: ClientHandle, mut record: Box<HibernationRecord>, reason: &str) {
+        record.tls = handle.tls.take().map(|s| *s);
         let payload = match record.encode() {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(session = record.session_id, error = %e, "cannot encode hand-back");
-                let _ = rustix::io::write(&handle.fd, b"* BYE Internal server error.\r\n");
+                handle.tls = record.tls.take().map(Box::new);
+                say_and_close(handle, b"* BYE Internal server error.\r\n");
                 return;
             }
         };
@@ -540,8 +634,10 @@ impl Driver {
             }
         }
         tracing::error!(session = record.session_id, "no worker to hand the session back to; closing it");
-        let _ = rustix::io::write(&handle.fd, b"* BYE Server is restarting, please reconnect.\r\n");
+        // Nobody took the state: it is still ours to seal the BYE with.
+        handle.tls = record.tls.take().map(Box::new);
         self.ended.push(handle.session_id);
+        say_and_close(handle, b"* BYE Server is restarting, please reconnect.\r\n");
     }
 }
 

@@ -42,6 +42,7 @@ pub(crate) struct MasterCounts {
     pub(crate) logins_failed: AtomicU64,
     pub(crate) handed_over_plain: AtomicU64,
     pub(crate) handed_over_tls: AtomicU64,
+    pub(crate) handed_over_tls_proxied: AtomicU64,
     pub(crate) handover_failures: AtomicU64,
     pub(crate) worker_restarts: AtomicU64,
     pub(crate) worker_sessions_lost: AtomicU64,

@@ -80,6 +80,7 @@ pub fn record_from_state(state: HibernationState, facts: &ConnectionFacts) -> Hi
         local: facts.local,
         transport: match facts.transport {
             Transport::PlainTcp => ClientTransport::PlainTcp,
+            Transport::Tls { implicit } => ClientTransport::Tls { implicit },
             Transport::TlsProxied { implicit } => ClientTransport::TlsProxied { implicit },
         },
         authenticated_at_ms: facts.authenticated_at_ms,
@@ -93,13 +94,18 @@ pub fn record_from_state(state: HibernationState, facts: &ConnectionFacts) -> Hi
             highest_modseq_seen: v.highest_modseq_seen,
         }),
         pending_input: state.pending_input,
+        // Set by the parker, which owns the stream.
+        tls: None,
     }
 }
 
-/// Splits a handed-back record into the session state and connection facts.
-pub fn state_from_record(record: HibernationRecord) -> (HibernationState, ConnectionFacts) {
+/// Splits a handed-back record into the session state, the connection
+/// facts and the TLS state (for [`Transport::Tls`]).
+pub fn state_from_record(mut record: HibernationRecord) -> (HibernationState, ConnectionFacts, Option<tls_record::TlsState>) {
+    let tls = record.tls.take();
     let transport = match record.transport {
         ClientTransport::PlainTcp => Transport::PlainTcp,
+        ClientTransport::Tls { implicit } => Transport::Tls { implicit },
         ClientTransport::TlsProxied { implicit } => Transport::TlsProxied { implicit },
     };
     let facts = ConnectionFacts {
@@ -124,7 +130,7 @@ pub fn state_from_record(record: HibernationRecord) -> (HibernationState, Connec
         }),
         pending_input: record.pending_input,
     };
-    (state, facts)
+    (state, facts, tls)
 }
 
 /// Why parking failed.
@@ -305,10 +311,18 @@ impl Parking<'_> {
                 return None;
             }
         };
-        let record = record_from_state(state, &self.facts);
+        let mut record = record_from_state(state, &self.facts);
         let fd = match stream {
             ClientStream::Tcp(s) => s.as_fd(),
             ClientStream::Unix(s) => s.as_fd(),
+            ClientStream::Tls(t) => {
+                // A copy: if no process takes it, this worker goes on with
+                // the state it still owns; if one does, the caller drops
+                // the stream unused. Decrypted input not read yet: not
+                // quiescent; the next loop turn reads it.
+                record.tls = Some(t.state_for_handover()?);
+                t.tcp().as_fd()
+            }
         };
         match self.links.park(&record, fd, self.on_new).await {
             Ok(process) => Some(process),

@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::process::Command;
-use tokio_rustls::TlsAcceptor;
 
 use crate::fd_passing::{seqpacket_pair, FdChannel, FdPassingError};
 use crate::session::{Authenticator, SessionOptions};
@@ -86,7 +85,7 @@ pub(crate) struct MasterShared {
     pub(crate) authenticator: Arc<dyn Authenticator>,
     /// Read per connection: a reload (certificate renewal) replaces it;
     /// connections already established keep the pair they negotiated.
-    tls: RwLock<Option<TlsAcceptor>>,
+    tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
     pub(crate) limits: Arc<ConnectionLimits>,
     pub(crate) login_delay: LoginDelay,
     pub(crate) verify_pool: super::verify_pool::VerifyPool,
@@ -120,8 +119,8 @@ impl MasterShared {
         self.session_options.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// The TLS acceptor for a new handshake (`None`: TLS is off).
-    pub(crate) fn tls_acceptor(&self) -> Option<TlsAcceptor> {
+    /// The TLS configuration for a new handshake (`None`: TLS is off).
+    pub(crate) fn tls_config(&self) -> Option<Arc<rustls::ServerConfig>> {
         self.tls.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
@@ -170,7 +169,7 @@ impl MasterReload {
         if current.is_none() {
             return false;
         }
-        *current = Some(TlsAcceptor::from(tls));
+        *current = Some(tls);
         true
     }
 
@@ -233,7 +232,7 @@ impl Master {
         let shared = Arc::new(MasterShared {
             session_options: RwLock::new(session_options(&config)),
             authenticator,
-            tls: RwLock::new(tls.map(TlsAcceptor::from)),
+            tls: RwLock::new(tls),
             limits: Arc::new(ConnectionLimits::new(config.settings.max_connections_per_ip, config.settings.max_sessions_per_user)),
             login_delay: LoginDelay::new(
                 Duration::from_millis(config.settings.login_failure_delay_ms),

@@ -39,8 +39,11 @@ pub struct MasterMetricsSnapshot {
     pub logins_failed: u64,
     /// Sessions handed to a worker over plain TCP.
     pub handed_over_plain: u64,
-    /// Sessions handed to a worker over TLS (relayed by the master).
+    /// TLS 1.3 sessions handed to a worker with their TLS state (the
+    /// worker runs the record layer; the master keeps nothing).
     pub handed_over_tls: u64,
+    /// TLS sessions (1.2) the master keeps terminating and relays to a worker.
+    pub handed_over_tls_proxied: u64,
     /// Hand-overs that failed (no worker, socket error).
     pub handover_failures: u64,
     /// Workers that exited unexpectedly and were restarted.
@@ -73,6 +76,7 @@ impl MasterMetrics {
             logins_failed: load(&c.logins_failed),
             handed_over_plain: load(&c.handed_over_plain),
             handed_over_tls: load(&c.handed_over_tls),
+            handed_over_tls_proxied: load(&c.handed_over_tls_proxied),
             handover_failures: load(&c.handover_failures),
             worker_restarts: load(&c.worker_restarts),
             worker_sessions_lost: load(&c.worker_sessions_lost),

@@ -71,6 +71,7 @@ pub mod session_driver;
 pub mod shutdown;
 pub mod tls;
 pub mod tls_proxy;
+mod tls_handover;
 pub mod user_db_auth;
 pub mod verify_pool;
 pub mod wakeup;

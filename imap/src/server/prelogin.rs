@@ -11,7 +11,6 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use storage_hooks::Hooks;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
 
 use crate::fd_passing::stream_pair;
 use crate::handover::{Handover, Transport};
@@ -22,20 +21,21 @@ use super::login_guard::LoginGuard;
 use super::master::MasterShared;
 use super::session_driver::count_tagged_responses;
 use super::shutdown::SHUTDOWN_BYE;
+use super::tls_handover::{Extraction, MasterTls};
 use super::tls_proxy;
 use super::MAX_PENDING_INPUT;
 
 /// The client connection during pre-login.
 enum PreloginStream {
     Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(Box<MasterTls>),
 }
 
 impl PreloginStream {
     async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             PreloginStream::Plain(s) => s.read(buf).await,
-            PreloginStream::Tls(s) => s.read(buf).await,
+            PreloginStream::Tls(s) => s.stream.read(buf).await,
         }
     }
 
@@ -43,8 +43,8 @@ impl PreloginStream {
         match self {
             PreloginStream::Plain(s) => s.write_all(bytes).await,
             PreloginStream::Tls(s) => {
-                s.write_all(bytes).await?;
-                s.flush().await
+                s.stream.write_all(bytes).await?;
+                s.stream.flush().await
             }
         }
     }
@@ -52,7 +52,7 @@ impl PreloginStream {
     async fn close(mut self) {
         let _ = match &mut self {
             PreloginStream::Plain(s) => s.shutdown().await,
-            PreloginStream::Tls(s) => s.shutdown().await,
+            PreloginStream::Tls(s) => s.stream.shutdown().await,
         };
     }
 }
@@ -109,10 +109,10 @@ async fn serve_inner(
     let mut stopping = shared.stopping.subscribe();
     let (row, mut kicked) = shared.prelogin_table.register(session_id, peer, implicit_tls);
     let mut stream = if implicit_tls {
-        let Some(acceptor) = shared.tls_acceptor() else { return false };
+        let Some(tls_config) = shared.tls_config() else { return false };
         let timeout = shared.session_options().limits.preauth_timeout;
         let handshake = tokio::select! {
-            done = tokio::time::timeout(timeout, acceptor.accept(tcp)) => done,
+            done = tokio::time::timeout(timeout, MasterTls::accept(tcp, &tls_config)) => done,
             // Not greeted yet: nothing to say BYE to.
             () = super::shutdown::stopped(&mut stopping) => return false,
         };
@@ -206,11 +206,11 @@ async fn serve_inner(
                 }
             }
             Next::StartTls => {
-                let (PreloginStream::Plain(tcp), Some(acceptor)) = (stream, shared.tls_acceptor()) else {
+                let (PreloginStream::Plain(tcp), Some(tls_config)) = (stream, shared.tls_config()) else {
                     tracing::error!(session = session_id, "STARTTLS on a connection that cannot do it");
                     return false;
                 };
-                match tokio::time::timeout(preauth_timeout, acceptor.accept(tcp)).await {
+                match tokio::time::timeout(preauth_timeout, MasterTls::accept(tcp, &tls_config)).await {
                     Ok(Ok(tls)) => {
                         stream = PreloginStream::Tls(Box::new(tls));
                         session.tls_started();
@@ -256,6 +256,8 @@ async fn serve_inner(
                         .duration_since(UNIX_EPOCH)
                         .map(|d| d.as_millis() as u64)
                         .unwrap_or(0),
+                    // Filled in by `hand_over` when the TLS state moves.
+                    tls: None,
                     session: *h,
                 };
                 let handed = hand_over(shared, record, stream, peer).await;
@@ -312,77 +314,82 @@ fn release_counted_user(shared: &MasterShared, guard: &LoginGuard) {
 }
 
 /// Passes the connection to a worker; on failure tells the client and closes.
-async fn hand_over(shared: &Arc<MasterShared>, record: Handover, stream: PreloginStream, peer: SocketAddr) -> bool {
+///
+/// A TLS 1.3 session moves with its state ([`Transport::Tls`]): the master
+/// keeps no descriptor and no TLS state for it. TLS 1.2 stays proxied.
+async fn hand_over(
+    shared: &Arc<MasterShared>,
+    mut record: Handover,
+    stream: PreloginStream,
+    peer: SocketAddr,
+) -> bool {
     let session_id = record.session_id;
     let user = record.session.user.clone();
     if record.session.pending_input.len() > MAX_PENDING_INPUT {
         tracing::warn!(session = session_id, %user, bytes = record.session.pending_input.len(), "too much pipelined input at login");
         let mut stream = stream;
-        let _ = stream.write_all(b"* BYE [LIMIT] Too much input pipelined after login.\r\n").await;
+        let _ = stream
+            .write_all(b"* BYE [LIMIT] Too much input pipelined after login.\r\n")
+            .await;
         stream.close().await;
         return false;
     }
-    let result = match stream {
+    let (result, counter) = match stream {
         PreloginStream::Plain(tcp) => match tcp.into_std() {
-            Ok(std_tcp) => {
-                let fd = OwnedFd::from(std_tcp);
-                let sent = shared.pool.hand_over(&record, fd.as_fd(), peer.ip()).await;
-                if sent.is_err() {
-                    let mut back = std::net::TcpStream::from(fd);
-                    let _ = std::io::Write::write_all(
-                        &mut back,
-                        b"* BYE [UNAVAILABLE] No IMAP worker available, try again later.\r\n",
-                    );
-                }
-                sent
-            }
+            Ok(std_tcp) => (
+                send_tcp(shared, &record, std_tcp, peer, None).await,
+                &shared.metrics.handed_over_plain,
+            ),
             Err(e) => {
                 tracing::error!(session = session_id, error = %e, "cannot detach client socket");
                 return false;
             }
         },
-        PreloginStream::Tls(mut tls) => {
-            let pair = stream_pair().and_then(|(mine, theirs)| {
-                let std_mine = std::os::unix::net::UnixStream::from(mine);
-                std_mine.set_nonblocking(true)?;
-                Ok((tokio::net::UnixStream::from_std(std_mine)?, theirs))
-            });
-            let (mine, theirs) = match pair {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::error!(session = session_id, error = %e, "cannot create proxy socket pair");
-                    let _ = tls.write_all(b"* BYE [UNAVAILABLE] Server error, try again later.\r\n").await;
+        PreloginStream::Tls(tls) => match tls.extract() {
+            Extraction::Moved(moved) => {
+                let implicit = matches!(record.transport, Transport::TlsProxied { implicit: true });
+                record.transport = Transport::Tls { implicit };
+                // rustls had decrypted these after what the session kept.
+                record
+                    .session
+                    .pending_input
+                    .extend_from_slice(&moved.plaintext);
+                let std_tcp = match moved.tcp.into_std() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(session = session_id, error = %e, "cannot detach client socket");
+                        return false;
+                    }
+                };
+                record.tls = Some(moved.state);
+                if record.session.pending_input.len() > MAX_PENDING_INPUT {
+                    tracing::warn!(session = session_id, %user, "too much pipelined input at login");
+                    refuse_tls(
+                        std_tcp,
+                        record.tls.take(),
+                        b"* BYE [LIMIT] Too much input pipelined after login.\r\n",
+                    );
                     return false;
                 }
-            };
-            let sent = shared.pool.hand_over(&record, theirs.as_fd(), peer.ip()).await;
-            drop(theirs);
-            match sent {
-                Ok(worker) => {
-                    let proxy_shared = Arc::clone(shared);
-                    let active = shared.tls_proxies.enter();
-                    let stopping = shared.stopping.subscribe();
-                    tokio::spawn(async move {
-                        let _active = active;
-                        let totals = tls_proxy::run(*tls, mine, stopping).await;
-                        proxy_shared.counters.add_bytes_in(totals.to_worker);
-                        proxy_shared.counters.add_bytes_out(totals.to_client);
-                        tracing::debug!(session = session_id, to_worker = totals.to_worker, to_client = totals.to_client, "TLS proxy closed");
-                    });
-                    Ok(worker)
-                }
-                Err(e) => {
-                    let _ = tls.write_all(b"* BYE [UNAVAILABLE] No IMAP worker available, try again later.\r\n").await;
-                    let _ = tls.shutdown().await;
-                    Err(e)
-                }
+                (
+                    send_tcp(shared, &record, std_tcp, peer, record.tls.clone()).await,
+                    &shared.metrics.handed_over_tls,
+                )
             }
-        }
+            Extraction::Kept(tls) => (
+                proxy_tls(shared, &record, *tls, peer).await,
+                &shared.metrics.handed_over_tls_proxied,
+            ),
+            Extraction::Lost(reason) => {
+                MasterCounts::bump(&shared.metrics.handover_failures);
+                tracing::error!(session = session_id, %user, %reason, "TLS state extraction failed; session lost");
+                return false;
+            }
+        },
     };
     match result {
         Ok(worker) => {
-            let handed = if record.transport.is_tls() { &shared.metrics.handed_over_tls } else { &shared.metrics.handed_over_plain };
-            MasterCounts::bump(handed);
+            MasterCounts::bump(counter);
             // Dovecot's "Login: user=<..>, rip=.., TLS, session=<..>".
             tracing::info!(session = session_id, %user, peer = %peer.ip(), tls = record.transport.is_tls(), worker, "login");
             true
@@ -391,6 +398,105 @@ async fn hand_over(shared: &Arc<MasterShared>, record: Handover, stream: Prelogi
             MasterCounts::bump(&shared.metrics.handover_failures);
             tracing::error!(session = session_id, %user, error = %e, "hand-over failed");
             false
+        }
+    }
+}
+
+const NO_WORKER_BYE: &[u8] = b"* BYE [UNAVAILABLE] No IMAP worker available, try again later.\r\n";
+
+/// Sends the client's TCP socket (plain, or TLS with its state in the
+/// record) to a worker; on failure tells the client, through `tls` (the
+/// state this process still owns, since no worker took it) if set.
+async fn send_tcp(
+    shared: &Arc<MasterShared>,
+    record: &Handover,
+    std_tcp: std::net::TcpStream,
+    peer: SocketAddr,
+    tls: Option<tls_record::TlsState>,
+) -> Result<usize, super::worker_pool::HandOverFailed> {
+    let fd = OwnedFd::from(std_tcp);
+    let sent = shared.pool.hand_over(record, fd.as_fd(), peer.ip()).await;
+    if sent.is_err() {
+        refuse_tls(std::net::TcpStream::from(fd), tls, NO_WORKER_BYE);
+    }
+    sent
+}
+
+/// Writes `bye` to a client whose hand-over failed (sealed with its TLS
+/// state if it has one) and closes.
+fn refuse_tls(mut tcp: std::net::TcpStream, tls: Option<tls_record::TlsState>, bye: &[u8]) {
+    let bytes = match tls {
+        None => bye.to_vec(),
+        Some(state) => match tls_record::RecordLayer::from_state(state) {
+            Ok(mut layer) => {
+                let mut out = layer.seal(bye).unwrap_or_default();
+                out.extend(layer.close_notify().unwrap_or_default());
+                out
+            }
+            Err(_) => Vec::new(),
+        },
+    };
+    let _ = tcp.set_nonblocking(false);
+    let _ = tcp.set_write_timeout(Some(std::time::Duration::from_secs(1)));
+    let _ = std::io::Write::write_all(&mut tcp, &bytes);
+}
+
+/// TLS the master keeps terminating (1.2): a socket pair to the worker and
+/// a proxy task in the master.
+async fn proxy_tls(
+    shared: &Arc<MasterShared>,
+    record: &Handover,
+    mut tls: MasterTls,
+    peer: SocketAddr,
+) -> Result<usize, super::worker_pool::HandOverFailed> {
+    let session_id = record.session_id;
+    let pair = stream_pair().and_then(|(mine, theirs)| {
+        let std_mine = std::os::unix::net::UnixStream::from(mine);
+        std_mine.set_nonblocking(true)?;
+        Ok((tokio::net::UnixStream::from_std(std_mine)?, theirs))
+    });
+    let (mine, theirs) = match pair {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(session = session_id, error = %e, "cannot create proxy socket pair");
+            let _ = tls
+                .stream
+                .write_all(b"* BYE [UNAVAILABLE] Server error, try again later.\r\n")
+                .await;
+            let _ = tls.stream.shutdown().await;
+            return Err(super::worker_pool::HandOverFailed::Send(
+                crate::fd_passing::FdPassingError::Io(e),
+            ));
+        }
+    };
+    let sent = shared
+        .pool
+        .hand_over(record, theirs.as_fd(), peer.ip())
+        .await;
+    drop(theirs);
+    match sent {
+        Ok(worker) => {
+            let proxy_shared = Arc::clone(shared);
+            let active = shared.tls_proxies.enter();
+            let stopping = shared.stopping.subscribe();
+            tokio::spawn(async move {
+                let _active = active;
+                let totals = tls_proxy::run(tls.stream, mine, stopping).await;
+                proxy_shared.counters.add_bytes_in(totals.to_worker);
+                proxy_shared.counters.add_bytes_out(totals.to_client);
+                tracing::debug!(
+                    session = session_id,
+                    to_worker = totals.to_worker,
+                    to_client = totals.to_client,
+                    "TLS proxy closed"
+                );
+            });
+            Ok(worker)
+        }
+        Err(e) => {
+            let _ = tls.stream.write_all(NO_WORKER_BYE).await;
+            let _ = tls.stream.shutdown().await;
+            Err(e)
         }
     }
 }

@@ -98,7 +98,7 @@ fn run_session(session: &mut Session) -> Step {
 }
 
 /// Reads what is ready into the session; returns bytes read (0 = EOF).
-fn read_into(stream: &ClientStream, session: &mut Session) -> io::Result<usize> {
+fn read_into(stream: &mut ClientStream, session: &mut Session) -> io::Result<usize> {
     let mut buf = [0u8; READ_CHUNK];
     let n = stream.try_read(&mut buf)?;
     if n > 0 {
@@ -204,7 +204,7 @@ pub async fn drive(
                 if ready.is_err() {
                     return SessionEnd::IoError;
                 }
-                match read_into(&stream, &mut session) {
+                match read_into(&mut stream, &mut session) {
                     Ok(0) => return SessionEnd::ClientGone,
                     Ok(n) => {
                         last_input = Instant::now();

@@ -1,10 +1,11 @@
 //! TLS for the master: loading the certificate and key, and generating a
 //! self-signed pair for a first run.
 //!
-//! TLS is terminated in the master process only (rustls with the ring
-//! provider). Workers never see key material: for a TLS session the master
-//! keeps the TLS connection and passes the worker one end of a UNIX socket
-//! pair that carries the decrypted IMAP stream (see [`super::tls_proxy`]).
+//! The master runs every handshake (rustls with the ring provider). After
+//! login a TLS 1.3 session's state moves to the worker with the TCP socket
+//! (see `tls_handover`); a TLS 1.2 session stays in the master, which passes
+//! the worker one end of a UNIX socket pair carrying the decrypted IMAP
+//! stream (see [`super::tls_proxy`]).
 
 use std::fs;
 use std::io::{self, BufReader};

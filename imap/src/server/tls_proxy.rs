@@ -1,10 +1,11 @@
-//! The master's plaintext proxy for TLS sessions handed to a worker.
+//! The master's plaintext proxy for TLS 1.2 sessions handed to a worker.
 //!
-//! TLS state (keys, sequence numbers) cannot move between processes with
-//! rustls, and workers should never hold key material. So, like Dovecot's
-//! `imap-login` proxying for `imap`, the master keeps the TLS connection
-//! after login and hands the worker one end of a UNIX stream socket pair;
-//! this task copies decrypted bytes between the TLS stream and the other end.
+//! A TLS 1.3 session's state moves to the worker (`tls_handover`); a TLS 1.2
+//! one cannot (the record layer the workers run is TLS 1.3 only). So, like
+//! Dovecot's `imap-login` proxying for `imap`, the master keeps such a TLS
+//! connection after login and hands the worker one end of a UNIX stream
+//! socket pair; this task copies decrypted bytes between the TLS stream and
+//! the other end.
 //!
 //! Shutdown: when the worker closes its end (LOGOUT, timeout, worker
 //! death), the TLS side gets `close_notify` and is closed after a short grace

@@ -24,7 +24,7 @@ use crate::fd_passing::{FdChannel, FdPassingError, MAX_MESSAGE_LEN};
 use crate::handover::{Handover, Transport};
 use crate::session::{Authenticator, Session};
 
-use super::client_stream::ClientStream;
+use super::client_stream::{ClientStream, TlsClient};
 use super::config::{ImapServerConfig, ImapSettings};
 use super::counters::Counters;
 use super::hibernation::{state_from_record, ConnectionFacts, HibernateLinks, HibernationSettings, Parking};
@@ -207,7 +207,8 @@ async fn accept_handover(shared: &Arc<WorkerShared>, bytes: &[u8], fd: Option<Ow
         report(shared, &WorkerReport::HandoverRejected { session_id: Some(record.session_id), reason }).await;
         return;
     };
-    let stream = match client_stream(record.transport, fd) {
+    let mut record = record;
+    let stream = match client_stream(record.transport, fd, record.tls.take()) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(worker = shared.index, session = record.session_id, error = %e, "cannot register client socket");
@@ -219,12 +220,18 @@ async fn accept_handover(shared: &Arc<WorkerShared>, bytes: &[u8], fd: Option<Ow
     tokio::spawn(serve_session(shared.clone(), record, stream));
 }
 
-fn client_stream(transport: Transport, fd: OwnedFd) -> io::Result<ClientStream> {
+fn client_stream(transport: Transport, fd: OwnedFd, tls: Option<tls_record::TlsState>) -> io::Result<ClientStream> {
     Ok(match transport {
         Transport::PlainTcp => {
             let std_tcp = std::net::TcpStream::from(fd);
             std_tcp.set_nonblocking(true)?;
             ClientStream::Tcp(TcpStream::from_std(std_tcp)?)
+        }
+        Transport::Tls { .. } => {
+            let state = tls.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "TLS transport without TLS state"))?;
+            let std_tcp = std::net::TcpStream::from(fd);
+            std_tcp.set_nonblocking(true)?;
+            ClientStream::Tls(Box::new(TlsClient::new(TcpStream::from_std(std_tcp)?, state)?))
         }
         Transport::TlsProxied { .. } => {
             let std_unix = std::os::unix::net::UnixStream::from(fd);
@@ -356,12 +363,12 @@ fn serve_handed_back(
 }
 
 async fn serve_handed_back_inner(shared: Arc<WorkerShared>, record: hibernate::record::HibernationRecord, fd: OwnedFd) {
-    let (state, facts) = state_from_record(record);
+    let (state, facts, tls) = state_from_record(record);
     let user = state.user.clone();
     // Before anything else: from here this worker holds the session (its
     // death releases the session's counts).
     report(&shared, &WorkerReport::SessionResumed { session_id: facts.session_id }).await;
-    let mut stream = match client_stream(facts.transport, fd) {
+    let mut stream = match client_stream(facts.transport, fd, tls) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(session = facts.session_id, error = %e, "cannot register a handed-back client");

@@ -231,6 +231,7 @@ mod tests {
             peer: "127.0.0.1:40000".parse().unwrap(),
             local: "127.0.0.1:1143".parse().unwrap(),
             transport: Transport::PlainTcp,
+            tls: None,
             authenticated_at_ms: 0,
             session: HandOver {
                 user: "alice".into(),

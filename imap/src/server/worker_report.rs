@@ -60,7 +60,7 @@ pub struct LiveSession {
     pub user: String,
     /// Client address.
     pub peer: SocketAddr,
-    /// True if TLS (terminated in the master).
+    /// True if the client talks TLS (1.3 run in the worker, or 1.2 proxied by the master).
     pub tls: bool,
     /// True while in IDLE.
     pub idle: bool,
