@@ -359,6 +359,10 @@ fn run_against(kind: ServerKind, args: &Args, users: usize) -> String {
         ),
     );
     row(&mut t, "PSS all processes after every client left (MiB)", format!("{:.1} ({:+.1}% of fresh)", gone.pss_kib as f64 / 1024.0, (gone.pss_kib as f64 / fresh.pss_kib.max(1) as f64 - 1.0) * 100.0));
+    for (kind, kib) in &gone.by_kind {
+        let before = fresh.by_kind.iter().find(|(k, _)| k == kind).map_or(0, |(_, v)| *v);
+        row(&mut t, &format!("  of which {kind}: fresh / after (MiB)"), format!("{:.1} / {:.1}", before as f64 / 1024.0, *kib as f64 / 1024.0));
+    }
     drop(srv);
     t
 }

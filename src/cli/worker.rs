@@ -31,7 +31,14 @@ pub struct WorkerArgs {}
 pub fn run(config: Config, path: Option<PathBuf>, _args: WorkerArgs) -> anyhow::Result<()> {
     let index: usize = std::env::var(WORKER_INDEX_ENV).ok().and_then(|v| v.parse().ok()).unwrap_or(0);
     let channel = channel_from_stdin().context("the worker channel (stdin) is not open; `worker` is started by `serve`")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
+    // Session steps run on blocking threads only through the worker's
+    // storage slots; the margin is for tokio's own blocking work. Threads
+    // beyond that are memory the worker would keep after a burst.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(imap::server::storage_slots::per_core_slots() + 16)
+        .build()
+        .context("cannot start tokio")?;
     runtime.block_on(async move {
         // Before the worker reports ready: the master sends SIGHUP only to
         // ready workers, and SIGHUP's default action would kill us.

@@ -69,6 +69,7 @@ pub mod metrics;
 mod prelogin;
 pub mod session_driver;
 pub mod shutdown;
+pub mod storage_slots;
 pub mod tls;
 pub mod tls_proxy;
 mod tls_handover;

@@ -1,7 +1,8 @@
 //! The worker's tokio driver around one authenticated [`Session`].
 //!
 //! The loop: let the session run until it needs input (storage calls block,
-//! so that part runs under `block_in_place`), write its output, then wait for
+//! so that part runs under `block_in_place`, in one of the worker's
+//! [`StorageSlots`]), write its output, then wait for
 //! whichever comes first: client bytes, a change event for the user (from
 //! the [`super::wakeup`] registry), or the session's deadline (IDLE timeout,
 //! autologout). Nothing polls: an idle session is one parked task.
@@ -18,6 +19,7 @@ use super::counters::Counters;
 use super::hibernation::Parking;
 use super::live_sessions::LiveRegistration;
 use super::shutdown::SHUTDOWN_BYE;
+use super::storage_slots::StorageSlots;
 use super::wakeup::Registration;
 
 /// Output collected before it is written, so one large response does not
@@ -128,6 +130,7 @@ pub async fn drive(
     mut stream: ClientStream,
     registration: Registration,
     counters: &Counters,
+    slots: &StorageSlots,
     parking: Option<Parking<'_>>,
     stopping: Stopping,
     live: &mut LiveRegistration,
@@ -141,7 +144,7 @@ pub async fn drive(
     let mut not_before = Instant::now();
     loop {
         deliver_events(&mut session, &registration);
-        let step = tokio::task::block_in_place(|| run_session(&mut session));
+        let step = slots.run(|| run_session(&mut session)).await;
         counters.add_commands(match &step {
             Step::Write(b) | Step::WriteThenWait(b, _) | Step::WriteThenClose(b) => count_tagged_responses(b),
         });

@@ -30,6 +30,7 @@ use super::counters::Counters;
 use super::hibernation::{state_from_record, ConnectionFacts, HibernateLinks, HibernationSettings, Parking};
 use super::live_sessions::LiveSessions;
 use super::session_driver::{self, SessionEnd, Stopping};
+use super::storage_slots::StorageSlots;
 use super::session_options;
 use super::shutdown::ActiveCount;
 use super::wakeup::{WakeupHook, WakeupRegistry};
@@ -82,6 +83,8 @@ struct WorkerShared {
     sessions: ActiveCount,
     /// The same sessions, for `dormouse who` and `dormouse kick`.
     live: Arc<LiveSessions>,
+    /// Bounds the session steps on blocking threads (see `storage_slots`).
+    slots: StorageSlots,
 }
 
 /// Runs the worker until the master closes the channel or `shutdown` completes.
@@ -111,6 +114,7 @@ pub async fn run(
         stopping: watch::channel(false).0,
         sessions: ActiveCount::default(),
         live: Arc::default(),
+        slots: StorageSlots::per_core(),
     });
     let ready = WorkerReport::Ready { pid: std::process::id() };
     if let Ok(bytes) = ready.encode() {
@@ -254,9 +258,10 @@ async fn serve_session(shared: Arc<WorkerShared>, record: Handover, mut stream: 
     shared.counters.session_opened();
     shared.counters.add_bytes_in(record.session.pending_input.len() as u64);
     let options = shared.session_options();
-    let resumed = tokio::task::block_in_place(|| {
-        Session::resume(options, record.session, shared.deps.authenticator.clone(), shared.hooks.clone(), Instant::now())
-    });
+    let resumed = shared
+        .slots
+        .run(|| Session::resume(options, record.session, shared.deps.authenticator.clone(), shared.hooks.clone(), Instant::now()))
+        .await;
     let end = match resumed {
         Ok(session) => {
             tracing::debug!(session = facts.session_id, %user, peer = %facts.peer, "session started in worker");
@@ -291,7 +296,7 @@ async fn drive_session(
     let mut live = shared.live.register(facts.session_id, user, facts.peer, facts.transport.is_tls());
     let parking = shared.hibernate.as_deref().map(|links| Parking { links, facts, on_new: &on_new });
     let stopping = Stopping { signal: shared.stopping.subscribe(), grace: shared.config.shutdown_grace };
-    session_driver::drive(session, stream, registration, &shared.counters, parking, stopping, &mut live).await
+    session_driver::drive(session, stream, registration, &shared.counters, &shared.slots, parking, stopping, &mut live).await
 }
 
 /// The span every log line of a session's commands carries, so a line such
@@ -379,9 +384,10 @@ async fn serve_handed_back_inner(shared: Arc<WorkerShared>, record: hibernate::r
     let _active = shared.sessions.enter();
     shared.counters.session_opened();
     let options = shared.session_options();
-    let resumed = tokio::task::block_in_place(|| {
-        Session::resume_hibernated(options, state, shared.deps.authenticator.clone(), shared.hooks.clone(), Instant::now())
-    });
+    let resumed = shared
+        .slots
+        .run(|| Session::resume_hibernated(options, state, shared.deps.authenticator.clone(), shared.hooks.clone(), Instant::now()))
+        .await;
     let end = match resumed {
         Ok(session) => {
             let span = session_span(&facts, &user);
