@@ -118,6 +118,16 @@ async fn write(stream: &mut ClientStream, bytes: &[u8], counters: &Counters) -> 
     Ok(())
 }
 
+/// What every session of a worker shares: its counters and its slots for
+/// blocking steps.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerResources<'a> {
+    /// The worker's counters.
+    pub counters: &'a Counters,
+    /// The worker's slots for blocking session steps.
+    pub slots: &'a StorageSlots,
+}
+
 /// Serves `session` on `stream` until it ends; with `parking`, a quiet
 /// session is parked in a hibernate process (see [`super::hibernation`]).
 /// When [`Stopping::signal`] turns true the session gets [`SHUTDOWN_BYE`]
@@ -129,12 +139,12 @@ pub async fn drive(
     mut session: Session,
     mut stream: ClientStream,
     registration: Registration,
-    counters: &Counters,
-    slots: &StorageSlots,
+    worker: WorkerResources<'_>,
     parking: Option<Parking<'_>>,
     stopping: Stopping,
     live: &mut LiveRegistration,
 ) -> SessionEnd {
+    let WorkerResources { counters, slots } = worker;
     let Stopping { signal: mut stopping, grace } = stopping;
     let mut kicked = live.kicked();
     // Set once the stop is seen: when the BYE goes out at the latest.

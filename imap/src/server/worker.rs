@@ -29,7 +29,7 @@ use super::config::{ImapServerConfig, ImapSettings};
 use super::counters::Counters;
 use super::hibernation::{state_from_record, ConnectionFacts, HibernateLinks, HibernationSettings, Parking};
 use super::live_sessions::LiveSessions;
-use super::session_driver::{self, SessionEnd, Stopping};
+use super::session_driver::{self, SessionEnd, Stopping, WorkerResources};
 use super::storage_slots::StorageSlots;
 use super::session_options;
 use super::shutdown::ActiveCount;
@@ -296,7 +296,8 @@ async fn drive_session(
     let mut live = shared.live.register(facts.session_id, user, facts.peer, facts.transport.is_tls());
     let parking = shared.hibernate.as_deref().map(|links| Parking { links, facts, on_new: &on_new });
     let stopping = Stopping { signal: shared.stopping.subscribe(), grace: shared.config.shutdown_grace };
-    session_driver::drive(session, stream, registration, &shared.counters, &shared.slots, parking, stopping, &mut live).await
+    let worker = WorkerResources { counters: &shared.counters, slots: &shared.slots };
+    session_driver::drive(session, stream, registration, worker, parking, stopping, &mut live).await
 }
 
 /// The span every log line of a session's commands carries, so a line such
