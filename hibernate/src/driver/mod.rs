@@ -521,18 +521,10 @@ impl Driver {
             return;
         }
         let Some(h) = self.core.handle(key) else { return };
-        let mut written = 0;
-        while written < out.len() {
-            match rustix::io::write(&h.fd, &out[written..]) {
-                Ok(n) => written += n,
-                Err(rustix::io::Errno::INTR) => {}
-                Err(rustix::io::Errno::AGAIN) => break,
-                Err(_) => {
-                    self.drop_client(key);
-                    return;
-                }
-            }
-        }
+        let Ok(written) = write_what_fits(&h.fd, &out) else {
+            self.drop_client(key);
+            return;
+        };
         if written == out.len() {
             self.core.output_flushed(key);
         } else if !self.core.output_blocked(key, &out[written..]) {
@@ -548,18 +540,10 @@ impl Driver {
         let plain = self.core.take_output(key);
         let Some(h) = self.core.handle_mut(key) else { return };
         let out = tls_io::seal(&mut h.tls, &plain);
-        let mut written = 0;
-        while written < out.len() {
-            match rustix::io::write(&h.fd, &out[written..]) {
-                Ok(n) => written += n,
-                Err(rustix::io::Errno::INTR) => {}
-                Err(rustix::io::Errno::AGAIN) => break,
-                Err(_) => {
-                    self.drop_client(key);
-                    return;
-                }
-            }
-        }
+        let Ok(written) = write_what_fits(&h.fd, &out) else {
+            self.drop_client(key);
+            return;
+        };
         if written == out.len() {
             self.core.output_flushed(key);
             return;
@@ -652,4 +636,19 @@ fn send_blocking(ch: BorrowedFd<'_>, payload: &[u8], fd: BorrowedFd<'_>) -> Resu
             other => return other,
         }
     }
+}
+
+/// Writes as much of `out` as the non-blocking socket takes now; the count
+/// written, or `Err` when the socket failed (the client is to be dropped).
+fn write_what_fits(fd: &OwnedFd, out: &[u8]) -> Result<usize, rustix::io::Errno> {
+    let mut written = 0;
+    while written < out.len() {
+        match rustix::io::write(fd, &out[written..]) {
+            Ok(n) => written += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(rustix::io::Errno::AGAIN) => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(written)
 }

@@ -71,6 +71,34 @@ pub(crate) fn split_search_return(bytes: &[u8]) -> SearchReturn {
     SearchReturn::Found(out, opts)
 }
 
+/// The MODSEQ an ESEARCH/ESORT reports: with only MIN and/or MAX, that of
+/// the message(s) returned (RFC 4731 §3.2, reused by RFC 5267), `ends` being
+/// the first and last result's; else the highest of all results.
+pub(crate) fn returned_modseq(r: ReturnOptions, ends: Option<(u64, u64)>, max_modseq: u64) -> u64 {
+    match ends {
+        // An empty RETURN () means ALL, so here MIN or MAX is set.
+        Some((first, last)) if !r.all && !r.count => {
+            (if r.min { first } else { 0 }).max(if r.max { last } else { 0 })
+        }
+        _ => max_modseq,
+    }
+}
+
+/// `* SEARCH n n ...` or `* SORT n n ...`, with `(MODSEQ m)` after a
+/// non-empty result when MODSEQ was searched on (RFC 7162 §3.1.5).
+pub(crate) fn numbers_line(name: &str, numbers: &[u32], modseq: Option<u64>) -> String {
+    let mut line = format!("* {name}");
+    for n in numbers {
+        line.push(' ');
+        line.push_str(&n.to_string());
+    }
+    if let (Some(m), false) = (modseq, numbers.is_empty()) {
+        line.push_str(&format!(" (MODSEQ {m})"));
+    }
+    line.push_str("\r\n");
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

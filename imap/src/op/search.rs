@@ -335,28 +335,10 @@ impl Session {
         let max_modseq = found.iter().map(|h| h.modseq).max().unwrap_or(0);
         let line = match self.search_return.take() {
             Some(r) => {
-                // RFC 4731 §3.2: with only MIN and/or MAX, MODSEQ is that of
-                // the message(s) returned, not of every match.
-                let reported = match end_modseqs {
-                    Some((first, last)) if !r.all && !r.count && (r.min || r.max) => {
-                        (if r.min { first } else { 0 }).max(if r.max { last } else { 0 })
-                    }
-                    _ => max_modseq,
-                };
+                let reported = crate::op::esearch::returned_modseq(r, end_modseqs, max_modseq);
                 esearch_line(tag, uid, &hits, r, modseq.then_some(reported))
             }
-            None => {
-                let mut line = String::from("* SEARCH");
-                for h in &hits {
-                    line.push(' ');
-                    line.push_str(&h.to_string());
-                }
-                if modseq && !hits.is_empty() {
-                    line.push_str(&format!(" (MODSEQ {max_modseq})"));
-                }
-                line.push_str("\r\n");
-                line
-            }
+            None => crate::op::esearch::numbers_line("SEARCH", &hits, modseq.then_some(max_modseq)),
         };
         self.out.extend_from_slice(line.as_bytes());
         self.ok(tag, "Search completed.");

@@ -97,29 +97,11 @@ impl Session {
         let max_modseq = rows.iter().map(|r| r.hit.modseq).max().unwrap_or(0);
         let line = match ret {
             Some(r) => {
-                // As for ESEARCH (RFC 4731 §3.2): with only MIN and/or MAX,
-                // the MODSEQ of the message(s) returned.
-                let reported = match (rows.first(), rows.last()) {
-                    (Some(first), Some(last)) if !r.all && !r.count => {
-                        (if r.min { first.hit.modseq } else { 0 }).max(if r.max { last.hit.modseq } else { 0 })
-                    }
-                    _ => max_modseq,
-                };
+                let ends = rows.first().zip(rows.last()).map(|(a, b)| (a.hit.modseq, b.hit.modseq));
+                let reported = crate::op::esearch::returned_modseq(r, ends, max_modseq);
                 esort_line(tag, uid, &numbers, r, modseq.then_some(reported))
             }
-            None => {
-                let mut line = String::from("* SORT");
-                for n in &numbers {
-                    line.push(' ');
-                    line.push_str(&n.to_string());
-                }
-                if modseq && !numbers.is_empty() {
-                    // RFC 7162 §3.1.5: the highest MODSEQ of the results.
-                    line.push_str(&format!(" (MODSEQ {max_modseq})"));
-                }
-                line.push_str("\r\n");
-                line
-            }
+            None => crate::op::esearch::numbers_line("SORT", &numbers, modseq.then_some(max_modseq)),
         };
         self.out.extend_from_slice(line.as_bytes());
         self.ok(tag, "Sort completed.");
