@@ -134,8 +134,19 @@ pub struct Cached {
 #[derive(Default)]
 struct Cache {
     entries: HashMap<PathBuf, (u64, Cached)>,
+    /// Messages over all `entries` (kept as they come and go, so a commit
+    /// does not sum over every cached mailbox).
+    messages: usize,
     clock: u64,
     internal_dates: HashMap<PathBuf, Arc<Mutex<foldhash::HashMap<String, i64>>>>,
+}
+
+impl Cache {
+    fn remove(&mut self, mailbox_dir: &Path) -> Option<Cached> {
+        let (_, entry) = self.entries.remove(mailbox_dir)?;
+        self.messages -= entry.uidlist.records.len();
+        Some(entry)
+    }
 }
 
 fn cache() -> MutexGuard<'static, Cache> {
@@ -147,7 +158,7 @@ fn cache() -> MutexGuard<'static, Cache> {
 /// Takes the entry of `mailbox_dir` out of the cache (the caller holds the
 /// mailbox lock and puts it back with [`put`] after its commit).
 pub fn take(mailbox_dir: &Path) -> Option<Cached> {
-    cache().entries.remove(mailbox_dir).map(|(_, c)| c)
+    cache().remove(mailbox_dir)
 }
 
 /// Stores the state of `mailbox_dir` right after a commit (under its lock),
@@ -156,15 +167,14 @@ pub fn put(mailbox_dir: &Path, entry: Cached) {
     let mut c = cache();
     c.clock += 1;
     let clock = c.clock;
+    c.remove(mailbox_dir);
+    c.messages += entry.uidlist.records.len();
     c.entries.insert(mailbox_dir.to_path_buf(), (clock, entry));
-    let mut total: usize = c.entries.values().map(|(_, e)| e.uidlist.records.len()).sum();
-    while total > MAX_CACHED_MESSAGES && c.entries.len() > 1 {
+    while c.messages > MAX_CACHED_MESSAGES && c.entries.len() > 1 {
         let Some(oldest) = c.entries.iter().min_by_key(|(_, (used, _))| *used).map(|(p, _)| p.clone()) else {
             break;
         };
-        if let Some((_, e)) = c.entries.remove(&oldest) {
-            total -= e.uidlist.records.len();
-        }
+        c.remove(&oldest);
         c.internal_dates.remove(&oldest);
     }
 }
@@ -172,7 +182,7 @@ pub fn put(mailbox_dir: &Path, entry: Cached) {
 /// Drops what is cached about `mailbox_dir` (deleted or renamed mailbox).
 pub fn forget(mailbox_dir: &Path) {
     let mut c = cache();
-    c.entries.remove(mailbox_dir);
+    c.remove(mailbox_dir);
     c.internal_dates.remove(mailbox_dir);
 }
 
