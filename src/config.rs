@@ -118,11 +118,16 @@ pub struct ServerConfig {
     /// On SIGTERM/SIGINT, how long commands in progress may take to finish
     /// before every session gets `* BYE` and the processes exit.
     pub shutdown_grace_secs: u64,
+    /// Started as root, `serve` becomes this system user (keeping only
+    /// `CAP_NET_BIND_SERVICE` for ports below 1024) before it touches the
+    /// data directory; empty: stay as started (a WARN when that is root).
+    /// Linux only.
+    pub user: String,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { shutdown_grace_secs: 5 }
+        ServerConfig { shutdown_grace_secs: 5, user: String::new() }
     }
 }
 

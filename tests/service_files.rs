@@ -73,3 +73,22 @@ fn serve_notifies_ready_once_listening_and_stopping_on_sigterm() {
     let status = child.wait().unwrap();
     assert!(status.success(), "serve exit {status:?} after {:?}", started.elapsed());
 }
+
+/// The configuration files shipped with the Debian package and the container
+/// image load and validate with the binary they ship with.
+#[test]
+fn packaged_configs_pass_config_check() {
+    for name in ["dist/debian/dormouse.toml", "dist/docker/dormouse.toml"] {
+        let path = format!("{}/{name}", env!("CARGO_MANIFEST_DIR"));
+        let out = Command::new(dormouse()).args(["--config", &path, "config", "check"]).output().unwrap();
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("allow_plaintext_auth = false"), "{name}: LOGIN must need TLS on port 143");
+    }
+    // The image runs the binary with the config it copies in, as the
+    // unprivileged user the package also uses.
+    let dockerfile = std::fs::read_to_string(format!("{}/Dockerfile", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    assert!(dockerfile.contains("COPY dist/docker/dormouse.toml /etc/dormouse/dormouse.toml"));
+    assert!(dockerfile.contains("\nUSER dormouse\n"));
+    assert!(dockerfile.contains("\"--config\", \"/etc/dormouse/dormouse.toml\""));
+}

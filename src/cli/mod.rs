@@ -8,6 +8,8 @@ pub mod hibernate;
 pub mod logging;
 pub mod metrics;
 pub mod outside_changes;
+#[cfg(target_os = "linux")]
+pub mod privileges;
 pub mod push_relay;
 pub mod push_webpush;
 pub mod reload;

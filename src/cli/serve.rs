@@ -52,6 +52,14 @@ pub fn run(config: Config, path: Option<PathBuf>, _args: ServeArgs) -> anyhow::R
     // Whatever we create without an explicit mode (sockets, directories
     // made by libraries) is private too; children inherit the mask.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    // Before the data directory is touched and before any thread, port or
+    // child exists (the ids then hold for all of them).
+    #[cfg(target_os = "linux")]
+    super::privileges::drop_if_root(&config.server.user, &config.data_dir, &config.run_dir())?;
+    #[cfg(not(target_os = "linux"))]
+    if !config.server.user.is_empty() {
+        anyhow::bail!("server.user is supported on Linux only; start serve as that user instead");
+    }
     first_run::create_private_dir(&config.data_dir)?;
     first_run::check_not_shared(&config.data_dir, "data directory")?;
     // Before anything in the data directory is touched, and held until we
