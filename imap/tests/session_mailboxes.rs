@@ -155,3 +155,22 @@ fn reselecting_reuses_the_open_mailbox_instead_of_rebuilding_it() {
     assert!(!leftover.exists(), "a fresh open sweeps leftovers");
     assert!(in_flight.exists(), "a live writer's temp was swept");
 }
+
+#[test]
+fn append_with_the_mailbox_name_as_a_literal() {
+    let w = World::new();
+    let mut c = w.alice();
+    c.expect("a CREATE Work", &["a OK Create completed."]);
+    // Synchronizing: a `+` for the name, another for the message.
+    check(&c.raw(b"b APPEND {4}\r\n"), &["+ OK"]);
+    check(&c.raw(b"Work (\\Seen) {12}\r\n"), &["+ OK"]);
+    check(&c.raw(b"Subject: x\r\n\r\n"), &["b OK [APPENDUID {} 1] Append completed."]);
+    // LITERAL+ for both, in one piece.
+    c.expect("c APPEND {5+}\r\nINBOX {12+}\r\nSubject: y\r\n", &["c OK [APPENDUID {} 1] Append completed."]);
+    c.expect("d STATUS Work (MESSAGES)", &["* STATUS \"Work\" (MESSAGES 1)", "d OK Status completed."]);
+    c.expect("e SELECT Work", &["* FLAGS {}", "* OK {}", "* 1 EXISTS", "* 1 RECENT", "* OK {}", "* OK {}", "* OK {}", "e OK [READ-WRITE] {}"]);
+    c.expect("f FETCH 1 (FLAGS BODY[])", &["* 1 FETCH (FLAGS (\\Seen \\Recent) BODY[] {12}", "Subject: x", ")", "f OK Fetch completed."]);
+    c.expect("g STATUS INBOX (MESSAGES)", &["* STATUS \"INBOX\" (MESSAGES 1)", "g OK Status completed."]);
+    // A name literal that does not exist: TRYCREATE, nothing stored.
+    c.expect("h APPEND {4+}\r\nNope {2+}\r\nhi", &["h NO [TRYCREATE] Mailbox does not exist."]);
+}

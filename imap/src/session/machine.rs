@@ -342,7 +342,9 @@ impl Session {
             }
             return;
         }
-        let stream_it = is_append && self.append_body.is_none() && length > 0;
+        // Only a message literal is streamed to a file; a mailbox name sent
+        // as a literal (`APPEND {5}`) is an ordinary in-memory literal.
+        let stream_it = is_append && self.append_body.is_none() && length > 0 && append_literal_is_message(head);
         match self.store.as_ref().filter(|_| stream_it).map(|store| IncomingMessage::create(store, "INBOX")) {
             Some(Ok(message)) => {
                 self.append_body = Some(Ok(message));
@@ -690,6 +692,17 @@ fn search_like_command(bytes: &[u8]) -> bool {
         name = words.next().unwrap_or_default();
     }
     [&b"SEARCH"[..], b"SORT", b"THREAD"].iter().any(|n| name.eq_ignore_ascii_case(n))
+}
+
+/// True when the literal announced at the end of `head` (an APPEND command
+/// read so far) is a message: anything stands between `APPEND ` and its
+/// `{`, so the mailbox argument came before it. A literal right after
+/// `APPEND ` is the mailbox name.
+fn append_literal_is_message(head: &[u8]) -> bool {
+    let line = trim_crlf(head);
+    let Some(sp) = line.iter().position(|&b| b == b' ') else { return false };
+    let Some(args) = line[sp + 1..].get("APPEND ".len()..) else { return false };
+    args.iter().rposition(|&b| b == b'{').is_some_and(|open| open > 0)
 }
 
 /// Best-effort command name (second word).
