@@ -219,3 +219,18 @@ fn dotted_names_are_stored_escaped_like_dovecot_listescape() {
     c.expect("s CREATE a/../b", &["s NO [CANNOT] {}"]);
     c.expect("t CREATE .", &["t NO [CANNOT] {}"]);
 }
+
+#[test]
+fn raw_utf8_mailbox_names_get_no_cannot() {
+    let w = World::new();
+    let mut c = w.alice();
+    c.expect("a CREATE \"München\"", &["a NO [CANNOT] Mailbox name is not valid modified UTF-7: 8-bit characters must be sent encoded {}"]);
+    // An 8-bit atom is a syntax error (Dovecot: "8bit data in atom").
+    c.expect("b CREATE München", &["b BAD {}"]);
+    c.expect("c CREATE {8+}\r\nMünchen", &["c NO [CANNOT] Mailbox name is not valid modified UTF-7: {}"]);
+    c.expect("d SELECT \"München\"", &["d NO [CANNOT] {}"]);
+    c.expect("e STATUS \"München\" (MESSAGES)", &["e NO [CANNOT] {}"]);
+    c.expect("f CREATE M&APw-nchen", &["f OK Create completed."]);
+    c.expect("g RENAME M&APw-nchen \"Köln\"", &["g NO [CANNOT] {}"]);
+    c.expect("h LIST \"\" *", &["* LIST {} \"INBOX\"", "* LIST (\\HasNoChildren) \"/\" \"M&APw-nchen\"", "h OK List completed."]);
+}

@@ -375,7 +375,11 @@ impl Session {
         // For error texts: the command as the client wrote it.
         let original = bytes;
         let unquoted;
-        let bytes = match search_like_command(bytes).then(|| crate::op::quoted8::quoted_8bit_to_literals(bytes)).flatten() {
+        // 8-bit quoted strings: search text in the command's charset, or a
+        // raw UTF-8 mailbox name, which then gets NO [CANNOT] (as in
+        // Dovecot) instead of a syntax error.
+        let rewrite_8bit = search_like_command(bytes) || mailbox_command(bytes);
+        let bytes = match rewrite_8bit.then(|| crate::op::quoted8::quoted_8bit_to_literals(bytes)).flatten() {
             Some(b) => {
                 unquoted = b;
                 &unquoted
@@ -692,6 +696,20 @@ fn search_like_command(bytes: &[u8]) -> bool {
         name = words.next().unwrap_or_default();
     }
     [&b"SEARCH"[..], b"SORT", b"THREAD"].iter().any(|n| name.eq_ignore_ascii_case(n))
+}
+
+/// True for the commands whose quoted strings are mailbox names (their
+/// 8-bit names are refused with a NO, see `Session::mailbox_name`).
+fn mailbox_command(bytes: &[u8]) -> bool {
+    let line = trim_crlf(bytes);
+    let mut words = line.split(|&b| b == b' ').skip(1);
+    let mut name = words.next().unwrap_or_default();
+    if name.eq_ignore_ascii_case(b"UID") {
+        name = words.next().unwrap_or_default();
+    }
+    const NAMES: &[&[u8]] =
+        &[b"CREATE", b"DELETE", b"RENAME", b"SELECT", b"EXAMINE", b"SUBSCRIBE", b"UNSUBSCRIBE", b"STATUS", b"APPEND", b"COPY", b"MOVE"];
+    NAMES.iter().any(|n| name.eq_ignore_ascii_case(n))
 }
 
 /// True when the literal announced at the end of `head` (an APPEND command
