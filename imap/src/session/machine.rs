@@ -371,6 +371,14 @@ impl Session {
             // Dovecot ignores empty lines too; nothing to answer.
             return;
         }
+        if self.phase == Phase::Authenticated {
+            use crate::op::list_syntax::{parse, ListSyntax};
+            match parse(bytes) {
+                ListSyntax::Plain => {}
+                ListSyntax::Extended(cmd) => return self.op_list_extended(&cmd),
+                ListSyntax::Invalid(tag, text) => return self.bad(&tag, &text),
+            }
+        }
         use crate::op::esearch::{split_search_return, SearchReturn};
         // For error texts: the command as the client wrote it.
         let original = bytes;
@@ -553,7 +561,7 @@ impl Session {
         if authed {
             caps.push_str(
                 " NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE CONDSTORE QRESYNC ESEARCH \
-                 SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES",
+                 SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES LIST-EXTENDED LIST-STATUS",
             );
         } else {
             if self.options.starttls_available && !self.options.tls_active {
