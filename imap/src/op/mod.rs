@@ -15,6 +15,7 @@ mod list_extended;
 pub(crate) mod list_syntax;
 mod mailbox_name;
 mod manage;
+mod multiappend;
 mod noop;
 pub(crate) mod quoted8;
 pub(crate) mod search;
@@ -25,3 +26,5 @@ pub(crate) mod select;
 mod status;
 mod store;
 mod thread;
+
+pub(crate) use multiappend::split as multiappend_split;

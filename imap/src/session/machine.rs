@@ -67,10 +67,12 @@ pub struct Session {
     pub(crate) ordering: Option<crate::op::sort_syntax::Ordering>,
     /// A FETCH whose responses are produced over several `next` calls.
     pub(crate) fetch_job: Option<Box<crate::op::fetch::FetchJob>>,
-    /// The message literal of the APPEND being read, written to the
-    /// user's INBOX `tmp/` as it arrives (or why that failed). Taken by
-    /// `op_append`; dropped (file removed) after any other command.
-    pub(crate) append_body: Option<Result<IncomingMessage, StoreError>>,
+    /// The message literals of the APPEND being read, one entry per message
+    /// in order (MULTIAPPEND sends several): a literal written to the
+    /// user's INBOX `tmp/` as it arrived (or why that failed), or `None`
+    /// for one read into memory (empty, or not logged in). Taken by
+    /// `op_append`; dropped (files removed) after any other command.
+    pub(crate) append_bodies: Vec<Option<Result<IncomingMessage, StoreError>>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -133,7 +135,7 @@ impl Session {
             search_return: None,
             ordering: None,
             fetch_job: None,
-            append_body: None,
+            append_bodies: Vec::new(),
         }
     }
 
@@ -297,17 +299,20 @@ impl Session {
     fn handle_frame(&mut self, frame: Frame, now: Instant) {
         match frame {
             Frame::LineTooLong(head) => {
+                self.append_bodies.clear();
                 let tag = tag_of(&head);
                 let text = format!("Command line too long (max {} bytes).", self.options.limits.max_line);
                 self.respond_bad(tag.as_deref(), &text);
             }
             Frame::Literal { length, non_sync, head } => self.decide_literal(length, non_sync, &head),
             Frame::LiteralData(bytes) => {
-                if let Some(Ok(message)) = &mut self.append_body {
-                    if let Err(e) = message.write(&bytes) {
-                        // Reported when the command completes; the rest
-                        // of the literal is still read (and dropped).
-                        self.append_body = Some(Err(e));
+                if let Some(slot) = self.append_bodies.last_mut() {
+                    if let Some(Ok(message)) = slot {
+                        if let Err(e) = message.write(&bytes) {
+                            // Reported when the command completes; the rest
+                            // of the literal is still read (and dropped).
+                            *slot = Some(Err(e));
+                        }
                     }
                 }
             }
@@ -316,8 +321,8 @@ impl Session {
                 Phase::Idle(tag) => self.idle_input(&tag, &bytes),
                 _ => {
                     self.command_bytes(&bytes, now);
-                    // Not taken by APPEND (a syntax error, say): the file goes.
-                    self.append_body = None;
+                    // Not taken by APPEND (a syntax error, say): the files go.
+                    self.append_bodies.clear();
                 }
             },
         }
@@ -334,6 +339,7 @@ impl Session {
         let over_total = self.framer.message_len() as u64 + u64::from(length) > total_cap;
         if length > max || over_total {
             self.framer.reject_literal();
+            self.append_bodies.clear();
             if is_append {
                 let text = format!("[TOOBIG] Message too large (max {max} bytes).");
                 self.respond(tag.as_deref(), "NO", &text);
@@ -344,21 +350,28 @@ impl Session {
         }
         // Only a message literal is streamed to a file; a mailbox name sent
         // as a literal (`APPEND {5}`) is an ordinary in-memory literal.
-        let stream_it = is_append && self.append_body.is_none() && length > 0 && append_literal_is_message(head);
+        let message_literal = is_append && append_literal_is_message(head);
+        let stream_it = message_literal && length > 0;
         match self.store.as_ref().filter(|_| stream_it).map(|store| IncomingMessage::create(store, "INBOX")) {
             Some(Ok(message)) => {
-                self.append_body = Some(Ok(message));
+                self.append_bodies.push(Some(Ok(message)));
                 self.framer.accept_literal_streamed();
             }
             Some(Err(e)) => {
                 self.framer.reject_literal();
+                self.append_bodies.clear();
                 tracing::warn!(error = %e, "cannot receive an APPEND message");
                 return match tag {
                     Some(tag) => self.no_store(&tag, &e),
                     None => self.respond_bad(None, "Cannot receive the message."),
                 };
             }
-            None => self.framer.accept_literal(),
+            None => {
+                if message_literal {
+                    self.append_bodies.push(None);
+                }
+                self.framer.accept_literal();
+            }
         }
         if !non_sync {
             self.out.extend_from_slice(b"+ OK\r\n");
@@ -372,6 +385,9 @@ impl Session {
             return;
         }
         if self.phase == Phase::Authenticated {
+            if let Some(commands) = crate::op::multiappend_split(bytes) {
+                return self.op_multiappend(bytes, &commands);
+            }
             use crate::op::list_syntax::{parse, ListSyntax};
             match parse(bytes) {
                 ListSyntax::Plain => {}
@@ -561,7 +577,7 @@ impl Session {
         if authed {
             caps.push_str(
                 " NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE CONDSTORE QRESYNC ESEARCH \
-                 SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES LIST-EXTENDED LIST-STATUS",
+                 SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES LIST-EXTENDED LIST-STATUS MULTIAPPEND",
             );
         } else {
             if self.options.starttls_available && !self.options.tls_active {
