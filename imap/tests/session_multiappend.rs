@@ -67,3 +67,24 @@ fn a_failing_message_stores_none() {
     let caps = c.send("j CAPABILITY");
     assert!(caps.contains(" MULTIAPPEND"), "{caps}");
 }
+
+#[test]
+fn too_many_messages_get_no_limit() {
+    let w = World::new();
+    let mut c = w.alice();
+    let mut cmd = b"a APPEND INBOX".to_vec();
+    for i in 0..51 {
+        cmd.extend_from_slice(format!(" {{12+}}\r\nSubject: {:1}\r\n", i % 10).as_bytes());
+    }
+    cmd.extend_from_slice(b"\r\nb NOOP\r\n");
+    check(&c.raw(&cmd), &["a NO [LIMIT] At most 50 messages in one APPEND; send them in smaller batches.", "b OK NOOP completed."]);
+    c.expect("c STATUS INBOX (MESSAGES)", &["* STATUS \"INBOX\" (MESSAGES 0)", "c OK Status completed."]);
+    assert_eq!(files(&w.dir.path().join("alice/Maildir/tmp")), 0, "streamed files left in tmp/");
+    // 50 are fine.
+    let mut cmd = b"d APPEND INBOX".to_vec();
+    for i in 0..50 {
+        cmd.extend_from_slice(format!(" {{12+}}\r\nSubject: {:1}\r\n", i % 10).as_bytes());
+    }
+    cmd.extend_from_slice(b"\r\n");
+    check(&c.raw(&cmd), &["d OK [APPENDUID {} 1:50] Append completed."]);
+}

@@ -27,4 +27,4 @@ mod status;
 mod store;
 mod thread;
 
-pub(crate) use multiappend::split as multiappend_split;
+pub(crate) use multiappend::{split as multiappend_split, MAX_MESSAGES as MULTIAPPEND_MAX_MESSAGES};

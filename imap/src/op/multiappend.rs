@@ -14,6 +14,11 @@ use imap_types::command::CommandBody;
 use crate::session::machine::tag_of;
 use crate::session::{response, Session};
 
+/// Most messages in one APPEND: each one being received holds an open
+/// file and up to 64 KiB of buffers until the command completes, so a
+/// longer one gets `NO [LIMIT]` (RFC 3502 sets no limit; Dovecot has none).
+pub(crate) const MAX_MESSAGES: usize = 50;
+
 /// The single-message APPEND commands of a MULTIAPPEND in `bytes` (one
 /// complete command, literals inline), or `None` if it is not an APPEND of
 /// two or more messages (imap-codec then decodes it, or refuses it).

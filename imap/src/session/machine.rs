@@ -351,6 +351,19 @@ impl Session {
         // Only a message literal is streamed to a file; a mailbox name sent
         // as a literal (`APPEND {5}`) is an ordinary in-memory literal.
         let message_literal = is_append && append_literal_is_message(head);
+        if message_literal && self.append_bodies.len() >= crate::op::MULTIAPPEND_MAX_MESSAGES {
+            // Each message being received holds a file and up to 64 KiB.
+            self.framer.reject_literal();
+            self.append_bodies.clear();
+            let text = format!(
+                "[LIMIT] At most {} messages in one APPEND; send them in smaller batches.",
+                crate::op::MULTIAPPEND_MAX_MESSAGES
+            );
+            return match tag {
+                Some(tag) => self.no(&tag, &text),
+                None => self.respond_bad(None, &text),
+            };
+        }
         let stream_it = message_literal && length > 0;
         match self.store.as_ref().filter(|_| stream_it).map(|store| IncomingMessage::create(store, "INBOX")) {
             Some(Ok(message)) => {
