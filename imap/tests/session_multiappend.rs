@@ -88,3 +88,11 @@ fn too_many_messages_get_no_limit() {
     cmd.extend_from_slice(b"\r\n");
     check(&c.raw(&cmd), &["d OK [APPENDUID {} 1:50] Append completed."]);
 }
+
+#[test]
+fn raw_utf8_target_gets_no_cannot() {
+    let w = World::new();
+    let mut c = w.alice();
+    c.expect("a APPEND \"München\" {2+}\r\nhi {2+}\r\nho", &["a NO [CANNOT] Mailbox name is not valid modified UTF-7: {}"]);
+    assert_eq!(files(&w.dir.path().join("alice/Maildir/tmp")), 0, "streamed files left in tmp/");
+}

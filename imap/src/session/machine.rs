@@ -397,17 +397,6 @@ impl Session {
             // Dovecot ignores empty lines too; nothing to answer.
             return;
         }
-        if self.phase == Phase::Authenticated {
-            if let Some(commands) = crate::op::multiappend_split(bytes) {
-                return self.op_multiappend(bytes, &commands);
-            }
-            use crate::op::list_syntax::{parse, ListSyntax};
-            match parse(bytes) {
-                ListSyntax::Plain => {}
-                ListSyntax::Extended(cmd) => return self.op_list_extended(&cmd),
-                ListSyntax::Invalid(tag, text) => return self.bad(&tag, &text),
-            }
-        }
         use crate::op::esearch::{split_search_return, SearchReturn};
         // For error texts: the command as the client wrote it.
         let original = bytes;
@@ -423,6 +412,17 @@ impl Session {
             }
             None => bytes,
         };
+        if self.phase == Phase::Authenticated {
+            if let Some(commands) = crate::op::multiappend_split(bytes) {
+                return self.op_multiappend(bytes, &commands);
+            }
+            use crate::op::list_syntax::{parse, ListSyntax};
+            match parse(bytes) {
+                ListSyntax::Plain => {}
+                ListSyntax::Extended(cmd) => return self.op_list_extended(&cmd),
+                ListSyntax::Invalid(tag, text) => return self.bad(&tag, &text),
+            }
+        }
         use crate::op::sort_syntax::{split_sort_thread, Split};
         let as_search;
         self.ordering = None;
