@@ -170,3 +170,12 @@ fn subscribed_names_without_a_mailbox_and_capability() {
     let mut pre = w.client();
     pre.expect("f LIST (SUBSCRIBED) \"\" *", &["f BAD {}"]);
 }
+
+#[test]
+fn plain_list_marks_parents_without_a_mailbox_noselect() {
+    let (_w, mut c) = tree();
+    // Dovecot 2.3: `* LIST (\Noselect \HasChildren) "/" Work/Deep`.
+    c.expect("a LIST \"\" Work/%", &["* LIST (\\Noselect \\HasChildren) \"/\" \"Work/Deep\"", "a OK List completed."]);
+    c.expect("b LIST \"\" foo*", &["* LIST (\\Noselect \\HasChildren) \"/\" \"foo\"", "* LIST (\\HasNoChildren) \"/\" \"foo/bar\"", "b OK List completed."]);
+    c.expect("c SELECT foo", &["c NO [NONEXISTENT] {}"]);
+}

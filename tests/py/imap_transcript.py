@@ -206,10 +206,10 @@ def facts(command, responses):
                 tree, _ = parse(tokens[3:])
                 lst = tree[0]
                 out.append(["STATUS", tokens[2][1].decode(), {lst[k]: int(lst[k + 1]) for k in range(0, len(lst), 2)}])
-            elif words and words[0].upper() == b"LIST":
+            elif words and words[0].upper() in (b"LIST", b"LSUB"):
                 tree, _ = parse(tokens[2:])
                 attrs = sorted(a for a in tree[0] if a.lower() not in ("\\marked", "\\unmarked"))
-                out.append(["LIST", tree[2], attrs, tree[3:]])
+                out.append([words[0].decode().upper(), tree[2], attrs, tree[3:]])
             elif words and words[0].upper() == b"FLAGS" and verb in ("SELECT", "EXAMINE"):
                 # Outside SELECT/EXAMINE a FLAGS update (new keyword) is optional.
                 tree, _ = parse(tokens[2:])
@@ -227,10 +227,11 @@ def facts(command, responses):
                 m = re.search(rb"\[" + code.encode() + rb" (\d+) ([^\]]+)\]", first)
                 if m:
                     out.append([code, uidvalidity_name(target_mailbox(command), m.group(1)), m.group(2).decode()])
-    if verb == "LIST":
+    if verb in ("LIST", "LSUB"):
         # The order of LIST answers is free: compare them sorted.
-        listing = sorted((f for f in out if f[0] in ("LIST", "STATUS")), key=lambda f: (f[1], f[0]))
-        out = listing + [f for f in out if f[0] not in ("LIST", "STATUS")]
+        kinds = ("LIST", "LSUB", "STATUS")
+        listing = sorted((f for f in out if f[0] in kinds), key=lambda f: (f[1], f[0]))
+        out = listing + [f for f in out if f[0] not in kinds]
     return out
 
 
