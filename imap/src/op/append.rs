@@ -88,7 +88,9 @@ impl Session {
     }
 
     /// Stores `messages` in `name` in order, all or none: if one fails, the
-    /// ones stored before it are expunged again. The UIDs on success.
+    /// ones stored before it are expunged again (their UIDs are not reused,
+    /// so UIDNEXT has moved on; Dovecot's transaction leaves it as it was).
+    /// Other sessions may see them come and go. The UIDs on success.
     pub(crate) fn store_all(&mut self, name: &str, messages: Vec<PreparedMessage<'_>>) -> Result<(u32, Vec<u32>), StoreError> {
         let Some(store) = self.store.clone() else { return Err(StoreError::NotAllowed("not logged in".into())) };
         let mut uids = Vec::with_capacity(messages.len());
