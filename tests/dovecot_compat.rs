@@ -3,7 +3,10 @@
 //! the same UIDs, UIDVALIDITY and flags through Dovecot IMAP; flags set by
 //! dormouse (system flags and keywords) show in Dovecot; mail delivered by
 //! Dovecot's LDA and flags set through Dovecot IMAP show in dormouse; UIDs
-//! keep counting up whichever side delivers.
+//! keep counting up whichever side delivers. Folder names holding `.`
+//! (`lists.debian.org`) are stored as Dovecot's listescape plugin stores
+//! them: Dovecot with that plugin lists, selects and subscribes the same
+//! names in both directions.
 //!
 //! Skipped (with a message) only if Dovecot is not installed. When run as
 //! root the mail user is `nobody` (Dovecot refuses root mail access), and the
@@ -173,4 +176,113 @@ fn dormouse_and_dovecot_agree_on_uids_and_flags() {
     assert_eq!(dormouse_view(&env), theirs);
     let errors: Vec<String> = dovecot.log().lines().filter(|l| l.contains("Error") || l.contains("Panic")).map(str::to_string).collect();
     assert!(errors.is_empty(), "Dovecot logged errors: {errors:#?}");
+}
+
+/// Dovecot's LIST and LSUB of every name, decoded from its quoting, and the
+/// message count of each name in `select`.
+fn dovecot_names(port: u16, commands: &[&str], select: &[&str]) -> serde_json::Value {
+    const SCRIPT: &str = r#"
+import imaplib, json, re, sys
+c = imaplib.IMAP4("127.0.0.1", int(sys.argv[1]))
+c.login("u1", "pass")
+def q(name):
+    return '"' + name.replace('\\', '\\\\').replace('"', '\\"') + '"'
+def names(typ, data):
+    assert typ == "OK", data
+    out = []
+    for line in data:
+        if line is None:
+            continue
+        s = line.decode()
+        m = re.match(r'^\((.*?)\) "/" (.*)$', s)
+        n = m.group(2)
+        if n.startswith('"'):
+            n = n[1:-1].replace('\\"', '"').replace('\\\\', '\\')
+        out.append([n, m.group(1)])
+    return sorted(out)
+cmds, sel = json.loads(sys.argv[2]), json.loads(sys.argv[3])
+for cmd in cmds:
+    verb, *args = cmd.split(" ")
+    typ, data = c._simple_command(verb, *[q(a) for a in args])
+    assert typ == "OK", (cmd, data)
+result = {"list": names(*c.list('""', "*")), "lsub": names(*c.lsub('""', "*")), "exists": {}}
+for name in sel:
+    typ, data = c.select(q(name))
+    assert typ == "OK", (name, data)
+    result["exists"][name] = int(data[0])
+c.logout()
+print(json.dumps(result))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", SCRIPT, &port.to_string(), &serde_json::to_string(commands).unwrap(), &serde_json::to_string(select).unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "imaplib: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn dotted_folder_names_match_dovecot_listescape() {
+    if !Path::new(DOVECOT).exists() || !Path::new("/usr/lib/dovecot/modules/lib20_listescape_plugin.so").exists() {
+        println!("SKIPPED: Dovecot or its listescape plugin is not installed; apt-get install dovecot-imapd");
+        return;
+    }
+    let env = TestEnv::new("", "");
+    let (uid, gid) = mail_ids();
+    let home = env.home("u1");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(&env.passwd, format!("u1:{{PLAIN}}pass:{uid}:{gid}::{}::\n", home.display())).unwrap();
+
+    // 1. dormouse creates and subscribes; Dovecot lists the same names.
+    let ours = ["lists.debian.org", "v1.2", "v1.2/rc.1", "a\\b", "~x.y", "Ünï.code"];
+    {
+        let store = env.store("u1");
+        for name in ours {
+            store.create_mailbox(name).unwrap();
+        }
+        store.subscribe("v1.2/rc.1").unwrap();
+        store.subscribe("lists.debian.org").unwrap();
+    }
+    let out = env.deliver(&["--user", "u1", "--mailbox", "lists.debian.org"], b"Subject: deb\n\nx\n");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    hand_over(&home);
+    let dovecot = Dovecot::start_listescape(&env.dir.path().join("dovecot"), &env.passwd);
+    let theirs = dovecot_names(dovecot.port, &[], &["lists.debian.org", "v1.2/rc.1"]);
+    let listed: Vec<&str> = theirs["list"].as_array().unwrap().iter().map(|e| e[0].as_str().unwrap()).collect();
+    let mut expected: Vec<String> = ours.iter().map(|n| storage_hooks_mutf7(n)).collect();
+    expected.push("INBOX".into());
+    expected.sort();
+    assert_eq!(listed, expected, "Dovecot's LIST of dormouse's folders");
+    let lsub: Vec<&str> = theirs["lsub"].as_array().unwrap().iter().map(|e| e[0].as_str().unwrap()).collect();
+    assert_eq!(lsub, ["lists.debian.org", "v1.2/rc.1"]);
+    assert_eq!(theirs["exists"]["lists.debian.org"], 1, "the delivered message");
+
+    // 2. Dovecot creates, subscribes and renames; dormouse sees the same names.
+    dovecot_names(
+        dovecot.port,
+        &["CREATE debian.user/x.y", "SUBSCRIBE debian.user/x.y", "CREATE old.name", "RENAME old.name new.name"],
+        &[],
+    );
+    hand_over(&home);
+    let store = env.store("u1");
+    let boxes = store.list_mailboxes().unwrap();
+    let mine: Vec<(&str, bool, bool)> = boxes.iter().map(|b| (b.name.as_str(), b.selectable, b.subscribed)).collect();
+    for want in [("debian.user", false, false), ("debian.user/x.y", true, true), ("new.name", true, false), ("lists.debian.org", true, true)] {
+        assert!(mine.contains(&want), "{want:?} missing from dormouse's list {mine:?}");
+    }
+    assert!(!mine.iter().any(|m| m.0 == "old.name"), "{mine:?}");
+    assert!(home.join("Maildir/.debian\\2euser.x\\2ey").is_dir());
+    // 3. dormouse writes into a folder Dovecot made; Dovecot counts it.
+    let out = env.deliver(&["--user", "u1", "--mailbox", "debian.user/x.y"], b"Subject: deb2\n\nx\n");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    hand_over(&home);
+    let theirs = dovecot_names(dovecot.port, &[], &["debian.user/x.y"]);
+    assert_eq!(theirs["exists"]["debian.user/x.y"], 1);
+    let errors: Vec<String> = dovecot.log().lines().filter(|l| l.contains("Error") || l.contains("Panic")).map(str::to_string).collect();
+    assert!(errors.is_empty(), "Dovecot logged errors: {errors:#?}");
+}
+
+/// The modified UTF-7 form IMAP shows of a UTF-8 name (levels kept).
+fn storage_hooks_mutf7(name: &str) -> String {
+    name.split('/').map(storage_hooks::mutf7::encode).collect::<Vec<_>>().join("/")
 }

@@ -106,12 +106,18 @@ fn transcript(port: u16, script: &Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-#[test]
-fn dormouse_answers_like_dovecot() {
-    if !Path::new(DOVECOT).exists() {
-        eprintln!("SKIPPED: {DOVECOT} is not installed (apt-get install dovecot-imapd)");
-        return;
-    }
+/// Runs `script` against dormouse and a Dovecot started by `dovecot`, each
+/// on a copy of one Maildir holding `messages`, and fails on every command
+/// whose facts differ. `@NAME` in the script stands for a file holding the
+/// matching `files` entry. `setup` adds to dormouse's `[imap]` section and
+/// `prepare` may change the Maildir before it is copied.
+struct Setup {
+    imap_extra: &'static str,
+    prepare: fn(&Path),
+    dovecot: fn(&Path, &Path) -> Dovecot,
+}
+
+fn compare_with_dovecot(messages: &[&str], script: &str, files: &[(&str, &str)], setup: Setup) {
     let dir = tempfile::tempdir().unwrap();
     let (uid, gid) = mail_ids();
     let dm_home = dir.path().join("dm-home/u1");
@@ -125,11 +131,13 @@ fn dormouse_answers_like_dovecot() {
     let server = Server::start(ServerOptions {
         users: Vec::new(),
         sections_extra: format!("[users]\npasswd_file = {:?}\n", dm_passwd),
+        imap_extra: format!("{}{}", ServerOptions::default().imap_extra, setup.imap_extra),
         ..ServerOptions::default()
     });
-    for message in MESSAGES {
+    for message in messages {
         server.deliver("u1", message.as_bytes());
     }
+    (setup.prepare)(&dm_home.join("Maildir"));
     // Identical starting point: copy the Maildir (with dormouse's
     // dovecot-uidlist) for Dovecot, keeping mtimes.
     std::fs::create_dir_all(dc_home.parent().unwrap()).unwrap();
@@ -139,15 +147,19 @@ fn dormouse_answers_like_dovecot() {
         let status = Command::new("chown").args(["-R", "65534:65534"]).arg(dir.path().join("dc-home")).status().unwrap();
         assert!(status.success());
     }
-    let dovecot = Dovecot::start(&dir.path().join("dovecot"), &dc_passwd);
+    let dovecot = (setup.dovecot)(&dir.path().join("dovecot"), &dc_passwd);
 
-    let msg = dir.path().join("append.eml");
-    std::fs::write(&msg, "From: appender@example.org\r\nSubject: appended\r\n\r\nappended body\r\n").unwrap();
-    let script = dir.path().join("script.txt");
-    std::fs::write(&script, SCRIPT.replace("@MSG", &format!("@{}", msg.display()))).unwrap();
+    let mut script = script.to_string();
+    for (name, content) in files {
+        let path = dir.path().join(format!("{name}.eml"));
+        std::fs::write(&path, content).unwrap();
+        script = script.replace(&format!("@{name}"), &format!("@{}", path.display()));
+    }
+    let script_path = dir.path().join("script.txt");
+    std::fs::write(&script_path, script).unwrap();
 
-    let ours = transcript(server.imap, &script);
-    let theirs = transcript(dovecot.port, &script);
+    let ours = transcript(server.imap, &script_path);
+    let theirs = transcript(dovecot.port, &script_path);
     let (ours, theirs) = (ours.as_array().unwrap(), theirs.as_array().unwrap());
     assert_eq!(ours.len(), theirs.len());
     let mut mismatches = Vec::new();
@@ -162,4 +174,79 @@ fn dormouse_answers_like_dovecot() {
         }
     }
     assert!(mismatches.is_empty(), "{} of {} commands differ:\n{}", mismatches.len(), ours.len(), mismatches.join("\n"));
+}
+
+#[test]
+fn dormouse_answers_like_dovecot() {
+    if !Path::new(DOVECOT).exists() {
+        eprintln!("SKIPPED: {DOVECOT} is not installed (apt-get install dovecot-imapd)");
+        return;
+    }
+    let appended = "From: appender@example.org\r\nSubject: appended\r\n\r\nappended body\r\n";
+    let setup = Setup { imap_extra: "", prepare: |_| {}, dovecot: Dovecot::start };
+    compare_with_dovecot(MESSAGES, SCRIPT, &[("MSG", appended)], setup);
+}
+
+/// LIST-EXTENDED, LIST-STATUS and MULTIAPPEND on a tree with parents that
+/// have no mailbox of their own (Dovecot with `/` as separator, listescape
+/// and the special-use folders our names imply; no auto mailboxes).
+const LIST_SCRIPT: &str = "\
+SUBSCRIBE Archive/2024
+SUBSCRIBE foo/bar
+SUBSCRIBE solo
+SUBSCRIBE Work/Deep/x
+SUBSCRIBE Sent
+SUBSCRIBE Archive
+SUBSCRIBE lists.debian.org
+MULTIAPPEND solo (\\Seen) @A () @B
+LIST (SUBSCRIBED) \"\" %
+LIST (SUBSCRIBED) \"\" *
+LIST (SUBSCRIBED RECURSIVEMATCH) \"\" % RETURN (CHILDREN)
+LIST \"\" % RETURN (SUBSCRIBED)
+LIST \"\" (solo foo/* Sent) RETURN (CHILDREN)
+LIST (SPECIAL-USE) \"\" *
+LIST \"\" * RETURN (SPECIAL-USE)
+LIST (REMOTE) \"\" %
+LIST \"\" % RETURN (STATUS (MESSAGES UNSEEN UIDNEXT))
+LIST () \"\" Work/*
+LIST (SUBSCRIBED RECURSIVEMATCH) \"\" Work/% RETURN (CHILDREN)
+LIST (SUBSCRIBED) \"\" * RETURN (STATUS (MESSAGES))
+LIST \"\" * RETURN (SUBSCRIBED CHILDREN SPECIAL-USE STATUS (MESSAGES))
+LIST (SPECIAL-USE SUBSCRIBED) \"\" *
+LIST \"\" *
+LIST \"\" Work/%
+LIST (RECURSIVEMATCH) \"\" %
+LIST (BOGUS) \"\" %
+LIST \"\" % RETURN (BOGUS)
+MULTIAPPEND solo () @A () @EMPTY () @B
+STATUS solo (MESSAGES UNSEEN)
+MULTIAPPEND Nope () @A () @B
+MULTIAPPEND Archive () @A (\\Flagged) @B () @A
+SELECT Archive
+FETCH 1:* (UID FLAGS RFC822.SIZE)
+";
+
+#[test]
+fn list_extended_and_multiappend_answer_like_dovecot() {
+    if !Path::new(DOVECOT).exists() {
+        eprintln!("SKIPPED: {DOVECOT} is not installed (apt-get install dovecot-imapd)");
+        return;
+    }
+    fn dovecot(dir: &Path, passwd: &Path) -> Dovecot {
+        let special = "  separator = /\n  mailbox Sent {\n    special_use = \\Sent\n  }\n  mailbox Archive {\n    special_use = \\Archive\n  }\n";
+        Dovecot::start_with(dir, passwd, "mail_plugins = $mail_plugins listescape\n", special)
+    }
+    /// The folders, made on disk as Dovecot's Maildir++ keeps them: `foo`,
+    /// `Work` and `Work/Deep` exist only as parents of their children.
+    fn tree(maildir: &Path) {
+        for dir in [".Archive", ".Archive.2024", ".Sent", ".foo.bar", ".Work.Deep.x", ".solo", ".lists\\2edebian\\2eorg"] {
+            for sub in ["cur", "new", "tmp"] {
+                std::fs::create_dir_all(maildir.join(dir).join(sub)).unwrap();
+            }
+            std::fs::write(maildir.join(dir).join("maildirfolder"), b"").unwrap();
+        }
+    }
+    let setup = Setup { imap_extra: "auto_mailboxes = []\n", prepare: tree, dovecot };
+    let files = [("A", "Subject: a\r\n\r\nfirst\r\n"), ("B", "Subject: b\r\n\r\nsecond\r\n"), ("EMPTY", "")];
+    compare_with_dovecot(MESSAGES, LIST_SCRIPT, &files, setup);
 }

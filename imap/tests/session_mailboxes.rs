@@ -155,3 +155,82 @@ fn reselecting_reuses_the_open_mailbox_instead_of_rebuilding_it() {
     assert!(!leftover.exists(), "a fresh open sweeps leftovers");
     assert!(in_flight.exists(), "a live writer's temp was swept");
 }
+
+#[test]
+fn append_with_the_mailbox_name_as_a_literal() {
+    let w = World::new();
+    let mut c = w.alice();
+    c.expect("a CREATE Work", &["a OK Create completed."]);
+    // Synchronizing: a `+` for the name, another for the message.
+    check(&c.raw(b"b APPEND {4}\r\n"), &["+ OK"]);
+    check(&c.raw(b"Work (\\Seen) {12}\r\n"), &["+ OK"]);
+    check(&c.raw(b"Subject: x\r\n\r\n"), &["b OK [APPENDUID {} 1] Append completed."]);
+    // LITERAL+ for both, in one piece.
+    c.expect("c APPEND {5+}\r\nINBOX {12+}\r\nSubject: y\r\n", &["c OK [APPENDUID {} 1] Append completed."]);
+    c.expect("d STATUS Work (MESSAGES)", &["* STATUS \"Work\" (MESSAGES 1)", "d OK Status completed."]);
+    c.expect("e SELECT Work", &["* FLAGS {}", "* OK {}", "* 1 EXISTS", "* 1 RECENT", "* OK {}", "* OK {}", "* OK {}", "e OK [READ-WRITE] {}"]);
+    c.expect("f FETCH 1 (FLAGS BODY[])", &["* 1 FETCH (FLAGS (\\Seen \\Recent) BODY[] {12}", "Subject: x", ")", "f OK Fetch completed."]);
+    c.expect("g STATUS INBOX (MESSAGES)", &["* STATUS \"INBOX\" (MESSAGES 1)", "g OK Status completed."]);
+    // A name literal that does not exist: TRYCREATE, nothing stored.
+    c.expect("h APPEND {4+}\r\nNope {2+}\r\nhi", &["h NO [TRYCREATE] Mailbox does not exist."]);
+}
+
+#[test]
+fn dotted_names_are_stored_escaped_like_dovecot_listescape() {
+    let w = World::new();
+    let mut c = w.alice();
+    c.expect("a CREATE lists.debian.org", &["a OK Create completed."]);
+    c.expect("b CREATE v1.2/rc.1", &["b OK Create completed."]);
+    c.expect("c CREATE \"back\\\\slash\"", &["c OK Create completed."]);
+    c.expect("d CREATE ~home.dir", &["d OK Create completed."]);
+    let root = w.dir.path().join("alice/Maildir");
+    for dir in [".lists\\2edebian\\2eorg", ".v1\\2e2", ".v1\\2e2.rc\\2e1", ".back\\5cslash", ".\\7ehome\\2edir"] {
+        assert!(root.join(dir).join("cur").is_dir(), "{dir} missing");
+    }
+    c.expect(
+        "e LIST \"\" *",
+        &[
+            "* LIST (\\HasNoChildren) \"/\" \"INBOX\"",
+            "* LIST (\\HasNoChildren) \"/\" \"back\\\\slash\"",
+            "* LIST (\\HasNoChildren) \"/\" \"lists.debian.org\"",
+            "* LIST (\\HasChildren) \"/\" \"v1.2\"",
+            "* LIST (\\HasNoChildren) \"/\" \"v1.2/rc.1\"",
+            "* LIST (\\HasNoChildren) \"/\" \"~home.dir\"",
+            "e OK List completed.",
+        ],
+    );
+    c.expect("f LIST \"\" v1.2/%", &["* LIST (\\HasNoChildren) \"/\" \"v1.2/rc.1\"", "f OK List completed."]);
+    w.deliver("alice", "lists.debian.org", &simple_message("deb"));
+    c.expect("g SELECT lists.debian.org", &["* FLAGS {}", "* OK {}", "* 1 EXISTS", "* 1 RECENT", "* OK [UNSEEN 1] {}", "* OK {}", "* OK {}", "* OK {}", "g OK [READ-WRITE] {}"]);
+    c.expect("h SUBSCRIBE v1.2/rc.1", &["h OK Subscribe completed."]);
+    assert_eq!(std::fs::read_to_string(root.join("subscriptions")).unwrap(), "V\t2\n\nv1\\2e2\trc\\2e1\n");
+    c.expect("i LSUB \"\" *", &["* LSUB () \"/\" \"v1.2/rc.1\"", "i OK Lsub completed."]);
+    c.expect("j RENAME v1.2 v2.0", &["j OK Rename completed."]);
+    assert!(root.join(".v2\\2e0.rc\\2e1").is_dir());
+    c.expect("k LIST \"\" v*", &["* LIST (\\HasChildren) \"/\" \"v2.0\"", "* LIST (\\HasNoChildren) \"/\" \"v2.0/rc.1\"", "k OK List completed."]);
+    c.expect("l COPY 1 v2.0/rc.1", &["l OK [COPYUID {} 1 1] Copy completed."]);
+    c.expect("m STATUS v2.0/rc.1 (MESSAGES)", &["* STATUS \"v2.0/rc.1\" (MESSAGES 1)", "m OK Status completed."]);
+    c.expect("n DELETE v2.0/rc.1", &["n OK Delete completed."]);
+    c.expect("p UNSELECT", &["p OK Unselect completed."]);
+    c.expect("q DELETE lists.debian.org", &["q OK Delete completed."]);
+    assert!(!root.join(".lists\\2edebian\\2eorg").exists());
+    c.expect("r LIST \"\" *", &["* LIST {} \"INBOX\"", "* LIST {} \"back\\\\slash\"", "* LIST (\\HasNoChildren) \"/\" \"v2.0\"", "* LIST {} \"~home.dir\"", "r OK List completed."]);
+    // Levels "." and ".." stay refused.
+    c.expect("s CREATE a/../b", &["s NO [CANNOT] {}"]);
+    c.expect("t CREATE .", &["t NO [CANNOT] {}"]);
+}
+
+#[test]
+fn raw_utf8_mailbox_names_get_no_cannot() {
+    let w = World::new();
+    let mut c = w.alice();
+    c.expect("a CREATE \"München\"", &["a NO [CANNOT] Mailbox name is not valid modified UTF-7: 8-bit characters must be sent encoded {}"]);
+    // An 8-bit atom is a syntax error (Dovecot: "8bit data in atom").
+    c.expect("b CREATE München", &["b BAD {}"]);
+    c.expect("c CREATE {8+}\r\nMünchen", &["c NO [CANNOT] Mailbox name is not valid modified UTF-7: {}"]);
+    c.expect("d SELECT \"München\"", &["d NO [CANNOT] {}"]);
+    c.expect("e STATUS \"München\" (MESSAGES)", &["e NO [CANNOT] {}"]);
+    c.expect("f CREATE M&APw-nchen", &["f OK Create completed."]);
+    c.expect("g RENAME M&APw-nchen \"Köln\"", &["g NO [CANNOT] {}"]);
+    c.expect("h LIST \"\" *", &["* LIST {} \"INBOX\"", "* LIST (\\HasNoChildren) \"/\" \"M&APw-nchen\"", "h OK List completed."]);
+}

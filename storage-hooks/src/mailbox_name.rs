@@ -1,6 +1,13 @@
 //! Mailbox names: validation of API names (UTF-8, `/`-separated), mapping to
 //! Maildir++ directory names (`.A.B`, modified UTF-7) and back, and
 //! special-use attributes derived from well-known names.
+//!
+//! A level may hold `.` (the Maildir++ separator on disk) and `\\`: on disk
+//! they are escaped exactly as Dovecot's `listescape` plugin does with its
+//! default escape character, after the modified UTF-7 encoding: `.` becomes
+//! `\\2e`, `\\` becomes `\\5c`, and a `~` that starts a level becomes `\\7e`
+//! (`lists.debian.org` is `.lists\\2edebian\\2eorg`). The `subscriptions`
+//! file holds its levels the same way, as Dovecot writes it.
 
 use crate::{mutf7, StoreError};
 
@@ -26,9 +33,9 @@ impl MailboxName {
     ///
     /// # Errors
     /// `InvalidMailboxName` for empty names, empty components (`a//b`,
-    /// leading or trailing `/`), `.` anywhere (the on-disk separator, as in
-    /// Dovecot's Maildir++ layout, which also rules out `..`), control
+    /// leading or trailing `/`), components `.` and `..`, control
     /// characters, and names longer than [`MAX_NAME_BYTES`] (also once encoded).
+    /// Other `.` are fine: they are escaped on disk (see the module docs).
     pub fn parse(name: &str) -> Result<Self, StoreError> {
         if name.is_empty() {
             return Err(invalid(name, "empty name"));
@@ -39,11 +46,11 @@ impl MailboxName {
         if name.chars().any(char::is_control) {
             return Err(invalid(name, "control characters are not allowed"));
         }
-        if name.contains('.') {
-            return Err(invalid(name, "'.' is the on-disk hierarchy separator and is not allowed"));
-        }
         if name.split(SEPARATOR).any(str::is_empty) {
             return Err(invalid(name, "empty hierarchy component (leading, trailing or double '/')"));
+        }
+        if name.split(SEPARATOR).any(|level| level == "." || level == "..") {
+            return Err(invalid(name, "'.' and '..' are not allowed as hierarchy components"));
         }
         let mut parts: Vec<&str> = name.split(SEPARATOR).collect();
         if parts[0].eq_ignore_ascii_case("INBOX") {
@@ -70,7 +77,7 @@ impl MailboxName {
         if rest.is_empty() || rest.starts_with('.') {
             return None;
         }
-        let parts: Option<Vec<String>> = rest.split('.').map(mutf7::decode).collect();
+        let parts: Option<Vec<String>> = rest.split('.').map(decode_level).collect();
         let name = parts?.join("/");
         let parsed = MailboxName::parse(&name).ok()?;
         (parsed.dir_name() == dir).then_some(parsed)
@@ -95,7 +102,7 @@ impl MailboxName {
         let mut s = String::new();
         for part in self.name.split(SEPARATOR) {
             s.push('.');
-            s.push_str(&mutf7::encode(part));
+            s.push_str(&encode_level(part));
         }
         s
     }
@@ -141,6 +148,51 @@ impl MailboxName {
     }
 }
 
+/// Dovecot's listescape escape character (its default).
+const ESCAPE: char = '\\';
+
+/// One hierarchy level as stored on disk and in `subscriptions`: modified
+/// UTF-7, then `.`, `\\` and a leading `~` escaped as `\\2e`, `\\5c`, `\\7e`
+/// (Dovecot's listescape plugin).
+pub fn encode_level(level: &str) -> String {
+    let utf7 = mutf7::encode(level);
+    let mut out = String::with_capacity(utf7.len());
+    for (i, c) in utf7.chars().enumerate() {
+        if c == '.' || c == ESCAPE || (i == 0 && c == '~') {
+            out.push_str(&format!("{ESCAPE}{:02x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The inverse of [`encode_level`]: `\\XX` (two hex digits naming an ASCII
+/// character) is unescaped, any other `\\` is kept as it is (as Dovecot
+/// does), then modified UTF-7 is decoded. `None` if that fails.
+pub fn decode_level(stored: &str) -> Option<String> {
+    let b = stored.as_bytes();
+    let mut out = String::with_capacity(stored.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+        match hex {
+            Some(byte) if b[i] == ESCAPE as u8 && byte.is_ascii() && b[i + 1] != b'+' => {
+                out.push(char::from(byte));
+                i += 3;
+            }
+            _ => {
+                out.push(char::from(b[i]));
+                i += 1;
+            }
+        }
+    }
+    if !out.is_ascii() {
+        return None;
+    }
+    mutf7::decode(&out)
+}
+
 impl std::fmt::Display for MailboxName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.name)
@@ -157,7 +209,7 @@ mod tests {
 
     #[test]
     fn validation() {
-        for name in ["", "..", "a/../b", "/a", "a/", "a//b", "a\u{0}b", "a\nb", "x.y", "../../etc", "."] {
+        for name in ["", "..", "a/../b", "/a", "a/", "a//b", "a\u{0}b", "a\nb", "../../etc", ".", "a/."] {
             assert!(bad(name), "{name:?} must be refused");
         }
         assert!(bad(&"x".repeat(256)));
@@ -167,6 +219,39 @@ mod tests {
         assert!(!bad(&"x".repeat(200)));
         assert!(!bad("Ünïcode&Co"));
         assert!(!bad("~peter/mail"));
+        for ok in ["x.y", "lists.debian.org", "v1.2", "..dots", ".hidden", "a\\b", "a/.b/c."] {
+            assert!(!bad(ok), "{ok:?} must be accepted");
+        }
+    }
+
+    #[test]
+    fn dots_and_escapes_are_stored_like_dovecot_listescape() {
+        // Directory names as Dovecot 2.3 with `mail_plugins = listescape`
+        // wrote them for the same IMAP names (checked by hand and in
+        // tests/dovecot_compat.rs).
+        for (name, dir) in [
+            ("lists.debian.org", ".lists\\2edebian\\2eorg"),
+            ("v1.2", ".v1\\2e2"),
+            ("a\\b", ".a\\5cb"),
+            ("~tilde", ".\\7etilde"),
+            ("mid~dle", ".mid~dle"),
+            ("x/~y", ".x.\\7ey"),
+            ("x/y.z", ".x.y\\2ez"),
+            ("h.i/j.k", ".h\\2ei.j\\2ek"),
+            ("..dots", ".\\2e\\2edots"),
+            ("q\\2e", ".q\\5c2e"),
+            ("p%q", ".p%q"),
+            ("Ünï.co", ".&ANw-n&AO8-\\2eco"),
+            ("a&b.c", ".a&-b\\2ec"),
+        ] {
+            let n = MailboxName::parse(name).unwrap();
+            assert_eq!(n.dir_name(), dir, "{name}");
+            assert_eq!(MailboxName::from_dir_name(dir), Some(n), "{dir}");
+        }
+        // Not canonical (upper-case hex, a raw `~` first): not ours to list.
+        assert_eq!(MailboxName::from_dir_name(".v1\\2E2"), None);
+        assert_eq!(decode_level("a\\zz"), Some("a\\zz".into()), "a lone escape char stays");
+        assert_eq!(decode_level("a\\c3"), Some("a\\c3".into()), "escapes name ASCII only");
     }
 
     #[test]

@@ -2,13 +2,16 @@
 //! the header line `V\t2`, an empty line, then one mailbox per line with
 //! hierarchy levels separated by TAB and each level in modified UTF-7, e.g.
 //! `Archive\t2024`, in the order they were subscribed (as Dovecot keeps
-//! them). Files without the header (older Dovecot) hold one
-//! modified-UTF-7 name per line with `/` as separator.
+//! them). A level holding `.`, `\\` or a leading `~` is escaped as in the
+//! directory names (`v1\\2e2` for `v1.2`), which is what Dovecot with its
+//! listescape plugin writes and reads. Files without the header (older
+//! Dovecot) hold one modified-UTF-7 name per line with `/` as separator.
 
 use std::path::Path;
 
 use crate::dotlock::{DotLock, DotLockOptions};
 use crate::durable::{self, Sync};
+use crate::mailbox_name::{decode_level, encode_level};
 use crate::{mutf7, StoreError};
 
 /// File name at the Maildir root.
@@ -25,7 +28,7 @@ pub fn parse(text: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for line in lines.filter(|l| !l.is_empty()) {
         let parts: Option<Vec<String>> = if v2 {
-            line.split('\t').map(mutf7::decode).collect()
+            line.split('\t').map(decode_level).collect()
         } else {
             mutf7::decode(line).map(|n| vec![n])
         };
@@ -44,7 +47,7 @@ pub fn parse(text: &str) -> Vec<String> {
 
 /// Serializes in Dovecot 2.3's format.
 pub fn serialize(names: &[String]) -> String {
-    let encoded = names.iter().map(|n| n.split('/').map(mutf7::encode).collect::<Vec<_>>().join("\t"));
+    let encoded = names.iter().map(|n| n.split('/').map(encode_level).collect::<Vec<_>>().join("\t"));
     let mut s = String::from("V\t2\n\n");
     for e in encoded {
         s.push_str(&e);
@@ -108,5 +111,15 @@ mod tests {
         assert!(!update(dir.path(), "A/b", false).unwrap());
         assert_eq!(read(dir.path()).unwrap().len(), 1);
         assert_eq!(parse("Old/Name\nOld/Name\n"), ["Old/Name"]);
+    }
+
+    #[test]
+    fn dotted_names_are_escaped_like_dovecot_listescape() {
+        // What Dovecot 2.3 with `mail_plugins = listescape` wrote after
+        // SUBSCRIBE "v1.2", "a\\b", "h.i/j.k", "x/y.z".
+        let text = "V\t2\n\nv1\\2e2\na\\5cb\nh\\2ei\tj\\2ek\nx\ty\\2ez\n";
+        let names = parse(text);
+        assert_eq!(names, ["v1.2", "a\\b", "h.i/j.k", "x/y.z"]);
+        assert_eq!(serialize(&names), text);
     }
 }

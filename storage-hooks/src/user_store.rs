@@ -371,6 +371,15 @@ impl UserStore {
         Ok(())
     }
 
+    /// Every subscribed name (UTF-8, `/`-separated) in subscription order,
+    /// also those of mailboxes that do not exist (any more).
+    ///
+    /// # Errors
+    /// I/O reading the `subscriptions` file.
+    pub fn subscribed_names(&self) -> Result<Vec<String>, StoreError> {
+        subscriptions::read(&self.root)
+    }
+
     /// Subscribes a mailbox (Dovecot's `subscriptions` file). Emits `MailboxSubscribe`.
     ///
     /// # Errors

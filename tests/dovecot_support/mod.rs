@@ -36,6 +36,18 @@ pub struct Dovecot {
 impl Dovecot {
     /// Starts Dovecot in `dir` with the users of `passwd` (PLAIN passwords).
     pub fn start(dir: &Path, passwd: &Path) -> Dovecot {
+        Dovecot::start_with(dir, passwd, "", "")
+    }
+
+    /// Starts Dovecot with the listescape plugin and `/` as the namespace
+    /// separator, so `.` may appear in folder names (escaped on disk).
+    pub fn start_listescape(dir: &Path, passwd: &Path) -> Dovecot {
+        Dovecot::start_with(dir, passwd, "mail_plugins = $mail_plugins listescape\n", "  separator = /\n")
+    }
+
+    /// Starts Dovecot with `global` added to the top-level settings and
+    /// `namespace` inside the inbox namespace.
+    pub fn start_with(dir: &Path, passwd: &Path, global: &str, namespace: &str) -> Dovecot {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         for sub in ["run", "state"] {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
@@ -62,7 +74,7 @@ ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 mail_location = maildir:~/Maildir
-{users}passdb {{
+{global}{users}passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {passwd}
 }}
@@ -72,7 +84,7 @@ userdb {{
 }}
 namespace inbox {{
   inbox = yes
-}}
+{namespace}}}
 service imap-login {{
   inet_listener imap {{
     address = 127.0.0.1

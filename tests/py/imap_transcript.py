@@ -5,9 +5,15 @@ FETCH items (parsed, literals and quoted strings equal), [UIDVALIDITY],
 [UIDNEXT], [APPENDUID], [COPYUID] and the tagged status. Texts, capability
 order and \\Recent are left out.
 
+LIST answers (LIST-EXTENDED, LIST-STATUS) are compared as sets: name,
+attributes without the optional \\Marked / \\UnMarked, extended items, and
+the STATUS lines in between.
+
 Usage: imap_transcript.py HOST PORT USER PASSWORD SCRIPT_FILE
 The script has one command per line (without tag); a line
-`APPEND <mailbox> <flags> @<file>` appends that file's bytes as a literal.
+`APPEND <mailbox> <flags> @<file>` appends that file's bytes as a literal,
+and `MULTIAPPEND <mailbox> <flags> @<file> <flags> @<file>...` sends one
+APPEND of several messages (RFC 3502) with LITERAL+ literals.
 """
 import json
 import re
@@ -164,7 +170,7 @@ def target_mailbox(command):
     if verb == "UID":
         words = words[1:]
         verb = words[0].upper()
-    if verb in ("SELECT", "EXAMINE", "APPEND"):
+    if verb in ("SELECT", "EXAMINE", "APPEND", "MULTIAPPEND"):
         return words[1]
     if verb in ("COPY", "MOVE"):
         return words[-1]
@@ -200,6 +206,10 @@ def facts(command, responses):
                 tree, _ = parse(tokens[3:])
                 lst = tree[0]
                 out.append(["STATUS", tokens[2][1].decode(), {lst[k]: int(lst[k + 1]) for k in range(0, len(lst), 2)}])
+            elif words and words[0].upper() in (b"LIST", b"LSUB"):
+                tree, _ = parse(tokens[2:])
+                attrs = sorted(a for a in tree[0] if a.lower() not in ("\\marked", "\\unmarked"))
+                out.append([words[0].decode().upper(), tree[2], attrs, tree[3:]])
             elif words and words[0].upper() == b"FLAGS" and verb in ("SELECT", "EXAMINE"):
                 # Outside SELECT/EXAMINE a FLAGS update (new keyword) is optional.
                 tree, _ = parse(tokens[2:])
@@ -217,6 +227,11 @@ def facts(command, responses):
                 m = re.search(rb"\[" + code.encode() + rb" (\d+) ([^\]]+)\]", first)
                 if m:
                     out.append([code, uidvalidity_name(target_mailbox(command), m.group(1)), m.group(2).decode()])
+    if verb in ("LIST", "LSUB"):
+        # The order of LIST answers is free: compare them sorted.
+        kinds = ("LIST", "LSUB", "STATUS")
+        listing = sorted((f for f in out if f[0] in kinds), key=lambda f: (f[1], f[0]))
+        out = listing + [f for f in out if f[0] not in kinds]
     return out
 
 
@@ -233,7 +248,17 @@ for command in commands:
     tag = f"t{n}".encode()
     responses = []
     m = re.match(r"APPEND (\S+) (\(.*\)) @(\S+)$", command)
-    if m:
+    multi = re.match(r"MULTIAPPEND (\S+) (.*)$", command)
+    if multi:
+        data = tag + b" APPEND " + multi.group(1).encode()
+        shown = "MULTIAPPEND " + multi.group(1)
+        for flags, path in re.findall(r"(\([^)]*\)) @(\S+)", multi.group(2)):
+            body = open(path, "rb").read()
+            data += f" {flags} {{{len(body)}+}}\r\n".encode() + body
+            shown += f" {flags} <{len(body)} bytes>"
+        c.send(data + b"\r\n")
+        command = shown
+    elif m:
         data = open(m.group(3), "rb").read()
         c.send(tag + f" APPEND {m.group(1)} {m.group(2)} {{{len(data)}}}\r\n".encode())
         cont = c.response()

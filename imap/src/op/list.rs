@@ -65,7 +65,13 @@ impl Session {
             if !matches(&mb.name) {
                 continue;
             }
-            let mut attrs = vec![if mb.has_children { "\\HasChildren" } else { "\\HasNoChildren" }];
+            let mut attrs = Vec::new();
+            if !mb.selectable {
+                // A parent that exists only through its children (Maildir++
+                // keeps `.a.b` when `a` goes): as Dovecot answers.
+                attrs.push("\\Noselect");
+            }
+            attrs.push(if mb.has_children { "\\HasChildren" } else { "\\HasNoChildren" });
             if let Some(su) = mb.special_use {
                 attrs.push(su);
             }

@@ -18,6 +18,16 @@ impl Session {
                         _ => Some(name),
                     }
                 }
+                None if !other.as_ref().is_ascii() => {
+                    // Raw UTF-8 (quoted or a literal): we do not offer
+                    // UTF8=ACCEPT, so names must be modified UTF-7.
+                    self.no(
+                        tag,
+                        "[CANNOT] Mailbox name is not valid modified UTF-7: 8-bit characters must be sent \
+                         encoded (RFC 3501 5.1.3, e.g. &AOQ- for \u{e4}).",
+                    );
+                    None
+                }
                 None => {
                     self.no(tag, "[CANNOT] Mailbox name is not valid modified UTF-7.");
                     None

@@ -5,15 +5,23 @@ use imap_types::status::StatusDataItemName;
 
 use crate::session::{mutf7, response, Session};
 
+/// Why a STATUS response could not be made.
+pub(crate) enum StatusError {
+    /// The store failed (no such mailbox, I/O).
+    Store(storage_hooks::StoreError),
+    /// An item we do not answer (DELETED, DELETED-STORAGE).
+    Unsupported,
+}
+
 impl Session {
-    /// STATUS mailbox (items).
-    pub(crate) fn op_status(&mut self, tag: &str, mailbox: &Mailbox<'_>, items: &[StatusDataItemName]) {
-        let Some(name) = self.mailbox_name(tag, mailbox) else { return };
-        let Some(store) = self.store.clone() else { return };
-        let st = match store.status(&name) {
-            Ok(s) => s,
-            Err(e) => return self.no_store(tag, &e),
-        };
+    /// The `* STATUS name (...)` line of mailbox `name` (UTF-8), for STATUS
+    /// and LIST-STATUS. HIGHESTMODSEQ enables CONDSTORE (RFC 7162 §3.1).
+    pub(crate) fn status_response(&mut self, name: &str, items: &[StatusDataItemName]) -> Result<Vec<u8>, StatusError> {
+        let Some(store) = self.store.clone() else { return Err(StatusError::Unsupported) };
+        if items.iter().any(|i| matches!(i, StatusDataItemName::Deleted | StatusDataItemName::DeletedStorage)) {
+            return Err(StatusError::Unsupported);
+        }
+        let st = store.status(name).map_err(StatusError::Store)?;
         let mut parts = Vec::new();
         for item in items {
             let p = match item {
@@ -26,16 +34,24 @@ impl Session {
                     self.enable_condstore_implicitly();
                     format!("HIGHESTMODSEQ {}", st.highestmodseq)
                 }
-                StatusDataItemName::Deleted | StatusDataItemName::DeletedStorage => {
-                    return self.bad(tag, "STATUS item not supported.");
-                }
+                StatusDataItemName::Deleted | StatusDataItemName::DeletedStorage => return Err(StatusError::Unsupported),
             };
             parts.push(p);
         }
         let mut line = b"* STATUS ".to_vec();
-        response::string(&mut line, mutf7::encode(&name).as_bytes());
+        response::string(&mut line, mutf7::encode(name).as_bytes());
         line.extend_from_slice(format!(" ({})\r\n", parts.join(" ")).as_bytes());
-        self.out.extend_from_slice(&line);
+        Ok(line)
+    }
+
+    /// STATUS mailbox (items).
+    pub(crate) fn op_status(&mut self, tag: &str, mailbox: &Mailbox<'_>, items: &[StatusDataItemName]) {
+        let Some(name) = self.mailbox_name(tag, mailbox) else { return };
+        match self.status_response(&name, items) {
+            Ok(line) => self.out.extend_from_slice(&line),
+            Err(StatusError::Store(e)) => return self.no_store(tag, &e),
+            Err(StatusError::Unsupported) => return self.bad(tag, "STATUS item not supported."),
+        }
         self.ok(tag, "Status completed.");
     }
 }

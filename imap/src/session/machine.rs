@@ -67,10 +67,12 @@ pub struct Session {
     pub(crate) ordering: Option<crate::op::sort_syntax::Ordering>,
     /// A FETCH whose responses are produced over several `next` calls.
     pub(crate) fetch_job: Option<Box<crate::op::fetch::FetchJob>>,
-    /// The message literal of the APPEND being read, written to the
-    /// user's INBOX `tmp/` as it arrives (or why that failed). Taken by
-    /// `op_append`; dropped (file removed) after any other command.
-    pub(crate) append_body: Option<Result<IncomingMessage, StoreError>>,
+    /// The message literals of the APPEND being read, one entry per message
+    /// in order (MULTIAPPEND sends several): a literal written to the
+    /// user's INBOX `tmp/` as it arrived (or why that failed), or `None`
+    /// for one read into memory (empty, or not logged in). Taken by
+    /// `op_append`; dropped (files removed) after any other command.
+    pub(crate) append_bodies: Vec<Option<Result<IncomingMessage, StoreError>>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -133,7 +135,7 @@ impl Session {
             search_return: None,
             ordering: None,
             fetch_job: None,
-            append_body: None,
+            append_bodies: Vec::new(),
         }
     }
 
@@ -297,17 +299,20 @@ impl Session {
     fn handle_frame(&mut self, frame: Frame, now: Instant) {
         match frame {
             Frame::LineTooLong(head) => {
+                self.append_bodies.clear();
                 let tag = tag_of(&head);
                 let text = format!("Command line too long (max {} bytes).", self.options.limits.max_line);
                 self.respond_bad(tag.as_deref(), &text);
             }
             Frame::Literal { length, non_sync, head } => self.decide_literal(length, non_sync, &head),
             Frame::LiteralData(bytes) => {
-                if let Some(Ok(message)) = &mut self.append_body {
-                    if let Err(e) = message.write(&bytes) {
-                        // Reported when the command completes; the rest
-                        // of the literal is still read (and dropped).
-                        self.append_body = Some(Err(e));
+                if let Some(slot) = self.append_bodies.last_mut() {
+                    if let Some(Ok(message)) = slot {
+                        if let Err(e) = message.write(&bytes) {
+                            // Reported when the command completes; the rest
+                            // of the literal is still read (and dropped).
+                            *slot = Some(Err(e));
+                        }
                     }
                 }
             }
@@ -316,8 +321,8 @@ impl Session {
                 Phase::Idle(tag) => self.idle_input(&tag, &bytes),
                 _ => {
                     self.command_bytes(&bytes, now);
-                    // Not taken by APPEND (a syntax error, say): the file goes.
-                    self.append_body = None;
+                    // Not taken by APPEND (a syntax error, say): the files go.
+                    self.append_bodies.clear();
                 }
             },
         }
@@ -334,6 +339,7 @@ impl Session {
         let over_total = self.framer.message_len() as u64 + u64::from(length) > total_cap;
         if length > max || over_total {
             self.framer.reject_literal();
+            self.append_bodies.clear();
             if is_append {
                 let text = format!("[TOOBIG] Message too large (max {max} bytes).");
                 self.respond(tag.as_deref(), "NO", &text);
@@ -342,21 +348,43 @@ impl Session {
             }
             return;
         }
-        let stream_it = is_append && self.append_body.is_none() && length > 0;
+        // Only a message literal is streamed to a file; a mailbox name sent
+        // as a literal (`APPEND {5}`) is an ordinary in-memory literal.
+        let message_literal = is_append && append_literal_is_message(head);
+        if message_literal && self.append_bodies.len() >= crate::op::MULTIAPPEND_MAX_MESSAGES {
+            // Each message being received holds a file and up to 64 KiB.
+            self.framer.reject_literal();
+            self.append_bodies.clear();
+            let text = format!(
+                "[LIMIT] At most {} messages in one APPEND; send them in smaller batches.",
+                crate::op::MULTIAPPEND_MAX_MESSAGES
+            );
+            return match tag {
+                Some(tag) => self.no(&tag, &text),
+                None => self.respond_bad(None, &text),
+            };
+        }
+        let stream_it = message_literal && length > 0;
         match self.store.as_ref().filter(|_| stream_it).map(|store| IncomingMessage::create(store, "INBOX")) {
             Some(Ok(message)) => {
-                self.append_body = Some(Ok(message));
+                self.append_bodies.push(Some(Ok(message)));
                 self.framer.accept_literal_streamed();
             }
             Some(Err(e)) => {
                 self.framer.reject_literal();
+                self.append_bodies.clear();
                 tracing::warn!(error = %e, "cannot receive an APPEND message");
                 return match tag {
                     Some(tag) => self.no_store(&tag, &e),
                     None => self.respond_bad(None, "Cannot receive the message."),
                 };
             }
-            None => self.framer.accept_literal(),
+            None => {
+                if message_literal {
+                    self.append_bodies.push(None);
+                }
+                self.framer.accept_literal();
+            }
         }
         if !non_sync {
             self.out.extend_from_slice(b"+ OK\r\n");
@@ -373,13 +401,28 @@ impl Session {
         // For error texts: the command as the client wrote it.
         let original = bytes;
         let unquoted;
-        let bytes = match search_like_command(bytes).then(|| crate::op::quoted8::quoted_8bit_to_literals(bytes)).flatten() {
+        // 8-bit quoted strings: search text in the command's charset, or a
+        // raw UTF-8 mailbox name, which then gets NO [CANNOT] (as in
+        // Dovecot) instead of a syntax error.
+        let rewrite_8bit = search_like_command(bytes) || mailbox_command(bytes);
+        let bytes = match rewrite_8bit.then(|| crate::op::quoted8::quoted_8bit_to_literals(bytes)).flatten() {
             Some(b) => {
                 unquoted = b;
                 &unquoted
             }
             None => bytes,
         };
+        if self.phase == Phase::Authenticated {
+            if let Some(commands) = crate::op::multiappend_split(bytes) {
+                return self.op_multiappend(bytes, &commands);
+            }
+            use crate::op::list_syntax::{parse, ListSyntax};
+            match parse(bytes) {
+                ListSyntax::Plain => {}
+                ListSyntax::Extended(cmd) => return self.op_list_extended(&cmd),
+                ListSyntax::Invalid(tag, text) => return self.bad(&tag, &text),
+            }
+        }
         use crate::op::sort_syntax::{split_sort_thread, Split};
         let as_search;
         self.ordering = None;
@@ -547,7 +590,7 @@ impl Session {
         if authed {
             caps.push_str(
                 " NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE CONDSTORE QRESYNC ESEARCH \
-                 SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES",
+                 SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES LIST-EXTENDED LIST-STATUS MULTIAPPEND",
             );
         } else {
             if self.options.starttls_available && !self.options.tls_active {
@@ -690,6 +733,31 @@ fn search_like_command(bytes: &[u8]) -> bool {
         name = words.next().unwrap_or_default();
     }
     [&b"SEARCH"[..], b"SORT", b"THREAD"].iter().any(|n| name.eq_ignore_ascii_case(n))
+}
+
+/// True for the commands whose quoted strings are mailbox names (their
+/// 8-bit names are refused with a NO, see `Session::mailbox_name`).
+fn mailbox_command(bytes: &[u8]) -> bool {
+    let line = trim_crlf(bytes);
+    let mut words = line.split(|&b| b == b' ').skip(1);
+    let mut name = words.next().unwrap_or_default();
+    if name.eq_ignore_ascii_case(b"UID") {
+        name = words.next().unwrap_or_default();
+    }
+    const NAMES: &[&[u8]] =
+        &[b"CREATE", b"DELETE", b"RENAME", b"SELECT", b"EXAMINE", b"SUBSCRIBE", b"UNSUBSCRIBE", b"STATUS", b"APPEND", b"COPY", b"MOVE"];
+    NAMES.iter().any(|n| name.eq_ignore_ascii_case(n))
+}
+
+/// True when the literal announced at the end of `head` (an APPEND command
+/// read so far) is a message: anything stands between `APPEND ` and its
+/// `{`, so the mailbox argument came before it. A literal right after
+/// `APPEND ` is the mailbox name.
+fn append_literal_is_message(head: &[u8]) -> bool {
+    let line = trim_crlf(head);
+    let Some(sp) = line.iter().position(|&b| b == b' ') else { return false };
+    let Some(args) = line[sp + 1..].get("APPEND ".len()..) else { return false };
+    args.iter().rposition(|&b| b == b'{').is_some_and(|open| open > 0)
 }
 
 /// Best-effort command name (second word).
