@@ -9,6 +9,8 @@ use crate::mailbox_dir::MailboxDir;
 use crate::mailbox_name::MailboxName;
 use crate::{Flags, SystemFlags, UidSet};
 use std::time::{Duration, SystemTime};
+use crate::uidlist::UidList;
+use crate::mailbox_dir::Listing;
 
 fn setup(n: usize) -> (tempfile::TempDir, MailboxDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -199,4 +201,92 @@ fn a_listing_is_trusted_once_its_mtime_tick_is_over() {
     assert!(settled(fine, at(5 + FINE_SETTLE_MS)));
     assert!(!settled(whole, at(SETTLE_MS - 1)), "second-granularity mtimes wait longer");
     assert!(settled(whole, at(SETTLE_MS)));
+}
+
+fn dummy_entry(messages: usize) -> Cached {
+    let mut uidlist = UidList::new(1);
+    for i in 0..messages {
+        uidlist.push(&format!("m{i}"));
+    }
+    Cached {
+        uidlist,
+        uidlist_file: CachedFile::default(),
+        uidlist_appendable: false,
+        index: None,
+        index_file: None,
+        index_log_file: None,
+        index_log_len: None,
+        listing: Listing::default(),
+        new_dir: DirState::default(),
+        cur_dir: DirState::default(),
+    }
+}
+
+#[test]
+fn the_cache_keeps_at_most_max_mailboxes_and_max_messages() {
+    let limits = Limits { max_messages: 100, max_mailboxes: 3, idle: Duration::from_secs(120) };
+    let mut c = Cache::default();
+    let t = now_ms();
+    let p = |i: usize| PathBuf::from(format!("/nonexistent/lc/{i}"));
+    for i in 0..5 {
+        c.put(&p(i), dummy_entry(10), t, &limits);
+    }
+    assert_eq!(c.len(), 3);
+    assert!(!c.contains(&p(0)) && !c.contains(&p(1)), "the least recently used went first");
+    // Using one (a load takes it, its commit puts it back) makes it recent.
+    let e = c.remove(&p(2)).unwrap();
+    c.put(&p(2), e, t, &limits);
+    c.put(&p(5), dummy_entry(10), t, &limits);
+    assert!(c.contains(&p(2)) && !c.contains(&p(3)) && c.contains(&p(4)) && c.contains(&p(5)));
+    // The message bound still holds, and one big mailbox alone is kept.
+    c.put(&p(6), dummy_entry(85), t, &limits);
+    assert_eq!(c.len(), 2, "85 + 10 + 10 > 100");
+    assert!(c.contains(&p(6)) && c.contains(&p(5)), "the oldest two went");
+    assert_eq!(c.messages, 95);
+    c.put(&p(7), dummy_entry(500), t, &limits);
+    assert_eq!(c.len(), 1);
+    assert!(c.contains(&p(7)));
+}
+
+#[test]
+fn idle_entries_and_their_dates_are_dropped() {
+    let limits = Limits { max_messages: 1000, max_mailboxes: 10, idle: Duration::from_secs(120) };
+    let mut c = Cache::default();
+    let t0 = now_ms();
+    let (a, b) = (Path::new("/nonexistent/lc-idle/a"), Path::new("/nonexistent/lc-idle/b"));
+    c.put(a, dummy_entry(5), t0, &limits);
+    c.internal_dates(a, t0).lock().unwrap().insert("m0".into(), 42);
+    c.put(b, dummy_entry(5), t0 + 100_000, &limits);
+    assert_eq!(c.sweep(t0 + 120_000, &limits), 0, "not idle for longer than 120 s yet");
+    assert_eq!(c.sweep(t0 + 121_000, &limits), 1);
+    assert!(!c.contains(a) && c.contains(b));
+    assert!(c.internal_dates(a, t0 + 121_000).lock().unwrap().is_empty(), "its dates went with it");
+    // A commit sweeps too.
+    c.put(a, dummy_entry(5), t0 + 300_000, &limits);
+    assert!(c.contains(a) && !c.contains(b));
+    assert_eq!(c.messages, 5);
+}
+
+#[test]
+fn an_evicted_mailbox_reloads_from_disk_as_it_was() {
+    let (_d, mb) = setup(5);
+    let mut l = LockedMailbox::load(&mb, &[]).unwrap();
+    assert!(l.set_flags(1, &Flags::system(SystemFlags::SEEN)).unwrap());
+    l.expunge(&UidSet::from_range(4, 4)).unwrap();
+    l.commit().unwrap();
+    std::fs::write(mb.path.join("new/late"), b"Subject: l\r\n\r\nl\r\n").unwrap();
+    let before = flags_of(&mb);
+    assert_eq!(before.iter().map(|m| m.0).collect::<Vec<_>>(), [1, 2, 3, 5, 6]);
+    // Last used long ago: the sweep drops it (and only idle entries).
+    let entry = take(&mb.path).unwrap();
+    put_at(&mb.path, entry, now_ms() - 1_000_000);
+    assert!(sweep(now_ms()) >= 1);
+    assert!(!is_cached(&mb.path));
+    let l = LockedMailbox::load(&mb, &[]).unwrap();
+    assert!(l.outside.is_empty(), "a reload finds nothing new: {:?}", l.outside);
+    let got: Vec<(u32, Flags, u64)> = l.messages().iter().map(|m| (m.uid, m.flags.clone(), m.modseq)).collect();
+    l.commit().unwrap();
+    assert_eq!(got, before);
+    assert!(is_cached(&mb.path), "cached again");
+    assert_eq!(flags_of(&mb), before);
 }
