@@ -215,6 +215,8 @@ impl MailboxDir {
         }
         let name = MaildirFileName { basename, system, keyword_indexes: Vec::new() };
         let target = self.file_path(true, &name.file_name(false));
+        // Our own arrival: this process's watcher leaves it to the commit.
+        crate::own_changes::record(&target, crate::own_changes::Change::Arrived);
         if let Err(e) = std::fs::rename(&tmp, &target) {
             let _ = std::fs::remove_file(&tmp);
             return Err(StoreError::io(target, e));
