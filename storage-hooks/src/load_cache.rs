@@ -88,6 +88,10 @@ pub struct DirState {
     /// True if the listing was read when that mtime was already settled, so
     /// any later change must have moved it.
     pub trusted: bool,
+    /// Where the listing is in the directory's change log (see
+    /// `dir_events`): the changes after it are known exactly, no listing
+    /// needed. `None`: not watched, mtime rules only.
+    pub events: Option<crate::dir_events::Token>,
 }
 
 /// Identity of directory `path`; `None` if missing.
@@ -198,6 +202,8 @@ impl Cache {
     fn evict(&mut self, mailbox_dir: &Path) {
         self.remove(mailbox_dir);
         self.internal_dates.remove(mailbox_dir);
+        crate::dir_events::unwatch(&mailbox_dir.join("new"));
+        crate::dir_events::unwatch(&mailbox_dir.join("cur"));
     }
 
     /// Stores `entry` as used at `now`, then applies `limits`.

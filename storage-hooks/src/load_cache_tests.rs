@@ -49,6 +49,14 @@ fn as_other_process(mb: &MailboxDir, f: impl FnOnce()) {
     put(&mb.path, mine);
 }
 
+/// Makes the next load use the mtime rules, as without inotify.
+fn without_change_log(mb: &MailboxDir) {
+    let mut entry = take(&mb.path).expect("a cached state");
+    entry.new_dir.events = None;
+    entry.cur_dir.events = None;
+    put(&mb.path, entry);
+}
+
 fn flags_of(mb: &MailboxDir) -> Vec<(u32, Flags, u64)> {
     let c = LockedMailbox::load(mb, &[]).unwrap().commit().unwrap();
     c.messages.iter().map(|m| (m.uid, m.flags.clone(), m.modseq)).collect()
@@ -122,6 +130,8 @@ fn outside_writer_adding_to_new_is_seen_and_a_quiet_mailbox_is_not_listed_again(
     backdate_dirs(&mb, 10);
     // Listed while settled: trusted from now on.
     LockedMailbox::load(&mb, &[]).unwrap().commit().unwrap();
+    // The mtime rules (no change log: as without inotify).
+    without_change_log(&mb);
     // A change that (impossibly) kept the mtime shows the listing is reused...
     let cur_mtime = dir_mtime(&mb, "cur");
     std::fs::write(mb.path.join("cur/hidden:2,"), b"x\r\n").unwrap();
@@ -137,6 +147,41 @@ fn outside_writer_adding_to_new_is_seen_and_a_quiet_mailbox_is_not_listed_again(
     l.commit().unwrap();
 }
 
+#[cfg(target_os = "linux")]
+#[test]
+fn after_our_own_change_the_next_load_lists_no_directory_and_still_sees_outside_changes() {
+    let (_d, mb) = setup(3);
+    let listed = || crate::mailbox_dir::LISTED.with(|c| c.replace(0));
+    LockedMailbox::load(&mb, &[]).unwrap().commit().unwrap();
+    // Our own flag change and expunge (a rename and a removal in cur/)...
+    let mut l = LockedMailbox::load(&mb, &[]).unwrap();
+    assert!(l.set_flags(0, &Flags::system(SystemFlags::SEEN)).unwrap());
+    l.expunge(&UidSet::from_range(2, 2)).unwrap();
+    l.commit().unwrap();
+    listed();
+    // ...are known to the next load from the change log: nothing listed.
+    let got = flags_of(&mb);
+    assert_eq!(listed(), 0, "no directory listed again after our own change");
+    let seen = Flags::system(SystemFlags::SEEN);
+    assert_eq!(got.iter().map(|m| (m.0, m.1.clone())).collect::<Vec<_>>(), [(1, seen.clone()), (3, Flags::default())]);
+    // Another program's changes right after ours (same timestamp tick) are
+    // in the log too.
+    std::fs::rename(mb.path.join("cur/m2:2,"), mb.path.join("cur/m2:2,F")).unwrap();
+    std::fs::write(mb.path.join("new/dove"), b"Subject: d\r\n\r\nd\r\n").unwrap();
+    std::fs::remove_file(mb.path.join("cur/m0:2,S")).unwrap();
+    let l = LockedMailbox::load(&mb, &[]).unwrap();
+    assert_eq!(listed(), 0);
+    assert_eq!(l.outside.added.to_imap_string(), "4");
+    assert_eq!(l.outside.flags_set.to_imap_string(), "3");
+    assert_eq!(l.outside.expunged.to_imap_string(), "1");
+    l.commit().unwrap();
+    let cached = flags_of(&mb);
+    // A full listing (no cache) gives the same.
+    forget(&mb.path);
+    assert_eq!(flags_of(&mb), cached);
+    assert!(listed() > 0);
+}
+
 #[test]
 fn a_change_in_the_same_tick_as_ours_is_seen() {
     let (_d, mb) = setup(2);
@@ -146,6 +191,8 @@ fn a_change_in_the_same_tick_as_ours_is_seen() {
     let mut l = LockedMailbox::load(&mb, &[]).unwrap();
     assert!(l.set_flags(0, &Flags::system(SystemFlags::FLAGGED)).unwrap());
     l.commit().unwrap();
+    // (the mtime rules, as without inotify)
+    without_change_log(&mb);
     // ...and another program changes cur/ in the same timestamp tick
     // (a coarse filesystem: the mtime stays what our change left).
     let ours = dir_mtime(&mb, "cur");
@@ -161,6 +208,7 @@ fn a_change_in_the_same_tick_as_ours_is_seen() {
     let mut l = LockedMailbox::load(&mb2, &[]).unwrap();
     assert!(l.set_flags(0, &Flags::system(SystemFlags::FLAGGED)).unwrap());
     l.commit().unwrap();
+    without_change_log(&mb2);
     std::fs::write(mb2.path.join("cur/late:2,"), b"x\r\n").unwrap();
     backdate_dirs(&mb2, 10);
     let t = dir_mtime(&mb2, "cur");
