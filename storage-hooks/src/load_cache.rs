@@ -299,6 +299,8 @@ pub fn now_ms() -> u64 {
 /// own periodic tick.
 pub fn sweep(now: u64) -> usize {
     let limits = limits();
+    // SEARCH's header cache gives its memory back the same way.
+    crate::header_cache::sweep(now, limits.idle);
     cache().sweep(now, &limits)
 }
 

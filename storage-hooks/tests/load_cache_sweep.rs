@@ -1,6 +1,6 @@
-//! The load cache gives its memory back on its own: an entry nobody uses
-//! any more is dropped by the background sweep, without any further call
-//! into the store. (Its own test binary: it changes the process's limits.)
+//! The load cache (and SEARCH's header cache) give their memory back on
+//! their own: an entry nobody uses any more is dropped by the background
+//! sweep, without any further call into the store. (Its own test binary: it changes the process's limits.)
 
 use std::time::{Duration, Instant};
 
@@ -18,12 +18,15 @@ fn an_idle_entry_is_dropped_without_further_calls_and_reloads() {
     let inbox = store.mailbox_path("INBOX").unwrap();
     let mut mailbox = store.open_mailbox("INBOX").unwrap();
     assert!(load_cache::is_cached(&inbox), "a load leaves its state cached");
+    mailbox.cache_headers(1, vec![("subject".to_string(), "0".to_string())].into());
+    assert!(mailbox.cached_headers(1).is_some());
     // No call into the store from here on: only the sweep thread can drop it.
     let deadline = Instant::now() + Duration::from_secs(20);
     while load_cache::is_cached(&inbox) {
         assert!(Instant::now() < deadline, "an idle entry stayed cached");
         std::thread::sleep(Duration::from_millis(100));
     }
+    assert!(mailbox.cached_headers(1).is_none(), "SEARCH's header cache went with it");
     // Gone from memory, the mailbox reads the same from disk.
     mailbox.sync().unwrap();
     let again = store.open_mailbox("INBOX").unwrap();
