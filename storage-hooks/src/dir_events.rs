@@ -18,8 +18,9 @@
 //! was removed or renamed, or too many changes piled up between two loads
 //! ([`MAX_PENDING`]), [`catch_up`] answers `None` for the directories
 //! concerned and the load falls back to the mtime rules of `load_cache`
-//! (list the directory again when its mtime moved or was not settled).
-//! Watches go with their load-cache entry ([`unwatch`]).
+//! (list the directory again when its mtime moved or was not settled);
+//! so does a directory that lost its watch to more recently loaded ones
+//! ([`MAX_WATCHED`]). Watches go with their load-cache entry ([`unwatch`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -52,6 +53,13 @@ pub struct Token {
 /// events as well as list the directory.
 pub const FLOOD_BACKOFF: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Most directories one process watches (64 mailboxes): watches count
+/// against `fs.inotify.max_user_watches` together with the Maildir
+/// watcher's, which matter more (outside changes are announced through
+/// them). Beyond, the least recently loaded directory loses its watch
+/// (its next load uses the mtime rules).
+pub const MAX_WATCHED: usize = 128;
+
 /// Most changes a directory keeps between two loads; beyond, the log is
 /// dropped and the next load lists the directory again (as cheap by then
 /// as replaying them: a program renaming files all the time).
@@ -67,6 +75,8 @@ struct DirLog {
     broken: bool,
     /// Lost to a flood of changes (see [`FLOOD_BACKOFF`]).
     flooded: bool,
+    /// Last load (order of `State::clock`).
+    used: u64,
 }
 
 #[derive(Default)]
@@ -77,6 +87,7 @@ struct State {
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     tried: bool,
     next_log: u64,
+    clock: u64,
     dirs: HashMap<PathBuf, DirLog>,
     by_wd: HashMap<i32, PathBuf>,
     /// Flooded directories, unwatched until then.
@@ -160,7 +171,10 @@ impl State {
     /// The current token of `dir`, adding its watch (or a new log for a
     /// broken one) first.
     fn token(&mut self, dir: &Path) -> Option<Token> {
-        if let Some(log) = self.dirs.get(dir).filter(|l| !l.broken) {
+        self.clock += 1;
+        let clock = self.clock;
+        if let Some(log) = self.dirs.get_mut(dir).filter(|l| !l.broken) {
+            log.used = clock;
             return Some(Token { log: log.id, seq: log.base + log.changes.len() as u64 });
         }
         let now = std::time::Instant::now();
@@ -176,10 +190,16 @@ impl State {
             }
             self.backoff.remove(dir);
         }
+        while self.dirs.len() >= MAX_WATCHED {
+            let Some(oldest) = self.dirs.iter().min_by_key(|(_, l)| l.used).map(|(p, _)| p.clone()) else { break };
+            if let Some(old) = self.dirs.remove(&oldest) {
+                self.remove_watch(old.wd);
+            }
+        }
         let wd = self.add_watch(dir)?;
         self.next_log += 1;
         let id = self.next_log;
-        self.dirs.insert(dir.to_path_buf(), DirLog { id, wd, base: 0, changes: Vec::new(), broken: false, flooded: false });
+        self.dirs.insert(dir.to_path_buf(), DirLog { id, wd, base: 0, changes: Vec::new(), broken: false, flooded: false, used: self.clock });
         self.by_wd.insert(wd, dir.to_path_buf());
         Some(Token { log: id, seq: 0 })
     }
@@ -342,6 +362,27 @@ mod tests {
         apply(&mut l, false, &[("d:2,".into(), Change::Arrived)]);
         apply(&mut l, true, &[("d".into(), Change::Gone)]);
         assert_eq!(l, listing(&[("d:2,", false)]));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn at_most_max_watched_directories_the_least_recently_loaded_lose_theirs() {
+        let base = tempfile::tempdir().unwrap();
+        let dirs: Vec<PathBuf> = (0..MAX_WATCHED + 2).map(|i| base.path().join(i.to_string())).collect();
+        dirs.iter().for_each(|d| std::fs::create_dir(d).unwrap());
+        // Its own instance: the process's shared state stays out of it.
+        let mut s = State::default();
+        let first = s.token(&dirs[0]).expect("a watch");
+        for d in &dirs[1..MAX_WATCHED] {
+            assert!(s.token(d).is_some());
+        }
+        assert_eq!(s.token(&dirs[0]), Some(first), "loaded again: the most recent now");
+        assert!(s.token(&dirs[MAX_WATCHED]).is_some());
+        assert!(s.token(&dirs[MAX_WATCHED + 1]).is_some());
+        assert_eq!(s.dirs.len(), MAX_WATCHED);
+        assert!(s.dirs.contains_key(&dirs[0]));
+        assert!(!s.dirs.contains_key(&dirs[1]) && !s.dirs.contains_key(&dirs[2]), "the least recently loaded went");
+        assert_eq!(s.by_wd.len(), MAX_WATCHED);
     }
 
     #[cfg(target_os = "linux")]
