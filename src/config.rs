@@ -473,6 +473,12 @@ impl Config {
         if self.storage.poll_interval_secs == 0 {
             return invalid("storage.poll_interval_secs", "must be greater than 0");
         }
+        if self.storage.load_cache_mailboxes == 0 {
+            return invalid("storage.load_cache_mailboxes", "must be greater than 0");
+        }
+        if self.storage.load_cache_idle_secs == 0 {
+            return invalid("storage.load_cache_idle_secs", "must be greater than 0");
+        }
         let a = &self.auth;
         for (key, value) in [
             ("auth.argon2_max_memory_kib", a.argon2_max_memory_kib),
@@ -580,11 +586,35 @@ pub struct StorageConfig {
     pub change_source: ChangeSource,
     /// Stat-poll interval for users without inotify watches (watch limit reached).
     pub poll_interval_secs: u64,
+    /// Most mailboxes each process keeps parsed in its load cache.
+    pub load_cache_mailboxes: usize,
+    /// Most messages over all mailboxes of a process's load cache.
+    pub load_cache_messages: usize,
+    /// Seconds after which an unused load-cache entry is dropped.
+    pub load_cache_idle_secs: u64,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { change_source: ChangeSource::Both, poll_interval_secs: 30 }
+        let cache = storage_hooks::load_cache::Limits::default();
+        StorageConfig {
+            change_source: ChangeSource::Both,
+            poll_interval_secs: 30,
+            load_cache_mailboxes: cache.max_mailboxes,
+            load_cache_messages: cache.max_messages,
+            load_cache_idle_secs: cache.idle.as_secs(),
+        }
+    }
+}
+
+impl StorageConfig {
+    /// The load cache bounds these settings ask for.
+    pub fn load_cache_limits(&self) -> storage_hooks::load_cache::Limits {
+        storage_hooks::load_cache::Limits {
+            max_messages: self.load_cache_messages,
+            max_mailboxes: self.load_cache_mailboxes,
+            idle: std::time::Duration::from_secs(self.load_cache_idle_secs),
+        }
     }
 }
 
@@ -607,6 +637,18 @@ mod tests {
         assert!(parse("\"many\"").is_err());
         let text = toml::to_string(&Config::default()).unwrap();
         assert_eq!(Config::parse(&text, Path::new("x")).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn load_cache_limits_come_from_storage() {
+        let c = Config::parse(
+            "[storage]\nload_cache_mailboxes = 8\nload_cache_messages = 1000\nload_cache_idle_secs = 5\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        let l = c.storage.load_cache_limits();
+        assert_eq!((l.max_mailboxes, l.max_messages, l.idle), (8, 1000, std::time::Duration::from_secs(5)));
+        assert_eq!(Config::default().storage.load_cache_limits(), storage_hooks::load_cache::Limits::default());
     }
 
     #[test]
@@ -647,6 +689,8 @@ mod tests {
             "[storage]\nchange_source = \"inotify\"\n",
             "[storage]\nchange_source = \"fanotify\"\n",
             "[storage]\npoll_interval_secs = 0\n",
+            "[storage]\nload_cache_mailboxes = 0\n",
+            "[storage]\nload_cache_idle_secs = 0\n",
         ] {
             assert!(Config::parse(text, Path::new("x")).is_err(), "accepted: {text}");
         }

@@ -98,6 +98,9 @@ fn main() -> ExitCode {
     let is_serve = matches!(cli.command, Command::Serve(_) | Command::Worker(_) | Command::Hibernate(_))
         || matches!(&cli.command, Command::PushRelay(a) if a.is_run());
     cli::logging::init(&config, is_serve);
+    // Every process that opens mailboxes (workers, hibernate processes,
+    // LMTP in serve, deliver) bounds its load cache the same way.
+    storage_hooks::load_cache::configure(config.storage.load_cache_limits());
     match cli.command {
         Command::Serve(args) => cli::report(cli::serve::run(config, path, args)),
         Command::Deliver(args) => cli::deliver::run(&config, &args),

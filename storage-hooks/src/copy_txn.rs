@@ -148,6 +148,7 @@ fn finish(dir: &MailboxDir, text: &str) -> Result<(), StoreError> {
         }
         let from = dir.path.join("tmp").join(tmp_name);
         let to: PathBuf = dir.path.join("new").join(final_name);
+        crate::own_changes::record(&to, crate::own_changes::Change::Arrived);
         match std::fs::rename(&from, &to) {
             Ok(()) => count += 1,
             Err(e) if e.kind() == ErrorKind::NotFound => {} // moved before the crash

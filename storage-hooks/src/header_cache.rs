@@ -5,7 +5,9 @@
 //! Keyed by mailbox directory and basename: a Maildir file's content never
 //! changes under its basename, so an entry never goes stale (an expunged
 //! message's entry is just never asked for again). It is a cache: bounded
-//! ([`MAX_CACHED_MESSAGES`], emptied whole when full), it emits no events,
+//! ([`MAX_CACHED_MESSAGES`], emptied whole when full; a mailbox whose
+//! headers nobody asked for during the load cache's idle time is dropped by
+//! the same sweep, see `load_cache::Limits::idle`), it emits no events,
 //! and losing it only costs reading the files again.
 
 use std::collections::HashMap;
@@ -19,10 +21,46 @@ pub type Headers = Arc<[(String, String)]>;
 /// Most messages whose headers are kept per process.
 pub const MAX_CACHED_MESSAGES: usize = 400_000;
 
+/// Headers by mailbox directory, each mailbox with its last use (time
+/// comes in as `now`, milliseconds of `load_cache::now_ms`).
 #[derive(Default)]
 struct Cache {
-    mailboxes: HashMap<PathBuf, foldhash::HashMap<String, Headers>>,
+    mailboxes: HashMap<PathBuf, (u64, foldhash::HashMap<String, Headers>)>,
     total: usize,
+}
+
+impl Cache {
+    fn get(&mut self, mailbox_dir: &Path, basename: &str, now: u64) -> Option<Headers> {
+        let (used, headers) = self.mailboxes.get_mut(mailbox_dir)?;
+        *used = now;
+        headers.get(basename).cloned()
+    }
+
+    fn put(&mut self, mailbox_dir: &Path, basename: &str, headers: Headers, now: u64) {
+        if self.total >= MAX_CACHED_MESSAGES {
+            self.mailboxes.clear();
+            self.total = 0;
+        }
+        let (used, map) = self.mailboxes.entry(mailbox_dir.to_path_buf()).or_default();
+        *used = now;
+        let fresh = map.insert(basename.to_string(), headers).is_none();
+        self.total += usize::from(fresh);
+    }
+
+    fn sweep(&mut self, now: u64, idle: std::time::Duration) -> usize {
+        let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+        let before = self.mailboxes.len();
+        let mut dropped = 0;
+        self.mailboxes.retain(|_, (used, map)| {
+            let keep = now.saturating_sub(*used) <= idle_ms;
+            if !keep {
+                dropped += map.len();
+            }
+            keep
+        });
+        self.total -= dropped;
+        before - self.mailboxes.len()
+    }
 }
 
 fn cache() -> MutexGuard<'static, Cache> {
@@ -32,18 +70,19 @@ fn cache() -> MutexGuard<'static, Cache> {
 
 /// The cached headers of `basename` in `mailbox_dir`.
 pub fn get(mailbox_dir: &Path, basename: &str) -> Option<Headers> {
-    cache().mailboxes.get(mailbox_dir)?.get(basename).cloned()
+    cache().get(mailbox_dir, basename, crate::load_cache::now_ms())
 }
 
 /// Caches the headers of `basename` in `mailbox_dir`.
 pub fn put(mailbox_dir: &Path, basename: &str, headers: Headers) {
-    let mut c = cache();
-    if c.total >= MAX_CACHED_MESSAGES {
-        c.mailboxes.clear();
-        c.total = 0;
-    }
-    let fresh = c.mailboxes.entry(mailbox_dir.to_path_buf()).or_default().insert(basename.to_string(), headers).is_none();
-    c.total += usize::from(fresh);
+    cache().put(mailbox_dir, basename, headers, crate::load_cache::now_ms());
+}
+
+/// Drops the headers of mailboxes not used for longer than `idle` at `now`
+/// (`load_cache::now_ms`); returns how many mailboxes went. Run by the load
+/// cache's sweep.
+pub fn sweep(now: u64, idle: std::time::Duration) -> usize {
+    cache().sweep(now, idle)
 }
 
 #[cfg(test)]
@@ -58,5 +97,24 @@ mod tests {
         assert_eq!(get(a, "m1").as_deref(), Some(&*h));
         assert!(get(a, "m2").is_none());
         assert!(get(b, "m1").is_none());
+    }
+
+    #[test]
+    fn mailboxes_nobody_asked_for_are_dropped() {
+        let idle = std::time::Duration::from_secs(120);
+        let mut c = Cache::default();
+        let (a, b) = (Path::new("/nonexistent/hc-idle/a"), Path::new("/nonexistent/hc-idle/b"));
+        let h: Headers = vec![("subject".to_string(), "x".to_string())].into();
+        c.put(a, "m1", h.clone(), 1_000);
+        c.put(a, "m2", h.clone(), 1_000);
+        c.put(b, "m1", h.clone(), 1_000);
+        // Asking for a header is a use.
+        assert!(c.get(b, "m1", 100_000).is_some());
+        assert_eq!(c.sweep(121_000, idle), 0, "idle for exactly 120 s: kept");
+        assert_eq!(c.sweep(121_001, idle), 1);
+        assert!(c.get(a, "m1", 121_001).is_none() && c.get(b, "m1", 121_001).is_some());
+        assert_eq!(c.total, 1);
+        assert_eq!(c.sweep(300_000, idle), 1);
+        assert_eq!(c.total, 0);
     }
 }

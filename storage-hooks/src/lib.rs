@@ -26,7 +26,10 @@
 //! | `dormouse-status` | ours | `DMST` v1 postcard: [`MailboxStatus`] + stamp of cur/new/uidlist |
 //!
 //! In memory only: `load_cache` (parsed uidlist, index and listing per
-//! mailbox, caught up from what changed) and `header_cache` (header fields
+//! mailbox, caught up from what changed; bounded by mailboxes, messages
+//! and idle time), `dir_events` (one inotify instance per process keeping
+//! the cached `new/`/`cur/` listings exact, so a load after a change lists
+//! no directory; mtime rules without it) and `header_cache` (header fields
 //! SEARCH parsed).
 //!
 //! At the root: `subscriptions` (Dovecot 2.3 `V\t2` format) and
@@ -59,6 +62,7 @@ pub mod append_queue;
 pub mod auto_mailboxes;
 pub mod copy_txn;
 pub mod degraded;
+pub mod dir_events;
 pub mod dotlock;
 pub mod durable;
 pub mod expunge_log;

@@ -22,11 +22,20 @@
 //! commit, still under the mailbox lock, so a load that fails or is dropped
 //! leaves no entry behind that could be stale. Read-only loads (full disk)
 //! do not use it. It is a cache: losing it costs one full load.
+//!
+//! Bounded three ways ([`Limits`], set from the configuration's `[storage]`
+//! section by [`configure`]): at most [`Limits::max_mailboxes`] mailboxes and
+//! [`Limits::max_messages`] messages (least recently used go first), and an
+//! entry unused for [`Limits::idle`] is dropped, by the next commit or by a
+//! background sweep thread (started with the first entry), so a process
+//! whose clients have left gives the memory back without any further call.
+//! The core (`Cache`) takes the time as an argument.
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, Once, OnceLock};
+use std::time::{Duration, Instant};
 
 use crate::index_file::IndexRecord;
 use crate::mailbox_dir::Listing;
@@ -79,6 +88,10 @@ pub struct DirState {
     /// True if the listing was read when that mtime was already settled, so
     /// any later change must have moved it.
     pub trusted: bool,
+    /// Where the listing is in the directory's change log (see
+    /// `dir_events`): the changes after it are known exactly, no listing
+    /// needed. `None`: not watched, mtime rules only.
+    pub events: Option<crate::dir_events::Token>,
 }
 
 /// Identity of directory `path`; `None` if missing.
@@ -131,28 +144,194 @@ pub struct Cached {
     pub cur_dir: DirState,
 }
 
+/// Bounds of the cache (see [`configure`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most messages over all cached mailboxes.
+    pub max_messages: usize,
+    /// Most cached mailboxes.
+    pub max_mailboxes: usize,
+    /// An entry not used for this long is dropped, also when nothing else
+    /// happens (a background sweep, see [`SWEEP_EVERY_MAX`]): an idle
+    /// process gives the memory back once its clients are gone.
+    pub idle: Duration,
+}
+
+/// Default for [`Limits::max_mailboxes`].
+pub const MAX_CACHED_MAILBOXES: usize = 256;
+
+/// Default for [`Limits::idle`].
+pub const IDLE_EVICT: Duration = Duration::from_secs(120);
+
+/// Longest pause of the background sweep (it runs every quarter of
+/// [`Limits::idle`], at most this long, at least a second).
+pub const SWEEP_EVERY_MAX: Duration = Duration::from_secs(30);
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_messages: MAX_CACHED_MESSAGES, max_mailboxes: MAX_CACHED_MAILBOXES, idle: IDLE_EVICT }
+    }
+}
+
+/// The cache proper: entries by mailbox directory, each stamped with its
+/// last use. All time comes in as `now` (milliseconds of [`now_ms`]; no
+/// clock inside), so tests drive it.
 #[derive(Default)]
-struct Cache {
-    entries: HashMap<PathBuf, (u64, Cached)>,
+pub(crate) struct Cache {
+    /// Entry, use order (higher = more recent) and last-use time.
+    entries: HashMap<PathBuf, (u64, u64, Cached)>,
     /// Messages over all `entries` (kept as they come and go, so a commit
     /// does not sum over every cached mailbox).
     messages: usize,
     clock: u64,
-    internal_dates: HashMap<PathBuf, Arc<Mutex<foldhash::HashMap<String, i64>>>>,
+    /// INTERNALDATEs per mailbox and when they were last asked for.
+    internal_dates: HashMap<PathBuf, (u64, Dates)>,
 }
 
+/// INTERNALDATEs of one mailbox by basename (see [`internal_dates`]).
+pub type Dates = Arc<Mutex<foldhash::HashMap<String, i64>>>;
+
 impl Cache {
-    fn remove(&mut self, mailbox_dir: &Path) -> Option<Cached> {
-        let (_, entry) = self.entries.remove(mailbox_dir)?;
+    pub(crate) fn remove(&mut self, mailbox_dir: &Path) -> Option<Cached> {
+        let (_, _, entry) = self.entries.remove(mailbox_dir)?;
         self.messages -= entry.uidlist.records.len();
         Some(entry)
     }
+
+    /// Drops an entry and its INTERNALDATEs.
+    fn evict(&mut self, mailbox_dir: &Path) {
+        self.remove(mailbox_dir);
+        self.internal_dates.remove(mailbox_dir);
+        crate::dir_events::unwatch(&mailbox_dir.join("new"));
+        crate::dir_events::unwatch(&mailbox_dir.join("cur"));
+    }
+
+    /// Stores `entry` as used at `now`, then applies `limits`.
+    pub(crate) fn put(&mut self, mailbox_dir: &Path, entry: Cached, now: u64, limits: &Limits) {
+        self.clock += 1;
+        let clock = self.clock;
+        self.remove(mailbox_dir);
+        self.messages += entry.uidlist.records.len();
+        self.entries.insert(mailbox_dir.to_path_buf(), (clock, now, entry));
+        self.sweep(now, limits);
+        let over = |c: &Cache| c.entries.len() > limits.max_mailboxes.max(1) || c.messages > limits.max_messages;
+        while over(self) && self.entries.len() > 1 {
+            let Some(oldest) = self.entries.iter().min_by_key(|(_, (used, _, _))| *used).map(|(p, _)| p.clone()) else {
+                break;
+            };
+            self.evict(&oldest);
+        }
+    }
+
+    /// Drops every entry (and INTERNALDATE table) not used since
+    /// `now - limits.idle`. Returns the number of entries dropped.
+    pub(crate) fn sweep(&mut self, now: u64, limits: &Limits) -> usize {
+        let idle_ms = u64::try_from(limits.idle.as_millis()).unwrap_or(u64::MAX);
+        let idle = |at: &u64| now.saturating_sub(*at) > idle_ms;
+        let stale: Vec<PathBuf> = self.entries.iter().filter(|(_, (_, at, _))| idle(at)).map(|(p, _)| p.clone()).collect();
+        for p in &stale {
+            self.evict(p);
+        }
+        // A table without its entry that is still in use (its entry is
+        // out for a load) is stamped by that use and stays.
+        self.internal_dates.retain(|p, (at, _)| self.entries.contains_key(p) || !idle(at));
+        stale.len()
+    }
+
+    /// The INTERNALDATE table of `mailbox_dir`, marked used at `now`.
+    pub(crate) fn internal_dates(&mut self, mailbox_dir: &Path, now: u64) -> Dates {
+        let slot = self.internal_dates.entry(mailbox_dir.to_path_buf()).or_insert_with(|| (now, Dates::default()));
+        slot.0 = now;
+        slot.1.clone()
+    }
+
+    /// Number of cached mailboxes.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True if `mailbox_dir` has an entry.
+    pub(crate) fn contains(&self, mailbox_dir: &Path) -> bool {
+        self.entries.contains_key(mailbox_dir)
+    }
+}
+
+struct Global {
+    cache: Mutex<Cache>,
+    limits: Mutex<Limits>,
+    sweeper: Once,
+}
+
+fn global() -> &'static Global {
+    static GLOBAL: OnceLock<Global> = OnceLock::new();
+    GLOBAL.get_or_init(|| Global { cache: Mutex::default(), limits: Mutex::new(Limits::default()), sweeper: Once::new() })
 }
 
 fn cache() -> MutexGuard<'static, Cache> {
-    static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
     // A panic while holding the lock leaves plain data: still usable.
-    CACHE.get_or_init(Default::default).lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    global().cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The limits in force.
+pub fn limits() -> Limits {
+    *global().limits.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Sets the limits of this process's cache (from the configuration's
+/// `[storage]` section) and applies them at once.
+pub fn configure(limits: Limits) {
+    *global().limits.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = limits;
+    sweep(now_ms());
+}
+
+/// The cache's clock: milliseconds on the monotonic clock, from an origin
+/// one day before this process first asked (so any "a while ago" a test
+/// needs is a plain subtraction).
+pub fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let since = START.get_or_init(Instant::now).elapsed();
+    u64::try_from(since.as_millis()).unwrap_or(u64::MAX).saturating_add(86_400_000)
+}
+
+/// Drops entries idle at `now` ([`now_ms`]; see [`Limits::idle`]);
+/// returns how many. The background sweep calls it; so can a process's
+/// own periodic tick.
+pub fn sweep(now: u64) -> usize {
+    let limits = limits();
+    // SEARCH's header cache gives its memory back the same way.
+    crate::header_cache::sweep(now, limits.idle);
+    cache().sweep(now, &limits)
+}
+
+/// Starts the background sweep once per process, at the first entry: a
+/// thread that wakes every quarter of the idle time (1 s to
+/// [`SWEEP_EVERY_MAX`]) and drops idle entries, so memory is given back
+/// even when no load happens any more.
+fn start_sweeper() {
+    global().sweeper.call_once(|| {
+        let spawned = std::thread::Builder::new().name("load-cache-sweep".into()).spawn(|| {
+            let mut last = now_ms();
+            loop {
+                // Wakes every second, so new limits (`configure`) apply soon.
+                std::thread::sleep(Duration::from_secs(1));
+                let pause = (limits().idle / 4).clamp(Duration::from_secs(1), SWEEP_EVERY_MAX);
+                let now = now_ms();
+                if now.saturating_sub(last) + 10 < u64::try_from(pause.as_millis()).unwrap_or(u64::MAX) {
+                    continue;
+                }
+                last = now;
+                let dropped = sweep(now);
+                if dropped > 0 {
+                    tracing::debug!(dropped, "load cache: dropped idle mailboxes");
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            // Only the background part: loads and commits still sweep.
+            tracing::warn!(error = %e, "load cache: no background sweep thread");
+        }
+    });
 }
 
 /// Takes the entry of `mailbox_dir` out of the cache (the caller holds the
@@ -162,35 +341,34 @@ pub fn take(mailbox_dir: &Path) -> Option<Cached> {
 }
 
 /// Stores the state of `mailbox_dir` right after a commit (under its lock),
-/// evicting the least recently used mailboxes beyond [`MAX_CACHED_MESSAGES`].
+/// dropping idle entries and the least recently used ones beyond the
+/// [`Limits`].
 pub fn put(mailbox_dir: &Path, entry: Cached) {
-    let mut c = cache();
-    c.clock += 1;
-    let clock = c.clock;
-    c.remove(mailbox_dir);
-    c.messages += entry.uidlist.records.len();
-    c.entries.insert(mailbox_dir.to_path_buf(), (clock, entry));
-    while c.messages > MAX_CACHED_MESSAGES && c.entries.len() > 1 {
-        let Some(oldest) = c.entries.iter().min_by_key(|(_, (used, _))| *used).map(|(p, _)| p.clone()) else {
-            break;
-        };
-        c.remove(&oldest);
-        c.internal_dates.remove(&oldest);
-    }
+    put_at(mailbox_dir, entry, now_ms());
+}
+
+/// [`put`] as of `now` ([`now_ms`]; tests backdate entries with it).
+pub fn put_at(mailbox_dir: &Path, entry: Cached, now: u64) {
+    let limits = limits();
+    cache().put(mailbox_dir, entry, now, &limits);
+    start_sweeper();
+}
+
+/// True if `mailbox_dir` has an entry now.
+pub fn is_cached(mailbox_dir: &Path) -> bool {
+    cache().contains(mailbox_dir)
 }
 
 /// Drops what is cached about `mailbox_dir` (deleted or renamed mailbox).
 pub fn forget(mailbox_dir: &Path) {
-    let mut c = cache();
-    c.remove(mailbox_dir);
-    c.internal_dates.remove(mailbox_dir);
+    cache().evict(mailbox_dir);
 }
 
 /// INTERNALDATEs (file mtimes) of one mailbox's messages by basename, read
 /// once per message: the mtime of a message file is set before it enters
 /// `new/` and survives every rename, so it never has to be read again.
-pub fn internal_dates(mailbox_dir: &Path) -> Arc<Mutex<foldhash::HashMap<String, i64>>> {
-    cache().internal_dates.entry(mailbox_dir.to_path_buf()).or_default().clone()
+pub fn internal_dates(mailbox_dir: &Path) -> Dates {
+    cache().internal_dates(mailbox_dir, now_ms())
 }
 
 #[cfg(test)]

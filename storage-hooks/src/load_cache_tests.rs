@@ -9,6 +9,8 @@ use crate::mailbox_dir::MailboxDir;
 use crate::mailbox_name::MailboxName;
 use crate::{Flags, SystemFlags, UidSet};
 use std::time::{Duration, SystemTime};
+use crate::uidlist::UidList;
+use crate::mailbox_dir::Listing;
 
 fn setup(n: usize) -> (tempfile::TempDir, MailboxDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -45,6 +47,14 @@ fn as_other_process(mb: &MailboxDir, f: impl FnOnce()) {
     f();
     forget(&mb.path);
     put(&mb.path, mine);
+}
+
+/// Makes the next load use the mtime rules, as without inotify.
+fn without_change_log(mb: &MailboxDir) {
+    let mut entry = take(&mb.path).expect("a cached state");
+    entry.new_dir.events = None;
+    entry.cur_dir.events = None;
+    put(&mb.path, entry);
 }
 
 fn flags_of(mb: &MailboxDir) -> Vec<(u32, Flags, u64)> {
@@ -120,6 +130,8 @@ fn outside_writer_adding_to_new_is_seen_and_a_quiet_mailbox_is_not_listed_again(
     backdate_dirs(&mb, 10);
     // Listed while settled: trusted from now on.
     LockedMailbox::load(&mb, &[]).unwrap().commit().unwrap();
+    // The mtime rules (no change log: as without inotify).
+    without_change_log(&mb);
     // A change that (impossibly) kept the mtime shows the listing is reused...
     let cur_mtime = dir_mtime(&mb, "cur");
     std::fs::write(mb.path.join("cur/hidden:2,"), b"x\r\n").unwrap();
@@ -135,6 +147,41 @@ fn outside_writer_adding_to_new_is_seen_and_a_quiet_mailbox_is_not_listed_again(
     l.commit().unwrap();
 }
 
+#[cfg(target_os = "linux")]
+#[test]
+fn after_our_own_change_the_next_load_lists_no_directory_and_still_sees_outside_changes() {
+    let (_d, mb) = setup(3);
+    let listed = || crate::mailbox_dir::LISTED.with(|c| c.replace(0));
+    LockedMailbox::load(&mb, &[]).unwrap().commit().unwrap();
+    // Our own flag change and expunge (a rename and a removal in cur/)...
+    let mut l = LockedMailbox::load(&mb, &[]).unwrap();
+    assert!(l.set_flags(0, &Flags::system(SystemFlags::SEEN)).unwrap());
+    l.expunge(&UidSet::from_range(2, 2)).unwrap();
+    l.commit().unwrap();
+    listed();
+    // ...are known to the next load from the change log: nothing listed.
+    let got = flags_of(&mb);
+    assert_eq!(listed(), 0, "no directory listed again after our own change");
+    let seen = Flags::system(SystemFlags::SEEN);
+    assert_eq!(got.iter().map(|m| (m.0, m.1.clone())).collect::<Vec<_>>(), [(1, seen.clone()), (3, Flags::default())]);
+    // Another program's changes right after ours (same timestamp tick) are
+    // in the log too.
+    std::fs::rename(mb.path.join("cur/m2:2,"), mb.path.join("cur/m2:2,F")).unwrap();
+    std::fs::write(mb.path.join("new/dove"), b"Subject: d\r\n\r\nd\r\n").unwrap();
+    std::fs::remove_file(mb.path.join("cur/m0:2,S")).unwrap();
+    let l = LockedMailbox::load(&mb, &[]).unwrap();
+    assert_eq!(listed(), 0);
+    assert_eq!(l.outside.added.to_imap_string(), "4");
+    assert_eq!(l.outside.flags_set.to_imap_string(), "3");
+    assert_eq!(l.outside.expunged.to_imap_string(), "1");
+    l.commit().unwrap();
+    let cached = flags_of(&mb);
+    // A full listing (no cache) gives the same.
+    forget(&mb.path);
+    assert_eq!(flags_of(&mb), cached);
+    assert!(listed() > 0);
+}
+
 #[test]
 fn a_change_in_the_same_tick_as_ours_is_seen() {
     let (_d, mb) = setup(2);
@@ -144,6 +191,8 @@ fn a_change_in_the_same_tick_as_ours_is_seen() {
     let mut l = LockedMailbox::load(&mb, &[]).unwrap();
     assert!(l.set_flags(0, &Flags::system(SystemFlags::FLAGGED)).unwrap());
     l.commit().unwrap();
+    // (the mtime rules, as without inotify)
+    without_change_log(&mb);
     // ...and another program changes cur/ in the same timestamp tick
     // (a coarse filesystem: the mtime stays what our change left).
     let ours = dir_mtime(&mb, "cur");
@@ -159,6 +208,7 @@ fn a_change_in_the_same_tick_as_ours_is_seen() {
     let mut l = LockedMailbox::load(&mb2, &[]).unwrap();
     assert!(l.set_flags(0, &Flags::system(SystemFlags::FLAGGED)).unwrap());
     l.commit().unwrap();
+    without_change_log(&mb2);
     std::fs::write(mb2.path.join("cur/late:2,"), b"x\r\n").unwrap();
     backdate_dirs(&mb2, 10);
     let t = dir_mtime(&mb2, "cur");
@@ -199,4 +249,92 @@ fn a_listing_is_trusted_once_its_mtime_tick_is_over() {
     assert!(settled(fine, at(5 + FINE_SETTLE_MS)));
     assert!(!settled(whole, at(SETTLE_MS - 1)), "second-granularity mtimes wait longer");
     assert!(settled(whole, at(SETTLE_MS)));
+}
+
+fn dummy_entry(messages: usize) -> Cached {
+    let mut uidlist = UidList::new(1);
+    for i in 0..messages {
+        uidlist.push(&format!("m{i}"));
+    }
+    Cached {
+        uidlist,
+        uidlist_file: CachedFile::default(),
+        uidlist_appendable: false,
+        index: None,
+        index_file: None,
+        index_log_file: None,
+        index_log_len: None,
+        listing: Listing::default(),
+        new_dir: DirState::default(),
+        cur_dir: DirState::default(),
+    }
+}
+
+#[test]
+fn the_cache_keeps_at_most_max_mailboxes_and_max_messages() {
+    let limits = Limits { max_messages: 100, max_mailboxes: 3, idle: Duration::from_secs(120) };
+    let mut c = Cache::default();
+    let t = now_ms();
+    let p = |i: usize| PathBuf::from(format!("/nonexistent/lc/{i}"));
+    for i in 0..5 {
+        c.put(&p(i), dummy_entry(10), t, &limits);
+    }
+    assert_eq!(c.len(), 3);
+    assert!(!c.contains(&p(0)) && !c.contains(&p(1)), "the least recently used went first");
+    // Using one (a load takes it, its commit puts it back) makes it recent.
+    let e = c.remove(&p(2)).unwrap();
+    c.put(&p(2), e, t, &limits);
+    c.put(&p(5), dummy_entry(10), t, &limits);
+    assert!(c.contains(&p(2)) && !c.contains(&p(3)) && c.contains(&p(4)) && c.contains(&p(5)));
+    // The message bound still holds, and one big mailbox alone is kept.
+    c.put(&p(6), dummy_entry(85), t, &limits);
+    assert_eq!(c.len(), 2, "85 + 10 + 10 > 100");
+    assert!(c.contains(&p(6)) && c.contains(&p(5)), "the oldest two went");
+    assert_eq!(c.messages, 95);
+    c.put(&p(7), dummy_entry(500), t, &limits);
+    assert_eq!(c.len(), 1);
+    assert!(c.contains(&p(7)));
+}
+
+#[test]
+fn idle_entries_and_their_dates_are_dropped() {
+    let limits = Limits { max_messages: 1000, max_mailboxes: 10, idle: Duration::from_secs(120) };
+    let mut c = Cache::default();
+    let t0 = now_ms();
+    let (a, b) = (Path::new("/nonexistent/lc-idle/a"), Path::new("/nonexistent/lc-idle/b"));
+    c.put(a, dummy_entry(5), t0, &limits);
+    c.internal_dates(a, t0).lock().unwrap().insert("m0".into(), 42);
+    c.put(b, dummy_entry(5), t0 + 100_000, &limits);
+    assert_eq!(c.sweep(t0 + 120_000, &limits), 0, "not idle for longer than 120 s yet");
+    assert_eq!(c.sweep(t0 + 121_000, &limits), 1);
+    assert!(!c.contains(a) && c.contains(b));
+    assert!(c.internal_dates(a, t0 + 121_000).lock().unwrap().is_empty(), "its dates went with it");
+    // A commit sweeps too.
+    c.put(a, dummy_entry(5), t0 + 300_000, &limits);
+    assert!(c.contains(a) && !c.contains(b));
+    assert_eq!(c.messages, 5);
+}
+
+#[test]
+fn an_evicted_mailbox_reloads_from_disk_as_it_was() {
+    let (_d, mb) = setup(5);
+    let mut l = LockedMailbox::load(&mb, &[]).unwrap();
+    assert!(l.set_flags(1, &Flags::system(SystemFlags::SEEN)).unwrap());
+    l.expunge(&UidSet::from_range(4, 4)).unwrap();
+    l.commit().unwrap();
+    std::fs::write(mb.path.join("new/late"), b"Subject: l\r\n\r\nl\r\n").unwrap();
+    let before = flags_of(&mb);
+    assert_eq!(before.iter().map(|m| m.0).collect::<Vec<_>>(), [1, 2, 3, 5, 6]);
+    // Last used long ago: the sweep drops it (and only idle entries).
+    let entry = take(&mb.path).unwrap();
+    put_at(&mb.path, entry, now_ms() - 1_000_000);
+    assert!(sweep(now_ms()) >= 1);
+    assert!(!is_cached(&mb.path));
+    let l = LockedMailbox::load(&mb, &[]).unwrap();
+    assert!(l.outside.is_empty(), "a reload finds nothing new: {:?}", l.outside);
+    let got: Vec<(u32, Flags, u64)> = l.messages().iter().map(|m| (m.uid, m.flags.clone(), m.modseq)).collect();
+    l.commit().unwrap();
+    assert_eq!(got, before);
+    assert!(is_cached(&mb.path), "cached again");
+    assert_eq!(flags_of(&mb), before);
 }

@@ -55,13 +55,19 @@ pub struct Inputs {
     pub new_dir: DirState,
     /// State of `cur/` for `listing`.
     pub cur_dir: DirState,
+    /// Both directories were brought up to date from their change logs
+    /// (`dir_events`), not listed: a file missing from `listing` is gone
+    /// (no readdir that could miss a file renamed meanwhile).
+    pub exact: bool,
 }
 
 /// Reads what changed since `cached` (everything without it).
 ///
 /// # Errors
 /// I/O errors other than missing files.
-pub fn read(dir: &MailboxDir, cached: Option<Cached>) -> Result<Inputs, StoreError> {
+/// With `watch`, `new/` and `cur/` are watched for the next load (see
+/// `dir_events`; not for read-only loads, which leave no cache entry).
+pub fn read(dir: &MailboxDir, cached: Option<Cached>, watch: bool) -> Result<Inputs, StoreError> {
     let (uidlist_cached, index_cached, listing_cached) = match cached {
         Some(c) => (
             Some((c.uidlist, c.uidlist_file, c.uidlist_appendable)),
@@ -72,8 +78,8 @@ pub fn read(dir: &MailboxDir, cached: Option<Cached>) -> Result<Inputs, StoreErr
     };
     let uidlist = read_uidlist(&dir.path.join(UIDLIST_FILE), uidlist_cached)?;
     let (index, index_log_len) = read_index(&dir.path, index_cached)?;
-    let (listing, new_dir, cur_dir) = read_listing(dir, listing_cached)?;
-    Ok(Inputs { uidlist, index, index_log_len, listing, new_dir, cur_dir })
+    let (listing, new_dir, cur_dir, exact) = read_listing(dir, listing_cached, watch)?;
+    Ok(Inputs { uidlist, index, index_log_len, listing, new_dir, cur_dir, exact })
 }
 
 /// Identity of the file at `path`; `None` if missing.
@@ -167,22 +173,48 @@ fn read_index(dir: &Path, cached: Option<IndexCached>) -> Result<(Option<IndexRe
 
 type ListingCached = (Listing, DirState, DirState);
 
-fn read_listing(dir: &MailboxDir, cached: Option<ListingCached>) -> Result<(Listing, DirState, DirState), StoreError> {
-    // Identities and time before listing: a change while listing moves the
-    // mtime past what is recorded here, so the next load lists again.
+type ListingRead = (Listing, DirState, DirState, bool);
+
+fn read_listing(dir: &MailboxDir, cached: Option<ListingCached>, watch: bool) -> Result<ListingRead, StoreError> {
+    // Identities, time and change-log tokens before listing: a change
+    // while listing moves the mtime past what is recorded here and is in
+    // the log after the token, so the next load sees it.
     let now = crate::durable::now_ms();
-    let new_id = dir_id(&dir.path.join("new"));
-    let cur_id = dir_id(&dir.path.join("cur"));
-    let (known, new_ok, cur_ok) = match cached {
-        Some((listing, n, c)) => (listing, n.trusted && Some(n.id) == new_id, c.trusted && Some(c.id) == cur_id),
-        None => (Listing::default(), false, false),
+    let (new_path, cur_path) = (dir.path.join("new"), dir.path.join("cur"));
+    let new_id = dir_id(&new_path);
+    let cur_id = dir_id(&cur_path);
+    let (mut known, new_state, cur_state) = match cached {
+        Some((listing, n, c)) => (listing, Some(n), Some(c)),
+        None => (Listing::default(), None, None),
     };
+    let catch_up = |path: &Path, state: Option<DirState>| {
+        if watch {
+            crate::dir_events::catch_up(path, state.and_then(|s| s.events))
+        } else {
+            (None, None)
+        }
+    };
+    let (new_changes, new_token) = catch_up(&new_path, new_state);
+    let (cur_changes, cur_token) = catch_up(&cur_path, cur_state);
+    // Exact changes since the cached listing (inotify), else the mtime rules.
+    let mut exact = |changes: Option<Vec<_>>, in_new: bool| match changes {
+        Some(changes) => {
+            crate::dir_events::apply(&mut known, in_new, &changes);
+            true
+        }
+        None => false,
+    };
+    let new_exact = exact(new_changes, true);
+    let cur_exact = exact(cur_changes, false);
+    let new_ok = new_exact || new_state.is_some_and(|n| n.trusted && Some(n.id) == new_id);
+    let cur_ok = cur_exact || cur_state.is_some_and(|c| c.trusted && Some(c.id) == cur_id);
     let listing = if new_ok && cur_ok { known } else { dir.rescan(known, !new_ok, !cur_ok)? };
-    let state = |ok: bool, id: Option<crate::load_cache::DirId>| DirState {
+    let state = |ok: bool, id: Option<crate::load_cache::DirId>, events| DirState {
         id: id.unwrap_or_default(),
         trusted: ok || id.is_some_and(|id| settled(id, now)),
+        events,
     };
-    Ok((listing, state(new_ok, new_id), state(cur_ok, cur_id)))
+    Ok((listing, state(new_ok, new_id, new_token), state(cur_ok, cur_id, cur_token), new_exact && cur_exact))
 }
 
 /// Most re-scans of one load while files it expects keep turning up.

@@ -189,7 +189,7 @@ impl<'a> LockedMailbox<'a> {
         // A read-only load may not see the newest state: it neither uses
         // nor fills the cache.
         let cached = if read_only { None } else { crate::load_cache::take(&dir.path) };
-        let inputs = crate::load_catch_up::read(dir, cached)?;
+        let inputs = crate::load_catch_up::read(dir, cached, !read_only)?;
         let (mut uidlist, mut uidlist_dirty, mut uidlist_on_disk) = match inputs.uidlist {
             UidlistRead::Missing if read_only => {
                 return Err(StoreError::io(&uidlist_path, std::io::Error::from_raw_os_error(rustix::io::Errno::NOSPC.raw_os_error())))
@@ -235,8 +235,9 @@ impl<'a> LockedMailbox<'a> {
         };
         let indexed = |uid: u32| index_messages.binary_search_by_key(&uid, |m| m.uid).is_ok();
         let is_dead = |uid: u32| expunged.contains(uid) && !indexed(uid);
-        // Listing (see `load_catch_up::scan_expected` for files renamed while it is taken).
-        let mut listing = crate::load_catch_up::scan_expected(dir, &uidlist, own, inputs.listing, &is_dead)?;
+        // Re-scans for files renamed while listed (`load_catch_up::scan_expected`); none for a listing the change logs kept exact.
+        let mut listing =
+            if inputs.exact { inputs.listing } else { crate::load_catch_up::scan_expected(dir, &uidlist, own, inputs.listing, &is_dead)? };
         let own_all: foldhash::HashSet<&str> = own.iter().map(String::as_str).collect();
         let mut vanished_own = HashMap::new();
         let mut gone = UidSet::new();
@@ -532,8 +533,8 @@ impl<'a> LockedMailbox<'a> {
     /// Another program changed the directories under us: `listing` is not
     /// to be trusted by the next load.
     fn listing_outdated(&mut self) {
-        self.new_dir.trusted = false;
-        self.cur_dir.trusted = false;
+        self.new_dir = DirState::default();
+        self.cur_dir = DirState::default();
     }
 
     fn mark_changed(&mut self, in_new: bool) {
@@ -763,7 +764,9 @@ impl<'a> LockedMailbox<'a> {
         };
         let dir_state = |sub: &str, before: DirState| {
             let id = crate::load_cache::dir_id(&path.join(sub)).unwrap_or_default();
-            DirState { id, trusted: before.trusted && before.id == id }
+            // The change-log token stays the one taken before our own
+            // changes: the next load replays them (see `dir_events`).
+            DirState { id, trusted: before.trusted && before.id == id, events: before.events }
         };
         let index = IndexRecord {
             uidvalidity: self.uidlist.uidvalidity,

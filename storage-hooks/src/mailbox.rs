@@ -258,6 +258,50 @@ impl Mailbox {
         Ok(self.apply(committed))
     }
 
+    /// [`Mailbox::sync`] for a read-write session, which claims `\Recent`:
+    /// the same one locked load that brings the view up to date also moves
+    /// every message still in `new/` to `cur/` (as [`Mailbox::clear_recent`]
+    /// would after the sync, without loading the mailbox a second time).
+    /// Returns the changes and the UIDs moved (the caller's `\Recent`).
+    /// Like `sync`, it returns at once when nothing changed on disk and
+    /// no message of the view is in `new/`. Emits nothing.
+    ///
+    /// # Errors
+    /// I/O, `LockTimeout`.
+    pub fn sync_claiming_recent(&mut self) -> Result<(SyncChanges, Vec<u32>), StoreError> {
+        let quiet = self.stamp.is_some() && FsStamp::take(&self.dir.path) == self.stamp;
+        if quiet && !self.messages.iter().any(|m| m.recent) {
+            return Ok((SyncChanges::default(), Vec::new()));
+        }
+        // A full disk: see `sync_degraded`.
+        let mut locked = match LockedMailbox::load(&self.dir, &[]) {
+            Err(e) if e.is_storage_full() => return self.sync_degraded(&e, Vec::new()),
+            other => other?,
+        };
+        let mut claimed = Vec::new();
+        for idx in 0..locked.messages().len() {
+            if locked.messages()[idx].entry.in_new && locked.move_to_cur(idx)? {
+                claimed.push(locked.messages()[idx].uid);
+            }
+        }
+        let committed = match locked.commit() {
+            Err(e) if e.is_storage_full() => return self.sync_degraded(&e, claimed),
+            other => other?,
+        };
+        self.store.publish_outside_changes(&self.dir, &committed);
+        Ok((self.apply(committed), claimed))
+    }
+
+    /// [`Mailbox::sync_claiming_recent`] when the disk is full: the view as
+    /// on disk (renames need no space; files are found by basename), the
+    /// messages moved to `cur/` so far stay claimed, the others `\Recent`.
+    fn sync_degraded(&mut self, e: &StoreError, claimed: Vec<u32>) -> Result<(SyncChanges, Vec<u32>), StoreError> {
+        crate::degraded::note(&self.dir.path, "clearing \\Recent", e);
+        let committed = crate::locked_mailbox::read_current(&self.dir, false)?;
+        self.store.publish_outside_changes(&self.dir, &committed);
+        Ok((self.apply(committed), claimed))
+    }
+
     /// Reads the full raw message (CRLF line endings).
     ///
     /// # Errors
@@ -288,6 +332,11 @@ impl Mailbox {
     /// # Errors
     /// I/O.
     pub fn clear_recent(&mut self) -> Result<Vec<u32>, StoreError> {
+        // Only messages of this view are moved: none in new/, nothing to
+        // do (no lock, no load; a re-SELECT of a quiet mailbox).
+        if !self.messages.iter().any(|m| m.recent) {
+            return Ok(Vec::new());
+        }
         let mut locked = match self.lock() {
             // SELECT must work on a full disk: the messages stay \Recent.
             Err(e) if e.is_storage_full() => {

@@ -16,6 +16,12 @@ use crate::{StoreError, SystemFlags};
 /// listing is hashed several times per load, SipHash was a fifth of it).
 pub type Listing = HashMap<String, FileEntry, foldhash::fast::RandomState>;
 
+#[cfg(test)]
+thread_local! {
+    /// Directories this thread listed (tests count readdirs with it).
+    pub(crate) static LISTED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
 /// Where a message file currently is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileEntry {
@@ -140,6 +146,8 @@ impl MailboxDir {
                 continue;
             }
             let dir = self.path.join(sub);
+            #[cfg(test)]
+            LISTED.with(|c| c.set(c.get() + 1));
             let io_err = |e: rustix::io::Errno| StoreError::io(&dir, std::io::Error::from(e));
             // rustix's reader hands out borrowed names: a name already known
             // costs no allocation (std's `DirEntry::file_name` allocates each).
@@ -215,6 +223,8 @@ impl MailboxDir {
         }
         let name = MaildirFileName { basename, system, keyword_indexes: Vec::new() };
         let target = self.file_path(true, &name.file_name(false));
+        // Our own arrival: this process's watcher leaves it to the commit.
+        crate::own_changes::record(&target, crate::own_changes::Change::Arrived);
         if let Err(e) = std::fs::rename(&tmp, &target) {
             let _ = std::fs::remove_file(&tmp);
             return Err(StoreError::io(target, e));

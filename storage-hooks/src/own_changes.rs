@@ -1,5 +1,7 @@
-//! Renames and removals this process just made in `new/` and `cur/` under a
-//! mailbox lock (flag changes, `\Recent` moves, expunges), so that this
+//! Renames and removals this process just made in `new/` and `cur/` (flag
+//! changes, `\Recent` moves, expunges under a mailbox lock; new messages
+//! renamed into `new/` by APPEND, delivery and COPY, numbered by the commit
+//! that follows), so that this
 //! process's watcher does not take its own change for another program's and
 //! reconcile (a full locked load) after every STORE or EXPUNGE of a session.
 //!

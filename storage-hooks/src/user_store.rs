@@ -502,6 +502,8 @@ impl UserStore {
         let name = MaildirFileName { basename, system: flags.system, keyword_indexes: Vec::new() };
         let target = dir.file_path(true, &name.file_name(false));
         append_queue::register_in_flight(&dir.path, &name.basename);
+        // Our own arrival: this process's watcher leaves it to the commit.
+        crate::own_changes::record(&target, crate::own_changes::Change::Arrived);
         if let Err(e) = std::fs::rename(tmp, &target) {
             append_queue::unregister_in_flight(&dir.path, &name.basename);
             return Err(StoreError::io(target, e));

@@ -481,3 +481,53 @@ fn concurrent_appends_in_one_process_are_group_committed_with_one_event_each() {
     eprintln!("{total} appends committed in {batches} batches");
     assert_eq!(store.status("INBOX").unwrap().uidnext, total as u32 + 1);
 }
+
+/// Holds the INBOX's `dovecot-uidlist.lock` as another live process on
+/// another host would (never stale for 2 minutes).
+fn hold_inbox_lock(store: &UserStore) -> std::path::PathBuf {
+    let lock = store.mailbox_path("INBOX").unwrap().join("dovecot-uidlist.lock");
+    std::fs::write(&lock, format!("{}:otherhost.example", std::process::id())).unwrap();
+    lock
+}
+
+#[test]
+fn clear_recent_and_a_quiet_claiming_sync_take_no_lock_when_nothing_is_recent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _hook) = store(dir.path());
+    append(&store, "INBOX", 1);
+    let mut mb = store.open_mailbox("INBOX").unwrap();
+    assert_eq!(mb.clear_recent().unwrap(), [1]);
+    // Let the directories' mtimes settle, so a quiet mailbox is known quiet.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    mb.sync().unwrap();
+    let lock = hold_inbox_lock(&store);
+    let t = std::time::Instant::now();
+    assert!(mb.clear_recent().unwrap().is_empty());
+    let (changes, claimed) = mb.sync_claiming_recent().unwrap();
+    assert!(claimed.is_empty() && changes.added.is_empty());
+    assert!(t.elapsed() < std::time::Duration::from_secs(5), "waited for the lock: {:?}", t.elapsed());
+    std::fs::remove_file(lock).unwrap();
+}
+
+#[test]
+fn a_claiming_sync_finds_new_mail_and_claims_it_in_one_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, hook) = store(dir.path());
+    append(&store, "INBOX", 1);
+    let mut mb = store.open_mailbox("INBOX").unwrap();
+    assert_eq!(mb.clear_recent().unwrap(), [1]);
+    append(&store, "INBOX", 2);
+    let inbox = store.mailbox_path("INBOX").unwrap();
+    std::fs::write(inbox.join("new/procmail.1"), msg(3)).unwrap();
+    hook.take();
+    let (changes, claimed) = mb.sync_claiming_recent().unwrap();
+    assert_eq!(changes.added, [2, 3]);
+    assert_eq!(claimed, [2, 3]);
+    assert!(mb.messages().iter().all(|m| !m.recent), "all in cur/ now");
+    assert_eq!(std::fs::read_dir(inbox.join("new")).unwrap().count(), 0);
+    assert_eq!(mb.status().recent, 0);
+    assert!(hook.take().is_empty(), "claiming \\Recent is not an event");
+    // Nothing left to claim.
+    let (changes, claimed) = mb.sync_claiming_recent().unwrap();
+    assert!(changes.added.is_empty() && claimed.is_empty());
+}

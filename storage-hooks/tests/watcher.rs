@@ -134,6 +134,29 @@ fn our_own_writes_and_reads_produce_no_extra_events() {
 }
 
 #[test]
+fn our_own_appends_deliveries_and_copies_cause_no_reconcile() {
+    let base = tempfile::tempdir().unwrap();
+    let (store, hook) = store("erin", base.path());
+    let watcher = MaildirWatcher::start(WatcherConfig::default()).unwrap();
+    watcher.watch_user(&store);
+    store.create_mailbox("Archive").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = watcher.stats().reconciles;
+    for _ in 0..3 {
+        store.append("INBOX", MSG, &AppendOptions::default()).unwrap();
+    }
+    let mb = store.open_mailbox("INBOX").unwrap();
+    mb.copy_to(&UidSet::from_range(1, 2), "Archive").unwrap();
+    quiet_for(&hook, Duration::from_millis(800));
+    assert_eq!(watcher.stats().reconciles, before, "our own new files are not outside changes: no locked load by the watcher");
+    // Another program's file still is.
+    std::fs::write(store.root().join("new/outside"), MSG).unwrap();
+    let events = wait_for(&hook, |e| !e.is_empty());
+    assert_eq!(events[0].kind, EventKind::MessageNew);
+    assert!(watcher.stats().reconciles > before);
+}
+
+#[test]
 fn a_burst_of_1000_files_arrives_complete_in_uid_order_in_few_batches() {
     let base = tempfile::tempdir().unwrap();
     let (store, hook) = store("carol", base.path());

@@ -246,18 +246,18 @@ impl Selected {
         let g = &mut *guard;
         // Another session may have consumed the storage's change report:
         // the changes are found by comparing the view with the message list.
-        match g.mailbox.sync() {
-            Ok(_) => {}
+        // A read-write session claims `\Recent` in the same locked load.
+        let synced = if self.read_only { g.mailbox.sync().map(|_| Vec::new()) } else { g.mailbox.sync_claiming_recent().map(|(_, c)| c) };
+        let claimed = match synced {
+            Ok(claimed) => claimed,
             Err(StoreError::NoSuchMailbox(_)) => return Ok(false),
             Err(e) => return Err(e),
-        }
+        };
         if g.mailbox.uidvalidity() != self.status.uidvalidity {
             return Ok(false);
         }
-        if !self.read_only && g.mailbox.messages().iter().any(|m| m.recent) {
-            for uid in g.mailbox.clear_recent()? {
-                self.recent.insert(uid);
-            }
+        for uid in claimed {
+            self.recent.insert(uid);
         }
         let current = g.mailbox.messages();
         // Flag changes and expunges of known messages: a merge of two
@@ -289,7 +289,7 @@ impl Selected {
         let mut added = Vec::with_capacity(current.len() - start);
         for m in &current[start..] {
             added.push(ViewEntry::of(m, &mut g.keyword_sets));
-            // Read-write sessions claimed recent-ness above via clear_recent.
+            // Read-write sessions claimed recent-ness above (sync_claiming_recent).
             if self.read_only && m.recent {
                 self.recent.insert(m.uid);
             }

@@ -97,6 +97,8 @@ pub struct WatcherStats {
     pub events: u64,
     /// Queue overflows seen.
     pub overflows: u64,
+    /// Mailbox reconciles run (each a locked load).
+    pub reconciles: u64,
 }
 
 /// Identity of one watch (the kernel's watch descriptor number).
@@ -248,6 +250,7 @@ struct Shared {
     batches: AtomicU64,
     events: AtomicU64,
     overflows: AtomicU64,
+    reconciles: AtomicU64,
     rescan: AtomicBool,
 }
 
@@ -302,6 +305,7 @@ impl MaildirWatcher {
             batches: AtomicU64::new(0),
             events: AtomicU64::new(0),
             overflows: AtomicU64::new(0),
+            reconciles: AtomicU64::new(0),
             rescan: AtomicBool::new(false),
         });
         let thread_shared = shared.clone();
@@ -387,6 +391,7 @@ impl MaildirWatcher {
             batches: self.shared.batches.load(Ordering::Relaxed),
             events: self.shared.events.load(Ordering::Relaxed),
             overflows: self.shared.overflows.load(Ordering::Relaxed),
+            reconciles: self.shared.reconciles.load(Ordering::Relaxed),
         }
     }
 }
@@ -689,6 +694,7 @@ impl Shared {
     /// Reconciles one mailbox of a watched user.
     fn reconcile(&self, user: &str, mailbox: &str) {
         let Some(store) = self.lock().users.get(user).map(|u| u.store.clone()) else { return };
+        self.reconciles.fetch_add(1, Ordering::Relaxed);
         match store.reconcile_outside_changes(mailbox) {
             Ok(report) => {
                 self.events.fetch_add(report.events as u64, Ordering::Relaxed);
