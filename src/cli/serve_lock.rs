@@ -59,12 +59,36 @@ impl DataDirLock {
             }
             Err(e) => return Err(e).with_context(|| format!("cannot lock {}", path.display())),
         }
+        Self::claim(file, path)
+    }
+
+    /// Takes over the lock the previous generation of a restart holds and
+    /// passed on (`file` is its open lock file: the same open file, so the
+    /// flock never lapses), and writes our pid into it.
+    ///
+    /// # Errors
+    /// The file cannot be written.
+    pub fn adopt(file: File, data_dir: &Path) -> anyhow::Result<Self> {
+        Self::claim(file, data_dir.join(LOCK_FILE))
+    }
+
+    fn claim(mut file: File, path: PathBuf) -> anyhow::Result<Self> {
         file.set_len(0)
             .and_then(|()| file.rewind())
             .and_then(|()| writeln!(file, "{}", std::process::id()))
             .and_then(|()| file.sync_all())
             .with_context(|| format!("cannot write our pid to {}", path.display()))?;
         Ok(Self { _file: file, path })
+    }
+
+    /// The open lock file (passed on to the next generation in a restart).
+    pub fn file(&self) -> &File {
+        &self._file
+    }
+
+    /// The pid written in `data_dir`'s lock file (the running `serve`), if any.
+    pub fn owner(data_dir: &Path) -> Option<u32> {
+        std::fs::read_to_string(data_dir.join(LOCK_FILE)).ok()?.trim().parse().ok()
     }
 
     /// The lock file.

@@ -206,7 +206,7 @@ pub(crate) async fn serve(shared: Arc<MasterShared>, path: PathBuf) {
         }
     };
     tracing::debug!(path = %path.display(), "master control socket ready");
-    let _remove = RemoveOnDrop(path);
+    let _remove = RemoveOnDrop::new(path);
     loop {
         let accepted = listener.accept().await.and_then(|(stream, _)| stream.into_std()).map(OwnedFd::from);
         match accepted.and_then(own_user) {
@@ -230,11 +230,27 @@ fn own_user(fd: OwnedFd) -> std::io::Result<OwnedFd> {
     Ok(fd)
 }
 
-struct RemoveOnDrop(PathBuf);
+/// Removes the socket file when dropped, unless it is no longer ours (the
+/// next generation of a restart has bound its own at the same path).
+struct RemoveOnDrop(PathBuf, Option<(u64, u64)>);
+
+impl RemoveOnDrop {
+    fn new(path: PathBuf) -> Self {
+        let id = file_id(&path);
+        Self(path, id)
+    }
+}
+
+fn file_id(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        if self.1.is_some() && file_id(&self.0) == self.1 {
+            let _ = std::fs::remove_file(&self.0);
+        }
     }
 }
 

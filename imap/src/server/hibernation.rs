@@ -198,6 +198,16 @@ impl HibernateLinks {
         Some(channel)
     }
 
+    /// Connects to every hibernate process whose socket exists now, so that
+    /// sessions parked by another worker (one that stopped, or the previous
+    /// generation's in a restart) can be handed back here. Returns how many
+    /// links are up.
+    pub fn connect_existing(&self, on_new: &OnNewLink) -> usize {
+        (0..self.settings.sockets.len())
+            .filter(|&i| self.settings.sockets[i].exists() && self.link(i, on_new).is_some())
+            .count()
+    }
+
     /// Forgets a broken link (its hibernate process died).
     pub fn drop_link(&self, channel: &Arc<FdChannel>) {
         if let Ok(mut links) = self.links.lock() {

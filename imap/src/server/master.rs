@@ -14,6 +14,7 @@
 
 use std::ffi::OsString;
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -173,6 +174,19 @@ impl MasterReload {
         true
     }
 
+    /// Sessions that would not survive this master now: pre-login ones and
+    /// ones live in workers.
+    pub fn live_sessions(&self) -> u64 {
+        (self.shared.prelogin_sessions.get() + self.shared.pool.session_counts().0) as u64
+    }
+
+    /// Worker slots, and how many of them run a worker that reported ready.
+    pub fn workers_ready(&self) -> (usize, usize) {
+        let ready = self.shared.ready_workers.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let running = self.shared.pool.pids().into_iter().filter(|pid| ready.contains(pid)).count();
+        (self.shared.pool.len(), running)
+    }
+
     /// Sends SIGHUP to the live workers that reported ready, which re-read
     /// their configuration file. Returns how many were signalled.
     pub fn signal_workers(&self) -> usize {
@@ -215,6 +229,23 @@ impl Master {
         tls: Option<Arc<rustls::ServerConfig>>,
         worker_command: WorkerCommand,
     ) -> Result<Self, MasterError> {
+        Self::bind_with(config, authenticator, tls, worker_command, &mut Vec::new()).await
+    }
+
+    /// Like [`Master::bind`], but a configured address found in `inherited`
+    /// (address, implicit TLS, listening socket: passed on by the previous
+    /// generation in a restart) is taken from there instead of bound; the
+    /// ones used are removed from `inherited`.
+    ///
+    /// # Errors
+    /// [`MasterError`].
+    pub async fn bind_with(
+        config: ImapServerConfig,
+        authenticator: Arc<dyn Authenticator>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        worker_command: WorkerCommand,
+        inherited: &mut Vec<InheritedListener>,
+    ) -> Result<Self, MasterError> {
         if !config.listen_tls.is_empty() && tls.is_none() {
             return Err(MasterError::NoTls);
         }
@@ -223,11 +254,11 @@ impl Master {
         }
         let mut plain = Vec::new();
         for addr in &config.listen {
-            plain.push(TcpListener::bind(addr).await.map_err(|source| MasterError::Bind { addr: *addr, source })?);
+            plain.push(listener(*addr, false, inherited).await?);
         }
         let mut implicit_tls = Vec::new();
         for addr in &config.listen_tls {
-            implicit_tls.push(TcpListener::bind(addr).await.map_err(|source| MasterError::Bind { addr: *addr, source })?);
+            implicit_tls.push(listener(*addr, true, inherited).await?);
         }
         let shared = Arc::new(MasterShared {
             session_options: RwLock::new(session_options(&config)),
@@ -252,6 +283,25 @@ impl Master {
             config,
         });
         Ok(Self { shared, plain, implicit_tls, worker_command })
+    }
+
+    /// Copies of the listening sockets (address, implicit TLS, descriptor),
+    /// for the next generation in a restart.
+    ///
+    /// # Errors
+    /// A descriptor cannot be duplicated.
+    pub fn listener_fds(&self) -> io::Result<Vec<InheritedListener>> {
+        let mut out = Vec::new();
+        for (l, tls) in self.plain.iter().map(|l| (l, false)).chain(self.implicit_tls.iter().map(|l| (l, true))) {
+            out.push(InheritedListener { addr: l.local_addr()?, implicit_tls: tls, fd: l.as_fd().try_clone_to_owned()? });
+        }
+        Ok(out)
+    }
+
+    /// Session ids of this master start at `first` (a restarted generation
+    /// must not reuse the ids of sessions that moved to it).
+    pub fn set_first_session_id(&self, first: u64) {
+        self.shared.session_ids.store(first.max(1), Ordering::Relaxed);
     }
 
     /// A reader of the master's counts (for a metrics endpoint).
@@ -321,6 +371,30 @@ impl Master {
         watchers.shutdown().await;
         tracing::info!(prelogin_left, proxies_left, "IMAP master stopped");
     }
+}
+
+/// A listening socket passed on by the previous generation.
+#[derive(Debug)]
+pub struct InheritedListener {
+    /// The address it is bound to.
+    pub addr: SocketAddr,
+    /// True for an implicit-TLS listener.
+    pub implicit_tls: bool,
+    /// The socket.
+    pub fd: OwnedFd,
+}
+
+/// The listener for `addr`: the inherited one if there is one, else a new one.
+async fn listener(addr: SocketAddr, implicit_tls: bool, inherited: &mut Vec<InheritedListener>) -> Result<TcpListener, MasterError> {
+    if let Some(i) = inherited.iter().position(|l| l.addr == addr && l.implicit_tls == implicit_tls) {
+        let l = inherited.swap_remove(i);
+        let std = std::net::TcpListener::from(l.fd);
+        return std
+            .set_nonblocking(true)
+            .and_then(|()| TcpListener::from_std(std))
+            .map_err(|source| MasterError::Bind { addr, source });
+    }
+    TcpListener::bind(addr).await.map_err(|source| MasterError::Bind { addr, source })
 }
 
 async fn accept_loop(shared: Arc<MasterShared>, listener: TcpListener, implicit_tls: bool) {

@@ -116,6 +116,19 @@ pub async fn run(
         live: Arc::default(),
         slots: StorageSlots::per_core(),
     });
+    // Before Ready: hibernate processes hand sessions back only to workers
+    // connected to them, and in a restart the previous generation's
+    // workers leave once this generation's are ready.
+    if let Some(links) = shared.hibernate.as_ref() {
+        let on_new = {
+            let shared = shared.clone();
+            move |link: Arc<FdChannel>| {
+                tokio::spawn(hand_back_loop(shared.clone(), link));
+            }
+        };
+        let connected = links.connect_existing(&on_new);
+        tracing::debug!(worker = index, connected, "connected to the hibernate processes");
+    }
     let ready = WorkerReport::Ready { pid: std::process::id() };
     if let Ok(bytes) = ready.encode() {
         let _ = shared.channel.send(&bytes, None).await;
