@@ -143,3 +143,324 @@ fn hibernated_sessions_survive_three_restarts_and_keep_their_view() {
     let log = server.log_text();
     assert!(log.contains(&format!("restart: {n} sessions moved, 0 could not")), "{}", tail(&log, 40));
 }
+
+/// A TLS 1.3 (rustls) client on a blocking socket, accepting any certificate.
+struct TlsConn {
+    tls: rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>,
+    buf: Vec<u8>,
+}
+
+fn tls_config(tls12: bool) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    #[derive(Debug)]
+    struct AcceptAny(std::sync::Arc<rustls::crypto::CryptoProvider>);
+    impl ServerCertVerifier for AcceptAny {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &rustls::DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+        }
+        fn verify_tls13_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &rustls::DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let versions: &[&rustls::SupportedProtocolVersion] =
+        if tls12 { &[&rustls::version::TLS12] } else { &[&rustls::version::TLS13] };
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(AcceptAny(provider)))
+        .with_no_client_auth();
+    std::sync::Arc::new(config)
+}
+
+impl TlsConn {
+    fn open(port: u16, tls12: bool) -> TlsConn {
+        let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let conn = rustls::ClientConnection::new(tls_config(tls12), "localhost".try_into().unwrap()).unwrap();
+        TlsConn { tls: rustls::StreamOwned::new(conn, tcp), buf: Vec::new() }
+    }
+}
+
+/// A plain or TLS client.
+enum Client {
+    Plain(Conn),
+    Tls(Box<TlsConn>),
+}
+
+impl Client {
+    fn tls(port: u16) -> Client {
+        let mut c = Client::Tls(Box::new(TlsConn::open(port, false)));
+        let greeting = c.line();
+        assert!(greeting.starts_with("* OK"), "{greeting}");
+        c
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        match self {
+            Client::Plain(c) => c.send(bytes),
+            Client::Tls(t) => {
+                t.tls.write_all(bytes).unwrap();
+                t.tls.flush().unwrap();
+            }
+        }
+    }
+
+    /// One line without CRLF; empty when the server closed.
+    fn line(&mut self) -> String {
+        use std::io::Read;
+        match self {
+            Client::Plain(c) => c.line().trim_end().to_string(),
+            Client::Tls(t) => loop {
+                if let Some(end) = t.buf.windows(2).position(|w| w == b"\r\n") {
+                    let line: Vec<u8> = t.buf.drain(..end + 2).collect();
+                    return String::from_utf8_lossy(&line[..end]).into_owned();
+                }
+                let mut chunk = [0u8; 16384];
+                match t.tls.read(&mut chunk) {
+                    Ok(n) if n > 0 => t.buf.extend_from_slice(&chunk[..n]),
+                    _ => return String::new(),
+                }
+            },
+        }
+    }
+
+    /// Exactly `n` bytes (a literal).
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        use std::io::Read;
+        match self {
+            Client::Plain(c) => {
+                let mut out = Vec::with_capacity(n);
+                while out.len() < n {
+                    let mut l = c.line().into_bytes();
+                    assert!(!l.is_empty(), "closed inside a literal");
+                    out.append(&mut l);
+                }
+                out
+            }
+            Client::Tls(t) => {
+                while t.buf.len() < n {
+                    let mut chunk = [0u8; 16384];
+                    let got = t.tls.read(&mut chunk).unwrap();
+                    assert!(got > 0, "closed inside a literal");
+                    t.buf.extend_from_slice(&chunk[..got]);
+                }
+                t.buf.drain(..n).collect()
+            }
+        }
+    }
+
+    fn until_tagged(&mut self, tag: &str, what: &str) -> Vec<String> {
+        let mut lines = Vec::new();
+        loop {
+            let line = self.line();
+            assert!(!line.is_empty(), "{what}: connection closed before {tag}; got {lines:?}");
+            let done = line.starts_with(&format!("{tag} "));
+            lines.push(line);
+            if done {
+                return lines;
+            }
+        }
+    }
+
+    fn cmd(&mut self, tag: &str, command: &str, what: &str) -> Vec<String> {
+        self.send(format!("{tag} {command}\r\n").as_bytes());
+        let lines = self.until_tagged(tag, what);
+        assert!(lines.last().unwrap().starts_with(&format!("{tag} OK")), "{what}: {command}: {lines:?}");
+        lines
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    /// In IDLE long enough to be hibernated.
+    Parked,
+    /// Enters IDLE again just before each restart (still live in a worker).
+    LiveIdle,
+    /// Polls with NOOP (live: `idle_after_secs` is long).
+    Poller,
+}
+
+struct Session {
+    client: Client,
+    kind: Kind,
+    user: usize,
+    tag: u32,
+    name: String,
+}
+
+impl Session {
+    fn next_tag(&mut self) -> String {
+        self.tag += 1;
+        format!("t{}", self.tag)
+    }
+
+    fn idle(&mut self) {
+        let tag = self.next_tag();
+        self.send_line(&format!("{tag} IDLE"));
+        let l = self.client.line();
+        assert!(l.starts_with("+ "), "{}: IDLE: {l:?}", self.name);
+    }
+
+    fn send_line(&mut self, text: &str) {
+        self.client.send(format!("{text}\r\n").as_bytes());
+    }
+
+    /// Ends IDLE (when in it) and checks that `FETCH 1:* (UID)` lists `count` messages.
+    fn check_view(&mut self, count: usize, in_idle: bool) {
+        let done_tag = format!("t{}", self.tag);
+        if in_idle {
+            self.send_line("DONE");
+            let lines = self.client.until_tagged(&done_tag, &self.name);
+            assert!(lines.last().unwrap().contains("OK"), "{}: {lines:?}", self.name);
+        }
+        let tag = self.next_tag();
+        let name = self.name.clone();
+        let lines = self.client.cmd(&tag, "FETCH 1:* (UID)", &name);
+        let fetched: Vec<&String> = lines.iter().filter(|l| l.contains(" FETCH (UID ")).collect();
+        assert_eq!(fetched.len(), count, "{name}: {lines:?}");
+        assert!(fetched.last().unwrap().starts_with(&format!("* {count} FETCH")), "{name}: {lines:?}");
+    }
+}
+
+const USERS: [(&str, &str); 2] = [("alice", "secret-a"), ("bob", "secret-b")];
+
+#[test]
+fn plain_and_tls_sessions_parked_idle_and_polling_survive_three_restarts() {
+    let server = Server::start(ServerOptions {
+        workers: 2,
+        users: vec![
+            ("alice".into(), "secret-a".into()),
+            ("bob".into(), "secret-b".into()),
+            ("carol".into(), "secret-c".into()),
+        ],
+        imap_extra: "login_failure_delay_ms = 50\nmax_connections_per_ip = 2000\nmax_sessions_per_user = 2000\n".into(),
+        sections_extra: "[hibernate]\ntimeout_secs = 1\nidle_after_secs = 600\nprocesses = 2\nkeepalive_secs = 600\n".into(),
+        log_level: "info".into(),
+        ..ServerOptions::default()
+    });
+    let _stop = StopServing(server.dir.path().join("data/serve.lock"));
+    let mut counts = [1usize, 1usize];
+    server.deliver("alice", &message("first"));
+    server.deliver("bob", &message("first"));
+    // One large message for the client that is mid-FETCH during a restart.
+    let big_body = "x".repeat(76) + "\r\n";
+    let big = format!("Subject: big\r\n\r\n{}", big_body.repeat(120_000)).into_bytes();
+    server.deliver("carol", &big);
+
+    let plan = [(Kind::Parked, 120), (Kind::LiveIdle, 40), (Kind::Poller, 60)];
+    let mut sessions = Vec::new();
+    for (kind, n) in plan {
+        for i in 0..n {
+            let tls = i % 4 == 0;
+            let client = if tls { Client::tls(server.imaps) } else { Client::Plain(Conn::open(server.imap)) };
+            let user = i % 2;
+            let name = format!("{kind:?} {i} tls={tls}");
+            let mut s = Session { client, kind, user, tag: 0, name };
+            let (u, p) = USERS[user];
+            let tag = s.next_tag();
+            s.client.cmd(&tag, &format!("LOGIN {u} {p}"), &s.name.clone());
+            let tag = s.next_tag();
+            s.client.cmd(&tag, "SELECT INBOX", &s.name.clone());
+            if kind == Kind::Parked {
+                s.idle();
+            }
+            sessions.push(s);
+        }
+    }
+    let total = sessions.len() as u64 + 1;
+    server.wait_held(120);
+    let mut big_reader = Client::Plain(Conn::open(server.imap));
+    big_reader.cmd("b1", "LOGIN carol secret-c", "big");
+    big_reader.cmd("b2", "SELECT INBOX", "big");
+
+    for round in 1..=3 {
+        for s in sessions.iter_mut().filter(|s| s.kind == Kind::LiveIdle) {
+            s.idle();
+        }
+        let started = Instant::now();
+        let new_pid = if round == 1 {
+            // Mid-FETCH: the client reads nothing until the restart began;
+            // the command finishes, then the session moves.
+            big_reader.send(b"b3 FETCH 1 BODY[]\r\n");
+            let restarter = {
+                let config = server.config.clone();
+                std::thread::spawn(move || {
+                    Command::new(dormouse()).args(["--config", config.to_str().unwrap(), "restart"]).output().unwrap()
+                })
+            };
+            std::thread::sleep(Duration::from_millis(300));
+            let head = big_reader.line();
+            let size: usize = head.rsplit('{').next().unwrap().trim_end_matches('}').parse().unwrap_or_else(|_| panic!("{head}"));
+            assert_eq!(size, big.len(), "{head}");
+            assert_eq!(big_reader.bytes(size), big);
+            let rest = big_reader.until_tagged("b3", "big");
+            assert!(rest.last().unwrap().starts_with("b3 OK"), "{rest:?}");
+            let out = restarter.join().unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "{stdout}{}\n{}", String::from_utf8_lossy(&out.stderr), tail(&server.log_text(), 80));
+            assert!(stdout.contains(&format!("{total} sessions moved, 0 could not")), "{stdout}\n{}", tail(&server.log_text(), 80));
+            serving_pid(&server)
+        } else {
+            restart_ok(&server, total, 0)
+        };
+        eprintln!("round {round}: restart took {:?} (pid {new_pid})", started.elapsed());
+        // Every IDLE client (parked or live before the restart) hears of a delivery.
+        for (u, (user, _)) in USERS.iter().enumerate() {
+            server.deliver(user, &message(&format!("round {round}")));
+            counts[u] += 1;
+        }
+        for s in sessions.iter_mut().filter(|s| s.kind != Kind::Poller) {
+            let want = counts[s.user];
+            let l = s.client.line();
+            assert_eq!(l, format!("* {want} EXISTS"), "{} round {round}", s.name);
+        }
+        // Pollers see it on their next NOOP.
+        for s in sessions.iter_mut().filter(|s| s.kind == Kind::Poller) {
+            let tag = s.next_tag();
+            let name = s.name.clone();
+            let lines = s.client.cmd(&tag, "NOOP", &name);
+            assert!(lines.contains(&format!("* {} EXISTS", counts[s.user])), "{name} round {round}: {lines:?}");
+        }
+        // The live idlers' next command is answered with the right numbers.
+        for s in sessions.iter_mut().filter(|s| s.kind == Kind::LiveIdle) {
+            s.check_view(counts[s.user], true);
+        }
+        let tag = format!("b{}", 10 + round);
+        big_reader.cmd(&tag, "NOOP", "big");
+    }
+    // Every session's next command, served by the third generation.
+    for s in sessions.iter_mut() {
+        let in_idle = s.kind == Kind::Parked;
+        s.check_view(counts[s.user], in_idle);
+    }
+    let log = server.log_text();
+    assert_eq!(log.matches(&format!("restart: {total} sessions moved, 0 could not")).count(), 2 * 3, "{}", tail(&log, 60));
+    assert!(!log.contains("no worker to hand the session back to"), "{}", tail(&log, 60));
+}

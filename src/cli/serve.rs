@@ -251,7 +251,13 @@ async fn serve(
             Some(h)
         }
     };
-    let lost_at_stop = master_reload.as_ref().map(|m| m.live_sessions()).unwrap_or(0);
+    // A restart: live sessions park in the hibernate processes first.
+    let (parked, mut lost) = match (&handoff, &master_reload) {
+        (Some(_), Some(master)) => master.hand_off().await,
+        _ => (0, 0),
+    };
+    // What is left (pre-login, workers that did not detach) gets the BYE.
+    lost += master_reload.as_ref().map(|m| m.live_sessions()).unwrap_or(0);
     let _ = shutdown_tx.send(true);
     for task in tasks {
         if let Err(e) = task.await {
@@ -259,7 +265,7 @@ async fn serve(
         }
     }
     match handoff {
-        Some(h) => restarter.finish(h, 0, lost_at_stop).await,
+        Some(h) => restarter.finish(h, parked, lost).await,
         None => {
             if let Some(path) = &unix_socket {
                 let _ = std::fs::remove_file(path);

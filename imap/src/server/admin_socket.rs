@@ -124,6 +124,15 @@ impl WorkerReplies {
 /// Asks every live worker; returns (worker pid, answer) and how many did
 /// not answer within [`WORKER_ANSWER_WAIT`] (one wait for all of them).
 async fn ask_workers(shared: &MasterShared, make: impl Fn(u64) -> WorkerRequest) -> (Vec<(u32, WorkerReport)>, u32) {
+    ask_workers_within(shared, make, WORKER_ANSWER_WAIT).await
+}
+
+/// [`ask_workers`] with another wait.
+pub(crate) async fn ask_workers_within(
+    shared: &MasterShared,
+    make: impl Fn(u64) -> WorkerRequest,
+    wait: Duration,
+) -> (Vec<(u32, WorkerReport)>, u32) {
     let mut asked = Vec::new();
     for link in shared.pool.links() {
         let request = shared.worker_replies.next.fetch_add(1, Ordering::Relaxed);
@@ -139,7 +148,7 @@ async fn ask_workers(shared: &MasterShared, make: impl Fn(u64) -> WorkerRequest)
     let mut answers = Vec::new();
     let mut silent = 0;
     // One deadline for all: the workers answer in parallel.
-    let deadline = tokio::time::Instant::now() + WORKER_ANSWER_WAIT;
+    let deadline = tokio::time::Instant::now() + wait;
     for (pid, request, rx) in asked {
         match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(report)) => answers.push((pid, report)),

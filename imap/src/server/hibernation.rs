@@ -208,6 +208,11 @@ impl HibernateLinks {
             .count()
     }
 
+    /// The links connected now.
+    pub fn connected(&self) -> Vec<Arc<FdChannel>> {
+        self.links.lock().map(|l| l.iter().flatten().cloned().collect()).unwrap_or_default()
+    }
+
     /// Forgets a broken link (its hibernate process died).
     pub fn drop_link(&self, channel: &Arc<FdChannel>) {
         if let Ok(mut links) = self.links.lock() {

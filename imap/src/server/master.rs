@@ -97,6 +97,9 @@ pub(crate) struct MasterShared {
     /// Turns true when the master shuts down: supervisors stop their workers
     /// instead of restarting them, pre-login sessions say BYE.
     pub(crate) stopping: tokio::sync::watch::Sender<bool>,
+    /// Turns true when a restart hands off to the next generation: the
+    /// listeners stop accepting (the next generation accepts on copies).
+    handing_off: tokio::sync::watch::Sender<bool>,
     /// Pre-login sessions in progress.
     pub(crate) prelogin_sessions: ActiveCount,
     /// TLS proxies of sessions living in workers or hibernate processes.
@@ -178,6 +181,34 @@ impl MasterReload {
     /// ones live in workers.
     pub fn live_sessions(&self) -> u64 {
         (self.shared.prelogin_sessions.get() + self.shared.pool.session_counts().0) as u64
+    }
+
+    /// A restart hands off: stops accepting, then has every worker park its
+    /// sessions in the hibernate processes (a command in progress finishes
+    /// first, within the shutdown grace). Returns the sessions parked and
+    /// the ones that could not move (closed with `* BYE`).
+    pub async fn hand_off(&self) -> (u64, u64) {
+        let shared = &self.shared;
+        shared.handing_off.send_replace(true);
+        let wait = shared.config.shutdown_grace + WORKER_STOP_MARGIN * 2;
+        let (answers, silent) = super::admin_socket::ask_workers_within(
+            shared,
+            |request| super::worker_report::WorkerRequest::Detach { request },
+            wait,
+        )
+        .await;
+        let (mut parked, mut lost) = (0, 0);
+        for (pid, report) in answers {
+            if let WorkerReport::Detached { parked: p, lost: l, .. } = report {
+                tracing::info!(pid, parked = p, lost = l, "restart: worker detached");
+                parked += p;
+                lost += l;
+            }
+        }
+        if silent > 0 {
+            tracing::warn!(silent, "restart: workers did not detach in time; their sessions are closed");
+        }
+        (parked, lost)
     }
 
     /// Worker slots, and how many of them run a worker that reported ready.
@@ -275,6 +306,7 @@ impl Master {
             metrics: MasterCounts::default(),
             session_ids: AtomicU64::new(1),
             stopping: tokio::sync::watch::channel(false).0,
+            handing_off: tokio::sync::watch::channel(false).0,
             prelogin_sessions: ActiveCount::default(),
             tls_proxies: ActiveCount::default(),
             ready_workers: std::sync::Mutex::default(),
@@ -403,8 +435,13 @@ async fn accept_loop(shared: Arc<MasterShared>, listener: TcpListener, implicit_
         Some(addr) => tracing::info!(%addr, tls = implicit_tls, "IMAP listener ready"),
         None => tracing::info!(tls = implicit_tls, "IMAP listener ready"),
     }
+    let mut handing_off = shared.handing_off.subscribe();
     loop {
-        match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = super::shutdown::stopped(&mut handing_off) => return,
+        };
+        match accepted {
             Ok((tcp, peer)) => {
                 let local = tcp.local_addr().unwrap_or_else(|_| local.unwrap_or(peer));
                 tokio::spawn(prelogin::serve(shared.clone(), tcp, peer, local, implicit_tls));
@@ -545,7 +582,11 @@ fn handle_report(shared: &MasterShared, index: usize, bytes: &[u8]) {
         Ok(WorkerReport::SessionEnded { session_id }) => release(shared, session_id),
         Ok(WorkerReport::SessionParked { session_id, process }) => shared.pool.session_parked(session_id, index, process),
         Ok(WorkerReport::SessionResumed { session_id }) => shared.pool.session_resumed(session_id, index),
-        Ok(report @ (WorkerReport::Sessions { request, .. } | WorkerReport::Kicked { request, .. })) => {
+        Ok(
+            report @ (WorkerReport::Sessions { request, .. }
+            | WorkerReport::Kicked { request, .. }
+            | WorkerReport::Detached { request, .. }),
+        ) => {
             shared.worker_replies.deliver(request, report);
         }
         Ok(WorkerReport::HandoverRejected { session_id, reason }) => {
