@@ -464,3 +464,106 @@ fn plain_and_tls_sessions_parked_idle_and_polling_survive_three_restarts() {
     assert_eq!(log.matches(&format!("restart: {total} sessions moved, 0 could not")).count(), 2 * 3, "{}", tail(&log, 60));
     assert!(!log.contains("no worker to hand the session back to"), "{}", tail(&log, 60));
 }
+
+/// Replaces `path` atomically (rename), as a package upgrade does: the
+/// running binary keeps its inode.
+fn replace_file(path: &std::path::Path, contents: &[u8]) {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, contents).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[test]
+fn a_new_binary_that_fails_or_hangs_is_rolled_back_and_a_good_one_takes_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, imap) = imap_support::write_one_worker_config(
+        dir.path(),
+        "[hibernate]\ntimeout_secs = 1\nidle_after_secs = 600\nprocesses = 1\n",
+    );
+    let out = Command::new(dormouse())
+        .args(["--config", config.to_str().unwrap(), "user", "add", "alice", "--password", "secret-a", "--scheme", "PLAIN"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // serve runs from a copy we can replace, as a package upgrade would.
+    let bin = dir.path().join("bin/dormouse");
+    std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+    std::fs::copy(dormouse(), &bin).unwrap();
+    let log = dir.path().join("serve.log");
+    let mut first = Command::new(&bin)
+        .args(["--config", config.to_str().unwrap(), "serve"])
+        .env("NO_COLOR", "1")
+        .env("DORMOUSE_RESTART_TIMEOUT_SECS", "2")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let lock = dir.path().join("data/serve.lock");
+    let _stop = StopServing(lock.clone());
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !log_text().contains("IMAP worker ready") {
+        assert!(Instant::now() < deadline, "serve did not start:\n{}", log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = first.id();
+    let mut c = Conn::open(imap);
+    c.cmd("a1", "LOGIN alice secret-a");
+    c.cmd("a2", "SELECT INBOX");
+    c.send(b"a3 IDLE\r\n");
+    assert!(c.line().starts_with("+ "));
+    let restart = || Command::new(dormouse()).args(["--config", config.to_str().unwrap(), "restart"]).output().unwrap();
+    let deliver = |subject: &str| {
+        let mut child = Command::new(dormouse())
+            .args(["--config", config.to_str().unwrap(), "deliver", "-d", "alice"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), &message(subject)).unwrap();
+        assert!(child.wait().unwrap().success());
+    };
+
+    for (broken, why) in [
+        (&b"#!/bin/sh\nexit 1\n"[..], "exited before it was ready"),
+        (&b"#!/bin/sh\nexec sleep 30\n"[..], "was not ready within 2 s"),
+    ] {
+        replace_file(&bin, broken);
+        let out = restart();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "a broken binary restarted: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(stderr.contains("restart failed") && stderr.contains(why), "{stderr}");
+        assert!(stderr.contains(&format!("pid {pid} keeps serving")), "{stderr}");
+        assert!(log_text().contains("restart failed; this generation keeps serving"), "{}", tail(&log_text(), 30));
+        // Nothing changed: same server, same session, same lock.
+        assert_eq!(std::fs::read_to_string(&lock).unwrap().trim(), pid.to_string());
+        assert!(first.try_wait().unwrap().is_none(), "serve exited:\n{}", tail(&log_text(), 30));
+        deliver(why);
+        let mut l = c.line();
+        while l.ends_with(" RECENT\r\n") {
+            l = c.line();
+        }
+        assert!(l.trim_end().ends_with(" EXISTS"), "{why}: {l:?}\n{}", tail(&log_text(), 40));
+        let mut fresh = Conn::open(imap);
+        let lines = fresh.cmd("f1", "LOGIN alice secret-a");
+        assert!(lines.last().unwrap().starts_with("f1 OK"), "{lines:?}");
+    }
+
+    // The good binary is back: the restart goes through onto it.
+    replace_file(&bin, &std::fs::read(dormouse()).unwrap());
+    let out = restart();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}\n{}", String::from_utf8_lossy(&out.stderr), tail(&log_text(), 40));
+    assert!(stdout.contains("1 sessions moved, 0 could not"), "{stdout}");
+    assert!(imap_support::wait_exit(&mut first, Duration::from_secs(20)).is_some(), "old generation still running");
+    assert_ne!(std::fs::read_to_string(&lock).unwrap().trim(), pid.to_string());
+    deliver("after");
+    let mut l = c.line();
+    while l.ends_with(" RECENT\r\n") {
+        l = c.line();
+    }
+    assert_eq!(l.trim_end(), "* 3 EXISTS");
+    c.send(b"DONE\r\n");
+    assert!(c.line().starts_with("a3 OK"));
+}

@@ -81,6 +81,19 @@ impl DataDirLock {
         Ok(Self { _file: file, path })
     }
 
+    /// Writes our pid into the lock file again (after a failed restart whose
+    /// new generation may have written its own).
+    ///
+    /// # Errors
+    /// The file cannot be written.
+    pub fn rewrite_pid(&self) -> std::io::Result<()> {
+        let mut file = &self._file;
+        file.set_len(0)?;
+        file.rewind()?;
+        writeln!(file, "{}", std::process::id())?;
+        file.sync_all()
+    }
+
     /// The open lock file (passed on to the next generation in a restart).
     pub fn file(&self) -> &File {
         &self._file

@@ -214,6 +214,10 @@ impl Restarter {
             Ok(h) => Ok(h),
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "restart failed; this generation keeps serving");
+                // The new process may have written its pid before it failed.
+                if let Err(e) = lock.rewrite_pid() {
+                    tracing::warn!(error = %e, "cannot write our pid into the lock file again");
+                }
                 self.write_status(&RestartOutcome {
                     old_pid: std::process::id(),
                     new_pid: None,
