@@ -30,6 +30,16 @@ impl Drop for StopServing {
     }
 }
 
+/// `GET /metrics`.
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
 fn restart(server: &Server) -> Output {
     Command::new(dormouse()).args(["--config", server.config.to_str().unwrap(), "restart"]).output().unwrap()
 }
@@ -38,10 +48,13 @@ fn message(subject: &str) -> Vec<u8> {
     format!("From: a@example.org\r\nTo: alice@example.org\r\nSubject: {subject}\r\n\r\nhello\r\n").into_bytes()
 }
 
-fn server(workers: usize) -> (Server, StopServing) {
+fn server(workers: usize, metrics: u16) -> (Server, StopServing) {
     let server = Server::start(ServerOptions {
         workers,
-        sections_extra: "[hibernate]\ntimeout_secs = 1\nidle_after_secs = 2\nprocesses = 1\nkeepalive_secs = 600\n".into(),
+        sections_extra: format!(
+            "[hibernate]\ntimeout_secs = 1\nidle_after_secs = 2\nprocesses = 1\nkeepalive_secs = 600\n\
+             [metrics]\nlisten = \"127.0.0.1:{metrics}\"\n"
+        ),
         ..ServerOptions::default()
     });
     let stop = StopServing(server.dir.path().join("data/serve.lock"));
@@ -92,7 +105,8 @@ fn restart_ok(server: &Server, moved: u64, lost: u64) -> u32 {
 
 #[test]
 fn hibernated_sessions_survive_three_restarts_and_keep_their_view() {
-    let (server, _stop) = server(2);
+    let metrics = imap_support::free_port();
+    let (server, _stop) = server(2, metrics);
     server.deliver("alice", &message("zero"));
     let n = 12;
     let mut clients: Vec<Conn> = (0..n)
@@ -142,6 +156,10 @@ fn hibernated_sessions_survive_three_restarts_and_keep_their_view() {
     assert!(lines.last().unwrap().starts_with("f1 OK"), "{lines:?}");
     let log = server.log_text();
     assert!(log.contains(&format!("restart: {n} sessions moved, 0 could not")), "{}", tail(&log, 40));
+    // The metrics listener moved too, and counts every restart's sessions.
+    let text = scrape(metrics);
+    assert!(text.contains(&format!("dormouse_restart_sessions_total{{outcome=\"moved\"}} {}\n", 3 * n)), "{text}");
+    assert!(text.contains("dormouse_restart_sessions_total{outcome=\"lost\"} 0\n"), "{text}");
 }
 
 /// A TLS 1.3 (rustls) client on a blocking socket, accepting any certificate.

@@ -69,7 +69,17 @@ impl DataDirLock {
     /// # Errors
     /// The file cannot be written.
     pub fn adopt(file: File, data_dir: &Path) -> anyhow::Result<Self> {
-        Self::claim(file, data_dir.join(LOCK_FILE))
+        use std::os::unix::fs::MetadataExt;
+        let path = data_dir.join(LOCK_FILE);
+        let held = file.metadata().with_context(|| format!("cannot stat the inherited {}", path.display()))?;
+        let here = std::fs::metadata(&path).with_context(|| format!("cannot stat {}", path.display()))?;
+        anyhow::ensure!(
+            (held.dev(), held.ino()) == (here.dev(), here.ino()),
+            "the previous generation serves another data directory than {} (data_dir changed?); \
+             a restart cannot move to another data directory: stop and start instead",
+            data_dir.display()
+        );
+        Self::claim(file, path)
     }
 
     fn claim(mut file: File, path: PathBuf) -> anyhow::Result<Self> {

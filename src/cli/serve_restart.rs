@@ -147,9 +147,9 @@ pub async fn announce_ready(channel: OwnedFd, master: Option<MasterReload>) -> a
     tokio::spawn(async move {
         let mut buf = vec![0u8; MAX_MESSAGE_LEN];
         match channel.recv(&mut buf).await.map(|r| GenerationMessage::decode(&buf[..r.len])) {
-            Ok(Ok(GenerationMessage::Finished { moved, lost, duration_ms })) => {
-                RESTART_MOVED.fetch_add(moved, Ordering::Relaxed);
-                RESTART_LOST.fetch_add(lost, Ordering::Relaxed);
+            Ok(Ok(GenerationMessage::Finished { moved, lost, duration_ms, total_moved, total_lost })) => {
+                RESTART_MOVED.store(total_moved, Ordering::Relaxed);
+                RESTART_LOST.store(total_lost, Ordering::Relaxed);
                 tracing::info!(moved, lost, duration_ms, "restart: {moved} sessions moved, {lost} could not");
             }
             other => tracing::warn!(?other, "restart: the previous generation ended without reporting"),
@@ -320,7 +320,13 @@ impl Restarter {
         let moved = handoff.hibernated + moved_live;
         let duration_ms = handoff.started.elapsed().as_millis() as u64;
         tracing::info!(moved, lost, duration_ms, new_pid = handoff.new_pid, "restart: {moved} sessions moved, {lost} could not");
-        let finished = GenerationMessage::Finished { moved, lost, duration_ms };
+        let finished = GenerationMessage::Finished {
+            moved,
+            lost,
+            duration_ms,
+            total_moved: RESTART_MOVED.load(Ordering::Relaxed) + moved,
+            total_lost: RESTART_LOST.load(Ordering::Relaxed) + lost,
+        };
         if let Err(e) = handoff.channel.send(&finished.encode(), None).await {
             tracing::warn!(error = %e, "restart: cannot report to the new generation");
         }

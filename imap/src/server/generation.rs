@@ -117,6 +117,10 @@ pub enum GenerationMessage {
         lost: u64,
         /// From the restart signal to the end of the hand-off, ms.
         duration_ms: u64,
+        /// Sessions moved by every restart since the first start, this one included.
+        total_moved: u64,
+        /// Sessions lost by every restart since the first start, this one included.
+        total_lost: u64,
     },
 }
 
@@ -233,7 +237,7 @@ mod tests {
             GenerationMessage::DescriptorsDone,
             GenerationMessage::Ready { pid: 77 },
             GenerationMessage::Failed { reason: "cannot bind".into() },
-            GenerationMessage::Finished { moved: 10_000, lost: 2, duration_ms: 350 },
+            GenerationMessage::Finished { moved: 10_000, lost: 2, duration_ms: 350, total_moved: 30_000, total_lost: 3 },
         ]
     }
 
