@@ -585,3 +585,39 @@ fn a_new_binary_that_fails_or_hangs_is_rolled_back_and_a_good_one_takes_over() {
     c.send(b"DONE\r\n");
     assert!(c.line().starts_with("a3 OK"));
 }
+
+#[test]
+fn tls12_sessions_relayed_by_the_old_master_get_a_bye_and_are_counted_lost() {
+    let server = Server::start(ServerOptions {
+        workers: 1,
+        sections_extra: "[hibernate]\ntimeout_secs = 1\nidle_after_secs = 600\nprocesses = 1\nkeepalive_secs = 600\n".into(),
+        ..ServerOptions::default()
+    });
+    let _stop = StopServing(server.dir.path().join("data/serve.lock"));
+    let open12 = || {
+        let mut c = Client::Tls(Box::new(TlsConn::open(server.imaps, true)));
+        assert!(c.line().starts_with("* OK"));
+        c.cmd("a1", "LOGIN alice secret-a", "tls12");
+        c.cmd("a2", "SELECT INBOX", "tls12");
+        c
+    };
+    // Hibernated (IDLE), and live in the worker (no IDLE: idle_after is long).
+    let mut parked12 = open12();
+    parked12.send(b"a3 IDLE\r\n");
+    assert!(parked12.line().starts_with("+ "));
+    let mut live12 = open12();
+    // A plain session moves as usual.
+    let mut plain = Client::Plain(Conn::open(server.imap));
+    plain.cmd("p1", "LOGIN bob secret-b", "plain");
+    plain.cmd("p2", "SELECT INBOX", "plain");
+    plain.send(b"p3 IDLE\r\n");
+    assert!(plain.line().starts_with("+ "));
+    server.wait_held(2);
+    restart_ok(&server, 1, 2);
+    for (name, c) in [("hibernated", &mut parked12), ("live", &mut live12)] {
+        assert_eq!(c.line(), "* BYE [UNAVAILABLE] Server restarting, please reconnect", "{name}");
+        assert_eq!(c.line(), "", "{name}: closed after the BYE");
+    }
+    server.deliver("bob", &message("after"));
+    assert_eq!(plain.line(), "* 1 EXISTS");
+}

@@ -252,9 +252,9 @@ async fn serve(
         }
     };
     // A restart: live sessions park in the hibernate processes first.
-    let (parked, mut lost) = match (&handoff, &master_reload) {
+    let (parked, mut lost, hibernated_lost) = match (&handoff, &master_reload) {
         (Some(_), Some(master)) => master.hand_off().await,
-        _ => (0, 0),
+        _ => (0, 0, 0),
     };
     // What is left (pre-login, workers that did not detach) gets the BYE.
     lost += master_reload.as_ref().map(|m| m.live_sessions()).unwrap_or(0);
@@ -265,7 +265,7 @@ async fn serve(
         }
     }
     match handoff {
-        Some(h) => restarter.finish(h, parked, lost).await,
+        Some(h) => restarter.finish(h, parked, lost, hibernated_lost).await,
         None => {
             if let Some(path) = &unix_socket {
                 let _ = std::fs::remove_file(path);

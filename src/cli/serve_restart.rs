@@ -315,9 +315,10 @@ impl Restarter {
 
     /// After this generation stopped: reports the outcome to the new
     /// generation, the status file and the log. `lost` are the sessions
-    /// that could not move.
-    pub async fn finish(&self, handoff: HandOff, moved_live: u64, lost: u64) {
-        let moved = handoff.hibernated + moved_live;
+    /// that could not move; `hibernated_lost` of them were hibernated when
+    /// the new generation was ready (TLS 1.2 relayed by this master).
+    pub async fn finish(&self, handoff: HandOff, moved_live: u64, lost: u64, hibernated_lost: u64) {
+        let moved = (handoff.hibernated + moved_live).saturating_sub(hibernated_lost);
         let duration_ms = handoff.started.elapsed().as_millis() as u64;
         tracing::info!(moved, lost, duration_ms, new_pid = handoff.new_pid, "restart: {moved} sessions moved, {lost} could not");
         let finished = GenerationMessage::Finished {

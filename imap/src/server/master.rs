@@ -100,6 +100,11 @@ pub(crate) struct MasterShared {
     /// Turns true when a restart hands off to the next generation: the
     /// listeners stop accepting (the next generation accepts on copies).
     handing_off: tokio::sync::watch::Sender<bool>,
+    /// Turns true when a restart has moved what it could: the TLS proxies
+    /// left (sessions relayed by this master cannot move) say BYE and close.
+    pub(crate) retire_proxies: tokio::sync::watch::Sender<bool>,
+    /// TLS proxies closed that way.
+    pub(crate) proxies_retired: AtomicU64,
     /// Pre-login sessions in progress.
     pub(crate) prelogin_sessions: ActiveCount,
     /// TLS proxies of sessions living in workers or hibernate processes.
@@ -185,9 +190,11 @@ impl MasterReload {
 
     /// A restart hands off: stops accepting, then has every worker park its
     /// sessions in the hibernate processes (a command in progress finishes
-    /// first, within the shutdown grace). Returns the sessions parked and
-    /// the ones that could not move (closed with `* BYE`).
-    pub async fn hand_off(&self) -> (u64, u64) {
+    /// first, within the shutdown grace), then closes the TLS proxies left
+    /// (hibernated TLS 1.2 sessions, which cannot outlive this master) with
+    /// a BYE. Returns the sessions parked, the ones that could not move
+    /// (closed with `* BYE`), and how many of the latter were hibernated.
+    pub async fn hand_off(&self) -> (u64, u64, u64) {
         let shared = &self.shared;
         shared.handing_off.send_replace(true);
         let wait = shared.config.shutdown_grace + WORKER_STOP_MARGIN * 2;
@@ -208,7 +215,15 @@ impl MasterReload {
         if silent > 0 {
             tracing::warn!(silent, "restart: workers did not detach in time; their sessions are closed");
         }
-        (parked, lost)
+        // Live TLS 1.2 sessions had their BYE from their worker; what is
+        // still relayed is hibernated.
+        shared.retire_proxies.send_replace(true);
+        let _ = shared.tls_proxies.wait_zero(PROXY_STOP_MARGIN).await;
+        let proxied = shared.proxies_retired.load(Ordering::Relaxed);
+        if proxied > 0 {
+            tracing::info!(sessions = proxied, "restart: hibernated TLS 1.2 sessions relayed by this master closed with BYE");
+        }
+        (parked, lost + proxied, proxied)
     }
 
     /// Worker slots, and how many of them run a worker that reported ready.
@@ -307,6 +322,8 @@ impl Master {
             session_ids: AtomicU64::new(1),
             stopping: tokio::sync::watch::channel(false).0,
             handing_off: tokio::sync::watch::channel(false).0,
+            retire_proxies: tokio::sync::watch::channel(false).0,
+            proxies_retired: AtomicU64::new(0),
             prelogin_sessions: ActiveCount::default(),
             tls_proxies: ActiveCount::default(),
             ready_workers: std::sync::Mutex::default(),
