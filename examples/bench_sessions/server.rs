@@ -149,13 +149,31 @@ impl ServerUnderTest {
     }
 }
 
+impl ServerUnderTest {
+    /// dormouse: the configuration file (for `dormouse restart`).
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self._dir.path().join("dormouse.toml")
+    }
+
+    /// dormouse: the pid in `serve.lock` (the generation serving now).
+    pub fn serving_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self._dir.path().join("data/serve.lock")).ok()?.trim().parse().ok()
+    }
+}
+
 impl Drop for ServerUnderTest {
     fn drop(&mut self) {
         match self.kind {
             ServerKind::Dormouse => {
                 if let Some(mut c) = self.child.take() {
-                    let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+                    // After a restart another process serves: stop that one.
+                    let serving = self.serving_pid().unwrap_or(c.id());
+                    let _ = Command::new("kill").arg("-TERM").arg(serving.to_string()).status();
                     let _ = c.wait();
+                    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                    while std::path::Path::new(&format!("/proc/{serving}")).exists() && std::time::Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
                 }
             }
             ServerKind::Dovecot => {
