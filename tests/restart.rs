@@ -621,3 +621,38 @@ fn tls12_sessions_relayed_by_the_old_master_get_a_bye_and_are_counted_lost() {
     server.deliver("bob", &message("after"));
     assert_eq!(plain.line(), "* 1 EXISTS");
 }
+
+#[test]
+fn an_adopted_hibernate_process_that_dies_is_restarted_by_the_new_generation() {
+    let (server, _stop) = server(1, imap_support::free_port());
+    let mut c = Conn::open(server.imap);
+    c.cmd("a1", "LOGIN alice secret-a");
+    c.cmd("a2", "SELECT INBOX");
+    c.send(b"a3 IDLE\r\n");
+    assert!(c.line().starts_with("+ "));
+    server.wait_held(1);
+    let adopted = hibernate_pids(&server);
+    restart_ok(&server, 1, 0);
+    assert_eq!(hibernate_pids(&server), adopted);
+    // Not our child any more, yet its death is noticed and it is replaced.
+    let _ = Command::new("kill").args(["-KILL", &adopted[0].to_string()]).status();
+    let log = server.wait_for_log("hibernate process died; restarting it", Duration::from_secs(20));
+    assert!(log.contains("sessions_dropped=1"), "{}", tail(&log, 30));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = hibernate_pids(&server);
+        if now.len() == 1 && now != adopted {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no new hibernate process: {now:?}\n{}", tail(&server.log_text(), 30));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The client of the dead process lost its connection; new ones park again.
+    assert_eq!(c.read_to_close(), "");
+    let mut d = Conn::open(server.imap);
+    d.cmd("b1", "LOGIN bob secret-b");
+    d.cmd("b2", "SELECT INBOX");
+    d.send(b"b3 IDLE\r\n");
+    assert!(d.line().starts_with("+ "));
+    server.wait_held(1);
+}

@@ -282,9 +282,13 @@ impl Supervised {
     }
 }
 
-/// True while process `pid` exists.
+/// True while process `pid` exists and has not exited (a zombie whose new
+/// parent does not reap it has exited; Linux shows that in /proc).
 fn alive(pid: u32) -> bool {
-    rustix::process::Pid::from_raw(pid as i32).is_some_and(|p| rustix::process::test_kill_process(p).is_ok())
+    let exists = rustix::process::Pid::from_raw(pid as i32).is_some_and(|p| rustix::process::test_kill_process(p).is_ok());
+    exists
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
 }
 
 async fn supervise(
