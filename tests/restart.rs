@@ -659,3 +659,45 @@ fn an_adopted_hibernate_process_that_dies_is_restarted_by_the_new_generation() {
     assert!(d.line().starts_with("+ "));
     server.wait_held(1);
 }
+
+#[test]
+fn sigterm_during_a_restart_abandons_it_and_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _imap) = imap_support::write_one_worker_config(dir.path(), "");
+    let bin = dir.path().join("bin/dormouse");
+    std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+    std::fs::copy(dormouse(), &bin).unwrap();
+    let log = dir.path().join("serve.log");
+    let mut serve = Command::new(&bin)
+        .args(["--config", config.to_str().unwrap(), "serve"])
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let _stop = StopServing(dir.path().join("data/serve.lock"));
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let wait_log = |needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !log_text().contains(needle) {
+            assert!(Instant::now() < deadline, "no {needle:?} in:\n{}", log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_log("IMAP worker ready");
+    replace_file(&bin, b"#!/bin/sh\nexec sleep 60\n");
+    let _ = Command::new("kill").args(["-USR2", &serve.id().to_string()]).status();
+    wait_log("restart: new generation started");
+    let text = log_text();
+    let line = text.lines().find(|l| l.contains("restart: new generation started")).unwrap();
+    let new_pid: u32 = line.split("pid=").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    let _ = Command::new("kill").args(["-TERM", &serve.id().to_string()]).status();
+    let status = imap_support::wait_exit(&mut serve, Duration::from_secs(15));
+    assert!(status.is_some(), "serve did not stop during a restart:\n{}", tail(&log_text(), 20));
+    assert!(log_text().contains("SIGTERM received during a restart"), "{}", tail(&log_text(), 20));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(format!("/proc/{new_pid}/stat")).is_ok_and(|s| !s.contains(") Z")) {
+        assert!(Instant::now() < deadline, "the abandoned new generation {new_pid} still runs");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -322,8 +322,13 @@ impl Signals {
                 _ = self.int.recv() => { tracing::info!("SIGINT received"); return Exit::Stop }
                 _ = self.usr2.recv() => {
                     tracing::info!("SIGUSR2 received: restarting (handing every session to a new generation)");
-                    if let Ok(handoff) = restarter.attempt(lock).await {
-                        return Exit::HandedOff(handoff);
+                    // A stop meanwhile abandons the attempt (the new process is killed).
+                    tokio::select! {
+                        attempt = restarter.attempt(lock) => if let Ok(handoff) = attempt {
+                            return Exit::HandedOff(handoff);
+                        },
+                        _ = self.term.recv() => { tracing::info!("SIGTERM received during a restart"); return Exit::Stop }
+                        _ = self.int.recv() => { tracing::info!("SIGINT received during a restart"); return Exit::Stop }
                     }
                 }
                 _ = self.hup.recv() => {

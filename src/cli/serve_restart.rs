@@ -238,7 +238,8 @@ impl Restarter {
         if let Some(path) = &self.config_path {
             command.arg("--config").arg(path);
         }
-        command.arg("serve").env(HANDOFF_ENV, "1").stdin(std::process::Stdio::from(theirs));
+        // Killed if this attempt is abandoned (SIGTERM meanwhile); kept once ready.
+        command.arg("serve").env(HANDOFF_ENV, "1").stdin(std::process::Stdio::from(theirs)).kill_on_drop(true);
         let mut child = command.spawn().with_context(|| format!("cannot start {}", self.program.display()))?;
         let new_pid = child.id().unwrap_or(0);
         tracing::info!(pid = new_pid, program = %self.program.display(), "restart: new generation started");
@@ -263,6 +264,8 @@ impl Restarter {
         .await;
         match result {
             Ok(channel) => {
+                // It serves from now on: dropping the handle must not kill it.
+                std::mem::forget(child);
                 let hibernated = self.hibernated_now().await;
                 Ok(HandOff { channel, new_pid, started, started_ms, hibernated })
             }
