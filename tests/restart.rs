@@ -15,6 +15,20 @@ fn serving_pid(server: &Server) -> u32 {
     std::fs::read_to_string(server.dir.path().join("data/serve.lock")).unwrap().trim().parse().unwrap()
 }
 
+/// Prints the end of the server's log when the test fails.
+struct DumpLogOnPanic<'a>(&'a Server);
+
+impl Drop for DumpLogOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.0.log_text();
+            let interesting: Vec<&str> =
+                log.lines().filter(|l| !l.contains("DEBUG imap::session") && !l.contains("storage")).collect();
+            eprintln!("server log (end):\n{}", interesting[interesting.len().saturating_sub(200)..].join("\n"));
+        }
+    }
+}
+
 /// Stops whichever generation serves when the test ends (the harness only
 /// knows the first one).
 struct StopServing(std::path::PathBuf);
@@ -55,6 +69,7 @@ fn server(workers: usize, metrics: u16) -> (Server, StopServing) {
             "[hibernate]\ntimeout_secs = 1\nidle_after_secs = 2\nprocesses = 1\nkeepalive_secs = 600\n\
              [metrics]\nlisten = \"127.0.0.1:{metrics}\"\n"
         ),
+        log_level: "info,imap=debug,hibernate=debug".into(),
         ..ServerOptions::default()
     });
     let stop = StopServing(server.dir.path().join("data/serve.lock"));
@@ -144,7 +159,16 @@ fn hibernated_sessions_survive_three_restarts_and_keep_their_view() {
     for (i, c) in clients.iter_mut().enumerate() {
         let want = if i % 2 == 0 { alice_count } else { bob_count };
         c.send(b"DONE\r\na4 FETCH 1:* (UID)\r\n");
-        let lines = c.until_tagged("a4");
+        let mut lines = Vec::new();
+        loop {
+            let l = c.line();
+            assert!(!l.is_empty(), "client {i}: closed before a4; got {lines:?}\n{}", tail(&server.log_text(), 150));
+            let done = l.starts_with("a4 ");
+            lines.push(l);
+            if done {
+                break;
+            }
+        }
         assert!(lines[0].starts_with("a3 OK"), "{lines:?}");
         let fetched = lines.iter().filter(|l| l.contains(" FETCH (UID ")).count();
         assert_eq!(fetched, want, "client {i}: {lines:?}");
@@ -380,10 +404,11 @@ fn plain_and_tls_sessions_parked_idle_and_polling_survive_three_restarts() {
         ],
         imap_extra: "login_failure_delay_ms = 50\nmax_connections_per_ip = 2000\nmax_sessions_per_user = 2000\n".into(),
         sections_extra: "[hibernate]\ntimeout_secs = 1\nidle_after_secs = 600\nprocesses = 2\nkeepalive_secs = 600\n".into(),
-        log_level: "info".into(),
+        log_level: "info,imap::server=debug,hibernate::driver=debug".into(),
         ..ServerOptions::default()
     });
     let _stop = StopServing(server.dir.path().join("data/serve.lock"));
+    let _dump = DumpLogOnPanic(&server);
     let mut counts = [1usize, 1usize];
     server.deliver("alice", &message("first"));
     server.deliver("bob", &message("first"));
@@ -483,6 +508,22 @@ fn plain_and_tls_sessions_parked_idle_and_polling_survive_three_restarts() {
     assert!(!log.contains("no worker to hand the session back to"), "{}", tail(&log, 60));
 }
 
+/// Spawns `cmd`, retrying while the kernel says the file is busy (a
+/// just-written binary may still be open for writing in a child another
+/// test thread forked meanwhile).
+fn spawn_retrying(cmd: &mut Command) -> std::process::Child {
+    let mut tries = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => return other.unwrap(),
+        }
+    }
+}
+
 /// Replaces `path` atomically (rename), as a package upgrade does: the
 /// running binary keeps its inode.
 fn replace_file(path: &std::path::Path, contents: &[u8]) {
@@ -510,14 +551,14 @@ fn a_new_binary_that_fails_or_hangs_is_rolled_back_and_a_good_one_takes_over() {
     std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
     std::fs::copy(dormouse(), &bin).unwrap();
     let log = dir.path().join("serve.log");
-    let mut first = Command::new(&bin)
-        .args(["--config", config.to_str().unwrap(), "serve"])
-        .env("NO_COLOR", "1")
-        .env("DORMOUSE_RESTART_TIMEOUT_SECS", "2")
-        .stdin(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut first = spawn_retrying(
+        Command::new(&bin)
+            .args(["--config", config.to_str().unwrap(), "serve"])
+            .env("NO_COLOR", "1")
+            .env("DORMOUSE_RESTART_TIMEOUT_SECS", "2")
+            .stdin(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap()),
+    );
     let lock = dir.path().join("data/serve.lock");
     let _stop = StopServing(lock.clone());
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
@@ -668,13 +709,13 @@ fn sigterm_during_a_restart_abandons_it_and_stops() {
     std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
     std::fs::copy(dormouse(), &bin).unwrap();
     let log = dir.path().join("serve.log");
-    let mut serve = Command::new(&bin)
-        .args(["--config", config.to_str().unwrap(), "serve"])
-        .env("NO_COLOR", "1")
-        .stdin(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut serve = spawn_retrying(
+        Command::new(&bin)
+            .args(["--config", config.to_str().unwrap(), "serve"])
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap()),
+    );
     let _stop = StopServing(dir.path().join("data/serve.lock"));
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
     let wait_log = |needle: &str| {

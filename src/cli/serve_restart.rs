@@ -240,7 +240,18 @@ impl Restarter {
         }
         // Killed if this attempt is abandoned (SIGTERM meanwhile); kept once ready.
         command.arg("serve").env(HANDOFF_ENV, "1").stdin(std::process::Stdio::from(theirs)).kill_on_drop(true);
-        let mut child = command.spawn().with_context(|| format!("cannot start {}", self.program.display()))?;
+        // A binary written a moment ago may still be open for writing
+        // somewhere (ETXTBSY): try again briefly.
+        let mut tries = 0;
+        let mut child = loop {
+            match command.spawn() {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 20 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => break other.with_context(|| format!("cannot start {}", self.program.display()))?,
+            }
+        };
         let new_pid = child.id().unwrap_or(0);
         tracing::info!(pid = new_pid, program = %self.program.display(), "restart: new generation started");
         let result = async {

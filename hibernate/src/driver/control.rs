@@ -56,6 +56,10 @@ pub enum ControlRequest {
     /// connection; answered with [`ControlReply::Retired`] after every
     /// hand-back already sent on it.
     Retire,
+    /// Sent by a worker first on every connection: sessions may be handed
+    /// back on it. Connections that never say so (control clients such as
+    /// `dormouse stats`) never get one; a session record counts too.
+    Register,
 }
 
 /// The answer.

@@ -192,6 +192,9 @@ impl HibernateLinks {
         }
         let path = self.settings.sockets.get(i)?;
         let fd = hibernate::driver::channel::connect(path).ok()?;
+        // First: hand-backs come only to connections that say they are a worker.
+        let register = hibernate::driver::control::encode(&hibernate::driver::control::ControlRequest::Register);
+        hibernate::driver::channel::send(fd.as_fd(), &register, None).ok()?;
         let channel = Arc::new(FdChannel::new(fd).ok()?);
         links[i] = Some(channel.clone());
         on_new(channel.clone());
