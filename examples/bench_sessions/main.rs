@@ -82,6 +82,11 @@ struct Args {
     /// dormouse's [auth] verified_cache_secs (0 = every login verified in full).
     #[arg(long, default_value_t = 300)]
     verified_cache_secs: u64,
+    /// dormouse's `hibernate.timeout_secs` (seconds in IDLE before a session
+    /// is parked). A long one keeps the sessions live in the workers, e.g.
+    /// to measure a restart that has to park them all.
+    #[arg(long, default_value_t = 1)]
+    hibernate_after_secs: u64,
     /// Restart dormouse (`dormouse restart`) this many seconds into the hold.
     #[arg(long)]
     restart_at_secs: Option<u64>,
@@ -259,7 +264,12 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 fn run_against(kind: ServerKind, args: &Args, users: usize) -> String {
     let name = kind.name();
     println!("\n== {name} ==");
-    let srv = ServerUnderTest::start(kind, users, &LoginSetup::new(&args.password_scheme, args.verified_cache_secs));
+    let srv = ServerUnderTest::start(
+        kind,
+        users,
+        &LoginSetup::new(&args.password_scheme, args.verified_cache_secs),
+        args.hibernate_after_secs,
+    );
     std::thread::sleep(Duration::from_secs(2));
     let fresh = srv.memory();
     let slab_before = server::meminfo_kib("Slab:");
@@ -283,7 +293,12 @@ fn run_against(kind: ServerKind, args: &Args, users: usize) -> String {
     let (ok, failed) = got.totals();
     let not_done = args.sessions as u64 - ok - failed;
     println!("  ramp done in {ramp_secs:.1} s: {ok} in IDLE, {failed} failed, {not_done} unfinished");
-    let parked = srv.wait_parked(ok, Duration::from_secs(60));
+    // With a long hibernation timeout the sessions stay in the workers.
+    let parked = if srv.hibernate_after_secs <= 5.0 {
+        srv.wait_parked(ok, Duration::from_secs(60))
+    } else {
+        format!("not waited for (hibernation after {} s)", srv.hibernate_after_secs)
+    };
     println!("  parked: {parked}");
     std::thread::sleep(Duration::from_secs(2));
     let loaded = srv.memory();
@@ -325,7 +340,7 @@ fn run_against(kind: ServerKind, args: &Args, users: usize) -> String {
     let mut probes: Vec<f64> = got.probes.iter().map(|&ns| ns as f64 / 1e6).collect();
     probes.sort_by(f64::total_cmp);
     // Let the probes park again before the deliveries.
-    got.drain(&rx, Duration::from_secs_f64(srv.hibernate_after_secs + 2.0));
+    got.drain(&rx, Duration::from_secs_f64(srv.hibernate_after_secs.min(5.0) + 2.0));
 
     // Deliveries.
     got.exists.clear();
