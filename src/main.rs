@@ -68,6 +68,8 @@ enum Command {
     Who(cli::who::WhoArgs),
     /// Disconnect a user's sessions (or a client address's) everywhere; prints how many.
     Kick(cli::who::KickArgs),
+    /// Restart `serve` (onto the binary now on disk) without closing a client connection; prints how many sessions moved.
+    Restart(cli::restart::RestartArgs),
     /// Print the hibernate processes' counters.
     Stats(cli::hibernate::QueryArgs),
     /// Webhook / Web Push relay: `run`, and manage registrations.
@@ -110,6 +112,7 @@ fn main() -> ExitCode {
         Command::Hibernate(args) => cli::report(cli::hibernate::run(config, path, args)),
         Command::Who(args) => cli::report(cli::who::who(&config, &args)),
         Command::Kick(args) => cli::report(cli::who::kick(&config, &args)),
+        Command::Restart(args) => cli::report(cli::restart::run(&config, &args)),
         Command::Stats(_) => cli::report(cli::hibernate::stats(&config)),
         Command::PushRelay(args) => cli::report(cli::push_relay::run(config, args)),
     }

@@ -4,7 +4,7 @@
 //! `cargo run --release --example bench_sessions -- [--sessions N] [--tls-percent P]
 //!  [--rate R] [--hold-secs S] [--deliveries D] [--delivery-rate DR]
 //!  [--sessions-per-user K] [--per-process C] [--probe-rounds PR]
-//!  [--password-scheme ARGON2ID] [--verified-cache-secs S] [--dovecot] [--no-dormouse]`
+//!  [--password-scheme ARGON2ID] [--verified-cache-secs S] [--restart-at-secs T] [--dovecot] [--no-dormouse]`
 //!
 //! It starts `dormouse serve` (hibernation after 1 s of IDLE, auto hibernate
 //! processes, a metrics endpoint) in a temp directory with users u1..uU
@@ -21,6 +21,12 @@
 //! server after every client has gone. With `--dovecot` the same load then
 //! runs against Dovecot 2.3 with imap-hibernate
 //! (`../shared/baseline/dovecot-hibernate.sh`), in the same run.
+//! With `--restart-at-secs T` (dormouse only) `dormouse restart` runs T
+//! seconds into the hold while a few extra sessions send NOOP after NOOP:
+//! it reports the sessions moved, lost, per second, and the longest NOOP
+//! wait those clients saw. (The hibernate processes are no longer children
+//! of the serving process after a restart, so the PSS rows measured after
+//! it, "after every client left", leave them out.)
 //! Only 127.0.0.0/8 is used; every phase has a time bound.
 
 #[path = "../bench_support/mod.rs"]
@@ -76,6 +82,14 @@ struct Args {
     /// dormouse's [auth] verified_cache_secs (0 = every login verified in full).
     #[arg(long, default_value_t = 300)]
     verified_cache_secs: u64,
+    /// dormouse's `hibernate.timeout_secs` (seconds in IDLE before a session
+    /// is parked). A long one keeps the sessions live in the workers, e.g.
+    /// to measure a restart that has to park them all.
+    #[arg(long, default_value_t = 1)]
+    hibernate_after_secs: u64,
+    /// Restart dormouse (`dormouse restart`) this many seconds into the hold.
+    #[arg(long)]
+    restart_at_secs: Option<u64>,
     /// Run the same load against Dovecot 2.3 afterwards.
     #[arg(long)]
     dovecot: bool,
@@ -250,10 +264,16 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 fn run_against(kind: ServerKind, args: &Args, users: usize) -> String {
     let name = kind.name();
     println!("\n== {name} ==");
-    let srv = ServerUnderTest::start(kind, users, &LoginSetup::new(&args.password_scheme, args.verified_cache_secs));
+    let srv = ServerUnderTest::start(
+        kind,
+        users,
+        &LoginSetup::new(&args.password_scheme, args.verified_cache_secs),
+        args.hibernate_after_secs,
+    );
     std::thread::sleep(Duration::from_secs(2));
     let fresh = srv.memory();
     let slab_before = server::meminfo_kib("Slab:");
+    let mut srv = srv;
     let (tx, rx) = mpsc::channel();
     let ramp_start = Instant::now();
     let mut clients = spawn_clients(args, users, &srv, &tx);
@@ -273,19 +293,38 @@ fn run_against(kind: ServerKind, args: &Args, users: usize) -> String {
     let (ok, failed) = got.totals();
     let not_done = args.sessions as u64 - ok - failed;
     println!("  ramp done in {ramp_secs:.1} s: {ok} in IDLE, {failed} failed, {not_done} unfinished");
-    let parked = srv.wait_parked(ok, Duration::from_secs(60));
+    // With a long hibernation timeout the sessions stay in the workers.
+    let parked = if srv.hibernate_after_secs <= 5.0 {
+        srv.wait_parked(ok, Duration::from_secs(60))
+    } else {
+        format!("not waited for (hibernation after {} s)", srv.hibernate_after_secs)
+    };
     println!("  parked: {parked}");
     std::thread::sleep(Duration::from_secs(2));
     let loaded = srv.memory();
     let slab_loaded = server::meminfo_kib("Slab:");
     let master_fds = srv.master_fds();
 
-    // Idle CPU.
+    // Idle CPU (and a restart in the middle, if asked).
     let cpu_before = srv.cpu_ticks();
     let idle_start = Instant::now();
-    got.drain(&rx, Duration::from_secs(args.hold_secs));
+    let restart_report = match args.restart_at_secs.filter(|_| kind == ServerKind::Dormouse) {
+        Some(at) => {
+            got.drain(&rx, Duration::from_secs(at.min(args.hold_secs)));
+            let report = restart_during_hold(&srv, users);
+            if let Some(pid) = srv.serving_pid() {
+                srv.master = pid;
+            }
+            got.drain(&rx, Duration::from_secs(args.hold_secs.saturating_sub(at)));
+            Some(report)
+        }
+        None => {
+            got.drain(&rx, Duration::from_secs(args.hold_secs));
+            None
+        }
+    };
     let idle_secs = idle_start.elapsed().as_secs_f64();
-    let cpu_pct = (srv.cpu_ticks() - cpu_before) as f64 / server::ticks_per_sec() / idle_secs * 100.0;
+    let cpu_pct = (srv.cpu_ticks().saturating_sub(cpu_before)) as f64 / server::ticks_per_sec() / idle_secs * 100.0;
 
     // DONE + NOOP while hibernated.
     got.probes.clear();
@@ -301,7 +340,7 @@ fn run_against(kind: ServerKind, args: &Args, users: usize) -> String {
     let mut probes: Vec<f64> = got.probes.iter().map(|&ns| ns as f64 / 1e6).collect();
     probes.sort_by(f64::total_cmp);
     // Let the probes park again before the deliveries.
-    got.drain(&rx, Duration::from_secs_f64(srv.hibernate_after_secs + 2.0));
+    got.drain(&rx, Duration::from_secs_f64(srv.hibernate_after_secs.min(5.0) + 2.0));
 
     // Deliveries.
     got.exists.clear();
@@ -341,7 +380,14 @@ fn run_against(kind: ServerKind, args: &Args, users: usize) -> String {
     row(&mut t, "processes: fresh / loaded", format!("{} / {}", fresh.processes, loaded.processes));
     row(&mut t, "descriptors held by the master (loaded)", master_fds.to_string());
     row(&mut t, "kernel Slab per session (B)", format!("{:.0}", (slab_loaded as f64 - slab_before as f64) * 1024.0 / n));
-    row(&mut t, &format!("CPU of all server processes while idle {idle_secs:.0} s"), format!("{cpu_pct:.2}% of one core"));
+    if restart_report.is_none() {
+        row(&mut t, &format!("CPU of all server processes while idle {idle_secs:.0} s"), format!("{cpu_pct:.2}% of one core"));
+    }
+    if let Some(r) = &restart_report {
+        for (what, value) in r {
+            row(&mut t, what, value.clone());
+        }
+    }
     row(
         &mut t,
         "DONE + NOOP while hibernated p50 / p99 / max (ms)",
@@ -365,6 +411,106 @@ fn run_against(kind: ServerKind, args: &Args, users: usize) -> String {
     }
     drop(srv);
     t
+}
+
+/// NOOP pollers measuring the pause during a restart.
+const PINGERS: usize = 20;
+
+/// Runs `dormouse restart` while [`PINGERS`] extra sessions (live in a
+/// worker: they never IDLE) send NOOP after NOOP; returns report rows.
+fn restart_during_hold(srv: &ServerUnderTest, users: usize) -> Vec<(String, String)> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let stop = Arc::new(AtomicBool::new(false));
+    let pingers: Vec<_> = (0..PINGERS)
+        .map(|i| {
+            let (stop, port) = (stop.clone(), srv.imap_port);
+            std::thread::spawn(move || -> Result<(u64, Duration), String> {
+                let s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+                s.set_read_timeout(Some(Duration::from_secs(120))).map_err(|e| e.to_string())?;
+                let mut r = BufReader::new(s.try_clone().map_err(|e| e.to_string())?);
+                let mut w = s;
+                let mut line = String::new();
+                let mut until = |r: &mut BufReader<std::net::TcpStream>, tag: &str| -> Result<(), String> {
+                    loop {
+                        line.clear();
+                        if r.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+                            return Err("connection closed".into());
+                        }
+                        if line.starts_with("* BYE") {
+                            return Err(line.trim_end().to_string());
+                        }
+                        if line.starts_with(tag) {
+                            return Ok(());
+                        }
+                    }
+                };
+                until(&mut r, "* OK")?;
+                let user = 1 + i % users.max(1);
+                write!(w, "l LOGIN u{user} pass\r\ns SELECT INBOX\r\n").map_err(|e| e.to_string())?;
+                until(&mut r, "l ")?;
+                until(&mut r, "s ")?;
+                let (mut rounds, mut worst) = (0u64, Duration::ZERO);
+                while !stop.load(Ordering::Relaxed) {
+                    let sent = Instant::now();
+                    w.write_all(b"n NOOP\r\n").map_err(|e| e.to_string())?;
+                    until(&mut r, "n ")?;
+                    worst = worst.max(sent.elapsed());
+                    rounds += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                let _ = w.write_all(b"z LOGOUT\r\n");
+                Ok((rounds, worst))
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let started = Instant::now();
+    let out = Command::new(bench_support::dormouse_bin())
+        .arg("--config")
+        .arg(srv.config_path())
+        .arg("restart")
+        .output()
+        .expect("dormouse restart");
+    let wall = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    println!("  {stdout}{}", String::from_utf8_lossy(&out.stderr).trim());
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    let mut worst = Duration::ZERO;
+    let (mut rounds, mut broken) = (0u64, Vec::new());
+    for p in pingers {
+        match p.join().unwrap() {
+            Ok((n, w)) => {
+                rounds += n;
+                worst = worst.max(w);
+            }
+            Err(e) => broken.push(e),
+        }
+    }
+    // "restart: N sessions moved, M could not (D ms); serving as pid P"
+    let nums: Vec<u64> = stdout
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|w| !w.is_empty())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let (moved, lost, ms) = match nums.as_slice() {
+        [moved, lost, ms, ..] if out.status.success() => (*moved, *lost, *ms),
+        _ => (0, 0, 0),
+    };
+    vec![
+        ("restart: outcome".into(), if out.status.success() { "ok".into() } else { format!("FAILED: {stdout}") }),
+        ("restart: sessions moved / lost".into(), format!("{moved} / {lost}")),
+        (
+            "restart: hand-off time (server) / `dormouse restart` wall (ms)".into(),
+            format!("{ms} / {:.0}", wall.as_secs_f64() * 1000.0),
+        ),
+        ("restart: sessions moved per second".into(), format!("{:.0}", moved as f64 / (ms.max(1) as f64 / 1000.0))),
+        (
+            format!("restart: longest NOOP wait of {PINGERS} pollers (ms)"),
+            format!("{:.1} ({rounds} NOOPs, {} pollers disconnected{})", worst.as_secs_f64() * 1000.0, broken.len(), broken.first().map(|e| format!(": {e}")).unwrap_or_default()),
+        ),
+    ]
 }
 
 /// Delivers `count` messages at `rate` per second to random users over

@@ -47,12 +47,12 @@ pub struct Memory {
 
 impl ServerUnderTest {
     /// Starts `kind` with users u1..u`users`, password `pass`.
-    pub fn start(kind: ServerKind, users: usize, login: &LoginSetup) -> Self {
+    pub fn start(kind: ServerKind, users: usize, login: &LoginSetup, hibernate_after_secs: u64) -> Self {
         let mut dir = tempfile::Builder::new().prefix("bench-sessions-").tempdir_in(bench_tmp()).unwrap();
         // BENCH_KEEP=1 keeps the directory (logs, Maildirs) for a look after.
         dir.disable_cleanup(std::env::var_os("BENCH_KEEP").is_some());
         match kind {
-            ServerKind::Dormouse => start_dormouse(dir, users, login),
+            ServerKind::Dormouse => start_dormouse(dir, users, login, hibernate_after_secs),
             ServerKind::Dovecot => start_dovecot(dir, users),
         }
     }
@@ -149,13 +149,31 @@ impl ServerUnderTest {
     }
 }
 
+impl ServerUnderTest {
+    /// dormouse: the configuration file (for `dormouse restart`).
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self._dir.path().join("dormouse.toml")
+    }
+
+    /// dormouse: the pid in `serve.lock` (the generation serving now).
+    pub fn serving_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self._dir.path().join("data/serve.lock")).ok()?.trim().parse().ok()
+    }
+}
+
 impl Drop for ServerUnderTest {
     fn drop(&mut self) {
         match self.kind {
             ServerKind::Dormouse => {
                 if let Some(mut c) = self.child.take() {
-                    let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+                    // After a restart another process serves: stop that one.
+                    let serving = self.serving_pid().unwrap_or(c.id());
+                    let _ = Command::new("kill").arg("-TERM").arg(serving.to_string()).status();
                     let _ = c.wait();
+                    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                    while std::path::Path::new(&format!("/proc/{serving}")).exists() && std::time::Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
                 }
             }
             ServerKind::Dovecot => {
@@ -195,7 +213,7 @@ fn bench_tmp() -> std::path::PathBuf {
     std::env::var_os("BENCH_TMP").map_or_else(std::env::temp_dir, Into::into)
 }
 
-fn start_dormouse(dir: tempfile::TempDir, users: usize, login: &LoginSetup) -> ServerUnderTest {
+fn start_dormouse(dir: tempfile::TempDir, users: usize, login: &LoginSetup, hibernate_after: u64) -> ServerUnderTest {
     let d = dir.path();
     let (imap, imaps, lmtp, metrics) = (free_port(), free_port(), free_port(), free_port());
     let data = d.join("data");
@@ -216,7 +234,7 @@ fn start_dormouse(dir: tempfile::TempDir, users: usize, login: &LoginSetup) -> S
          [lmtp]\nlisten = \"127.0.0.1:{lmtp}\"\n\
          [imap]\nlisten = \"127.0.0.1:{imap}\"\nlisten_tls = \"127.0.0.1:{imaps}\"\nworkers = 2\n\
          max_connections_per_ip = 0\nmax_sessions_per_user = 0\nauto_mailboxes = []\n\
-         [hibernate]\ntimeout_secs = 1\nprocesses = \"auto\"\n\
+         [hibernate]\ntimeout_secs = {hibernate_after}\nprocesses = \"auto\"\n\
          [metrics]\nlisten = \"127.0.0.1:{metrics}\"\n",
         cache = login.verified_cache_secs
     );
@@ -243,7 +261,7 @@ fn start_dormouse(dir: tempfile::TempDir, users: usize, login: &LoginSetup) -> S
         imaps_port: imaps,
         lmtp_port: lmtp,
         metrics_port: metrics,
-        hibernate_after_secs: 1.0,
+        hibernate_after_secs: hibernate_after as f64,
     }
 }
 

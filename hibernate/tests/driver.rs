@@ -338,3 +338,29 @@ fn an_observer_hears_of_ended_sessions_kick_says_bye_and_hand_backs_skip_the_obs
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn hand_backs_go_only_to_registered_workers_never_to_a_control_client() {
+    let mut f = fixture(1);
+    // A control client (as `dormouse stats` is) connected before the
+    // worker and idle: it takes connection slot 1.
+    let control_client = channel::connect(&f.socket).unwrap();
+    // The fixture's worker moves to slot 2 and says it is one.
+    let worker = channel::connect(&f.socket).unwrap();
+    channel::send(worker.as_fd(), &control::encode(&ControlRequest::Register), None).unwrap();
+    drop(std::mem::replace(&mut f.worker, worker));
+    std::thread::sleep(Duration::from_millis(100));
+    // Parked by a worker that then goes away (slot 0).
+    let gone = channel::connect(&f.socket).unwrap();
+    let mut client = f.hibernate_via(gone.as_fd(), 9, false, false, b"");
+    f.wait_held(1);
+    drop(gone);
+    std::thread::sleep(Duration::from_millis(100));
+    client.write_all(b"a1 UID FETCH 1:* (FLAGS)\r\n").unwrap();
+    // Tried in slot order after the session's own: the control client is skipped.
+    let (record, _fd) = f.hand_back();
+    assert_eq!(record.session_id, 9);
+    channel::set_nonblocking(&control_client, true).unwrap();
+    let mut buf = vec![0u8; channel::MAX_MESSAGE];
+    assert!(channel::recv(control_client.as_fd(), &mut buf).is_err(), "the control client got a message");
+}

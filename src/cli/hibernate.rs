@@ -55,13 +55,28 @@ pub fn worker_settings(config: &Config) -> Option<HibernationSettings> {
 
 /// Process ids of the hibernate processes that have answered on their
 /// control socket, hence installed their SIGHUP handler (SIGHUP's default
-/// action would kill a process still starting, and its sessions with it).
+/// action would kill a process still starting, and its sessions with it);
+/// plus every running process by index, for the next generation of a
+/// restart, and whether they were handed off to it.
 #[derive(Debug, Clone, Default)]
-pub struct ReadyHibernateProcesses(Arc<std::sync::Mutex<std::collections::HashSet<u32>>>);
+pub struct ReadyHibernateProcesses(Arc<HibernateTable>);
+
+#[derive(Debug, Default)]
+struct HibernateTable {
+    ready: std::sync::Mutex<std::collections::HashSet<u32>>,
+    running: std::sync::Mutex<std::collections::BTreeMap<u32, u32>>,
+    /// Set when a restart handed the processes to the next generation: the
+    /// supervisors then leave them running when they stop.
+    released: AtomicBool,
+}
 
 impl ReadyHibernateProcesses {
     fn pids(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<u32>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.0.ready.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<u32, u32>> {
+        self.0.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Sends SIGHUP (re-read `log.level`) to each; returns how many got it.
@@ -71,6 +86,21 @@ impl ReadyHibernateProcesses {
             .filter_map(|pid| rustix::process::Pid::from_raw(pid as i32))
             .filter(|pid| rustix::process::kill_process(*pid, rustix::process::Signal::HUP).is_ok())
             .count()
+    }
+
+    /// The running processes as (index, pid).
+    pub fn processes(&self) -> Vec<(u32, u32)> {
+        self.running().iter().map(|(i, p)| (*i, *p)).collect()
+    }
+
+    /// From now on, stopping leaves the processes running (they belong to
+    /// the next generation of a restart).
+    pub fn release(&self) {
+        self.0.released.store(true, Ordering::SeqCst);
+    }
+
+    fn released(&self) -> bool {
+        self.0.released.load(Ordering::SeqCst)
     }
 }
 
@@ -82,11 +112,16 @@ impl ReadyHibernateProcesses {
 /// `shutdown` is true and every process has stopped (they BYE their
 /// sessions first; dropping a supervisor would SIGKILL its process). The
 /// set of ready processes is what a configuration reload signals.
+///
+/// `adopted` (index, pid) are processes a previous generation started (a
+/// restart): they are watched instead of started, and restarted like the
+/// others when they die.
 pub fn spawn_processes(
     config: &Config,
     config_file: &Path,
     lifeline: Arc<Lifeline>,
     shutdown: watch::Receiver<bool>,
+    adopted: &[(u32, u32)],
 ) -> (tokio::task::JoinHandle<()>, ReadyHibernateProcesses) {
     let ready = ReadyHibernateProcesses::default();
     let Ok(program) = std::env::current_exe() else {
@@ -103,14 +138,19 @@ pub fn spawn_processes(
         supervisors: supervisors.clone(),
         ready: ready.clone(),
     };
+    let adopted_pid = |index: u32| adopted.iter().find(|(i, _)| *i == index).map(|(_, pid)| *pid);
     let scaler = match config.hibernate.processes {
         HibernateProcesses::Fixed(n) => {
-            (0..n as u32).for_each(|index| starter.start(index));
+            (0..n as u32).for_each(|index| starter.start(index, adopted_pid(index)));
+            // Adopted processes beyond the configured number keep their
+            // sessions until they end (a smaller `processes` takes a stop).
+            adopted.iter().filter(|(i, _)| *i >= n as u32).for_each(|(i, pid)| starter.start(*i, Some(*pid)));
             None
         }
         HibernateProcesses::Auto => {
-            starter.start(0);
-            Some(tokio::spawn(scale(starter, AUTO_MAX_HIBERNATE_PROCESSES as u32)))
+            let running = adopted.iter().map(|(i, _)| i + 1).max().unwrap_or(1);
+            (0..running).for_each(|index| starter.start(index, adopted_pid(index)));
+            Some(tokio::spawn(scale(starter, running, AUTO_MAX_HIBERNATE_PROCESSES as u32)))
         }
     };
     let mut shutdown = shutdown;
@@ -138,7 +178,7 @@ struct ProcessStarter {
 }
 
 impl ProcessStarter {
-    fn start(&self, index: u32) {
+    fn start(&self, index: u32, adopted: Option<u32>) {
         let args: Vec<std::ffi::OsString> = vec![
             "--config".into(),
             self.config_file.as_os_str().to_owned(),
@@ -150,7 +190,7 @@ impl ProcessStarter {
         ];
         let socket = socket_path(&self.config, index);
         let command = ChildCommand { program: self.program.clone(), args, lifeline: self.lifeline.clone() };
-        let supervisor = supervise(command, index, socket, self.shutdown.clone(), self.ready.clone());
+        let supervisor = supervise(command, index, socket, self.shutdown.clone(), self.ready.clone(), adopted);
         self.supervisors.lock().unwrap_or_else(|e| e.into_inner()).spawn(supervisor);
     }
 }
@@ -159,8 +199,8 @@ impl ProcessStarter {
 /// starts the next one when each of them is full (holds its capacity), up
 /// to `cap` processes. A process that does not answer (starting, or being
 /// restarted) counts as not full, so at most one is added per fill-up.
-async fn scale(starter: ProcessStarter, cap: u32) {
-    let mut running = 1u32;
+async fn scale(starter: ProcessStarter, running: u32, cap: u32) {
+    let mut running = running;
     let mut shutdown = starter.shutdown.clone();
     let mut poll = tokio::time::interval(Duration::from_millis(250));
     while running < cap {
@@ -183,7 +223,7 @@ async fn scale(starter: ProcessStarter, cap: u32) {
         .unwrap_or(false);
         if all_full {
             tracing::info!(index = running, "every hibernate process is full; starting another");
-            starter.start(running);
+            starter.start(running, None);
             running += 1;
         }
     }
@@ -205,23 +245,79 @@ impl ChildCommand {
     }
 }
 
+/// A supervised hibernate process: our child, or one adopted from the
+/// previous generation of a restart (not our child: watched by pid).
+enum Supervised {
+    Child(tokio::process::Child),
+    Adopted(u32),
+}
+
+impl Supervised {
+    fn pid(&self) -> u32 {
+        match self {
+            Supervised::Child(c) => c.id().unwrap_or(0),
+            Supervised::Adopted(pid) => *pid,
+        }
+    }
+
+    /// Waits for the exit; a description of how it ended.
+    async fn wait(&mut self) -> String {
+        match self {
+            Supervised::Child(c) => format!("{:?}", c.wait().await),
+            Supervised::Adopted(pid) => {
+                while alive(*pid) {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                "exited (adopted process)".into()
+            }
+        }
+    }
+
+    /// SIGTERM, then up to 5 s for the exit.
+    async fn stop(&mut self) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.pid() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.wait()).await;
+    }
+}
+
+/// True while process `pid` exists and has not exited (a zombie whose new
+/// parent does not reap it has exited; Linux shows that in /proc).
+fn alive(pid: u32) -> bool {
+    let exists = rustix::process::Pid::from_raw(pid as i32).is_some_and(|p| rustix::process::test_kill_process(p).is_ok());
+    exists
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
+}
+
 async fn supervise(
     command: ChildCommand,
     index: u32,
     socket: PathBuf,
     mut shutdown: watch::Receiver<bool>,
     ready: ReadyHibernateProcesses,
+    mut adopted: Option<u32>,
 ) {
     loop {
-        let mut child = match command.spawn() {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(index, error = %e, "cannot start a hibernate process");
-                return;
+        let mut child = match adopted.take() {
+            Some(pid) => {
+                tracing::info!(index, pid, "hibernate process adopted from the previous generation");
+                Supervised::Adopted(pid)
             }
+            None => match command.spawn() {
+                Ok(c) => Supervised::Child(c),
+                Err(e) => {
+                    tracing::error!(index, error = %e, "cannot start a hibernate process");
+                    return;
+                }
+            },
         };
-        let pid = child.id().unwrap_or(0);
-        tracing::info!(index, pid, "hibernate process started");
+        let pid = child.pid();
+        if matches!(child, Supervised::Child(_)) {
+            tracing::info!(index, pid, "hibernate process started");
+        }
+        ready.running().insert(index, pid);
         let mut held = 0u64;
         // The count is as of the last poll (at most 250 ms old).
         let mut poll = tokio::time::interval(Duration::from_millis(250));
@@ -239,17 +335,23 @@ async fn supervise(
                 }
                 _ = shutdown.changed() => {
                     if *shutdown.borrow() {
-                        if let Some(pid) = child.id().and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
-                            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+                        if ready.released() {
+                            // The next generation watches it now; dropping
+                            // the child would kill it.
+                            if let Supervised::Child(c) = child {
+                                std::mem::forget(c);
+                            }
+                        } else {
+                            child.stop().await;
                         }
-                        let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
                         ready.pids().remove(&pid);
                         return;
                     }
                 }
             }
         };
-        tracing::error!(index, pid, ?status, sessions_dropped = held, "hibernate process died; restarting it");
+        ready.running().remove(&index);
+        tracing::error!(index, pid, %status, sessions_dropped = held, "hibernate process died; restarting it");
         super::metrics::HIBERNATE_RESTARTS.fetch_add(1, Ordering::Relaxed);
         super::metrics::HIBERNATE_SESSIONS_LOST.fetch_add(held, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -306,8 +408,14 @@ fn stop_with_the_master(stop: Arc<AtomicBool>) -> anyhow::Result<()> {
 fn spawn_signal_watcher(stop: Arc<AtomicBool>, path: Option<PathBuf>, mut level: String) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let (mut term, mut int, mut hup) = rt.block_on(async {
-        anyhow::Ok((signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?, signal(SignalKind::hangup())?))
+    let (mut term, mut int, mut hup, mut usr2) = rt.block_on(async {
+        anyhow::Ok((
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::hangup())?,
+            // The restart signal of `serve`: ignored here (see the worker).
+            signal(SignalKind::user_defined2())?,
+        ))
     })?;
     std::thread::Builder::new().name("hibernate-signals".into()).spawn(move || {
         rt.block_on(async move {
@@ -315,6 +423,7 @@ fn spawn_signal_watcher(stop: Arc<AtomicBool>, path: Option<PathBuf>, mut level:
                 tokio::select! {
                     _ = term.recv() => break,
                     _ = int.recv() => break,
+                    _ = usr2.recv() => {}
                     _ = hup.recv() => {
                         let Some(path) = &path else { continue };
                         match Config::load(path) {

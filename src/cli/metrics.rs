@@ -235,6 +235,15 @@ pub fn render(sources: &MetricsSources) -> String {
     );
     counters(
         &mut r,
+        "dormouse_restart_sessions",
+        "Sessions handed to a new generation by restarts (SIGUSR2, `dormouse restart`) since the first start, by outcome.",
+        &[
+            (&[("outcome", "moved")], super::serve_restart::RESTART_MOVED.load(Ordering::Relaxed)),
+            (&[("outcome", "lost")], super::serve_restart::RESTART_LOST.load(Ordering::Relaxed)),
+        ],
+    );
+    counters(
+        &mut r,
         "dormouse_master_client_bytes",
         "Bytes between clients and the master (pre-login and TLS relay), by direction.",
         &[(&[("direction", "in")], m.bytes_in), (&[("direction", "out")], m.bytes_out)],

@@ -1,6 +1,7 @@
 //! `dormouse serve`: prepare the data directory, start the listeners, run
 //! until SIGINT/SIGTERM (reloading the configuration on SIGHUP, see
-//! [`super::reload`]), then shut down gracefully.
+//! [`super::reload`]), then shut down gracefully; on SIGUSR2 hand
+//! everything to a new generation and exit (see [`super::serve_restart`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,6 +21,9 @@ use tokio::task::JoinHandle;
 use super::event_hooks::EventHooks;
 use super::first_run;
 use super::serve_lock::DataDirLock;
+use super::serve_restart::Restarter;
+use imap::server::generation::Inherited;
+use std::os::fd::{AsFd, OwnedFd};
 use crate::config::Config;
 
 /// Arguments of `dormouse serve` (everything else comes from the config).
@@ -62,18 +66,47 @@ pub fn run(config: Config, path: Option<PathBuf>, _args: ServeArgs) -> anyhow::R
     }
     first_run::create_private_dir(&config.data_dir)?;
     first_run::check_not_shared(&config.data_dir, "data directory")?;
+    // Resolved now: a binary replaced at the same path is what a restart starts.
+    let program = program_path().context("cannot find the dormouse executable")?;
+    // A restarted generation takes over what the previous one passes.
+    let inheritance = super::serve_restart::receive_inheritance().context("restart hand-off")?;
     // Before anything in the data directory is touched, and held until we
     // return: a second server on the same directory refuses to start.
-    let lock = DataDirLock::acquire(&config.data_dir)?;
+    let (lock, inheritance) = match inheritance {
+        Some(mut i) => {
+            let file = i.lock.take().context("restart hand-off: no lock")?;
+            tracing::info!(generation = i.generation, previous_pid = i.old_pid, "restart: taking over from the previous generation");
+            (DataDirLock::adopt(file, &config.data_dir)?, Some(i))
+        }
+        None => (DataDirLock::acquire(&config.data_dir)?, None),
+    };
     tracing::debug!(lock = %lock.path().display(), "data directory locked");
     first_run::prepare(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
     // `lock` is dropped after `runtime` (reverse declaration order), so it
     // outlives every task and blocking thread.
-    runtime.block_on(serve(config, path))
+    runtime.block_on(serve(config, path, program, &lock, inheritance))
 }
 
-async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
+/// The executable a restart starts: `argv[0]` when it names a path, else
+/// what the kernel says we run.
+fn program_path() -> std::io::Result<PathBuf> {
+    match std::env::args_os().next().map(PathBuf::from) {
+        Some(p) if p.components().count() > 1 => std::path::absolute(&p),
+        _ => std::env::current_exe(),
+    }
+}
+
+async fn serve(
+    config: Config,
+    path: Option<PathBuf>,
+    program: PathBuf,
+    lock: &DataDirLock,
+    inheritance: Option<super::serve_restart::Inheritance>,
+) -> anyhow::Result<()> {
+    let mut inheritance = inheritance;
+    // Copies of every listener, for the next generation of a restart.
+    let mut passed_on: Vec<(Inherited, OwnedFd)> = Vec::new();
     let location = MailLocation::parse(&config.users.mail_location)?;
     let users = Arc::new(UserDb::open(config.passwd_file(), location)?
             .with_cost_limits(config.auth.cost_limits())
@@ -97,9 +130,17 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     };
     let lmtp = LmtpServer::new(deliverer.clone(), settings);
     if !config.lmtp.listen.is_empty() {
-        match TcpListener::bind(&config.lmtp.listen).await {
+        let inherited = inheritance.as_mut().and_then(|i| take_tcp(&mut i.lmtp_tcp, &config.lmtp.listen));
+        let bound = match inherited {
+            Some(l) => Ok(l),
+            None => TcpListener::bind(&config.lmtp.listen).await,
+        };
+        match bound {
             Ok(listener) => {
                 tracing::info!(address = %config.lmtp.listen, "LMTP listening");
+                if let Ok(addr) = listener.local_addr() {
+                    passed_on.push((Inherited::LmtpTcp { addr }, listener.as_fd().try_clone_to_owned()?));
+                }
                 tasks.push(tokio::spawn(lmtp.clone().serve_tcp(listener, shutdown_rx.clone())));
             }
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => tracing::warn!(
@@ -112,30 +153,69 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     }
     let unix_socket = config.lmtp_unix_socket().map(|p| p.to_path_buf());
     if let Some(path) = &unix_socket {
-        if std::fs::symlink_metadata(path).is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type())) {
-            std::fs::remove_file(path).with_context(|| format!("cannot remove stale socket {}", path.display()))?;
-        }
-        let listener =
-            UnixListener::bind(path).with_context(|| format!("cannot listen for LMTP on {}", path.display()))?;
-        // Like Dovecot's lmtp listener: the MTA (e.g. Postfix as user postfix)
-        // must be able to connect; TCP on loopback is no less open.
-        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o666))
-            .with_context(|| format!("cannot chmod {}", path.display()))?;
+        let inherited = inheritance.as_mut().and_then(|i| {
+            let at = i.lmtp_unix.iter().position(|(p, _)| p == path)?;
+            Some(i.lmtp_unix.swap_remove(at).1)
+        });
+        let listener = match inherited {
+            Some(fd) => {
+                let std = std::os::unix::net::UnixListener::from(fd);
+                std.set_nonblocking(true)?;
+                UnixListener::from_std(std)?
+            }
+            None => {
+                if std::fs::symlink_metadata(path).is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type())) {
+                    std::fs::remove_file(path).with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+                }
+                let listener =
+                    UnixListener::bind(path).with_context(|| format!("cannot listen for LMTP on {}", path.display()))?;
+                // Like Dovecot's lmtp listener: the MTA (e.g. Postfix as user postfix)
+                // must be able to connect; TCP on loopback is no less open.
+                std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+                    .with_context(|| format!("cannot chmod {}", path.display()))?;
+                listener
+            }
+        };
         tracing::info!(path = %path.display(), "LMTP listening");
+        passed_on.push((Inherited::LmtpUnix { path: path.clone() }, listener.as_fd().try_clone_to_owned()?));
         tasks.push(tokio::spawn(lmtp.clone().serve_unix(listener, shutdown_rx.clone())));
     }
 
     // IMAP: the master (pre-login, TLS) and its worker processes.
     // Every child process watches this pipe and stops when we are gone.
-    let lifeline = Arc::new(Lifeline::new().context("cannot create the pipe children watch for our exit")?);
-    let imap = super::serve_imap::start(&config, users.clone(), lifeline, shutdown_rx.clone()).await?;
+    let (lifeline, adopted) = match inheritance.as_mut() {
+        Some(i) => {
+            let adopted = super::serve_imap::Adopted {
+                listeners: std::mem::take(&mut i.imap),
+                hibernate: std::mem::take(&mut i.hibernate),
+                generation: i.generation,
+            };
+            let lifeline = i.lifeline.take().context("restart hand-off: no lifeline")?;
+            (Arc::new(lifeline), adopted)
+        }
+        None => (
+            Arc::new(Lifeline::new().context("cannot create the pipe children watch for our exit")?),
+            super::serve_imap::Adopted::default(),
+        ),
+    };
+    let generation = adopted.generation;
+    let imap =
+        super::serve_imap::start(&config, users.clone(), lifeline.clone(), program.clone(), adopted, shutdown_rx.clone()).await?;
     tasks.push(imap.task);
+    for l in imap.listeners {
+        passed_on.push((Inherited::ImapListener { addr: l.addr, implicit_tls: l.implicit_tls }, l.fd));
+    }
     let master_metrics = imap.metrics;
     if !config.metrics.listen.is_empty() {
-        let listener = TcpListener::bind(&config.metrics.listen)
-            .await
-            .with_context(|| format!("cannot listen for metrics on {}", config.metrics.listen))?;
+        let inherited = inheritance.as_mut().and_then(|i| take_tcp(&mut i.metrics, &config.metrics.listen));
+        let listener = match inherited {
+            Some(l) => l,
+            None => TcpListener::bind(&config.metrics.listen)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {}", config.metrics.listen))?,
+        };
         tracing::info!(address = %config.metrics.listen, "metrics listening (GET /metrics)");
+        passed_on.push((Inherited::Metrics { addr: listener.local_addr()? }, listener.as_fd().try_clone_to_owned()?));
         let sources = Arc::new(super::metrics::MetricsSources {
             master: master_metrics,
             lmtp: lmtp.clone(),
@@ -145,26 +225,80 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         tasks.push(tokio::spawn(super::metrics::serve(listener, sources, shutdown_rx.clone())));
     }
 
+    let restarter = Restarter {
+        program,
+        config_path: path.clone(),
+        generation,
+        run_dir: config.run_dir(),
+        listeners: passed_on,
+        lifeline,
+        hibernate: imap.hibernate.clone(),
+    };
+    let master_reload = imap.reload.clone();
     let mut reloader =
-        super::reload::Reloader::new(path, config.clone(), imap.reload, imap.worker_config, imap.hibernate);
+        super::reload::Reloader::new(path, config.clone(), imap.reload, imap.worker_config, imap.hibernate.clone());
     // Handlers first: a SIGHUP (systemctl reload) right after READY=1 must
     // not meet SIGHUP's default action, which ends the process.
     let signals = Signals::install()?;
+    if let Some(i) = inheritance {
+        // The previous generation hands off once our workers are ready.
+        super::serve_restart::announce_ready(i.channel, master_reload.clone()).await?;
+    }
     super::systemd_notify::notify("READY=1");
-    signals.wait(&mut reloader).await;
+    let exit = signals.wait(&mut reloader, &restarter, lock).await;
     super::systemd_notify::notify("STOPPING=1");
-    tracing::info!("shutting down");
+    let handoff = match exit {
+        Exit::Stop => {
+            tracing::info!("shutting down");
+            None
+        }
+        Exit::HandedOff(h) => {
+            tracing::info!("restart: the new generation is ready; handing off and exiting");
+            // The hibernate processes stay (the new generation adopted them).
+            restarter.hibernate.release();
+            Some(h)
+        }
+    };
+    // A restart: live sessions park in the hibernate processes first.
+    let (parked, mut lost, hibernated_lost) = match (&handoff, &master_reload) {
+        (Some(_), Some(master)) => master.hand_off().await,
+        _ => (0, 0, 0),
+    };
+    // What is left (pre-login, workers that did not detach) gets the BYE.
+    lost += master_reload.as_ref().map(|m| m.live_sessions()).unwrap_or(0);
     let _ = shutdown_tx.send(true);
     for task in tasks {
         if let Err(e) = task.await {
             tracing::error!(error = %e, "listener task failed");
         }
     }
-    if let Some(path) = &unix_socket {
-        let _ = std::fs::remove_file(path);
+    match handoff {
+        Some(h) => restarter.finish(h, parked, lost, hibernated_lost).await,
+        None => {
+            if let Some(path) = &unix_socket {
+                let _ = std::fs::remove_file(path);
+            }
+        }
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The inherited TCP listener bound to `configured`, if any.
+fn take_tcp(inherited: &mut Vec<(std::net::SocketAddr, OwnedFd)>, configured: &str) -> Option<TcpListener> {
+    let addr: std::net::SocketAddr = configured.parse().ok()?;
+    let at = inherited.iter().position(|(a, _)| *a == addr)?;
+    let std = std::net::TcpListener::from(inherited.swap_remove(at).1);
+    std.set_nonblocking(true).ok()?;
+    TcpListener::from_std(std).ok()
+}
+
+/// Why [`Signals::wait`] returned.
+enum Exit {
+    /// SIGTERM or SIGINT: shut down.
+    Stop,
+    /// SIGUSR2: a new generation is ready to take over.
+    HandedOff(super::serve_restart::HandOff),
 }
 
 /// The signals `serve` handles once it is running.
@@ -172,6 +306,7 @@ struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
+    usr2: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -181,15 +316,29 @@ impl Signals {
             term: signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?,
             int: signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?,
             hup: signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?,
+            usr2: signal(SignalKind::user_defined2()).context("cannot install the SIGUSR2 handler")?,
         })
     }
 
-    /// Waits for SIGTERM or SIGINT, reloading the configuration on every SIGHUP.
-    async fn wait(mut self, reloader: &mut super::reload::Reloader) {
+    /// Waits for SIGTERM or SIGINT, reloading the configuration on every
+    /// SIGHUP; on SIGUSR2 tries a restart and returns once a new
+    /// generation is ready (a failed one is logged; we serve on).
+    async fn wait(mut self, reloader: &mut super::reload::Reloader, restarter: &Restarter, lock: &DataDirLock) -> Exit {
         loop {
             tokio::select! {
-                _ = self.term.recv() => { tracing::info!("SIGTERM received"); return }
-                _ = self.int.recv() => { tracing::info!("SIGINT received"); return }
+                _ = self.term.recv() => { tracing::info!("SIGTERM received"); return Exit::Stop }
+                _ = self.int.recv() => { tracing::info!("SIGINT received"); return Exit::Stop }
+                _ = self.usr2.recv() => {
+                    tracing::info!("SIGUSR2 received: restarting (handing every session to a new generation)");
+                    // A stop meanwhile abandons the attempt (the new process is killed).
+                    tokio::select! {
+                        attempt = restarter.attempt(lock) => if let Ok(handoff) = attempt {
+                            return Exit::HandedOff(handoff);
+                        },
+                        _ = self.term.recv() => { tracing::info!("SIGTERM received during a restart"); return Exit::Stop }
+                        _ = self.int.recv() => { tracing::info!("SIGINT received during a restart"); return Exit::Stop }
+                    }
+                }
                 _ = self.hup.recv() => {
                     tracing::info!("SIGHUP received: reloading the configuration");
                     // Reading files and loading the TLS pair block briefly.

@@ -11,6 +11,7 @@ use imap::server::lifeline::Lifeline;
 use imap::server::tls::load_server_config;
 use imap::server::metrics::MasterMetrics;
 use imap::server::user_db_auth::UserDbAuthenticator;
+use imap::server::master::InheritedListener;
 use imap::server::{ImapServerConfig, Master, MasterReload, WorkerCommand};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -46,6 +47,19 @@ pub struct StartedImap {
     pub worker_config: Option<PathBuf>,
     /// The hibernate processes a reload signals.
     pub hibernate: super::hibernate::ReadyHibernateProcesses,
+    /// Copies of the IMAP listeners, for the next generation of a restart.
+    pub listeners: Vec<InheritedListener>,
+}
+
+/// What a restarted generation takes over instead of creating.
+#[derive(Debug, Default)]
+pub struct Adopted {
+    /// IMAP listeners of the previous generation.
+    pub listeners: Vec<InheritedListener>,
+    /// Hibernate processes, as (index, pid).
+    pub hibernate: Vec<(u32, u32)>,
+    /// This generation's number (0 for a fresh start).
+    pub generation: u32,
 }
 
 /// Binds the IMAP listeners and starts the master (which spawns the
@@ -58,6 +72,8 @@ pub async fn start(
     config: &Config,
     users: Arc<UserDb>,
     lifeline: Arc<Lifeline>,
+    program: PathBuf,
+    mut adopted: Adopted,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<StartedImap> {
     let server_config = imap_server_config(config)?;
@@ -69,6 +85,7 @@ pub async fn start(
             reload: None,
             worker_config: None,
             hibernate: Default::default(),
+            listeners: Vec::new(),
         });
     }
     let (cert, key) = (config.tls_cert(), config.tls_key());
@@ -79,16 +96,18 @@ pub async fn start(
     // It holds the NATS password/token and webhook secrets: 0600 from the
     // first byte (temp file + rename), whatever the umask.
     super::reload::write_worker_config(&worker_config, config)?;
-    let program: PathBuf = std::env::current_exe().context("cannot find the dormouse executable")?;
-    let (hibernate, hibernate_ready) = super::hibernate::spawn_processes(config, &worker_config, lifeline.clone(), shutdown.clone());
+    let (hibernate, hibernate_ready) =
+        super::hibernate::spawn_processes(config, &worker_config, lifeline.clone(), shutdown.clone(), &adopted.hibernate);
     let command =
         WorkerCommand { program, args: vec!["--config".into(), worker_config.clone().into_os_string(), "worker".into()] };
 
     let authenticator = UserDbAuthenticator::new(users);
-    let master = Master::bind(server_config, authenticator, Some(tls), command).await?;
+    let master = Master::bind_with(server_config, authenticator, Some(tls), command, &mut adopted.listeners).await?;
+    master.set_first_session_id(imap::server::generation::session_id_base(adopted.generation));
     for addr in master.local_addrs() {
         tracing::info!(%addr, "IMAP listening");
     }
+    let listeners = master.listener_fds().context("cannot keep copies of the IMAP listeners")?;
     let metrics = master.metrics();
     let reload = master.reload_handle();
     let master = tokio::spawn(master.run(async move {
@@ -110,5 +129,6 @@ pub async fn start(
         reload: Some(reload),
         worker_config: Some(worker_config),
         hibernate: hibernate_ready,
+        listeners,
     })
 }

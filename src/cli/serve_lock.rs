@@ -59,12 +59,59 @@ impl DataDirLock {
             }
             Err(e) => return Err(e).with_context(|| format!("cannot lock {}", path.display())),
         }
+        Self::claim(file, path)
+    }
+
+    /// Takes over the lock the previous generation of a restart holds and
+    /// passed on (`file` is its open lock file: the same open file, so the
+    /// flock never lapses), and writes our pid into it.
+    ///
+    /// # Errors
+    /// The file cannot be written.
+    pub fn adopt(file: File, data_dir: &Path) -> anyhow::Result<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let path = data_dir.join(LOCK_FILE);
+        let held = file.metadata().with_context(|| format!("cannot stat the inherited {}", path.display()))?;
+        let here = std::fs::metadata(&path).with_context(|| format!("cannot stat {}", path.display()))?;
+        anyhow::ensure!(
+            (held.dev(), held.ino()) == (here.dev(), here.ino()),
+            "the previous generation serves another data directory than {} (data_dir changed?); \
+             a restart cannot move to another data directory: stop and start instead",
+            data_dir.display()
+        );
+        Self::claim(file, path)
+    }
+
+    fn claim(mut file: File, path: PathBuf) -> anyhow::Result<Self> {
         file.set_len(0)
             .and_then(|()| file.rewind())
             .and_then(|()| writeln!(file, "{}", std::process::id()))
             .and_then(|()| file.sync_all())
             .with_context(|| format!("cannot write our pid to {}", path.display()))?;
         Ok(Self { _file: file, path })
+    }
+
+    /// Writes our pid into the lock file again (after a failed restart whose
+    /// new generation may have written its own).
+    ///
+    /// # Errors
+    /// The file cannot be written.
+    pub fn rewrite_pid(&self) -> std::io::Result<()> {
+        let mut file = &self._file;
+        file.set_len(0)?;
+        file.rewind()?;
+        writeln!(file, "{}", std::process::id())?;
+        file.sync_all()
+    }
+
+    /// The open lock file (passed on to the next generation in a restart).
+    pub fn file(&self) -> &File {
+        &self._file
+    }
+
+    /// The pid written in `data_dir`'s lock file (the running `serve`), if any.
+    pub fn owner(data_dir: &Path) -> Option<u32> {
+        std::fs::read_to_string(data_dir.join(LOCK_FILE)).ok()?.trim().parse().ok()
     }
 
     /// The lock file.

@@ -108,15 +108,19 @@ fn follow_reloads(path: Option<PathBuf>, config: Config) -> anyhow::Result<watch
 }
 
 /// Waits for SIGTERM. SIGINT (a terminal's Ctrl-C reaching the whole process
-/// group) is ignored: the master shuts its workers down itself.
+/// group) is ignored: the master shuts its workers down itself. So is
+/// SIGUSR2 (the restart signal of `serve`, which `systemctl kill -s USR2`
+/// sends to every process of the unit unless told `--kill-whom=main`).
 async fn terminate_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut int = signal(SignalKind::interrupt()).ok();
+    let mut usr2 = signal(SignalKind::user_defined2()).ok();
     let Ok(mut term) = signal(SignalKind::terminate()) else { return std::future::pending().await };
     loop {
         tokio::select! {
             _ = term.recv() => return,
             Some(()) = async { match int.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => {}
+            Some(()) = async { match usr2.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => {}
         }
     }
 }

@@ -51,6 +51,15 @@ pub enum ControlRequest {
     /// [`ControlReply::Ended`] notices (and never hand-backs), so the
     /// master releases a session's limit counts when it really ends.
     Observe,
+    /// Sent by a worker that is leaving (a restart moves its sessions to
+    /// the next generation's workers): hand no more sessions back on this
+    /// connection; answered with [`ControlReply::Retired`] after every
+    /// hand-back already sent on it.
+    Retire,
+    /// Sent by a worker first on every connection: sessions may be handed
+    /// back on it. Connections that never say so (control clients such as
+    /// `dormouse stats`) never get one; a session record counts too.
+    Register,
 }
 
 /// The answer.
@@ -86,6 +95,11 @@ pub enum ControlReply {
     Kicked {
         /// Sessions disconnected.
         count: u64,
+    },
+    /// Answer to [`ControlRequest::Retire`]: nothing more is handed back here.
+    Retired {
+        /// Index of the hibernate process.
+        index: u32,
     },
     /// Sent to observers, unasked: these sessions ended here (logout,
     /// timeout, client gone, kicked); handed-back ones are not listed.

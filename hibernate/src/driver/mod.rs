@@ -103,6 +103,12 @@ struct Driver {
     workers: Vec<Option<OwnedFd>>,
     /// Per worker slot: true if that connection is an observer.
     observers: Vec<bool>,
+    /// Per worker slot: true if that worker retired (gets no hand-backs).
+    retired: Vec<bool>,
+    /// Per worker slot: true once the connection said it is a worker
+    /// ([`ControlRequest::Register`] or a session record): only those get
+    /// hand-backs, never a control client such as `dormouse stats`.
+    registered: Vec<bool>,
     /// Sessions ended here and not yet told to an observer.
     ended: Vec<u64>,
     bus: BusBridge,
@@ -173,7 +179,7 @@ pub fn run_with_hook(
     if cfg.max_sessions > 0 {
         capacity = capacity.min(cfg.max_sessions);
     }
-    let mut d = Driver { cfg, capacity, epoll, listener, workers: Vec::new(), observers: Vec::new(), ended: Vec::new(), bus, core, buf: vec![0u8; MAX_MESSAGE] };
+    let mut d = Driver { cfg, capacity, epoll, listener, workers: Vec::new(), observers: Vec::new(), retired: Vec::new(), registered: Vec::new(), ended: Vec::new(), bus, core, buf: vec![0u8; MAX_MESSAGE] };
     tracing::info!(index = d.cfg.index, pid = std::process::id(), socket = %d.cfg.socket_path.display(), "hibernate process ready");
     let mut events: Vec<Event> = Vec::with_capacity(1024);
     while !stop.load(Ordering::Relaxed) {
@@ -228,9 +234,13 @@ impl Driver {
                     if i == self.workers.len() {
                         self.workers.push(Some(fd));
                         self.observers.push(false);
+                        self.retired.push(false);
+                        self.registered.push(false);
                     } else {
                         self.workers[i] = Some(fd);
                         self.observers[i] = false;
+                        self.retired[i] = false;
+                        self.registered[i] = false;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -301,6 +311,19 @@ impl Driver {
                     self.notify_observers();
                     return;
                 }
+                Ok(ControlRequest::Register) => {
+                    if let Some(r) = self.registered.get_mut(w as usize) {
+                        *r = true;
+                    }
+                    return;
+                }
+                Ok(ControlRequest::Retire) => {
+                    if let Some(r) = self.retired.get_mut(w as usize) {
+                        *r = true;
+                    }
+                    tracing::debug!(connection = w, "worker retired; no more hand-backs to it");
+                    ControlReply::Retired { index: self.cfg.index }
+                }
                 Err(_) => return,
             };
             if let Some(Some(ch)) = self.workers.get(w as usize) {
@@ -312,6 +335,11 @@ impl Driver {
             tracing::warn!(worker = w, "session record without a descriptor");
             return;
         };
+        // Whoever parks sessions is a worker (also one of a build that
+        // does not send Register).
+        if let Some(r) = self.registered.get_mut(w as usize) {
+            *r = true;
+        }
         if self.core.len() >= self.capacity {
             // Full: the session goes straight back, unchanged; the worker
             // keeps serving it.
@@ -608,7 +636,10 @@ impl Driver {
         let preferred = handle.worker as usize;
         let order = std::iter::once(preferred).chain((0..self.workers.len()).filter(move |&i| i != preferred));
         for i in order {
-            if self.observers.get(i).copied().unwrap_or(false) {
+            if self.observers.get(i).copied().unwrap_or(false)
+                || self.retired.get(i).copied().unwrap_or(false)
+                || !self.registered.get(i).copied().unwrap_or(false)
+            {
                 continue;
             }
             let Some(Some(ch)) = self.workers.get(i) else { continue };

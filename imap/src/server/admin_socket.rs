@@ -124,6 +124,15 @@ impl WorkerReplies {
 /// Asks every live worker; returns (worker pid, answer) and how many did
 /// not answer within [`WORKER_ANSWER_WAIT`] (one wait for all of them).
 async fn ask_workers(shared: &MasterShared, make: impl Fn(u64) -> WorkerRequest) -> (Vec<(u32, WorkerReport)>, u32) {
+    ask_workers_within(shared, make, WORKER_ANSWER_WAIT).await
+}
+
+/// [`ask_workers`] with another wait.
+pub(crate) async fn ask_workers_within(
+    shared: &MasterShared,
+    make: impl Fn(u64) -> WorkerRequest,
+    wait: Duration,
+) -> (Vec<(u32, WorkerReport)>, u32) {
     let mut asked = Vec::new();
     for link in shared.pool.links() {
         let request = shared.worker_replies.next.fetch_add(1, Ordering::Relaxed);
@@ -139,7 +148,7 @@ async fn ask_workers(shared: &MasterShared, make: impl Fn(u64) -> WorkerRequest)
     let mut answers = Vec::new();
     let mut silent = 0;
     // One deadline for all: the workers answer in parallel.
-    let deadline = tokio::time::Instant::now() + WORKER_ANSWER_WAIT;
+    let deadline = tokio::time::Instant::now() + wait;
     for (pid, request, rx) in asked {
         match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(report)) => answers.push((pid, report)),
@@ -206,7 +215,7 @@ pub(crate) async fn serve(shared: Arc<MasterShared>, path: PathBuf) {
         }
     };
     tracing::debug!(path = %path.display(), "master control socket ready");
-    let _remove = RemoveOnDrop(path);
+    let _remove = RemoveOnDrop::new(path);
     loop {
         let accepted = listener.accept().await.and_then(|(stream, _)| stream.into_std()).map(OwnedFd::from);
         match accepted.and_then(own_user) {
@@ -230,11 +239,27 @@ fn own_user(fd: OwnedFd) -> std::io::Result<OwnedFd> {
     Ok(fd)
 }
 
-struct RemoveOnDrop(PathBuf);
+/// Removes the socket file when dropped, unless it is no longer ours (the
+/// next generation of a restart has bound its own at the same path).
+struct RemoveOnDrop(PathBuf, Option<(u64, u64)>);
+
+impl RemoveOnDrop {
+    fn new(path: PathBuf) -> Self {
+        let id = file_id(&path);
+        Self(path, id)
+    }
+}
+
+fn file_id(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        if self.1.is_some() && file_id(&self.0) == self.1 {
+            let _ = std::fs::remove_file(&self.0);
+        }
     }
 }
 

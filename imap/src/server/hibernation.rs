@@ -192,10 +192,28 @@ impl HibernateLinks {
         }
         let path = self.settings.sockets.get(i)?;
         let fd = hibernate::driver::channel::connect(path).ok()?;
+        // First: hand-backs come only to connections that say they are a worker.
+        let register = hibernate::driver::control::encode(&hibernate::driver::control::ControlRequest::Register);
+        hibernate::driver::channel::send(fd.as_fd(), &register, None).ok()?;
         let channel = Arc::new(FdChannel::new(fd).ok()?);
         links[i] = Some(channel.clone());
         on_new(channel.clone());
         Some(channel)
+    }
+
+    /// Connects to every hibernate process whose socket exists now, so that
+    /// sessions parked by another worker (one that stopped, or the previous
+    /// generation's in a restart) can be handed back here. Returns how many
+    /// links are up.
+    pub fn connect_existing(&self, on_new: &OnNewLink) -> usize {
+        (0..self.settings.sockets.len())
+            .filter(|&i| self.settings.sockets[i].exists() && self.link(i, on_new).is_some())
+            .count()
+    }
+
+    /// The links connected now.
+    pub fn connected(&self) -> Vec<Arc<FdChannel>> {
+        self.links.lock().map(|l| l.iter().flatten().cloned().collect()).unwrap_or_default()
     }
 
     /// Forgets a broken link (its hibernate process died).

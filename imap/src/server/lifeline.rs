@@ -35,6 +35,17 @@ impl Lifeline {
         Ok(Self { _write: write, read })
     }
 
+    /// The pipe passed on by the previous generation in a restart: its
+    /// children keep watching the same pipe, whose write end lives on here.
+    pub fn from_fds(read: OwnedFd, write: OwnedFd) -> Self {
+        Self { _write: write, read }
+    }
+
+    /// Both ends (read, write), to pass on to the next generation.
+    pub fn fds(&self) -> (std::os::fd::BorrowedFd<'_>, std::os::fd::BorrowedFd<'_>) {
+        (self.read.as_fd(), self._write.as_fd())
+    }
+
     /// The read end, to be a child's standard input.
     ///
     /// # Errors

@@ -14,6 +14,7 @@
 
 use std::ffi::OsString;
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -96,6 +97,14 @@ pub(crate) struct MasterShared {
     /// Turns true when the master shuts down: supervisors stop their workers
     /// instead of restarting them, pre-login sessions say BYE.
     pub(crate) stopping: tokio::sync::watch::Sender<bool>,
+    /// Turns true when a restart hands off to the next generation: the
+    /// listeners stop accepting (the next generation accepts on copies).
+    handing_off: tokio::sync::watch::Sender<bool>,
+    /// Turns true when a restart has moved what it could: the TLS proxies
+    /// left (sessions relayed by this master cannot move) say BYE and close.
+    pub(crate) retire_proxies: tokio::sync::watch::Sender<bool>,
+    /// TLS proxies closed that way.
+    pub(crate) proxies_retired: AtomicU64,
     /// Pre-login sessions in progress.
     pub(crate) prelogin_sessions: ActiveCount,
     /// TLS proxies of sessions living in workers or hibernate processes.
@@ -173,6 +182,57 @@ impl MasterReload {
         true
     }
 
+    /// Sessions that would not survive this master now: pre-login ones and
+    /// ones live in workers.
+    pub fn live_sessions(&self) -> u64 {
+        (self.shared.prelogin_sessions.get() + self.shared.pool.session_counts().0) as u64
+    }
+
+    /// A restart hands off: stops accepting, then has every worker park its
+    /// sessions in the hibernate processes (a command in progress finishes
+    /// first, within the shutdown grace), then closes the TLS proxies left
+    /// (hibernated TLS 1.2 sessions, which cannot outlive this master) with
+    /// a BYE. Returns the sessions parked, the ones that could not move
+    /// (closed with `* BYE`), and how many of the latter were hibernated.
+    pub async fn hand_off(&self) -> (u64, u64, u64) {
+        let shared = &self.shared;
+        shared.handing_off.send_replace(true);
+        let wait = shared.config.shutdown_grace + WORKER_STOP_MARGIN * 2;
+        let (answers, silent) = super::admin_socket::ask_workers_within(
+            shared,
+            |request| super::worker_report::WorkerRequest::Detach { request },
+            wait,
+        )
+        .await;
+        let (mut parked, mut lost) = (0, 0);
+        for (pid, report) in answers {
+            if let WorkerReport::Detached { parked: p, lost: l, .. } = report {
+                tracing::info!(pid, parked = p, lost = l, "restart: worker detached");
+                parked += p;
+                lost += l;
+            }
+        }
+        if silent > 0 {
+            tracing::warn!(silent, "restart: workers did not detach in time; their sessions are closed");
+        }
+        // Live TLS 1.2 sessions had their BYE from their worker; what is
+        // still relayed is hibernated.
+        shared.retire_proxies.send_replace(true);
+        let _ = shared.tls_proxies.wait_zero(PROXY_STOP_MARGIN).await;
+        let proxied = shared.proxies_retired.load(Ordering::Relaxed);
+        if proxied > 0 {
+            tracing::info!(sessions = proxied, "restart: hibernated TLS 1.2 sessions relayed by this master closed with BYE");
+        }
+        (parked, lost + proxied, proxied)
+    }
+
+    /// Worker slots, and how many of them run a worker that reported ready.
+    pub fn workers_ready(&self) -> (usize, usize) {
+        let ready = self.shared.ready_workers.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let running = self.shared.pool.pids().into_iter().filter(|pid| ready.contains(pid)).count();
+        (self.shared.pool.len(), running)
+    }
+
     /// Sends SIGHUP to the live workers that reported ready, which re-read
     /// their configuration file. Returns how many were signalled.
     pub fn signal_workers(&self) -> usize {
@@ -215,6 +275,23 @@ impl Master {
         tls: Option<Arc<rustls::ServerConfig>>,
         worker_command: WorkerCommand,
     ) -> Result<Self, MasterError> {
+        Self::bind_with(config, authenticator, tls, worker_command, &mut Vec::new()).await
+    }
+
+    /// Like [`Master::bind`], but a configured address found in `inherited`
+    /// (address, implicit TLS, listening socket: passed on by the previous
+    /// generation in a restart) is taken from there instead of bound; the
+    /// ones used are removed from `inherited`.
+    ///
+    /// # Errors
+    /// [`MasterError`].
+    pub async fn bind_with(
+        config: ImapServerConfig,
+        authenticator: Arc<dyn Authenticator>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        worker_command: WorkerCommand,
+        inherited: &mut Vec<InheritedListener>,
+    ) -> Result<Self, MasterError> {
         if !config.listen_tls.is_empty() && tls.is_none() {
             return Err(MasterError::NoTls);
         }
@@ -223,11 +300,11 @@ impl Master {
         }
         let mut plain = Vec::new();
         for addr in &config.listen {
-            plain.push(TcpListener::bind(addr).await.map_err(|source| MasterError::Bind { addr: *addr, source })?);
+            plain.push(listener(*addr, false, inherited).await?);
         }
         let mut implicit_tls = Vec::new();
         for addr in &config.listen_tls {
-            implicit_tls.push(TcpListener::bind(addr).await.map_err(|source| MasterError::Bind { addr: *addr, source })?);
+            implicit_tls.push(listener(*addr, true, inherited).await?);
         }
         let shared = Arc::new(MasterShared {
             session_options: RwLock::new(session_options(&config)),
@@ -244,6 +321,9 @@ impl Master {
             metrics: MasterCounts::default(),
             session_ids: AtomicU64::new(1),
             stopping: tokio::sync::watch::channel(false).0,
+            handing_off: tokio::sync::watch::channel(false).0,
+            retire_proxies: tokio::sync::watch::channel(false).0,
+            proxies_retired: AtomicU64::new(0),
             prelogin_sessions: ActiveCount::default(),
             tls_proxies: ActiveCount::default(),
             ready_workers: std::sync::Mutex::default(),
@@ -252,6 +332,25 @@ impl Master {
             config,
         });
         Ok(Self { shared, plain, implicit_tls, worker_command })
+    }
+
+    /// Copies of the listening sockets (address, implicit TLS, descriptor),
+    /// for the next generation in a restart.
+    ///
+    /// # Errors
+    /// A descriptor cannot be duplicated.
+    pub fn listener_fds(&self) -> io::Result<Vec<InheritedListener>> {
+        let mut out = Vec::new();
+        for (l, tls) in self.plain.iter().map(|l| (l, false)).chain(self.implicit_tls.iter().map(|l| (l, true))) {
+            out.push(InheritedListener { addr: l.local_addr()?, implicit_tls: tls, fd: l.as_fd().try_clone_to_owned()? });
+        }
+        Ok(out)
+    }
+
+    /// Session ids of this master start at `first` (a restarted generation
+    /// must not reuse the ids of sessions that moved to it).
+    pub fn set_first_session_id(&self, first: u64) {
+        self.shared.session_ids.store(first.max(1), Ordering::Relaxed);
     }
 
     /// A reader of the master's counts (for a metrics endpoint).
@@ -323,14 +422,43 @@ impl Master {
     }
 }
 
+/// A listening socket passed on by the previous generation.
+#[derive(Debug)]
+pub struct InheritedListener {
+    /// The address it is bound to.
+    pub addr: SocketAddr,
+    /// True for an implicit-TLS listener.
+    pub implicit_tls: bool,
+    /// The socket.
+    pub fd: OwnedFd,
+}
+
+/// The listener for `addr`: the inherited one if there is one, else a new one.
+async fn listener(addr: SocketAddr, implicit_tls: bool, inherited: &mut Vec<InheritedListener>) -> Result<TcpListener, MasterError> {
+    if let Some(i) = inherited.iter().position(|l| l.addr == addr && l.implicit_tls == implicit_tls) {
+        let l = inherited.swap_remove(i);
+        let std = std::net::TcpListener::from(l.fd);
+        return std
+            .set_nonblocking(true)
+            .and_then(|()| TcpListener::from_std(std))
+            .map_err(|source| MasterError::Bind { addr, source });
+    }
+    TcpListener::bind(addr).await.map_err(|source| MasterError::Bind { addr, source })
+}
+
 async fn accept_loop(shared: Arc<MasterShared>, listener: TcpListener, implicit_tls: bool) {
     let local = listener.local_addr().ok();
     match local {
         Some(addr) => tracing::info!(%addr, tls = implicit_tls, "IMAP listener ready"),
         None => tracing::info!(tls = implicit_tls, "IMAP listener ready"),
     }
+    let mut handing_off = shared.handing_off.subscribe();
     loop {
-        match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = super::shutdown::stopped(&mut handing_off) => return,
+        };
+        match accepted {
             Ok((tcp, peer)) => {
                 let local = tcp.local_addr().unwrap_or_else(|_| local.unwrap_or(peer));
                 tokio::spawn(prelogin::serve(shared.clone(), tcp, peer, local, implicit_tls));
@@ -471,7 +599,11 @@ fn handle_report(shared: &MasterShared, index: usize, bytes: &[u8]) {
         Ok(WorkerReport::SessionEnded { session_id }) => release(shared, session_id),
         Ok(WorkerReport::SessionParked { session_id, process }) => shared.pool.session_parked(session_id, index, process),
         Ok(WorkerReport::SessionResumed { session_id }) => shared.pool.session_resumed(session_id, index),
-        Ok(report @ (WorkerReport::Sessions { request, .. } | WorkerReport::Kicked { request, .. })) => {
+        Ok(
+            report @ (WorkerReport::Sessions { request, .. }
+            | WorkerReport::Kicked { request, .. }
+            | WorkerReport::Detached { request, .. }),
+        ) => {
             shared.worker_replies.deliver(request, report);
         }
         Ok(WorkerReport::HandoverRejected { session_id, reason }) => {

@@ -58,6 +58,7 @@ mod admin_socket;
 pub mod client_stream;
 pub mod config;
 pub mod counters;
+pub mod generation;
 mod hibernate_watch;
 pub mod hibernation;
 pub mod lifeline;

@@ -479,9 +479,13 @@ async fn proxy_tls(
             let proxy_shared = Arc::clone(shared);
             let active = shared.tls_proxies.enter();
             let stopping = shared.stopping.subscribe();
+            let retire = shared.retire_proxies.subscribe();
             tokio::spawn(async move {
                 let _active = active;
-                let totals = tls_proxy::run(tls.stream, mine, stopping).await;
+                let totals = tls_proxy::run(tls.stream, mine, stopping, retire).await;
+                if totals.retired {
+                    proxy_shared.proxies_retired.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 proxy_shared.counters.add_bytes_in(totals.to_worker);
                 proxy_shared.counters.add_bytes_out(totals.to_client);
                 tracing::debug!(

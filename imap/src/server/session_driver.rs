@@ -45,7 +45,13 @@ pub enum SessionEnd {
     /// The administrator kicked the session (`dormouse kick`): the client
     /// got [`KICK_BYE`] and was closed.
     Kicked,
+    /// A restart could not move the session (TLS relayed by the master
+    /// that is leaving): the client got [`RESTART_BYE`] and was closed.
+    CannotMove,
 }
+
+/// What a session that cannot survive a restart is told.
+pub const RESTART_BYE: &[u8] = b"* BYE [UNAVAILABLE] Server restarting, please reconnect\r\n";
 
 /// What a kicked session is told (the hibernate processes use the same words).
 pub const KICK_BYE: &[u8] = hibernate::driver::control::KICK_BYE;
@@ -145,7 +151,7 @@ pub async fn drive(
     live: &mut LiveRegistration,
 ) -> SessionEnd {
     let WorkerResources { counters, slots } = worker;
-    let Stopping { signal: mut stopping, grace } = stopping;
+    let Stopping { signal: mut stopping, grace, mut detach } = stopping;
     let mut kicked = live.kicked();
     // Set once the stop is seen: when the BYE goes out at the latest.
     let mut bye_at: Option<Instant> = None;
@@ -189,7 +195,18 @@ pub async fn drive(
                 return say_bye(&mut stream, counters, SHUTDOWN_BYE, SessionEnd::ShutDown).await;
             }
         }
+        let detaching = *detach.borrow();
+        if detaching && bye_at.is_none() && !session.command_in_progress() {
+            // A restart: this session cannot move with its connection.
+            if parking.as_ref().is_some_and(|p| matches!(p.facts.transport, crate::handover::Transport::TlsProxied { .. })) {
+                return say_bye(&mut stream, counters, RESTART_BYE, SessionEnd::CannotMove).await;
+            }
+        }
         let park_at = parking.as_ref().filter(|_| bye_at.is_none()).map(|p| {
+            if detaching {
+                // A restart: park at this command boundary.
+                return not_before.max(Instant::now());
+            }
             let settings = p.links.settings();
             let at = if session.is_idle() {
                 *idle_started.get_or_insert_with(Instant::now) + settings.timeout
@@ -204,13 +221,15 @@ pub async fn drive(
             biased;
             () = super::shutdown::stopped(&mut stopping), if bye_at.is_none() => {}
             () = super::shutdown::stopped(&mut kicked), if bye_at.is_none() => {}
+            () = super::shutdown::stopped(&mut detach), if !detaching => {}
             () = sleep_until_opt(bye_at), if bye_at.is_some() => {}
             () = sleep_until_opt(park_at), if park_at.is_some() => {
                 if let Some(p) = parking.as_ref() {
                     if let Some(process) = p.try_park(&session, &stream).await {
                         return SessionEnd::Hibernated { process };
                     }
-                    not_before = Instant::now() + p.links.settings().timeout.max(Duration::from_secs(1));
+                    not_before = Instant::now()
+                        + if detaching { DETACH_RETRY } else { p.links.settings().timeout.max(Duration::from_secs(1)) };
                 }
             }
             ready = stream.readable() => {
@@ -240,7 +259,14 @@ pub struct Stopping {
     pub signal: watch::Receiver<bool>,
     /// How long a command in progress may take to arrive and finish.
     pub grace: Duration,
+    /// Turns true when a restart moves the sessions: each parks at its
+    /// next command boundary.
+    pub detach: watch::Receiver<bool>,
 }
+
+/// While detaching, how soon a session that could not be parked (output or
+/// expunges pending, a literal half received) tries again.
+const DETACH_RETRY: Duration = Duration::from_millis(50);
 
 /// Writes `bye` ([`SHUTDOWN_BYE`] or [`KICK_BYE`]) and closes.
 async fn say_bye(stream: &mut ClientStream, counters: &Counters, bye: &[u8], end: SessionEnd) -> SessionEnd {

@@ -28,19 +28,30 @@ pub struct ProxyTotals {
     pub to_worker: u64,
     /// Worker to client.
     pub to_client: u64,
+    /// True if a restart closed the session with a BYE of its own.
+    pub retired: bool,
 }
 
 /// Copies between the client's TLS stream and the worker's socket until
 /// both sides are done; see the module docs for the close rules. Once
 /// `stopping` is true the proxy does not wait for the client's close after
-/// the worker side closed (the server is going away).
-pub async fn run<S>(tls: S, worker: UnixStream, mut stopping: watch::Receiver<bool>) -> ProxyTotals
+/// the worker side closed (the server is going away). When `retire` turns
+/// true (a restart: this master leaves, and a session relayed by it cannot
+/// move) the proxy stops relaying the worker's side, sends the client
+/// [`super::session_driver::RESTART_BYE`] and closes ([`ProxyTotals::retired`]).
+pub async fn run<S>(
+    tls: S,
+    worker: UnixStream,
+    mut stopping: watch::Receiver<bool>,
+    mut retire: watch::Receiver<bool>,
+) -> ProxyTotals
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (mut tls_read, mut tls_write) = tokio::io::split(tls);
     let (mut worker_read, mut worker_write) = worker.into_split();
     let mut totals = ProxyTotals::default();
+    let mut retire_wait = retire.clone();
     {
         let to_worker = &mut totals.to_worker;
         let upstream = async {
@@ -59,10 +70,19 @@ where
             let _ = worker_write.shutdown().await;
         };
         let to_client = &mut totals.to_client;
+        let retired = &mut totals.retired;
         let downstream = async {
             let mut buf = vec![0u8; 8 * 1024];
             loop {
-                match worker_read.read(&mut buf).await {
+                let read = tokio::select! {
+                    read = worker_read.read(&mut buf) => read,
+                    () = super::shutdown::stopped(&mut retire) => {
+                        let _ = tls_write.write_all(super::session_driver::RESTART_BYE).await;
+                        *retired = true;
+                        break;
+                    }
+                };
+                match read {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
                         if tls_write.write_all(&buf[..n]).await.is_err() {
@@ -87,6 +107,7 @@ where
                 tokio::select! {
                     _ = tokio::time::timeout(CLOSE_GRACE, upstream) => {}
                     () = super::shutdown::stopped(&mut stopping) => {}
+                    () = super::shutdown::stopped(&mut retire_wait) => {}
                 }
             }
         }
@@ -102,7 +123,8 @@ mod tests {
     async fn copies_both_ways_and_ends_when_worker_closes() {
         let (client_side, proxy_side) = tokio::io::duplex(1024);
         let (worker_end, proxy_worker_end) = UnixStream::pair().unwrap();
-        let proxy = tokio::spawn(run(proxy_side, proxy_worker_end, watch::channel(false).1));
+        let ((_stop, stopping), (_retire, retire)) = (watch::channel(false), watch::channel(false));
+        let proxy = tokio::spawn(run(proxy_side, proxy_worker_end, stopping, retire));
         let (mut client_read, mut client_write) = tokio::io::split(client_side);
         let (mut worker_read, mut worker_write) = worker_end.into_split();
 
@@ -124,14 +146,34 @@ mod tests {
         drop(client_write);
         drop(client_read);
         let totals = tokio::time::timeout(Duration::from_secs(10), proxy).await.unwrap().unwrap();
-        assert_eq!(totals, ProxyTotals { to_worker: 9, to_client: 12 });
+        assert_eq!(totals, ProxyTotals { to_worker: 9, to_client: 12, retired: false });
+    }
+
+    #[tokio::test]
+    async fn a_restart_closes_the_client_with_a_bye_of_its_own() {
+        let (client_side, proxy_side) = tokio::io::duplex(1024);
+        let (worker_end, proxy_worker_end) = UnixStream::pair().unwrap();
+        let (retire_tx, retire) = watch::channel(false);
+        let (_stop, stopping) = watch::channel(false);
+        let proxy = tokio::spawn(run(proxy_side, proxy_worker_end, stopping, retire));
+        let (mut client_read, client_write) = tokio::io::split(client_side);
+        retire_tx.send_replace(true);
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), client_read.read_to_end(&mut got)).await.unwrap().unwrap();
+        assert_eq!(got, crate::server::session_driver::RESTART_BYE);
+        drop(client_write);
+        drop(client_read);
+        let totals = tokio::time::timeout(Duration::from_secs(10), proxy).await.unwrap().unwrap();
+        assert!(totals.retired);
+        drop(worker_end);
     }
 
     #[tokio::test]
     async fn client_close_reaches_worker_as_eof() {
         let (client_side, proxy_side) = tokio::io::duplex(1024);
         let (mut worker_end, proxy_worker_end) = UnixStream::pair().unwrap();
-        let proxy = tokio::spawn(run(proxy_side, proxy_worker_end, watch::channel(false).1));
+        let ((_stop, stopping), (_retire, retire)) = (watch::channel(false), watch::channel(false));
+        let proxy = tokio::spawn(run(proxy_side, proxy_worker_end, stopping, retire));
         drop(client_side);
         let mut rest = Vec::new();
         tokio::time::timeout(Duration::from_secs(10), worker_end.read_to_end(&mut rest)).await.unwrap().unwrap();

@@ -12,6 +12,7 @@
 use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -85,6 +86,13 @@ struct WorkerShared {
     live: Arc<LiveSessions>,
     /// Bounds the session steps on blocking threads (see `storage_slots`).
     slots: StorageSlots,
+    /// Turns true when a restart moves the sessions away (`Detach`).
+    detaching: watch::Sender<bool>,
+    /// Sessions parked, and sessions closed because they could not move,
+    /// since the detach began.
+    detach_counts: (AtomicU64, AtomicU64),
+    /// `Retired` answers from hibernate processes.
+    retired: AtomicU64,
 }
 
 /// Runs the worker until the master closes the channel or `shutdown` completes.
@@ -115,7 +123,23 @@ pub async fn run(
         sessions: ActiveCount::default(),
         live: Arc::default(),
         slots: StorageSlots::per_core(),
+        detaching: watch::channel(false).0,
+        detach_counts: (AtomicU64::new(0), AtomicU64::new(0)),
+        retired: AtomicU64::new(0),
     });
+    // Before Ready: hibernate processes hand sessions back only to workers
+    // connected to them, and in a restart the previous generation's
+    // workers leave once this generation's are ready.
+    if let Some(links) = shared.hibernate.as_ref() {
+        let on_new = {
+            let shared = shared.clone();
+            move |link: Arc<FdChannel>| {
+                tokio::spawn(hand_back_loop(shared.clone(), link));
+            }
+        };
+        let connected = links.connect_existing(&on_new);
+        tracing::debug!(worker = index, connected, "connected to the hibernate processes");
+    }
     let ready = WorkerReport::Ready { pid: std::process::id() };
     if let Ok(bytes) = ready.encode() {
         let _ = shared.channel.send(&bytes, None).await;
@@ -177,7 +201,7 @@ async fn report(shared: &WorkerShared, report: &WorkerReport) {
 }
 
 /// Answers the master's [`WorkerRequest`] (`dormouse who`, `dormouse kick`).
-async fn answer_request(shared: &WorkerShared, bytes: &[u8]) {
+async fn answer_request(shared: &Arc<WorkerShared>, bytes: &[u8]) {
     let reply = match WorkerRequest::decode(bytes) {
         Ok(WorkerRequest::List { request, user, peer }) => {
             let (sessions, total) = shared.live.list(user.as_deref(), peer);
@@ -188,12 +212,54 @@ async fn answer_request(shared: &WorkerShared, bytes: &[u8]) {
             tracing::info!(worker = shared.index, ?user, ?peer, count, "kicking sessions");
             WorkerReport::Kicked { request, count }
         }
+        Ok(WorkerRequest::Detach { request }) => {
+            tokio::spawn(detach(shared.clone(), request));
+            return;
+        }
         Err(e) => {
             tracing::error!(worker = shared.index, error = %e, "undecodable request from master");
             return;
         }
     };
     report(shared, &reply).await;
+}
+
+/// How long a detaching worker waits for the hibernate processes to
+/// confirm that they hand nothing back to it any more.
+const RETIRE_WAIT: Duration = Duration::from_secs(2);
+
+/// A restart moves this worker's sessions: each parks at its next command
+/// boundary; the hibernate processes stop handing sessions back here (those
+/// already on their way are served and parked again); what is left after
+/// the shutdown grace is closed with `* BYE`.
+async fn detach(shared: Arc<WorkerShared>, request: u64) {
+    let open = shared.sessions.get();
+    tracing::info!(worker = shared.index, sessions = open, "restart: parking every session for the next generation");
+    shared.detaching.send_replace(true);
+    if let Some(links) = shared.hibernate.as_ref() {
+        let connected = links.connected();
+        let retire = hibernate::driver::control::encode(&hibernate::driver::control::ControlRequest::Retire);
+        let mut asked = 0u64;
+        for link in &connected {
+            if link.send(&retire, None).await.is_ok() {
+                asked += 1;
+            }
+        }
+        let until = Instant::now() + RETIRE_WAIT;
+        while shared.retired.load(Ordering::Relaxed) < asked && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let left = shared.sessions.wait_zero(shared.config.shutdown_grace).await;
+    if left > 0 {
+        // Not parkable in time: they get the shutdown BYE now.
+        shared.stopping.send_replace(true);
+        let _ = shared.sessions.wait_zero(Duration::from_secs(1)).await;
+    }
+    let parked = shared.detach_counts.0.load(Ordering::Relaxed);
+    let lost = shared.detach_counts.1.load(Ordering::Relaxed) + left as u64;
+    tracing::info!(worker = shared.index, parked, lost, "restart: worker detached");
+    report(&shared, &WorkerReport::Detached { request, parked, lost }).await;
 }
 
 async fn accept_handover(shared: &Arc<WorkerShared>, bytes: &[u8], fd: Option<OwnedFd>) {
@@ -295,7 +361,11 @@ async fn drive_session(
     };
     let mut live = shared.live.register(facts.session_id, user, facts.peer, facts.transport.is_tls());
     let parking = shared.hibernate.as_deref().map(|links| Parking { links, facts, on_new: &on_new });
-    let stopping = Stopping { signal: shared.stopping.subscribe(), grace: shared.config.shutdown_grace };
+    let stopping = Stopping {
+        signal: shared.stopping.subscribe(),
+        grace: shared.config.shutdown_grace,
+        detach: shared.detaching.subscribe(),
+    };
     let worker = WorkerResources { counters: &shared.counters, slots: &shared.slots };
     session_driver::drive(session, stream, registration, worker, parking, stopping, &mut live).await
 }
@@ -309,6 +379,13 @@ fn session_span(facts: &ConnectionFacts, user: &str) -> tracing::Span {
 async fn session_done(shared: &WorkerShared, facts: &ConnectionFacts, user: &str, end: SessionEnd) {
     let session_id = facts.session_id;
     shared.counters.session_closed();
+    if *shared.detaching.borrow() {
+        match end {
+            SessionEnd::Hibernated { .. } => shared.detach_counts.0.fetch_add(1, Ordering::Relaxed),
+            SessionEnd::CannotMove | SessionEnd::ShutDown => shared.detach_counts.1.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
+    }
     if let SessionEnd::Hibernated { process } = end {
         tracing::debug!(session = session_id, %user, process, "session parked");
         // The master keeps counting it until the hibernate process reports
@@ -330,11 +407,20 @@ async fn hand_back_loop(shared: Arc<WorkerShared>, link: Arc<FdChannel>) {
         match link.recv(&mut buf).await {
             Ok(received) => {
                 let Some(fd) = received.fd else {
-                    // The only descriptor-less message: "I am full".
-                    let full = hibernate::driver::control::decode::<hibernate::driver::control::ControlReply>(&buf[..received.len]);
-                    if let (Ok(hibernate::driver::control::ControlReply::Full { index }), Some(links)) = (full, shared.hibernate.as_ref()) {
-                        tracing::debug!(worker = shared.index, process = index, "hibernate process full; parking elsewhere for a while");
-                        links.mark_full(&link);
+                    // Descriptor-less: "I am full", or "retired" (restart).
+                    use hibernate::driver::control::ControlReply;
+                    match hibernate::driver::control::decode::<ControlReply>(&buf[..received.len]) {
+                        Ok(ControlReply::Full { index }) => {
+                            if let Some(links) = shared.hibernate.as_ref() {
+                                tracing::debug!(worker = shared.index, process = index, "hibernate process full; parking elsewhere for a while");
+                                links.mark_full(&link);
+                            }
+                        }
+                        Ok(ControlReply::Retired { index }) => {
+                            tracing::debug!(worker = shared.index, process = index, "hibernate process hands nothing back here any more");
+                            shared.retired.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => {}
                     }
                     continue;
                 };

@@ -49,6 +49,15 @@ pub enum WorkerRequest {
         /// Only sessions from this address.
         peer: Option<IpAddr>,
     },
+    /// A restart: park every session in a hibernate process at its next
+    /// command boundary (a command in progress finishes first), ask the
+    /// hibernate processes to hand nothing back here, and close what cannot
+    /// move (TLS relayed by this master, not parkable within the shutdown
+    /// grace) with `* BYE`; answered with [`WorkerReport::Detached`].
+    Detach {
+        /// Echoed in the reply.
+        request: u64,
+    },
 }
 
 /// One live session in a worker.
@@ -112,6 +121,15 @@ pub enum WorkerReport {
         request: u64,
         /// Sessions told to go.
         count: u64,
+    },
+    /// Answer to [`WorkerRequest::Detach`]: the worker holds no session now.
+    Detached {
+        /// The request's number.
+        request: u64,
+        /// Sessions parked for the move.
+        parked: u64,
+        /// Sessions that could not move (closed with `* BYE`).
+        lost: u64,
     },
     /// The worker could not take a hand-over (bad record, no descriptor);
     /// the master treats the session as ended.
