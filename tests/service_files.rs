@@ -22,7 +22,10 @@ fn units_pass_systemd_analyze_verify() {
         let text = std::fs::read_to_string(format!("{}/dist/systemd/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
         assert!(text.contains("ExecStart=/usr/bin/dormouse "), "{name}: ExecStart must name the packaged binary");
         if name == "dormouse.service" {
-            assert!(text.contains("\nExecReload=/bin/kill -HUP $MAINPID\n"), "{name}: reload is SIGHUP to serve");
+            assert!(
+                text.contains("\nExecReload=/usr/bin/dormouse --config /etc/dormouse/dormouse.toml restart\n"),
+                "{name}: reload is a restart without disconnecting anyone"
+            );
         }
         // verify checks that ExecStart exists: point it at the binary under test.
         let path = dir.path().join(name);
