@@ -120,7 +120,7 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
     /// Started as root, `serve` becomes this system user (keeping only
     /// `CAP_NET_BIND_SERVICE` for ports below 1024) before it touches the
-    /// data directory; empty: stay as started (a WARN when that is root).
+    /// data directory; empty: stay as started (an INFO line says so when that is root).
     /// Linux only.
     pub user: String,
 }

@@ -70,7 +70,9 @@ pub fn drop_if_root(user: &str, data_dir: &Path, run_dir: &Path) -> anyhow::Resu
         return Ok(Privileges::Unprivileged);
     }
     if user.is_empty() {
-        tracing::warn!("running as root: set [server] user (e.g. \"dormouse\") to serve as an unprivileged user");
+        // INFO, not WARN: containers and test rigs run as root on purpose,
+        // and a WARN there would be noise an admin learns to ignore.
+        tracing::info!("running as root: set [server] user (e.g. \"dormouse\") to serve as an unprivileged user");
         return Ok(Privileges::StayedRoot);
     }
     let account = ServiceUser::lookup(user)?;

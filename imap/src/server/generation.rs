@@ -141,10 +141,7 @@ pub enum GenerationError {
 impl GenerationMessage {
     /// Encodes the message (version byte + postcard).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![GENERATION_VERSION];
-        // Plain owned data always serializes.
-        out.extend_from_slice(&postcard::to_stdvec(self).unwrap_or_default());
-        out
+        encode_versioned(self)
     }
 
     /// Decodes what [`GenerationMessage::encode`] produced.
@@ -152,16 +149,31 @@ impl GenerationMessage {
     /// # Errors
     /// Empty input, another version, malformed or trailing data.
     pub fn decode(bytes: &[u8]) -> Result<Self, GenerationError> {
-        let (&version, body) = bytes.split_first().ok_or(GenerationError::Empty)?;
-        if version != GENERATION_VERSION {
-            return Err(GenerationError::UnsupportedVersion(version));
-        }
-        let (message, rest) = postcard::take_from_bytes(body)?;
-        if !rest.is_empty() {
-            return Err(GenerationError::Codec(postcard::Error::DeserializeBadEncoding));
-        }
-        Ok(message)
+        decode_versioned(bytes)
     }
+}
+
+/// [`GENERATION_VERSION`] byte, then postcard: the wire format of every
+/// record in this module.
+fn encode_versioned<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = vec![GENERATION_VERSION];
+    // Plain owned data always serializes.
+    out.extend_from_slice(&postcard::to_stdvec(value).unwrap_or_default());
+    out
+}
+
+/// The inverse of [`encode_versioned`]: refuses another version and
+/// trailing bytes.
+fn decode_versioned<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, GenerationError> {
+    let (&version, body) = bytes.split_first().ok_or(GenerationError::Empty)?;
+    if version != GENERATION_VERSION {
+        return Err(GenerationError::UnsupportedVersion(version));
+    }
+    let (value, rest) = postcard::take_from_bytes(body)?;
+    if !rest.is_empty() {
+        return Err(GenerationError::Codec(postcard::Error::DeserializeBadEncoding));
+    }
+    Ok(value)
 }
 
 /// The outcome of one restart attempt, as the old generation writes it to
@@ -188,9 +200,7 @@ pub struct RestartOutcome {
 impl RestartOutcome {
     /// Encodes the outcome.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![GENERATION_VERSION];
-        out.extend_from_slice(&postcard::to_stdvec(self).unwrap_or_default());
-        out
+        encode_versioned(self)
     }
 
     /// Decodes what [`RestartOutcome::encode`] produced.
@@ -198,15 +208,7 @@ impl RestartOutcome {
     /// # Errors
     /// Empty input, another version, malformed or trailing data.
     pub fn decode(bytes: &[u8]) -> Result<Self, GenerationError> {
-        let (&version, body) = bytes.split_first().ok_or(GenerationError::Empty)?;
-        if version != GENERATION_VERSION {
-            return Err(GenerationError::UnsupportedVersion(version));
-        }
-        let (outcome, rest) = postcard::take_from_bytes(body)?;
-        if !rest.is_empty() {
-            return Err(GenerationError::Codec(postcard::Error::DeserializeBadEncoding));
-        }
-        Ok(outcome)
+        decode_versioned(bytes)
     }
 }
 
