@@ -85,6 +85,19 @@ impl Server {
     /// Writes the config, creates the users, starts `serve` and waits until
     /// the IMAP port greets.
     pub fn start(options: ServerOptions) -> Server {
+        // `free_port` releases the port before serve binds it; another test's
+        // client may take it in between. Try again on fresh ports then.
+        for _ in 0..3 {
+            match Self::try_start(&options) {
+                Ok(server) => return server,
+                Err(log) if log.contains("Address already in use") => continue,
+                Err(log) => panic!("server did not start; log:\n{log}"),
+            }
+        }
+        panic!("server did not start: its ports were taken three times");
+    }
+
+    fn try_start(options: &ServerOptions) -> Result<Server, String> {
         let dir = tempfile::tempdir().unwrap();
         let (imap, imaps, lmtp) = (free_port(), free_port(), free_port());
         let config = dir.path().join("dormouse.toml");
@@ -114,12 +127,13 @@ impl Server {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let server = Server { dir, config, imap, imaps, lmtp, log, child: Some(child) };
-        server.wait_ready();
-        server
+        let mut server = Server { dir, config, imap, imaps, lmtp, log, child: Some(child) };
+        server.wait_ready()?;
+        Ok(server)
     }
 
-    fn wait_ready(&self) {
+    /// Waits for the greeting and the workers; `Err(log)` if serve exited first.
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(mut c) = Conn::connect(self.imap) {
@@ -127,11 +141,18 @@ impl Server {
                 assert!(greeting.starts_with("* OK"), "greeting: {greeting}");
                 break;
             }
+            if let Some(child) = self.child.as_mut() {
+                if child.try_wait().unwrap().is_some() {
+                    self.child = None;
+                    return Err(self.log_text());
+                }
+            }
             assert!(Instant::now() < deadline, "server did not start; log:\n{}", self.log_text());
             std::thread::sleep(Duration::from_millis(50));
         }
         // Both workers announce themselves; wait for them so tests start warm.
         self.wait_for_log("IMAP worker ready", Duration::from_secs(30));
+        Ok(())
     }
 
     /// The server's log so far.
