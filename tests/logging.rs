@@ -5,7 +5,6 @@
 mod imap_support;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use imap_support::{dormouse, write_one_worker_config, Conn};
 
@@ -31,15 +30,7 @@ fn serve_log(format: &str) -> (String, u16) {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut conn = loop {
-        if let Ok(mut c) = Conn::connect(imap) {
-            assert!(c.line().starts_with("* OK"));
-            break c;
-        }
-        assert!(Instant::now() < deadline, "serve did not start: {}", std::fs::read_to_string(&log).unwrap());
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let mut conn = Conn::greeted(imap, &log);
     let login = conn.cmd("a", "LOGIN alice pw-a");
     assert!(login.last().unwrap().starts_with("a OK"), "{login:?}");
     let select = conn.cmd("s", "SELECT nosuch");

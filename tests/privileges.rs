@@ -13,7 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use imap_support::{dormouse, free_port, wait_exit, Conn};
 
@@ -111,15 +111,7 @@ fn root_serve_becomes_the_configured_user_and_keeps_low_ports() {
             .spawn()
             .unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut conn = loop {
-        if let Ok(mut c) = Conn::connect(imap) {
-            assert!(c.line().starts_with("* OK"));
-            break c;
-        }
-        assert!(Instant::now() < deadline, "serve did not start: {}", std::fs::read_to_string(&log).unwrap());
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let mut conn = Conn::greeted(imap, &log);
     let reply = conn.cmd("a", "LOGIN alice pw-a");
     assert!(reply.last().unwrap().starts_with("a OK"), "{reply:?}");
     let reply = conn.cmd("b", "SELECT INBOX");

@@ -342,6 +342,20 @@ impl Conn {
     }
 
     /// Connects and reads the greeting.
+    /// Connects once `serve` (started by the test itself, logging to
+    /// `log`) greets on `port`; panics with its log after 60 s.
+    pub fn greeted(port: u16, log: &Path) -> Conn {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(mut c) = Conn::connect(port) {
+                assert!(c.line().starts_with("* OK"));
+                return c;
+            }
+            assert!(Instant::now() < deadline, "serve did not start: {}", std::fs::read_to_string(log).unwrap_or_default());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn open(port: u16) -> Conn {
         let mut c = Conn::connect(port).unwrap();
         let greeting = c.line();
