@@ -118,17 +118,24 @@ fn names(list: &[&str]) -> Vec<String> {
     v
 }
 
+/// A test environment whose passwd file holds user `u1` (password `pass`,
+/// the mail uid/gid Dovecot will run as), and u1's home, created.
+fn env_with_user_u1() -> (TestEnv, std::path::PathBuf) {
+    let env = TestEnv::new("", "");
+    let (uid, gid) = mail_ids();
+    let home = env.home("u1");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(&env.passwd, format!("u1:{{PLAIN}}pass:{uid}:{gid}::{}::\n", home.display())).unwrap();
+    (env, home)
+}
+
 #[test]
 fn dormouse_and_dovecot_agree_on_uids_and_flags() {
     if !Path::new(DOVECOT).exists() || !Path::new(LDA).exists() {
         println!("SKIPPED: Dovecot is not installed ({DOVECOT}, {LDA}); apt-get install dovecot-imapd");
         return;
     }
-    let env = TestEnv::new("", "");
-    let (uid, gid) = mail_ids();
-    let home = env.home("u1");
-    std::fs::create_dir_all(&home).unwrap();
-    std::fs::write(&env.passwd, format!("u1:{{PLAIN}}pass:{uid}:{gid}::{}::\n", home.display())).unwrap();
+    let (env, home) = env_with_user_u1();
 
     // 1. dormouse delivers; Dovecot sees the same UIDs and UIDVALIDITY.
     for i in 1..=3 {
@@ -227,11 +234,7 @@ fn dotted_folder_names_match_dovecot_listescape() {
         println!("SKIPPED: Dovecot or its listescape plugin is not installed; apt-get install dovecot-imapd");
         return;
     }
-    let env = TestEnv::new("", "");
-    let (uid, gid) = mail_ids();
-    let home = env.home("u1");
-    std::fs::create_dir_all(&home).unwrap();
-    std::fs::write(&env.passwd, format!("u1:{{PLAIN}}pass:{uid}:{gid}::{}::\n", home.display())).unwrap();
+    let (env, home) = env_with_user_u1();
 
     // 1. dormouse creates and subscribes; Dovecot lists the same names.
     let ours = ["lists.debian.org", "v1.2", "v1.2/rc.1", "a\\b", "~x.y", "Ünï.code"];
