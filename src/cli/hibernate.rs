@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use hibernate::core::{HandBackReason, Settings};
+use hibernate::core::{HandBackReason, Settings, UnselectedStatus};
 use hibernate::driver::control::{query, ControlReply, ControlRequest};
 use hibernate::driver::DriverConfig;
 
@@ -377,6 +377,8 @@ pub fn run(config: Config, path: Option<PathBuf>, args: HibernateArgs) -> anyhow
             keepalive_interval: Duration::from_secs(args.keepalive_secs.max(1)),
             idle_timeout: Duration::from_secs(config.imap.idle_timeout_secs),
             autologout: Duration::from_secs(config.imap.autologout_secs),
+            // The watcher follows only selected mailboxes (outside_changes.rs).
+            unselected_status: if watch.is_some() { UnselectedStatus::ReadEachTime } else { UnselectedStatus::Cached },
             ..Settings::default()
         },
         max_sessions: config.hibernate.max_sessions_per_process,

@@ -5,8 +5,10 @@
 //! writes. Enabled by `storage.change_source = "both"` (the default).
 //!
 //! Workers watch users while they have sessions there; a hibernate process
-//! watches users while they have hibernated sessions there
-//! ([`hibernate_watch_hook`]). Two processes watching one user publish
+//! watches only the mailboxes its hibernated sessions have selected
+//! ([`hibernate_watch_hook`]): a hibernated session hears nothing of other
+//! folders, and each watch pins kernel memory. Its STATUS of any other
+//! mailbox then reads the store (`UnselectedStatus::ReadEachTime`). Two processes watching one user publish
 //! each change once: the reconcile runs under the mailbox's uidlist lock,
 //! so the second one finds nothing left to announce.
 
@@ -112,12 +114,33 @@ pub struct HibernateWatch {
 }
 
 impl hibernate::driver::bus_bridge::SubscriptionHook for HibernateWatchHook {
-    fn user_subscribed(&self, user: &str) {
-        self.listener.user_added(user);
+    // Users are followed through their selected mailboxes alone.
+    fn user_subscribed(&self, _user: &str) {}
+
+    fn user_unsubscribed(&self, _user: &str) {}
+
+    fn mailbox_selected(&self, user: &str, mailbox: &str) {
+        self.listener.mailbox_added(user, mailbox);
     }
 
-    fn user_unsubscribed(&self, user: &str) {
-        self.listener.user_removed(user);
+    fn mailbox_released(&self, user: &str, mailbox: &str) {
+        self.listener.mailbox_removed(user, mailbox);
+    }
+}
+
+impl WatchingListener {
+    /// Watches `mailbox` of `user` for one more session that selected it.
+    fn mailbox_added(&self, user: &str, mailbox: &str) {
+        let Some(record) = self.users.lookup(user) else { return };
+        match UserStore::open(user, &record.maildir, self.hooks.clone()) {
+            Ok(store) => self.watcher.watch_mailbox(&store, mailbox),
+            Err(e) => tracing::warn!(user, error = %e, "cannot watch the user's Maildir"),
+        }
+    }
+
+    /// One session fewer with `mailbox` of `user` selected.
+    fn mailbox_removed(&self, user: &str, mailbox: &str) {
+        self.watcher.unwatch_mailbox(user, mailbox);
     }
 }
 

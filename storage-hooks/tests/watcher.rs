@@ -310,3 +310,46 @@ fn a_file_named_like_a_live_writers_own_is_left_to_it_then_still_published() {
     assert_eq!(events[0].kind, EventKind::MessageNew);
     assert!(t.elapsed() >= Duration::from_millis(150), "left to its writer first: {:?}", t.elapsed());
 }
+
+/// What a hibernate process uses: only the selected mailboxes' `new/` and
+/// `cur/` are watched (no root, no other folder), counted per session.
+#[test]
+fn watching_selected_mailboxes_only_costs_two_watches_each() {
+    let base = tempfile::tempdir().unwrap();
+    let (store, hook) = store("sel", base.path());
+    for name in ["Sent", "Trash", "Lists"] {
+        store.create_mailbox(name).unwrap();
+    }
+    store.append("INBOX", MSG, &AppendOptions::default()).unwrap();
+    hook.take();
+    let watcher = MaildirWatcher::start(WatcherConfig::default()).unwrap();
+    watcher.watch_mailbox(&store, "INBOX");
+    watcher.watch_mailbox(&store, "INBOX");
+    assert_eq!(watcher.stats().watches, 2, "INBOX new/ and cur/ only, shared by both sessions");
+    assert_eq!(watcher.stats().users, 1);
+
+    std::fs::write(store.root().join("new/outside.1"), MSG).unwrap();
+    let events = wait_for(&hook, |e| !e.is_empty());
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!((events[0].kind, events[0].mailbox.as_str()), (EventKind::MessageNew, "INBOX"));
+
+    // Another folder is not followed, nor are folders created.
+    let lists = store.root().join(".Lists");
+    std::fs::write(lists.join("new/outside.2"), MSG).unwrap();
+    std::fs::create_dir_all(store.root().join(".Made/new")).unwrap();
+    assert!(quiet_for(&hook, Duration::from_millis(400)).is_empty());
+
+    // Selecting it adds its two watches; it is then followed.
+    watcher.watch_mailbox(&store, "Lists");
+    assert_eq!(watcher.stats().watches, 4);
+    std::fs::write(lists.join("new/outside.3"), MSG).unwrap();
+    let events = wait_for(&hook, |e| e.iter().any(|e| e.mailbox == "Lists"));
+    assert!(events.iter().any(|e| e.kind == EventKind::MessageNew && e.mailbox == "Lists"), "{events:?}");
+
+    watcher.unwatch_mailbox("sel", "INBOX");
+    assert_eq!(watcher.stats().watches, 4, "one INBOX session is left");
+    watcher.unwatch_mailbox("sel", "Lists");
+    assert_eq!(watcher.stats().watches, 2);
+    watcher.unwatch_mailbox("sel", "INBOX");
+    assert_eq!((watcher.stats().watches, watcher.stats().users), (0, 0));
+}

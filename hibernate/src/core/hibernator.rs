@@ -33,6 +33,45 @@ pub struct Settings {
     pub idle_timeout: Duration,
     /// This long without a command ends a non-IDLE session (the worker's `autologout`).
     pub autologout: Duration,
+    /// Whether a cached STATUS of a mailbox no session here has selected
+    /// can be trusted.
+    pub unselected_status: UnselectedStatus,
+}
+
+/// How far the STATUS cache of a mailbox no hibernated session has
+/// selected is trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnselectedStatus {
+    /// Every change reaches the process as a bus event (our own writes,
+    /// and outside writers caught by a watcher on every mailbox): the
+    /// cache is current.
+    #[default]
+    Cached,
+    /// Outside writers are only watched in the mailboxes sessions have
+    /// selected ([`WatchChange`]): a change another program made in any
+    /// other mailbox is found only by reading, so STATUS of such a mailbox
+    /// reads the store each time (which also announces what it finds).
+    ReadEachTime,
+}
+
+/// A mailbox gained its first or lost its last hibernated session here:
+/// the driver watches its directories for outside writers only meanwhile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchChange {
+    /// The first session of this process selected `mailbox` of `user`.
+    Selected {
+        /// The user.
+        user: String,
+        /// The mailbox (decoded name).
+        mailbox: String,
+    },
+    /// The last session of this process with `mailbox` selected is gone.
+    Released {
+        /// The user.
+        user: String,
+        /// The mailbox (decoded name).
+        mailbox: String,
+    },
 }
 
 impl Default for Settings {
@@ -43,6 +82,7 @@ impl Default for Settings {
             max_output: 256 * 1024,
             idle_timeout: Duration::from_secs(30 * 60),
             autologout: Duration::from_secs(30 * 60),
+            unselected_status: UnselectedStatus::default(),
         }
     }
 }
@@ -119,6 +159,7 @@ pub struct Hibernator<S, H> {
     free_mailboxes: Vec<u32>,
     wheel: TimerWheel,
     actions: Vec<Action<H>>,
+    watch_changes: Vec<WatchChange>,
     dirty: Vec<SessionKey>,
     flag_read: Option<FlagRead>,
     counters: Counters,
@@ -144,6 +185,7 @@ impl<S: StateSource, H> Hibernator<S, H> {
             mailboxes: Vec::new(),
             free_mailboxes: Vec::new(),
             actions: Vec::new(),
+            watch_changes: Vec::new(),
             dirty: Vec::new(),
             flag_read: None,
             counters: Counters::default(),
@@ -186,6 +228,12 @@ impl<S: StateSource, H> Hibernator<S, H> {
     /// Actions produced since the last call.
     pub fn take_actions(&mut self) -> Vec<Action<H>> {
         std::mem::take(&mut self.actions)
+    }
+
+    /// Mailboxes that gained their first or lost their last session since
+    /// the last call (in order).
+    pub fn take_watch_changes(&mut self) -> Vec<WatchChange> {
+        std::mem::take(&mut self.watch_changes)
     }
 
     /// Sessions with output to write since the last call.
@@ -637,7 +685,13 @@ impl<S: StateSource, H> Hibernator<S, H> {
         let state = self.mailbox_mut(mb).ok_or(HandBackReason::StorageError)?;
         let valid = state.status.is_some_and(|st| st.uidvalidity == sel.uidvalidity);
         let view = state.share(sel.uids);
+        let first = state.sessions.is_empty();
         state.sessions.push(key);
+        if first {
+            let mailbox = state.name.to_string();
+            self.watch_changes.push(WatchChange::Selected { user: uname, mailbox });
+        }
+        let state = self.mailbox_mut(mb).ok_or(HandBackReason::StorageError)?;
         let s = self.get_mut(key).ok_or(HandBackReason::StorageError)?;
         s.mailbox = mb;
         s.seen = sel.highest_modseq_seen;
@@ -767,10 +821,12 @@ impl<S: StateSource, H> Hibernator<S, H> {
     /// (then cached). False if storage cannot answer (the worker will).
     fn answer_status(&mut self, key: SessionKey, tag: &str, mailbox: &str, items: &[StatusItem]) -> bool {
         let Some(user) = self.get(key).map(|s| s.user) else { return false };
+        let trust_unselected = self.settings.unselected_status == UnselectedStatus::Cached;
         let cached = self
             .user(user)
             .and_then(|u| u.mailboxes.get(mailbox))
             .and_then(|&mb| self.mailbox(mb))
+            .filter(|m| trust_unselected || !m.sessions.is_empty())
             .and_then(|m| m.status);
         let status = match cached {
             Some(st) => {
@@ -1042,15 +1098,22 @@ impl<S: StateSource, H> Hibernator<S, H> {
         self.generations[i] = self.generations[i].wrapping_add(1);
         self.free.push(key.index);
         self.counters.held -= 1;
+        let mut released = None;
         if let Some(m) = self.mailbox_mut(s.mailbox) {
             if let Some(pos) = m.sessions.iter().position(|k| *k == key) {
                 m.sessions.swap_remove(pos);
+                if m.sessions.is_empty() {
+                    released = Some(m.name.to_string());
+                }
             }
             if m.sessions.is_empty() {
                 // Without selecting sessions, keep only the cheap status cache.
                 m.current = None;
                 m.previous = std::sync::Weak::new();
             }
+        }
+        if let (Some(mailbox), Some(u)) = (released, self.user(s.user)) {
+            self.watch_changes.push(WatchChange::Released { user: u.name.to_string(), mailbox });
         }
         let mut last = false;
         let mut unsubscribe = None;

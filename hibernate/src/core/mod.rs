@@ -15,7 +15,7 @@ pub mod source;
 pub mod wheel;
 
 pub use counters::{Counters, HandBackReason, LatencyBuckets, LATENCY_BOUNDS_MS};
-pub use hibernator::{Action, Hibernator, SessionInfo, Settings};
+pub use hibernator::{Action, Hibernator, SessionInfo, Settings, UnselectedStatus, WatchChange};
 
 /// Identifies a hibernated session: slab index plus a generation, so a
 /// stale key (from the epoll token of a closed session) never reaches a

@@ -472,3 +472,33 @@ fn events_of_one_group_commit_sharing_a_modseq_all_reach_the_idler() {
     };
     assert_eq!(record.selected.as_ref().unwrap().uids.to_imap_string(), "1:5");
 }
+
+#[test]
+fn mailboxes_are_watched_while_selected_and_unselected_status_can_be_read_each_time() {
+    let store = FakeStore::default();
+    store.create("INBOX", 3);
+    store.create("Sent", 2);
+    let t0 = Instant::now();
+    let settings = Settings { unselected_status: UnselectedStatus::ReadEachTime, ..Settings::default() };
+    let mut core: Core = Hibernator::new(settings, store.clone(), t0);
+    let first = core.admit(record(false, 3, 1, b""), 1, 0);
+    let second = core.admit(record(false, 3, 1, b""), 2, 0);
+    assert_eq!(
+        core.take_watch_changes(),
+        vec![WatchChange::Selected { user: "bob".into(), mailbox: "INBOX".into() }],
+        "one watch for both sessions of the mailbox"
+    );
+    let reads = *store.reads.borrow();
+    core.on_input(first, b"a1 STATUS INBOX (MESSAGES)\r\na2 STATUS Sent (MESSAGES)\r\na3 STATUS Sent (MESSAGES)\r\n");
+    assert_eq!(
+        out(&mut core, first),
+        "* STATUS \"INBOX\" (MESSAGES 3)\r\na1 OK Status completed.\r\n\
+         * STATUS \"Sent\" (MESSAGES 2)\r\na2 OK Status completed.\r\n\
+         * STATUS \"Sent\" (MESSAGES 2)\r\na3 OK Status completed.\r\n"
+    );
+    assert_eq!(*store.reads.borrow(), reads + 2, "the selected (watched) mailbox from the cache, Sent read each time");
+    core.client_gone(first);
+    assert!(core.take_watch_changes().is_empty(), "the other session still has INBOX selected");
+    core.client_gone(second);
+    assert_eq!(core.take_watch_changes(), vec![WatchChange::Released { user: "bob".into(), mailbox: "INBOX".into() }]);
+}

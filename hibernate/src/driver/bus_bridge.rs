@@ -22,6 +22,11 @@ pub trait SubscriptionHook: Send + Sync {
     fn user_subscribed(&self, user: &str);
     /// The user's last hibernated session left.
     fn user_unsubscribed(&self, user: &str);
+    /// The first hibernated session here selected `mailbox` of `user`
+    /// (told before the user's subscription, for a new user).
+    fn mailbox_selected(&self, _user: &str, _mailbox: &str) {}
+    /// The last hibernated session here with `mailbox` selected left.
+    fn mailbox_released(&self, _user: &str, _mailbox: &str) {}
 }
 
 /// A request to the bus thread.
@@ -29,6 +34,11 @@ pub trait SubscriptionHook: Send + Sync {
 enum BusCommand {
     Subscribe(String),
     Unsubscribe(String),
+    /// `recheck`: the user's subscription is already in effect, so once the
+    /// hook has added its watch the core checks the user's state again
+    /// (a change made between its read and the watch would be missed).
+    Selected { user: String, mailbox: String, recheck: bool },
+    Released { user: String, mailbox: String },
 }
 
 /// What the bus thread hands to the epoll thread.
@@ -117,6 +127,19 @@ impl BusBridge {
                                         return;
                                     }
                                 }
+                                Some(BusCommand::Selected { user, mailbox, recheck }) => {
+                                    if let Some(hook) = &hook {
+                                        hook.mailbox_selected(&user, &mailbox);
+                                        if recheck && notify(BridgeItem::Subscribed(user)) {
+                                            return;
+                                        }
+                                    }
+                                }
+                                Some(BusCommand::Released { user, mailbox }) => {
+                                    if let Some(hook) = &hook {
+                                        hook.mailbox_released(&user, &mailbox);
+                                    }
+                                }
                                 Some(BusCommand::Unsubscribe(u)) => {
                                     sub.unsubscribe(&u);
                                     if let Some(hook) = &hook {
@@ -169,6 +192,18 @@ impl BusBridge {
     /// Unsubscribes.
     pub fn unsubscribe(&self, user: String) {
         let _ = self.commands.send(BusCommand::Unsubscribe(user));
+    }
+
+    /// Tells the hook the first session here selected `mailbox`; with
+    /// `recheck` (the user is subscribed already) the core is then asked to
+    /// check the user's state again, as after a subscription.
+    pub fn mailbox_selected(&self, user: String, mailbox: String, recheck: bool) {
+        let _ = self.commands.send(BusCommand::Selected { user, mailbox, recheck });
+    }
+
+    /// Tells the hook the last session here with `mailbox` selected left.
+    pub fn mailbox_released(&self, user: String, mailbox: String) {
+        let _ = self.commands.send(BusCommand::Released { user, mailbox });
     }
 
     /// Queued items (clears the eventfd).

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bus::{BusConfig, BusMessage};
 use rustix::event::epoll::{self, CreateFlags, Event, EventData, EventFlags};
 
-use crate::core::{Action, Hibernator, SessionKey, Settings};
+use crate::core::{Action, Hibernator, SessionKey, Settings, WatchChange};
 use crate::record::HibernationRecord;
 use bus_bridge::{BridgeItem, BusBridge};
 use channel::{ChannelError, MAX_MESSAGE};
@@ -589,6 +589,7 @@ impl Driver {
         loop {
             let dirty = self.core.take_dirty();
             let actions = self.core.take_actions();
+            self.forward_watch_changes(&actions);
             if dirty.is_empty() && actions.is_empty() {
                 self.notify_observers();
                 return;
@@ -615,6 +616,23 @@ impl Driver {
                         self.hand_back(handle, record, reason.as_str());
                     }
                 }
+            }
+        }
+    }
+
+    /// Passes the mailboxes that gained or lost their sessions to the bus
+    /// thread's hook (the Maildir watcher), before this batch's
+    /// subscriptions: a new user's watch is in place when its subscription
+    /// takes effect and the core rechecks its state; an already subscribed
+    /// user gets a recheck of its own after the watch is added.
+    fn forward_watch_changes(&mut self, actions: &[Action<ClientHandle>]) {
+        for change in self.core.take_watch_changes() {
+            match change {
+                WatchChange::Selected { user, mailbox } => {
+                    let new_user = actions.iter().any(|a| matches!(a, Action::Subscribe(u) if *u == user));
+                    self.bus.mailbox_selected(user, mailbox, !new_user);
+                }
+                WatchChange::Released { user, mailbox } => self.bus.mailbox_released(user, mailbox),
             }
         }
     }

@@ -254,9 +254,9 @@ impl HibernateLinks {
             .is_some_and(|until| Instant::now() < until)
     }
 
-    /// Sends the session to a hibernate process (preferring
-    /// `session_id % n`, skipping missing sockets and processes that
-    /// recently said they are full). On success (the index of the process
+    /// Sends the session to a hibernate process (preferring the user's
+    /// process, [`preferred_process`], then the next ones, skipping missing
+    /// sockets and processes that recently said they are full). On success (the index of the process
     /// that took it) the caller drops its copy of the descriptor and forgets
     /// the session.
     ///
@@ -273,7 +273,7 @@ impl HibernateLinks {
         if n == 0 {
             return Err(ParkError::Unreachable);
         }
-        let first = (record.session_id % n as u64) as usize;
+        let first = preferred_process(&record.user, n);
         for k in 0..n {
             let i = (first + k) % n;
             if self.is_full(i) {
@@ -293,6 +293,22 @@ impl HibernateLinks {
         }
         Err(ParkError::Unreachable)
     }
+}
+
+/// The hibernate process (of `n`) a user's sessions go to first. All
+/// sessions of a user in one process share its per-user state there: one
+/// bus subscription, one cached view per mailbox, and one set of Maildir
+/// watches (each pins an inode and dentry in the kernel); spread over the
+/// processes by session, a user with two sessions cost all of it twice.
+/// FNV-1a: stable across processes and restarts (std's hasher is not
+/// promised to be), and the spread of user names needs nothing stronger.
+pub fn preferred_process(user: &str, n: usize) -> usize {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in user.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash % n.max(1) as u64) as usize
 }
 
 /// A received hand-back: the record and the client descriptor.
@@ -349,5 +365,23 @@ impl Parking<'_> {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::preferred_process;
+
+    #[test]
+    fn a_users_sessions_go_to_one_process_and_users_spread_evenly() {
+        assert_eq!(preferred_process("u17", 4), preferred_process("u17", 4));
+        let mut counts = [0usize; 4];
+        for u in 1..=10_000 {
+            counts[preferred_process(&format!("u{u}"), 4)] += 1;
+        }
+        for c in counts {
+            assert!((2_000..=3_000).contains(&c), "{counts:?}");
+        }
+        assert_eq!(preferred_process("anyone", 1), 0);
     }
 }

@@ -6,7 +6,11 @@
 //! watch per directory shared by every session of a user
 //! ([`MaildirWatcher::watch_user`] / [`MaildirWatcher::unwatch_user`] are
 //! reference counted). Watched: the Maildir root (folders created, removed,
-//! renamed) and `new/` and `cur/` of every mailbox. `tmp/` and our own
+//! renamed) and `new/` and `cur/` of every mailbox; or, for a process that
+//! only needs the mailboxes its sessions have selected (the hibernate
+//! process: [`MaildirWatcher::watch_mailbox`]), `new/` and `cur/` of those
+//! alone, since every inotify watch pins an inode and a dentry in the
+//! kernel (about 1 KB each, the biggest share of a hibernated session). `tmp/` and our own
 //! files (uidlist, keywords, index, status, locks) are never watched or
 //! ignored by name. A watcher thread coalesces bursts (events arriving
 //! within [`WatcherConfig::debounce`] of each other, at most
@@ -211,10 +215,17 @@ struct UserEntry {
     poll_stamps: HashMap<String, DirStamp>,
     /// Folder changes until then are our own (list lock or temp folder seen).
     ours_until: Option<Instant>,
+    /// `None`: every mailbox and the root are watched ([`MaildirWatcher::watch_user`]).
+    /// `Some`: only these mailboxes, with their session counts
+    /// ([`MaildirWatcher::watch_mailbox`]); no root watch, no folder list.
+    selected: Option<HashMap<String, usize>>,
 }
 
 impl UserEntry {
     fn mailboxes(&self) -> Vec<String> {
+        if let Some(selected) = &self.selected {
+            return selected.keys().cloned().collect();
+        }
         std::iter::once("INBOX".to_string()).chain(self.folders.folders.keys().cloned()).collect()
     }
 
@@ -338,6 +349,7 @@ impl MaildirWatcher {
             poll_root: None,
             poll_stamps: HashMap::new(),
             ours_until: None,
+            selected: None,
         };
         if !entry.polled {
             let mailboxes = entry.mailboxes();
@@ -357,6 +369,80 @@ impl MaildirWatcher {
             entry.take_poll_stamps();
         }
         state.users.insert(store.user().to_string(), entry);
+    }
+
+    /// Registers one session of `store`'s user that has `mailbox` selected,
+    /// watching only that mailbox's `new/` and `cur/` (no root, no other
+    /// folder): what a hibernated session needs, at two watches per
+    /// mailbox instead of two per folder plus the root. A user already
+    /// watched whole ([`MaildirWatcher::watch_user`]) is only counted.
+    pub fn watch_mailbox(&self, store: &UserStore, mailbox: &str) {
+        let shared = &self.shared;
+        let mut state = shared.lock();
+        let user = store.user().to_string();
+        let mut entry = match state.users.remove(&user) {
+            Some(entry) => entry,
+            None => UserEntry {
+                store: store.clone(),
+                sessions: 0,
+                folders: FolderSet::default(),
+                watches: HashMap::new(),
+                missing: BTreeSet::new(),
+                polled: state.registry.is_none(),
+                poll_root: None,
+                poll_stamps: HashMap::new(),
+                ours_until: None,
+                selected: Some(HashMap::new()),
+            },
+        };
+        entry.sessions += 1;
+        if let Some(selected) = entry.selected.as_mut() {
+            let count = selected.entry(mailbox.to_string()).or_insert(0);
+            *count += 1;
+            if *count == 1 {
+                if entry.polled {
+                    let stamp = entry.store.mailbox_path(mailbox).ok().and_then(|p| dir_stamp(&p));
+                    entry.poll_stamps.insert(mailbox.to_string(), stamp);
+                } else if !shared.watch_mailbox(&mut state, &mut entry, mailbox) {
+                    let needed = 2 * entry.mailboxes().len();
+                    shared.fall_back_to_polling(&mut state, &mut entry, needed);
+                }
+            }
+        }
+        state.users.insert(user, entry);
+    }
+
+    /// Unregisters one session of `user` that had `mailbox` selected
+    /// ([`MaildirWatcher::watch_mailbox`]); the mailbox's last one drops
+    /// its watches, the user's last one the user.
+    pub fn unwatch_mailbox(&self, user: &str, mailbox: &str) {
+        let mut state = self.shared.lock();
+        let Some(mut entry) = state.users.remove(user) else { return };
+        entry.sessions = entry.sessions.saturating_sub(1);
+        let last_of_mailbox = entry.selected.as_mut().is_some_and(|selected| match selected.get_mut(mailbox) {
+            Some(count) if *count > 1 => {
+                *count -= 1;
+                false
+            }
+            Some(_) => {
+                selected.remove(mailbox);
+                true
+            }
+            None => false,
+        });
+        if last_of_mailbox {
+            self.shared.unwatch_mailbox(&mut state, &mut entry, mailbox);
+            entry.missing.remove(mailbox);
+            entry.poll_stamps.remove(mailbox);
+        }
+        if entry.sessions > 0 {
+            state.users.insert(user.to_string(), entry);
+        } else {
+            let all: Vec<String> = entry.watches.keys().cloned().collect();
+            for mailbox in all {
+                self.shared.unwatch_mailbox(&mut state, &mut entry, &mailbox);
+            }
+        }
     }
 
     /// Unregisters one session of `user`; the last one drops the watches.
@@ -706,7 +792,12 @@ impl Shared {
     /// Re-reads a user's folders, adjusts watches, and publishes folder
     /// events unless the change was our own.
     fn resync_folders(&self, user: &str) {
-        let Some((store, old)) = self.lock().users.get(user).map(|u| (u.store.clone(), u.folders.clone())) else { return };
+        let Some((store, old)) =
+            self.lock().users.get(user).filter(|u| u.selected.is_none()).map(|u| (u.store.clone(), u.folders.clone()))
+        else {
+            // Not watched, or only selected mailboxes (no folder list kept).
+            return;
+        };
         let now_set = match FolderSet::read(&store) {
             Ok(s) => s,
             Err(e) => {
@@ -764,7 +855,11 @@ impl Shared {
         for user in users {
             let Some(mut entry) = state.users.remove(&user) else { continue };
             for mailbox in std::mem::take(&mut entry.missing) {
-                if !entry.folders.folders.contains_key(&mailbox) && mailbox != "INBOX" {
+                let wanted = match &entry.selected {
+                    Some(selected) => selected.contains_key(&mailbox),
+                    None => entry.folders.folders.contains_key(&mailbox) || mailbox == "INBOX",
+                };
+                if !wanted {
                     continue;
                 }
                 if !self.watch_mailbox(&mut state, &mut entry, &mailbox) {
@@ -791,10 +886,15 @@ impl Shared {
             let root_changed = {
                 let mut state = self.lock();
                 let Some(entry) = state.users.get_mut(&user) else { continue };
-                let root = dir_mtime(entry.store.root());
-                let changed = root != entry.poll_root;
-                entry.poll_root = root;
-                changed
+                if entry.selected.is_some() {
+                    // Only its selected mailboxes are followed, not its folders.
+                    false
+                } else {
+                    let root = dir_mtime(entry.store.root());
+                    let changed = root != entry.poll_root;
+                    entry.poll_root = root;
+                    changed
+                }
             };
             if root_changed {
                 self.resync_folders(&user);
