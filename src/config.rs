@@ -287,6 +287,9 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     /// PEM private key; empty means `<data_dir>/tls/key.pem`.
     pub key: PathBuf,
+    /// Kernel TLS: "auto" (use it where the kernel offers it), "off", or
+    /// "on" (startup and `config check` fail without it).
+    pub kernel_tls: imap::server::ktls::KernelTlsMode,
 }
 
 /// `[hibernate]`: IDLE hibernation timing.

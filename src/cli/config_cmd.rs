@@ -39,6 +39,14 @@ pub fn print_example() -> ExitCode {
 pub fn run(config: &Config, path: Option<&Path>, args: &ConfigArgs) -> ExitCode {
     match args.action {
         Some(ConfigAction::Check) => {
+            // Needs the kernel, not just the file: "on" without kTLS would fail at startup.
+            if config.tls.kernel_tls == imap::server::ktls::KernelTlsMode::On {
+                let found = imap::server::ktls::probe();
+                if !found.available {
+                    eprintln!("dormouse: {}", imap::server::ktls::KernelTlsError::Required(found));
+                    return ExitCode::from(exit::CONFIG);
+                }
+            }
             match path {
                 Some(p) => println!("configuration OK: {}", p.display()),
                 None => println!("no configuration file (--config or DORMOUSE_CONFIG): using the defaults"),

@@ -199,6 +199,14 @@ pub fn render(sources: &MetricsSources) -> String {
             (&[("transport", "tls-proxied")], m.handed_over_tls_proxied),
         ],
     );
+    let k = &imap::server::ktls::COUNTS;
+    gauges(&mut r, "dormouse_kernel_tls_available", "1 if the startup probe found kernel TLS (TCP_ULP \"tls\"), else 0.", &[(&[], k.available.load(Ordering::Relaxed))]);
+    counters(
+        &mut r,
+        "dormouse_kernel_tls",
+        "Kernel TLS outcomes: user-space fallbacks chosen at startup, sockets handed to the kernel.",
+        &[(&[("outcome", "fallback")], k.fallbacks.load(Ordering::Relaxed)), (&[("outcome", "installed")], k.installed.load(Ordering::Relaxed))],
+    );
     counters(&mut r, "dormouse_handover_failures", "Hand-overs to a worker that failed.", &[(&[], m.handover_failures)]);
     counters(&mut r, "dormouse_hibernations", "Sessions parked in a hibernate process.", &[(&[], hc.hibernations)]);
     let reasons: Vec<[(&str, &str); 1]> = HandBackReason::ALL.iter().map(|r| [("reason", r.as_str())]).collect();

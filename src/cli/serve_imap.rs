@@ -88,6 +88,8 @@ pub async fn start(
             listeners: Vec::new(),
         });
     }
+    // Logged once per start; "on" without kernel TLS stops here.
+    imap::server::ktls::check_mode(config.tls.kernel_tls)?;
     let (cert, key) = (config.tls_cert(), config.tls_key());
     let tls = load_server_config(&cert, &key)
         .with_context(|| format!("cannot load the TLS pair {} / {}", cert.display(), key.display()))?;

@@ -96,6 +96,27 @@ pub(crate) fn next_secret(suite: CipherSuite, secret: &[u8]) -> Result<Vec<u8>, 
     Ok(next)
 }
 
+/// RFC 8446 §7.3: the raw AEAD key and IV of a traffic secret, for a
+/// record layer outside this crate (Linux kernel TLS).
+///
+/// # Errors
+/// A secret of the wrong length for the suite.
+pub fn traffic_key_iv(
+    suite: CipherSuite,
+    secret: &[u8],
+) -> Result<(zeroize::Zeroizing<Vec<u8>>, [u8; IV_LEN]), Error> {
+    if secret.len() != suite.secret_len() {
+        return Err(Error::BadState(
+            "traffic secret length does not match the cipher suite",
+        ));
+    }
+    let mut key = zeroize::Zeroizing::new(vec![0u8; suite.key_len()]);
+    expand_label(suite, secret, b"key", &mut key)?;
+    let mut iv = [0u8; IV_LEN];
+    expand_label(suite, secret, b"iv", &mut iv)?;
+    Ok((key, iv))
+}
+
 /// One direction's AEAD key and IV, derived from its traffic secret.
 pub(crate) struct DirectionKeys {
     key: aead::LessSafeKey,

@@ -24,7 +24,7 @@ mod layer;
 mod rustls_glue;
 mod state;
 
-pub use keys::CipherSuite;
+pub use keys::{traffic_key_iv, CipherSuite, IV_LEN};
 pub use layer::{Event, RecordLayer, MAX_CIPHERTEXT, MAX_PLAINTEXT};
 pub use rustls_glue::{handover_server_config, state_from_rustls, SecretCapture};
 pub use state::{DirectionState, TlsState, TLS_STATE_VERSION};

@@ -61,6 +61,7 @@ pub mod counters;
 pub mod generation;
 mod hibernate_watch;
 pub mod hibernation;
+pub mod ktls;
 pub mod lifeline;
 pub mod limits;
 pub mod live_sessions;
