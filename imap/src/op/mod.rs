@@ -2,6 +2,7 @@
 //! `impl Session` block that writes untagged and tagged responses.
 
 mod append;
+pub(crate) mod capabilities;
 mod auth;
 mod close;
 mod copy_move;
@@ -26,5 +27,6 @@ pub(crate) mod select;
 mod status;
 mod store;
 mod thread;
+mod within;
 
 pub(crate) use multiappend::{split as multiappend_split, MAX_MESSAGES as MULTIAPPEND_MAX_MESSAGES};

@@ -134,6 +134,8 @@ struct Evaluator<'a> {
     max_uid: u32,
     /// Charset of the search strings (SEARCH CHARSET), UTF-8 by default.
     charset: &'static Encoding,
+    /// The session's wall-clock time (Unix seconds), for WITHIN.
+    now: i64,
 }
 
 impl Evaluator<'_> {
@@ -231,6 +233,10 @@ impl Evaluator<'_> {
             SearchKey::Not(k) => !self.matches(k, c),
             SearchKey::Or(a, b) => self.matches(a, c) || self.matches(b, c),
             SearchKey::ModSequence { modseq, .. } => c.meta.modseq >= *modseq,
+            // RFC 5032, as Dovecot: YOUNGER is SINCE and OLDER is BEFORE
+            // with the instant `now - n` (seconds, not days).
+            SearchKey::Younger(n) => c.meta.internal_date >= self.now - i64::from(n.get()),
+            SearchKey::Older(n) => c.meta.internal_date <= self.now - i64::from(n.get()),
         }
     }
 
@@ -304,6 +310,7 @@ impl Session {
             max_seq: u32::try_from(sel.view.len()).unwrap_or(u32::MAX),
             max_uid: sel.view.last().map_or(0, |e| e.uid),
             charset: encoding,
+            now: self.wall_now(),
         };
         let mut hits = Vec::new();
         for (i, e) in sel.view.iter().enumerate() {
