@@ -2,5 +2,13 @@
 //! (WITHIN, UNAUTHENTICATE, ...), appended to the authenticated list by
 //! `Session::capabilities`. Each name is added when its extension is complete.
 
-/// Added to the authenticated capability list (with a leading space).
-pub(crate) const AUTHENTICATED_EXTRA: &str = " WITHIN";
+use crate::session::SessionOptions;
+
+/// Added to the authenticated capability list (each with a leading space).
+pub(crate) fn authenticated_extra(options: &SessionOptions) -> String {
+    let mut caps = String::from(" WITHIN");
+    if options.allow_unauthenticate {
+        caps.push_str(" UNAUTHENTICATE");
+    }
+    caps
+}

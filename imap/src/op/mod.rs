@@ -27,6 +27,7 @@ pub(crate) mod select;
 mod status;
 mod store;
 mod thread;
+pub(crate) mod unauthenticate;
 mod within;
 
 pub(crate) use multiappend::{split as multiappend_split, MAX_MESSAGES as MULTIAPPEND_MAX_MESSAGES};

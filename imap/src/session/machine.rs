@@ -416,6 +416,9 @@ impl Session {
             }
             None => bytes,
         };
+        if let Some(tag) = crate::op::unauthenticate::parse(bytes, &self.options) {
+            return self.op_unauthenticate(&tag);
+        }
         if self.phase == Phase::Authenticated {
             if let Some(commands) = crate::op::multiappend_split(bytes) {
                 return self.op_multiappend(bytes, &commands);
@@ -596,7 +599,7 @@ impl Session {
                 " NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE CONDSTORE QRESYNC ESEARCH \
                  SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES LIST-EXTENDED LIST-STATUS MULTIAPPEND",
             );
-            caps.push_str(crate::op::capabilities::AUTHENTICATED_EXTRA);
+            caps.push_str(&crate::op::capabilities::authenticated_extra(&self.options));
         } else {
             if self.options.starttls_available && !self.options.tls_active {
                 caps.push_str(" STARTTLS");
