@@ -6,6 +6,7 @@ pub(crate) mod capabilities;
 mod auth;
 mod close;
 mod copy_move;
+pub(crate) mod create_special_use;
 mod enable;
 pub(crate) mod esearch;
 mod expunge;

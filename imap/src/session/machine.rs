@@ -419,6 +419,11 @@ impl Session {
         if let Some(tag) = crate::op::unauthenticate::parse(bytes, &self.options) {
             return self.op_unauthenticate(&tag);
         }
+        if let Some(cmd) = crate::op::create_special_use::split(bytes) {
+            if self.op_create_special_use(&cmd) {
+                return;
+            }
+        }
         if self.phase == Phase::Authenticated {
             if let Some(commands) = crate::op::multiappend_split(bytes) {
                 return self.op_multiappend(bytes, &commands);
