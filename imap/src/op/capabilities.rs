@@ -6,7 +6,7 @@ use crate::session::SessionOptions;
 
 /// Added to the authenticated capability list (each with a leading space).
 pub(crate) fn authenticated_extra(options: &SessionOptions) -> String {
-    let mut caps = String::from(" WITHIN CREATE-SPECIAL-USE");
+    let mut caps = String::from(" WITHIN CREATE-SPECIAL-USE SEARCHRES");
     if options.allow_unauthenticate {
         caps.push_str(" UNAUTHENTICATE");
     }

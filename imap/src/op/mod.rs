@@ -21,6 +21,7 @@ mod multiappend;
 mod noop;
 pub(crate) mod quoted8;
 pub(crate) mod search;
+mod searchres;
 mod sort;
 pub(crate) mod sort_keys;
 pub(crate) mod sort_syntax;

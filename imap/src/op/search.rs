@@ -335,12 +335,21 @@ impl Session {
     /// SEARCH [CHARSET x] criteria.
     pub(crate) fn op_search(&mut self, tag: &str, charset: Option<&Charset<'_>>, criteria: &[SearchKey<'_>], uid: bool) {
         let modseq = criteria.iter().any(uses_modseq);
+        // SEARCHRES: a SAVE that fails leaves `$` empty (RFC 5182 §2.1).
+        let save = self.search_return.filter(|r| r.save);
+        if save.is_some() {
+            self.set_saved_result(Vec::new());
+        }
         let Some(found) = self.matching(tag, charset, criteria, uid) else { return };
+        if let Some(r) = save {
+            self.save_search_result(r, &found);
+        }
         let hits: Vec<u32> = found.iter().map(|h| if uid { h.uid } else { h.seq }).collect();
         // MODSEQ of the first and of the last match (for RETURN MIN / MAX).
         let end_modseqs = found.first().zip(found.last()).map(|(a, b)| (a.modseq, b.modseq));
         let max_modseq = found.iter().map(|h| h.modseq).max().unwrap_or(0);
         let line = match self.search_return.take() {
+            Some(r) if r.save_only() => String::new(),
             Some(r) => {
                 let reported = crate::op::esearch::returned_modseq(r, end_modseqs, max_modseq);
                 esearch_line(tag, uid, &hits, r, modseq.then_some(reported))

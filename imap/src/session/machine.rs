@@ -419,6 +419,14 @@ impl Session {
         if let Some(tag) = crate::op::unauthenticate::parse(bytes, &self.options) {
             return self.op_unauthenticate(&tag);
         }
+        let with_saved;
+        let bytes = match self.substitute_saved_result(bytes) {
+            Some(b) => {
+                with_saved = b;
+                &with_saved
+            }
+            None => bytes,
+        };
         if let Some(cmd) = crate::op::create_special_use::split(bytes) {
             if self.op_create_special_use(&cmd) {
                 return;
