@@ -81,6 +81,7 @@ pub mod move_txn;
 pub mod mutf7;
 pub mod outside_changes;
 pub mod own_changes;
+pub mod special_use;
 pub mod status_record;
 pub mod subscriptions;
 pub mod summary;

@@ -172,7 +172,8 @@ impl UserStore {
             .iter()
             .map(|(n, selectable)| MailboxInfo {
                 name: n.to_string(),
-                special_use: n.special_use(),
+                special_use: crate::special_use::stored(&self.root.join(n.dir_name()))
+                    .or_else(|| n.special_use()),
                 has_children: names.iter().any(|(c, _)| c.is_descendant_of(n)),
                 subscribed: subscribed.contains(n.as_str()),
                 selectable: *selectable,

@@ -10,6 +10,15 @@ pub(crate) struct ReturnOptions {
     pub max: bool,
     pub count: bool,
     pub all: bool,
+    /// SEARCHRES (RFC 5182): keep the result as `$`.
+    pub save: bool,
+}
+
+impl ReturnOptions {
+    /// Only SAVE was asked: no ESEARCH response (RFC 5182 §2.1).
+    pub(crate) fn save_only(self) -> bool {
+        self.save && !(self.min || self.max || self.count || self.all)
+    }
 }
 
 /// Outcome of looking for a RETURN clause.
@@ -53,6 +62,7 @@ pub(crate) fn split_search_return(bytes: &[u8]) -> SearchReturn {
             b"MAX" => opts.max = true,
             b"COUNT" => opts.count = true,
             b"ALL" => opts.all = true,
+            b"SAVE" => opts.save = true,
             _ => return SearchReturn::Invalid,
         }
     }

@@ -2,9 +2,11 @@
 //! `impl Session` block that writes untagged and tagged responses.
 
 mod append;
+pub(crate) mod capabilities;
 mod auth;
 mod close;
 mod copy_move;
+pub(crate) mod create_special_use;
 mod enable;
 pub(crate) mod esearch;
 mod expunge;
@@ -19,6 +21,7 @@ mod multiappend;
 mod noop;
 pub(crate) mod quoted8;
 pub(crate) mod search;
+mod searchres;
 mod sort;
 pub(crate) mod sort_keys;
 pub(crate) mod sort_syntax;
@@ -26,5 +29,7 @@ pub(crate) mod select;
 mod status;
 mod store;
 mod thread;
+pub(crate) mod unauthenticate;
+mod within;
 
 pub(crate) use multiappend::{split as multiappend_split, MAX_MESSAGES as MULTIAPPEND_MAX_MESSAGES};

@@ -134,6 +134,8 @@ struct Evaluator<'a> {
     max_uid: u32,
     /// Charset of the search strings (SEARCH CHARSET), UTF-8 by default.
     charset: &'static Encoding,
+    /// The session's wall-clock time (Unix seconds), for WITHIN.
+    now: i64,
 }
 
 impl Evaluator<'_> {
@@ -231,6 +233,10 @@ impl Evaluator<'_> {
             SearchKey::Not(k) => !self.matches(k, c),
             SearchKey::Or(a, b) => self.matches(a, c) || self.matches(b, c),
             SearchKey::ModSequence { modseq, .. } => c.meta.modseq >= *modseq,
+            // RFC 5032, as Dovecot: YOUNGER is SINCE and OLDER is BEFORE
+            // with the instant `now - n` (seconds, not days).
+            SearchKey::Younger(n) => c.meta.internal_date >= self.now - i64::from(n.get()),
+            SearchKey::Older(n) => c.meta.internal_date <= self.now - i64::from(n.get()),
         }
     }
 
@@ -304,6 +310,7 @@ impl Session {
             max_seq: u32::try_from(sel.view.len()).unwrap_or(u32::MAX),
             max_uid: sel.view.last().map_or(0, |e| e.uid),
             charset: encoding,
+            now: self.wall_now(),
         };
         let mut hits = Vec::new();
         for (i, e) in sel.view.iter().enumerate() {
@@ -328,12 +335,21 @@ impl Session {
     /// SEARCH [CHARSET x] criteria.
     pub(crate) fn op_search(&mut self, tag: &str, charset: Option<&Charset<'_>>, criteria: &[SearchKey<'_>], uid: bool) {
         let modseq = criteria.iter().any(uses_modseq);
+        // SEARCHRES: a SAVE that fails leaves `$` empty (RFC 5182 §2.1).
+        let save = self.search_return.filter(|r| r.save);
+        if save.is_some() {
+            self.set_saved_result(Vec::new());
+        }
         let Some(found) = self.matching(tag, charset, criteria, uid) else { return };
+        if let Some(r) = save {
+            self.save_search_result(r, &found);
+        }
         let hits: Vec<u32> = found.iter().map(|h| if uid { h.uid } else { h.seq }).collect();
         // MODSEQ of the first and of the last match (for RETURN MIN / MAX).
         let end_modseqs = found.first().zip(found.last()).map(|(a, b)| (a.modseq, b.modseq));
         let max_modseq = found.iter().map(|h| h.modseq).max().unwrap_or(0);
         let line = match self.search_return.take() {
+            Some(r) if r.save_only() => String::new(),
             Some(r) => {
                 let reported = crate::op::esearch::returned_modseq(r, end_modseqs, max_modseq);
                 esearch_line(tag, uid, &hits, r, modseq.then_some(reported))

@@ -170,6 +170,7 @@ impl HibernateLinks {
             NotHibernatable::PendingExpunges => "pending-expunges",
             NotHibernatable::LiteralInProgress => "literal-in-progress",
             NotHibernatable::ChangesPending => "changes-pending",
+            NotHibernatable::SavedSearch => "saved-search",
             NotHibernatable::Closed => "closed",
         };
         if let Ok(mut m) = self.refused.lock() {

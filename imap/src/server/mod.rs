@@ -102,6 +102,8 @@ pub fn session_options(config: &ImapServerConfig) -> SessionOptions {
         defer_auth: false,
         server_name: "dormouse".to_string(),
         auto_mailboxes: config.settings.auto_mailboxes.clone(),
+        // See the field's docs: a worker cannot move a session to another user.
+        allow_unauthenticate: false,
         limits: Limits {
             max_line: config.settings.max_line_length,
             max_append_literal: u32::try_from(config.settings.max_literal_size).unwrap_or(u32::MAX),

@@ -73,6 +73,9 @@ pub enum NotHibernatable {
     /// A change event has not been synced yet.
     #[error("changes pending")]
     ChangesPending,
+    /// A SEARCHRES result (`$`) is saved; the hibernate process does not carry it.
+    #[error("saved search result")]
+    SavedSearch,
     /// The session is closed or was handed over.
     #[error("session closed")]
     Closed,
@@ -105,6 +108,9 @@ impl Session {
             Some(sel) => {
                 if sel.has_pending_expunges() {
                     return Err(NotHibernatable::PendingExpunges);
+                }
+                if !sel.saved_result.is_empty() {
+                    return Err(NotHibernatable::SavedSearch);
                 }
                 Some(HibernatedView {
                     mailbox: sel.name().to_string(),

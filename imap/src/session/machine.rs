@@ -73,6 +73,9 @@ pub struct Session {
     /// for one read into memory (empty, or not logged in). Taken by
     /// `op_append`; dropped (files removed) after any other command.
     pub(crate) append_bodies: Vec<Option<Result<IncomingMessage, StoreError>>>,
+    /// The wall-clock time at the session's creation instant: wall time is
+    /// derived from the driver's `now` (see `Session::wall_now`).
+    pub(crate) wall_anchor: (Instant, std::time::SystemTime),
 }
 
 impl std::fmt::Debug for Session {
@@ -136,6 +139,7 @@ impl Session {
             ordering: None,
             fetch_job: None,
             append_bodies: Vec::new(),
+            wall_anchor: (now, std::time::SystemTime::now()),
         }
     }
 
@@ -412,6 +416,22 @@ impl Session {
             }
             None => bytes,
         };
+        if let Some(tag) = crate::op::unauthenticate::parse(bytes, &self.options) {
+            return self.op_unauthenticate(&tag);
+        }
+        let with_saved;
+        let bytes = match self.substitute_saved_result(bytes) {
+            Some(b) => {
+                with_saved = b;
+                &with_saved
+            }
+            None => bytes,
+        };
+        if let Some(cmd) = crate::op::create_special_use::split(bytes) {
+            if self.op_create_special_use(&cmd) {
+                return;
+            }
+        }
         if self.phase == Phase::Authenticated {
             if let Some(commands) = crate::op::multiappend_split(bytes) {
                 return self.op_multiappend(bytes, &commands);
@@ -592,6 +612,7 @@ impl Session {
                 " NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE CONDSTORE QRESYNC ESEARCH \
                  SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES LIST-EXTENDED LIST-STATUS MULTIAPPEND",
             );
+            caps.push_str(&crate::op::capabilities::authenticated_extra(&self.options));
         } else {
             if self.options.starttls_available && !self.options.tls_active {
                 caps.push_str(" STARTTLS");

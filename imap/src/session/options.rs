@@ -61,6 +61,11 @@ pub struct SessionOptions {
     pub server_name: String,
     /// Mailboxes created and subscribed at login when missing.
     pub auto_mailboxes: Vec<String>,
+    /// Offer UNAUTHENTICATE (RFC 8437). Only for a driver whose session
+    /// may log in again as another user by itself: the server's workers
+    /// keep per-user state (session counts, wake-up registration) keyed by
+    /// the user the session started with, so they leave it off.
+    pub allow_unauthenticate: bool,
     /// Limits.
     pub limits: Limits,
 }
@@ -75,6 +80,7 @@ impl Default for SessionOptions {
             defer_auth: false,
             server_name: "dormouse".to_string(),
             auto_mailboxes: Vec::new(),
+            allow_unauthenticate: false,
             limits: Limits::default(),
         }
     }

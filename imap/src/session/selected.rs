@@ -86,6 +86,8 @@ pub(crate) struct Selected {
     pub announced_recent: usize,
     /// Keywords announced in the last `* FLAGS` response.
     pub keywords: BTreeSet<String>,
+    /// UIDs saved by `SEARCH RETURN (SAVE)` (SEARCHRES `$`); see `op::searchres`.
+    pub saved_result: UidSet,
 }
 
 /// A sequence set that names a message number beyond the view.
@@ -130,6 +132,7 @@ impl Selected {
             announced_exists: n,
             announced_recent: 0,
             keywords,
+            saved_result: UidSet::new(),
         };
         sel.announced_recent = sel.recent_count();
         Ok(sel)
@@ -153,6 +156,7 @@ impl Selected {
             announced_exists: n,
             announced_recent: 0,
             keywords,
+            saved_result: UidSet::new(),
         }
     }
 
