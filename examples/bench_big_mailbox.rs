@@ -76,8 +76,15 @@ fn generate_maildir(maildir: &Path, n: usize) {
         // third answers the one before it (threads of three).
         let date = format!("{} Nov 2023 {:02}:{:02}:00 +0000", 1 + (i * 7919) % 28, (i * 31) % 24, i % 60);
         let reply = if i % 3 == 0 { String::new() } else { format!("In-Reply-To: <{}@bench.example>\r\n", i - 1) };
+        // One subject in 50 is an encoded word with 8-bit text, for the
+        // SEARCH CHARSET UTF-8 row (a webmail's search box).
+        let subject = if i % 50 == 7 {
+            format!("=?UTF-8?Q?Reise_nach_M=C3=BCnchen?= number {i}")
+        } else {
+            format!("message number {i}")
+        };
         let body = format!(
-            "From: sender{i}@example.org\r\nTo: bench@example.org\r\nSubject: message number {i}\r\n\
+            "From: sender{i}@example.org\r\nTo: bench@example.org\r\nSubject: {subject}\r\n\
              Date: {}\r\nMessage-ID: <{i}@bench.example>\r\n{reply}\r\nbody of message {i}\r\n",
             date
         );
@@ -253,16 +260,29 @@ fn measure(port: u16, messages: usize, rounds: usize) -> Vec<Row> {
     // fills the shared mailbox's sort cache; Dovecot fills its cache file).
     rows.push(("SORT (DATE), first", time(|| a.must("SORT (DATE) UTF-8 ALL")).as_secs_f64() * 1000.0));
     for (name, cmd) in [
+        ("SORT (ARRIVAL)", "SORT (ARRIVAL) UTF-8 ALL"),
         ("SORT (DATE)", "SORT (DATE) UTF-8 ALL"),
         ("SORT (REVERSE ARRIVAL)", "SORT (REVERSE ARRIVAL) UTF-8 ALL"),
         ("SORT (SUBJECT)", "SORT (SUBJECT) UTF-8 ALL"),
+        ("SORT (FROM)", "SORT (FROM) UTF-8 ALL"),
         ("SORT (FROM) UNSEEN", "SORT (FROM) UTF-8 UNSEEN"),
         ("UID ESORT (COUNT MIN) (REVERSE DATE)", "UID SORT RETURN (COUNT MIN) (REVERSE DATE) UTF-8 ALL"),
         ("THREAD REFERENCES", "THREAD REFERENCES UTF-8 ALL"),
         ("THREAD ORDEREDSUBJECT", "THREAD ORDEREDSUBJECT UTF-8 ALL"),
+        ("UID SORT RETURN (ALL COUNT) (REVERSE ARRIVAL)", "UID SORT RETURN (ALL COUNT) (REVERSE ARRIVAL) US-ASCII ALL"),
     ] {
         rows.push((name, median((0..rounds).map(|_| time(|| a.must(cmd))).collect())));
     }
+    // A webmail's search box: 8-bit text in a quoted string, matched
+    // against decoded encoded-word subjects (one message in 50).
+    rows.push((
+        "UID SEARCH CHARSET UTF-8 SUBJECT \"München\"",
+        median((0..rounds.min(3)).map(|_| time(|| a.must("UID SEARCH CHARSET UTF-8 SUBJECT \"München\""))).collect()),
+    ));
+    rows.push((
+        "UID SEARCH CHARSET UTF-8 TEXT \"München\"",
+        median((0..rounds.min(3)).map(|_| time(|| a.must("UID SEARCH CHARSET UTF-8 TEXT \"München\""))).collect()),
+    ));
     let _ = a.cmd("LOGOUT");
     let _ = b.cmd("LOGOUT");
     rows
