@@ -16,4 +16,5 @@
 pub mod core;
 pub mod driver;
 pub mod fd_passing;
+pub mod notify;
 pub mod record;

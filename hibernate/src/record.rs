@@ -1,10 +1,13 @@
 //! The hibernation record: what travels with a client's socket between a
 //! worker and a hibernate process, in both directions.
 //!
-//! # Wire format (version 2)
+//! # Wire format (version 3)
 //!
 //! One byte [`RECORD_VERSION`], then [`HibernationRecord`] encoded with
-//! postcard. Every field is typed (strings are length-prefixed, the UID view
+//! postcard. Version 3 appended [`HibernationRecord::notify`] (the NOTIFY
+//! state); a version 2 record (the same fields without it) still decodes,
+//! with no NOTIFY state, so sessions parked by an older build survive a
+//! restart. Every field is typed (strings are length-prefixed, the UID view
 //! is a list of ranges), so no field can smuggle a separator into another:
 //! the record has no text protocol with escaping rules to get wrong (Dovecot's
 //! CVE-2020-24386 came from an unescaped field in its hibernation protocol).
@@ -36,7 +39,10 @@ use serde::{Deserialize, Serialize};
 use storage_hooks::UidSet;
 
 /// Version byte of the [`HibernationRecord`] wire format.
-pub const RECORD_VERSION: u8 = 2;
+pub const RECORD_VERSION: u8 = 3;
+
+/// The oldest version [`HibernationRecord::decode`] still reads.
+pub const OLDEST_RECORD_VERSION: u8 = 2;
 
 /// Most bytes of unprocessed client input a record may carry. A client that
 /// has sent more than this without a complete command is not hibernated (or
@@ -119,6 +125,45 @@ pub struct HibernationRecord {
     /// otherwise): whoever holds the record owns the session's keys and
     /// sequence numbers.
     pub tls: Option<tls_record::TlsState>,
+    /// The NOTIFY state (RFC 5465), if NOTIFY SET is in effect (version 3).
+    pub notify: Option<crate::notify::NotifySpec>,
+}
+
+/// Version 2 of the record: version 3 without `notify`.
+#[derive(Deserialize)]
+struct RecordV2 {
+    session_id: u64,
+    user: String,
+    maildir: PathBuf,
+    peer: SocketAddr,
+    local: SocketAddr,
+    transport: ClientTransport,
+    authenticated_at_ms: u64,
+    enabled: Extensions,
+    idle_tag: Option<String>,
+    selected: Option<SelectedView>,
+    pending_input: Vec<u8>,
+    tls: Option<tls_record::TlsState>,
+}
+
+impl From<RecordV2> for HibernationRecord {
+    fn from(r: RecordV2) -> Self {
+        HibernationRecord {
+            session_id: r.session_id,
+            user: r.user,
+            maildir: r.maildir,
+            peer: r.peer,
+            local: r.local,
+            transport: r.transport,
+            authenticated_at_ms: r.authenticated_at_ms,
+            enabled: r.enabled,
+            idle_tag: r.idle_tag,
+            selected: r.selected,
+            pending_input: r.pending_input,
+            tls: r.tls,
+            notify: None,
+        }
+    }
 }
 
 /// Errors decoding a [`HibernationRecord`].
@@ -171,10 +216,14 @@ impl HibernationRecord {
             return Err(RecordError::TooLarge(bytes.len()));
         }
         let (&version, body) = bytes.split_first().ok_or(RecordError::Empty)?;
-        if version != RECORD_VERSION {
-            return Err(RecordError::UnsupportedVersion { found: version, expected: RECORD_VERSION });
-        }
-        let (mut record, rest) = postcard::take_from_bytes::<HibernationRecord>(body)?;
+        let (mut record, rest) = match version {
+            RECORD_VERSION => postcard::take_from_bytes::<HibernationRecord>(body)?,
+            2 => {
+                let (old, rest) = postcard::take_from_bytes::<RecordV2>(body)?;
+                (HibernationRecord::from(old), rest)
+            }
+            found => return Err(RecordError::UnsupportedVersion { found, expected: RECORD_VERSION }),
+        };
         if !rest.is_empty() {
             return Err(RecordError::Malformed(postcard::Error::DeserializeBadEncoding));
         }
@@ -243,6 +292,13 @@ mod tests {
             }),
             pending_input: b"DONE\r\nA2 UID FETCH 1:* (FLAGS)\r\n".to_vec(),
             tls: None,
+            notify: Some(crate::notify::NotifySpec {
+                groups: vec![crate::notify::MailboxGroup {
+                    filter: crate::notify::Filter::Subtree(vec!["Lists".into()]),
+                    events: crate::notify::Events { message_new: true, message_expunge: true, ..Default::default() },
+                }],
+                ..Default::default()
+            }),
         }
     }
 

@@ -8,6 +8,7 @@
 
 use std::path::PathBuf;
 
+use hibernate::notify::{Events, Filter, MailboxGroup, NotifySpec, SelectedGroup};
 use hibernate::record::{ClientTransport, Extensions, HibernationRecord, SelectedView, RECORD_VERSION};
 use storage_hooks::{UidRange, UidSet};
 
@@ -18,7 +19,7 @@ fn fixture(version: u8, tls: bool) -> PathBuf {
 
 /// The session every fixture holds (field values chosen to cover every
 /// field, with odd bytes in names and pending input).
-fn expected(tls: bool) -> HibernationRecord {
+fn expected(version: u8, tls: bool) -> HibernationRecord {
     HibernationRecord {
         session_id: (3 << 40) + 17,
         user: "alice@example.org".into(),
@@ -45,6 +46,23 @@ fn expected(tls: bool) -> HibernationRecord {
             handshake_partial: Vec::new(),
             transmit: vec![23, 3, 3, 0, 17],
         }),
+        // Version 3 added the NOTIFY state.
+        notify: (version >= 3).then(|| NotifySpec {
+            selected: Some(SelectedGroup {
+                delayed: true,
+                events: Events { message_new: true, message_expunge: true, ..Default::default() },
+                fetch_att: Some("UID FLAGS".into()),
+            }),
+            groups: vec![
+                MailboxGroup { filter: Filter::Subscribed, events: Events { mailbox_name: true, ..Default::default() } },
+                MailboxGroup {
+                    filter: Filter::Subtree(vec!["Lists".into(), "Caf\u{e9}".into()]),
+                    events: Events { message_new: true, message_expunge: true, flag_change: true, ..Default::default() },
+                },
+                MailboxGroup { filter: Filter::Mailboxes(vec!["Spam".into()]), events: Events::default() },
+            ],
+            subscribed: vec!["INBOX".into(), "Lists/rust".into()],
+        }),
     }
 }
 
@@ -54,7 +72,7 @@ fn every_saved_record_version_decodes_to_the_same_session() {
         for tls in [false, true] {
             let path = fixture(RECORD_VERSION, tls);
             if !path.exists() {
-                std::fs::write(&path, expected(tls).encode().unwrap()).unwrap();
+                std::fs::write(&path, expected(RECORD_VERSION, tls).encode().unwrap()).unwrap();
             }
         }
     }
@@ -65,7 +83,7 @@ fn every_saved_record_version_decodes_to_the_same_session() {
             found += 1;
             assert_eq!(bytes[0], version);
             let record = HibernationRecord::decode(&bytes).unwrap_or_else(|e| panic!("version {version} tls={tls}: {e}"));
-            assert_eq!(record, expected(tls), "version {version} tls={tls}");
+            assert_eq!(record, expected(version, tls), "version {version} tls={tls}");
         }
     }
     // At least the current version is saved (both transports).

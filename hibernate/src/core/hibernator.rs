@@ -135,6 +135,8 @@ struct UserEntry {
     maildir: Box<Path>,
     sessions: u32,
     mailboxes: HashMap<Box<str>, u32>,
+    /// The user's sessions with NOTIFY in effect.
+    notify_sessions: Vec<SessionKey>,
 }
 
 /// The flag read of one event, reused for every session on the mailbox.
@@ -386,8 +388,17 @@ impl<S: StateSource, H> Hibernator<S, H> {
         if !record.pending_input.is_empty() {
             session.buffers().input = record.pending_input;
         }
+        if record.notify.is_some() {
+            session.buffers().notify = record.notify;
+        }
+        let notifying = session.notify().is_some();
         let key = self.insert(session);
         self.wheel.insert(key);
+        if notifying {
+            if let Some(u) = self.users.get_mut(user as usize).and_then(Option::as_mut) {
+                u.notify_sessions.push(key);
+            }
+        }
         if let Some(sel) = record.selected {
             if let Err(reason) = self.attach_mailbox(key, sel) {
                 self.hand_back(key, reason);
@@ -498,6 +509,7 @@ impl<S: StateSource, H> Hibernator<S, H> {
     pub fn on_event(&mut self, ev: &MailboxEvent) {
         self.counters.events_in += 1;
         let Some(&user) = self.user_index.get(ev.user.as_str()) else { return };
+        self.notify_event(user, ev);
         match ev.kind {
             EventKind::MailboxDelete => self.mailbox_gone(user, &ev.mailbox),
             EventKind::MailboxRename => {
@@ -602,7 +614,13 @@ impl<S: StateSource, H> Hibernator<S, H> {
             }
             return i;
         }
-        let entry = UserEntry { name: name.into(), maildir: maildir.into(), sessions: 1, mailboxes: HashMap::new() };
+        let entry = UserEntry {
+            name: name.into(),
+            maildir: maildir.into(),
+            sessions: 1,
+            mailboxes: HashMap::new(),
+            notify_sessions: Vec::new(),
+        };
         let i = match self.free_users.pop() {
             Some(i) => {
                 self.users[i as usize] = Some(entry);
@@ -975,6 +993,36 @@ impl<S: StateSource, H> Hibernator<S, H> {
         self.notify_idle(mb);
     }
 
+    /// Writes the NOTIFY responses `ev` produces for the user's sessions
+    /// with NOTIFY in effect (other mailboxes' STATUS, MailboxName,
+    /// SubscriptionChange), without waking them. Runs before the event's
+    /// effect on the selected mailbox, so a rename or delete that hands a
+    /// session back is reported first.
+    fn notify_event(&mut self, user: u32, ev: &MailboxEvent) {
+        let keys = match self.user(user) {
+            Some(u) if !u.notify_sessions.is_empty() => u.notify_sessions.clone(),
+            _ => return,
+        };
+        for key in keys {
+            let selected = self.get(key).and_then(|s| self.mailbox(s.mailbox)).map(|m| m.name.to_string());
+            let Some(s) = self.get_mut(key) else { continue };
+            if s.is_leaving() {
+                continue;
+            }
+            let condstore = s.bits & CONDSTORE != 0;
+            let Some(mut spec) = s.buffers.as_mut().and_then(|b| b.notify.take()) else { continue };
+            let mut out = Vec::new();
+            let wrote = spec.on_event(ev, selected.as_deref(), condstore, &mut out);
+            let b = s.buffers();
+            b.notify = Some(spec);
+            if wrote {
+                b.output.extend_from_slice(&out);
+                self.counters.notifications += 1;
+                self.dirty.push(key);
+            }
+        }
+    }
+
     fn notify_idle(&mut self, mb: u32) {
         let keys: Vec<SessionKey> = self.mailbox(mb).map(|m| m.sessions.clone()).unwrap_or_default();
         for key in keys {
@@ -1075,6 +1123,7 @@ impl<S: StateSource, H> Hibernator<S, H> {
             pending_input,
             // The TLS state lives in the driver's handle; it adds it.
             tls: None,
+            notify: s.notify().cloned(),
         });
         if let Some((handle, unsubscribe)) = self.remove(key) {
             self.counters.hand_back(reason);
@@ -1118,6 +1167,7 @@ impl<S: StateSource, H> Hibernator<S, H> {
         let mut last = false;
         let mut unsubscribe = None;
         if let Some(u) = self.users.get_mut(s.user as usize).and_then(Option::as_mut) {
+            u.notify_sessions.retain(|k| *k != key);
             u.sessions -= 1;
             last = u.sessions == 0;
         }

@@ -98,6 +98,9 @@ pub(crate) struct Buffers {
     pub output: Vec<u8>,
     /// Hand back once the output is written.
     pub hand_back: Option<HandBackReason>,
+    /// The NOTIFY state, when NOTIFY SET is in effect (kept here because
+    /// it is rare: the buffers then stay allocated).
+    pub notify: Option<crate::notify::NotifySpec>,
 }
 
 /// One hibernated session.
@@ -138,9 +141,14 @@ impl<H> HibernatedSession<H> {
 
     /// Frees the buffers when both are empty and nothing is pending.
     pub(crate) fn shrink(&mut self) {
-        if self.buffers.as_ref().is_some_and(|b| b.input.is_empty() && b.output.is_empty() && b.hand_back.is_none()) {
+        if self.buffers.as_ref().is_some_and(|b| b.input.is_empty() && b.output.is_empty() && b.hand_back.is_none() && b.notify.is_none()) {
             self.buffers = None;
         }
+    }
+
+    /// The NOTIFY state, if any.
+    pub(crate) fn notify(&self) -> Option<&crate::notify::NotifySpec> {
+        self.buffers.as_ref()?.notify.as_ref()
     }
 
     pub(crate) fn has_output(&self) -> bool {

@@ -134,6 +134,7 @@ fn record(idle: bool, n: u32, modseq: u64, input: &[u8]) -> HibernationRecord {
         }),
         pending_input: input.to_vec(),
         tls: None,
+        notify: None,
     }
 }
 
@@ -501,4 +502,46 @@ fn mailboxes_are_watched_while_selected_and_unselected_status_can_be_read_each_t
     assert!(core.take_watch_changes().is_empty(), "the other session still has INBOX selected");
     core.client_gone(second);
     assert_eq!(core.take_watch_changes(), vec![WatchChange::Released { user: "bob".into(), mailbox: "INBOX".into() }]);
+}
+
+#[test]
+fn notify_reports_other_mailboxes_without_waking_and_travels_back() {
+    use crate::notify::{Events, Filter, MailboxGroup, NotifySpec};
+    let (store, mut core, _) = setup(3);
+    let spec = NotifySpec {
+        groups: vec![MailboxGroup {
+            filter: Filter::Personal,
+            events: Events { message_new: true, message_expunge: true, mailbox_name: true, ..Default::default() },
+        }],
+        ..Default::default()
+    };
+    let mut rec = record(true, 3, 1, b"");
+    rec.notify = Some(spec.clone());
+    let key = core.admit(rec, 1, 0);
+    let plain = core.admit(record(true, 3, 1, b""), 2, 0);
+    core.take_actions();
+    core.on_event(&store.change("Sent", EventKind::MessageNew, &[3], SystemFlags::empty()));
+    assert_eq!(out(&mut core, key), "* STATUS \"Sent\" (MESSAGES 3 UIDNEXT 4 UNSEEN 3)\r\n");
+    assert_eq!(out(&mut core, plain), "");
+    let mut created = store.change("Sent", EventKind::MailboxCreate, &[], SystemFlags::empty());
+    created.mailbox = "Archive".into();
+    core.on_event(&created);
+    assert_eq!(out(&mut core, key), "* LIST () \"/\" \"Archive\"\r\n");
+    // The selected mailbox is still reported as without NOTIFY.
+    core.on_event(&store.change("INBOX", EventKind::MessageNew, &[4], SystemFlags::empty()));
+    assert_eq!(out(&mut core, key), "* 4 EXISTS\r\n");
+    assert_eq!(out(&mut core, plain), "* 4 EXISTS\r\n");
+    // Nothing of this woke the session; a command hands it back with its NOTIFY state.
+    assert!(core.take_actions().iter().all(|a| !matches!(a, Action::HandBack { .. })));
+    core.on_input(key, b"DONE\r\nA2 FETCH 1 UID\r\n");
+    core.take_output(key);
+    core.output_flushed(key);
+    let actions = core.take_actions();
+    let Some(Action::HandBack { record, .. }) = actions.iter().find(|a| matches!(a, Action::HandBack { .. })) else {
+        panic!("no hand-back: {actions:?}")
+    };
+    assert_eq!(record.notify.as_ref(), Some(&spec));
+    // The session is gone from the user's NOTIFY list.
+    core.on_event(&store.change("Sent", EventKind::MessageNew, &[4], SystemFlags::empty()));
+    assert_eq!(out(&mut core, plain), "");
 }

@@ -165,7 +165,9 @@ impl Session {
                 break;
             }
         }
-        if job.missing {
+        if job.tag.is_empty() {
+            // An internal FETCH (NOTIFY MessageNew): no tagged response.
+        } else if job.missing {
             self.no(&job.tag, "Some of the requested messages no longer exist.");
         } else if job.expunged {
             // RFC 2180 4.1.3 with the RFC 5530 code, as Dovecot answers.

@@ -62,28 +62,66 @@ pub(crate) enum ListSyntax {
     Invalid(String, String),
 }
 
-struct Cursor<'a> {
+/// A reader over one complete command (literals inline); NOTIFY's parser
+/// uses it too.
+pub(crate) struct Cursor<'a> {
     b: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Cursor<'a> {
-    fn peek(&self) -> Option<u8> {
+    /// A cursor at the start of `b`.
+    pub(crate) fn new(b: &'a [u8]) -> Self {
+        Cursor { b, pos: 0 }
+    }
+
+    pub(crate) fn peek(&self) -> Option<u8> {
         self.b.get(self.pos).copied()
     }
 
-    fn eat(&mut self, c: u8) -> bool {
+    /// The byte `n` places ahead.
+    pub(crate) fn peek_at(&self, n: usize) -> Option<u8> {
+        self.b.get(self.pos + n).copied()
+    }
+
+    /// A parenthesized list with nested lists and quoted strings, taken
+    /// whole (parentheses included).
+    pub(crate) fn balanced(&mut self) -> Option<&'a [u8]> {
+        let start = self.pos;
+        let (mut depth, mut quoted, mut escaped) = (0usize, false, false);
+        while let Some(c) = self.peek() {
+            self.pos += 1;
+            match c {
+                b'\r' | b'\n' => break,
+                _ if escaped => escaped = false,
+                b'\\' if quoted => escaped = true,
+                b'"' => quoted = !quoted,
+                b'(' if !quoted => depth += 1,
+                b')' if !quoted => {
+                    depth = depth.checked_sub(1)?;
+                    if depth == 0 {
+                        return Some(&self.b[start..self.pos]);
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.pos = start;
+        None
+    }
+
+    pub(crate) fn eat(&mut self, c: u8) -> bool {
         let hit = self.peek() == Some(c);
         self.pos += usize::from(hit);
         hit
     }
 
-    fn at_end(&self) -> bool {
+    pub(crate) fn at_end(&self) -> bool {
         matches!(&self.b[self.pos..], b"" | b"\r\n" | b"\n")
     }
 
     /// An atom of list characters (atom chars plus `%`, `*`, `]`).
-    fn atom(&mut self) -> Option<&'a [u8]> {
+    pub(crate) fn atom(&mut self) -> Option<&'a [u8]> {
         let start = self.pos;
         while let Some(c) = self.peek() {
             if c <= b' ' || c >= 0x7f || matches!(c, b'(' | b')' | b'{' | b'"' | b'\\') {
@@ -95,7 +133,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// A quoted string, a literal or an atom.
-    fn string(&mut self) -> Option<Vec<u8>> {
+    pub(crate) fn string(&mut self) -> Option<Vec<u8>> {
         match self.peek()? {
             b'"' => {
                 self.pos += 1;
@@ -143,7 +181,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// `(` word *(SP word) `)`, the words upper-cased; an empty list is fine.
-    fn word_list(&mut self) -> Option<Vec<String>> {
+    pub(crate) fn word_list(&mut self) -> Option<Vec<String>> {
         if !self.eat(b'(') {
             return None;
         }

@@ -19,6 +19,8 @@ mod mailbox_name;
 mod manage;
 mod multiappend;
 mod noop;
+mod notify;
+pub(crate) mod notify_syntax;
 pub(crate) mod quoted8;
 pub(crate) mod search;
 mod searchres;

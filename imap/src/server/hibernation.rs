@@ -96,6 +96,7 @@ pub fn record_from_state(state: HibernationState, facts: &ConnectionFacts) -> Hi
         pending_input: state.pending_input,
         // Set by the parker, which owns the stream.
         tls: None,
+        notify: state.notify,
     }
 }
 
@@ -129,6 +130,7 @@ pub fn state_from_record(mut record: HibernationRecord) -> (HibernationState, Co
             highest_modseq_seen: v.highest_modseq_seen,
         }),
         pending_input: record.pending_input,
+        notify: record.notify,
     };
     (state, facts, tls)
 }
@@ -172,6 +174,7 @@ impl HibernateLinks {
             NotHibernatable::ChangesPending => "changes-pending",
             NotHibernatable::SavedSearch => "saved-search",
             NotHibernatable::Closed => "closed",
+            NotHibernatable::NotifyFetch => "notify-fetch",
         };
         if let Ok(mut m) = self.refused.lock() {
             *m.entry(name).or_default() += 1;

@@ -53,6 +53,8 @@ pub struct HibernationState {
     pub selected: Option<HibernatedView>,
     /// Input received but not processed yet (a partial command line).
     pub pending_input: Vec<u8>,
+    /// The NOTIFY state (RFC 5465), if NOTIFY SET is in effect.
+    pub notify: Option<hibernate::notify::NotifySpec>,
 }
 
 /// Why a session cannot be parked right now.
@@ -79,6 +81,10 @@ pub enum NotHibernatable {
     /// The session is closed or was handed over.
     #[error("session closed")]
     Closed,
+    /// NOTIFY asks for fetch attributes of new messages in the selected
+    /// mailbox, which only a worker renders.
+    #[error("NOTIFY fetch attributes")]
+    NotifyFetch,
 }
 
 impl Session {
@@ -98,8 +104,14 @@ impl Session {
         if !self.out.is_empty() || !self.after.is_empty() || self.fetch_job.is_some() {
             return Err(NotHibernatable::PendingOutput);
         }
+        if !self.notify_out.is_empty() {
+            return Err(NotHibernatable::PendingOutput);
+        }
         if self.changes_pending {
             return Err(NotHibernatable::ChangesPending);
+        }
+        if self.selected.is_some() && self.notify_fetch_att().is_some() {
+            return Err(NotHibernatable::NotifyFetch);
         }
         let store = self.store.as_ref().ok_or(NotHibernatable::NotAuthenticated)?;
         let pending_input = self.framer.pending_copy().ok_or(NotHibernatable::LiteralInProgress)?;
@@ -129,6 +141,7 @@ impl Session {
             idle_tag,
             selected,
             pending_input,
+            notify: self.notify.clone(),
         })
     }
 
@@ -163,6 +176,7 @@ impl Session {
             }
         }
         s.store = Some(store);
+        s.notify = state.notify;
         if let Some(tag) = state.idle_tag {
             s.phase = Phase::Idle(tag);
             s.framer.set_line_only(true);

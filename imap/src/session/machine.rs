@@ -76,6 +76,10 @@ pub struct Session {
     /// The wall-clock time at the session's creation instant: wall time is
     /// derived from the driver's `now` (see `Session::wall_now`).
     pub(crate) wall_anchor: (Instant, std::time::SystemTime),
+    /// The NOTIFY state (RFC 5465), while NOTIFY SET is in effect.
+    pub(crate) notify: Option<hibernate::notify::NotifySpec>,
+    /// NOTIFY responses for other mailboxes, written between commands.
+    pub(crate) notify_out: Vec<u8>,
 }
 
 impl std::fmt::Debug for Session {
@@ -140,6 +144,8 @@ impl Session {
             fetch_job: None,
             append_bodies: Vec::new(),
             wall_anchor: (now, std::time::SystemTime::now()),
+            notify: None,
+            notify_out: Vec::new(),
         }
     }
 
@@ -186,6 +192,7 @@ impl Session {
     /// a [`storage_hooks::CollectingHook`]). Changes to the selected mailbox
     /// are reported at once while idling, otherwise with the next command.
     pub fn on_mailbox_event(&mut self, event: &MailboxEvent) {
+        self.notify_on_event(event);
         let Some(sel) = &self.selected else { return };
         let mine = self.store.as_ref().is_some_and(|s| s.user() == event.user);
         if mine && (event.mailbox == sel.name() || event.old_mailbox.as_deref() == Some(sel.name())) {
@@ -266,6 +273,10 @@ impl Session {
                         continue;
                     }
                 }
+            }
+            let between_commands = matches!(self.phase, Phase::Authenticated | Phase::Idle(_)) && !self.framer.mid_command();
+            if self.notify.is_some() && between_commands && self.notify_flush() {
+                continue;
             }
             let Some(frame) = self.framer.poll() else {
                 // Waiting for the client: hand back buffer space a long
@@ -435,6 +446,13 @@ impl Session {
         if self.phase == Phase::Authenticated {
             if let Some(commands) = crate::op::multiappend_split(bytes) {
                 return self.op_multiappend(bytes, &commands);
+            }
+            use crate::op::notify_syntax::NotifySyntax;
+            match crate::op::notify_syntax::parse(bytes) {
+                NotifySyntax::NotNotify => {}
+                NotifySyntax::Command(tag, cmd) => return self.op_notify(&tag, cmd),
+                NotifySyntax::Invalid(tag, text) => return self.bad(&tag, &text),
+                NotifySyntax::BadEvent(tag, text) => return self.no(&tag, &text),
             }
             use crate::op::list_syntax::{parse, ListSyntax};
             match parse(bytes) {
@@ -610,7 +628,7 @@ impl Session {
         if authed {
             caps.push_str(
                 " NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE CONDSTORE QRESYNC ESEARCH \
-                 SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES LIST-EXTENDED LIST-STATUS MULTIAPPEND",
+                 SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES LIST-EXTENDED LIST-STATUS MULTIAPPEND NOTIFY",
             );
             caps.push_str(&crate::op::capabilities::authenticated_extra(&self.options));
         } else {
@@ -713,8 +731,9 @@ impl Session {
         self.changes_pending = false;
         let enabled = self.enabled;
         let Some(sel) = self.selected.as_mut() else { return };
+        let known = sel.view.last().map_or(0, |e| e.uid);
         match sel.sync(allow_expunge, enabled, &mut self.out) {
-            Ok(true) => {}
+            Ok(true) => self.notify_fetch_new(known),
             Ok(false) => {
                 // UIDVALIDITY changed or the mailbox vanished: the client's
                 // view is void; Dovecot disconnects the same way.
