@@ -709,7 +709,6 @@ impl<S: StateSource, H> Hibernator<S, H> {
             let mailbox = state.name.to_string();
             self.watch_changes.push(WatchChange::Selected { user: uname, mailbox });
         }
-        let state = self.mailbox_mut(mb).ok_or(HandBackReason::StorageError)?;
         let s = self.get_mut(key).ok_or(HandBackReason::StorageError)?;
         s.mailbox = mb;
         s.seen = sel.highest_modseq_seen;

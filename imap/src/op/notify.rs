@@ -134,7 +134,7 @@ impl Session {
             return;
         }
         let Some(sel) = self.selected.as_ref() else { return };
-        if !sel.view.last().is_some_and(|e| e.uid > known_uid) {
+        if sel.view.last().is_none_or(|e| e.uid <= known_uid) {
             return;
         }
         let command = format!("X UID FETCH {}:* ({att})\r\n", known_uid.saturating_add(1));
