@@ -1,10 +1,11 @@
 //! The hibernation record: what travels with a client's socket between a
 //! worker and a hibernate process, in both directions.
 //!
-//! # Wire format (version 2)
+//! # Wire format (version 3)
 //!
 //! One byte [`RECORD_VERSION`], then [`HibernationRecord`] encoded with
-//! postcard. Every field is typed (strings are length-prefixed, the UID view
+//! postcard. Version 3 added [`HibernationRecord::deflate`] (COMPRESS=DEFLATE)
+//! at the end; version 2 records (without it) still decode. Every field is typed (strings are length-prefixed, the UID view
 //! is a list of ranges), so no field can smuggle a separator into another:
 //! the record has no text protocol with escaping rules to get wrong (Dovecot's
 //! CVE-2020-24386 came from an unescaped field in its hibernation protocol).
@@ -36,7 +37,10 @@ use serde::{Deserialize, Serialize};
 use storage_hooks::UidSet;
 
 /// Version byte of the [`HibernationRecord`] wire format.
-pub const RECORD_VERSION: u8 = 2;
+pub const RECORD_VERSION: u8 = 3;
+
+/// The previous version, still decoded (no compression state).
+pub const RECORD_VERSION_V2: u8 = 2;
 
 /// Most bytes of unprocessed client input a record may carry. A client that
 /// has sent more than this without a complete command is not hibernated (or
@@ -119,6 +123,66 @@ pub struct HibernationRecord {
     /// otherwise): whoever holds the record owns the session's keys and
     /// sequence numbers.
     pub tls: Option<tls_record::TlsState>,
+    /// COMPRESS=DEFLATE is active (`None` otherwise): what the holder needs
+    /// to continue both compressed streams (see [`crate::deflate`]).
+    pub deflate: Option<DeflateState>,
+}
+
+/// The state of a compressed session's streams (RFC 4978). The
+/// server-to-client stream needs none: it was sync-flushed, so whatever the
+/// holder writes next only has to be history-free deflate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeflateState {
+    /// The last `min(32 KiB, total)` bytes of decompressed client input at
+    /// the client stream's last block boundary: the inflater's dictionary.
+    pub window: Vec<u8>,
+    /// Compressed client input received after that boundary. The receiver
+    /// inflates it (after installing `window`) and drops the plaintext: it
+    /// was processed already or is in `pending_input`.
+    pub input_tail: Vec<u8>,
+    /// Compressed bytes for the client that were not written yet; they go
+    /// out before anything else.
+    pub unsent: Vec<u8>,
+}
+
+/// Most bytes of [`DeflateState::input_tail`] and [`DeflateState::unsent`] each.
+pub const MAX_DEFLATE_BYTES: usize = 32 * 1024;
+
+/// Version 2 of the record: the same fields without `deflate`.
+#[derive(Deserialize)]
+struct RecordV2 {
+    session_id: u64,
+    user: String,
+    maildir: PathBuf,
+    peer: SocketAddr,
+    local: SocketAddr,
+    transport: ClientTransport,
+    authenticated_at_ms: u64,
+    enabled: Extensions,
+    idle_tag: Option<String>,
+    selected: Option<SelectedView>,
+    pending_input: Vec<u8>,
+    tls: Option<tls_record::TlsState>,
+}
+
+impl From<RecordV2> for HibernationRecord {
+    fn from(r: RecordV2) -> Self {
+        HibernationRecord {
+            session_id: r.session_id,
+            user: r.user,
+            maildir: r.maildir,
+            peer: r.peer,
+            local: r.local,
+            transport: r.transport,
+            authenticated_at_ms: r.authenticated_at_ms,
+            enabled: r.enabled,
+            idle_tag: r.idle_tag,
+            selected: r.selected,
+            pending_input: r.pending_input,
+            tls: r.tls,
+            deflate: None,
+        }
+    }
 }
 
 /// Errors decoding a [`HibernationRecord`].
@@ -171,12 +235,24 @@ impl HibernationRecord {
             return Err(RecordError::TooLarge(bytes.len()));
         }
         let (&version, body) = bytes.split_first().ok_or(RecordError::Empty)?;
-        if version != RECORD_VERSION {
-            return Err(RecordError::UnsupportedVersion { found: version, expected: RECORD_VERSION });
-        }
-        let (mut record, rest) = postcard::take_from_bytes::<HibernationRecord>(body)?;
+        let (mut record, rest) = match version {
+            RECORD_VERSION => postcard::take_from_bytes::<HibernationRecord>(body)?,
+            RECORD_VERSION_V2 => {
+                let (old, rest) = postcard::take_from_bytes::<RecordV2>(body)?;
+                (old.into(), rest)
+            }
+            found => return Err(RecordError::UnsupportedVersion { found, expected: RECORD_VERSION }),
+        };
         if !rest.is_empty() {
             return Err(RecordError::Malformed(postcard::Error::DeserializeBadEncoding));
+        }
+        if let Some(d) = &record.deflate {
+            if d.window.len() > crate::deflate::WINDOW {
+                return Err(RecordError::Invalid("inflate window exceeds 32 KiB"));
+            }
+            if d.input_tail.len() > MAX_DEFLATE_BYTES || d.unsent.len() > MAX_DEFLATE_BYTES {
+                return Err(RecordError::Invalid("compressed bytes exceed the limit"));
+            }
         }
         if record.pending_input.len() > MAX_PENDING_INPUT {
             return Err(RecordError::Invalid("pending input exceeds the limit"));
@@ -243,6 +319,7 @@ mod tests {
             }),
             pending_input: b"DONE\r\nA2 UID FETCH 1:* (FLAGS)\r\n".to_vec(),
             tls: None,
+            deflate: None,
         }
     }
 
@@ -285,6 +362,33 @@ mod tests {
         plain.transport = ClientTransport::PlainTcp;
         plain.pending_input.clear();
         assert_eq!(HibernationRecord::decode(&plain.encode().unwrap()).unwrap(), plain);
+    }
+
+    #[test]
+    fn deflate_state_travels_and_is_bounded() {
+        let mut r = sample();
+        r.deflate = Some(DeflateState { window: vec![b'w'; 32 * 1024], input_tail: vec![1, 2, 3], unsent: vec![0, 1, 0, 0xfe, 0xff, b'x'] });
+        assert_eq!(HibernationRecord::decode(&r.encode().unwrap()).unwrap(), r);
+        r.deflate.as_mut().unwrap().window.push(b'w');
+        assert!(matches!(HibernationRecord::decode(&r.encode().unwrap()), Err(RecordError::Invalid(_))));
+        r.deflate = Some(DeflateState { window: Vec::new(), input_tail: vec![0; MAX_DEFLATE_BYTES + 1], unsent: Vec::new() });
+        assert!(matches!(HibernationRecord::decode(&r.encode().unwrap()), Err(RecordError::Invalid(_))));
+    }
+
+    #[test]
+    fn version_2_records_still_decode() {
+        // A version 2 record is a version 3 one without the last field:
+        // postcard writes `None` as one 0 byte.
+        let r = sample();
+        let v3 = r.encode().unwrap();
+        assert_eq!(v3.last(), Some(&0));
+        let mut v2 = v3[..v3.len() - 1].to_vec();
+        v2[0] = RECORD_VERSION_V2;
+        assert_eq!(HibernationRecord::decode(&v2).unwrap(), r);
+        // ... and a version 3 record is not taken for a version 2 one.
+        let mut wrong = v3.clone();
+        wrong[0] = RECORD_VERSION_V2;
+        assert!(HibernationRecord::decode(&wrong).is_err());
     }
 
     #[test]

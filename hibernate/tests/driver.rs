@@ -106,6 +106,7 @@ impl Fixture {
             }),
             pending_input: pending.to_vec(),
             tls: None,
+            deflate: None,
         };
         channel::send(worker, &record.encode().unwrap(), Some(server_side.as_fd())).unwrap();
         client

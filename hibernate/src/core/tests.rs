@@ -134,6 +134,7 @@ fn record(idle: bool, n: u32, modseq: u64, input: &[u8]) -> HibernationRecord {
         }),
         pending_input: input.to_vec(),
         tls: None,
+        deflate: None,
     }
 }
 

@@ -4,6 +4,7 @@
 mod append;
 mod auth;
 mod close;
+mod compress;
 mod copy_move;
 mod enable;
 pub(crate) mod esearch;

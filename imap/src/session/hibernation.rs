@@ -53,6 +53,8 @@ pub struct HibernationState {
     pub selected: Option<HibernatedView>,
     /// Input received but not processed yet (a partial command line).
     pub pending_input: Vec<u8>,
+    /// COMPRESS DEFLATE is active (the streams' state is the driver's).
+    pub compressed: bool,
 }
 
 /// Why a session cannot be parked right now.
@@ -123,6 +125,7 @@ impl Session {
             idle_tag,
             selected,
             pending_input,
+            compressed: self.compressed,
         })
     }
 
@@ -145,6 +148,7 @@ impl Session {
         let store = UserStore::open(&state.user, state.maildir, hooks.clone())?;
         let mut s = Session::new(options, authenticator, hooks, now);
         s.enabled = state.enabled;
+        s.compressed = state.compressed;
         s.phase = Phase::Authenticated;
         if let Some(view) = state.selected {
             match rebuild_view(&store, &view) {

@@ -73,6 +73,8 @@ pub struct Session {
     /// for one read into memory (empty, or not logged in). Taken by
     /// `op_append`; dropped (files removed) after any other command.
     pub(crate) append_bodies: Vec<Option<Result<IncomingMessage, StoreError>>>,
+    /// COMPRESS DEFLATE is active on the connection.
+    pub(crate) compressed: bool,
 }
 
 impl std::fmt::Debug for Session {
@@ -89,7 +91,7 @@ impl std::fmt::Debug for Session {
 const KNOWN_COMMANDS: &[&str] = &[
     "CAPABILITY", "NOOP", "LOGOUT", "STARTTLS", "AUTHENTICATE", "LOGIN", "SELECT", "EXAMINE", "CREATE", "DELETE",
     "RENAME", "SUBSCRIBE", "UNSUBSCRIBE", "LIST", "LSUB", "STATUS", "APPEND", "CHECK", "CLOSE", "EXPUNGE", "SEARCH",
-    "FETCH", "STORE", "COPY", "MOVE", "UID", "IDLE", "ENABLE", "NAMESPACE", "ID", "UNSELECT", "SORT", "THREAD",
+    "FETCH", "STORE", "COPY", "MOVE", "UID", "IDLE", "ENABLE", "NAMESPACE", "ID", "UNSELECT", "SORT", "THREAD", "COMPRESS",
 ];
 
 /// Opens `user`'s store at login and creates the configured auto mailboxes
@@ -136,6 +138,7 @@ impl Session {
             ordering: None,
             fetch_job: None,
             append_bodies: Vec::new(),
+            compressed: false,
         }
     }
 
@@ -542,6 +545,7 @@ impl Session {
             }
             CommandBody::Enable { capabilities } => self.op_enable(tag, capabilities.as_ref()),
             CommandBody::Idle => self.op_idle(tag, now),
+            CommandBody::Compress { algorithm } => self.op_compress(tag, algorithm),
             body if self.selected.is_none() => {
                 let name = match &self.ordering {
                     Some(crate::op::sort_syntax::Ordering::Sort { .. }) => "SORT",
@@ -590,7 +594,7 @@ impl Session {
         if authed {
             caps.push_str(
                 " NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE CONDSTORE QRESYNC ESEARCH \
-                 SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES LIST-EXTENDED LIST-STATUS MULTIAPPEND",
+                 SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES LIST-EXTENDED LIST-STATUS MULTIAPPEND COMPRESS=DEFLATE",
             );
         } else {
             if self.options.starttls_available && !self.options.tls_active {
