@@ -174,6 +174,7 @@ fn record(u: &UserBox, id: u64, peer: SocketAddr, local: SocketAddr) -> Vec<u8> 
         pending_input: Vec::new(),
         tls: None,
         notify: None,
+        deflate: None,
     }
     .encode()
     .unwrap()

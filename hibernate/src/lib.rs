@@ -14,6 +14,7 @@
 //! to a worker) and the worker side of parking (`imap::server::hibernation`).
 
 pub mod core;
+pub mod deflate;
 pub mod driver;
 pub mod fd_passing;
 pub mod notify;

@@ -1,13 +1,13 @@
 //! The hibernation record: what travels with a client's socket between a
 //! worker and a hibernate process, in both directions.
 //!
-//! # Wire format (version 3)
+//! # Wire format (version 4)
 //!
 //! One byte [`RECORD_VERSION`], then [`HibernationRecord`] encoded with
 //! postcard. Version 3 appended [`HibernationRecord::notify`] (the NOTIFY
-//! state); a version 2 record (the same fields without it) still decodes,
-//! with no NOTIFY state, so sessions parked by an older build survive a
-//! restart. Every field is typed (strings are length-prefixed, the UID view
+//! state), version 4 [`HibernationRecord::deflate`] (COMPRESS=DEFLATE);
+//! version 2 and 3 records (the same fields without them) still decode,
+//! so sessions parked by an older build survive a restart. Every field is typed (strings are length-prefixed, the UID view
 //! is a list of ranges), so no field can smuggle a separator into another:
 //! the record has no text protocol with escaping rules to get wrong (Dovecot's
 //! CVE-2020-24386 came from an unescaped field in its hibernation protocol).
@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use storage_hooks::UidSet;
 
 /// Version byte of the [`HibernationRecord`] wire format.
-pub const RECORD_VERSION: u8 = 3;
+pub const RECORD_VERSION: u8 = 4;
 
 /// The oldest version [`HibernationRecord::decode`] still reads.
 pub const OLDEST_RECORD_VERSION: u8 = 2;
@@ -127,6 +127,68 @@ pub struct HibernationRecord {
     pub tls: Option<tls_record::TlsState>,
     /// The NOTIFY state (RFC 5465), if NOTIFY SET is in effect (version 3).
     pub notify: Option<crate::notify::NotifySpec>,
+    /// COMPRESS=DEFLATE is active (`None` otherwise): what the holder needs
+    /// to continue both compressed streams (see [`crate::deflate`]); version 4.
+    pub deflate: Option<DeflateState>,
+}
+
+/// The state of a compressed session's streams (RFC 4978). The
+/// server-to-client stream needs none: it was sync-flushed, so whatever the
+/// holder writes next only has to be history-free deflate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeflateState {
+    /// The last `min(32 KiB, total)` bytes of decompressed client input at
+    /// the client stream's last block boundary: the inflater's dictionary.
+    pub window: Vec<u8>,
+    /// Compressed client input received after that boundary. The receiver
+    /// inflates it (after installing `window`) and drops the plaintext: it
+    /// was processed already or is in `pending_input`.
+    pub input_tail: Vec<u8>,
+    /// Compressed bytes for the client that were not written yet; they go
+    /// out before anything else.
+    pub unsent: Vec<u8>,
+}
+
+/// Most bytes of [`DeflateState::input_tail`] and [`DeflateState::unsent`] each.
+pub const MAX_DEFLATE_BYTES: usize = 32 * 1024;
+
+/// Version 3 of the record: version 4 without `deflate`.
+#[derive(Deserialize)]
+struct RecordV3 {
+    session_id: u64,
+    user: String,
+    maildir: PathBuf,
+    peer: SocketAddr,
+    local: SocketAddr,
+    transport: ClientTransport,
+    authenticated_at_ms: u64,
+    enabled: Extensions,
+    idle_tag: Option<String>,
+    selected: Option<SelectedView>,
+    pending_input: Vec<u8>,
+    tls: Option<tls_record::TlsState>,
+    notify: Option<crate::notify::NotifySpec>,
+}
+
+impl From<RecordV3> for HibernationRecord {
+    fn from(r: RecordV3) -> Self {
+        HibernationRecord {
+            session_id: r.session_id,
+            user: r.user,
+            maildir: r.maildir,
+            peer: r.peer,
+            local: r.local,
+            transport: r.transport,
+            authenticated_at_ms: r.authenticated_at_ms,
+            enabled: r.enabled,
+            idle_tag: r.idle_tag,
+            selected: r.selected,
+            pending_input: r.pending_input,
+            tls: r.tls,
+            notify: r.notify,
+            deflate: None,
+        }
+    }
 }
 
 /// Version 2 of the record: version 3 without `notify`.
@@ -162,6 +224,7 @@ impl From<RecordV2> for HibernationRecord {
             pending_input: r.pending_input,
             tls: r.tls,
             notify: None,
+            deflate: None,
         }
     }
 }
@@ -218,6 +281,10 @@ impl HibernationRecord {
         let (&version, body) = bytes.split_first().ok_or(RecordError::Empty)?;
         let (mut record, rest) = match version {
             RECORD_VERSION => postcard::take_from_bytes::<HibernationRecord>(body)?,
+            3 => {
+                let (old, rest) = postcard::take_from_bytes::<RecordV3>(body)?;
+                (HibernationRecord::from(old), rest)
+            }
             2 => {
                 let (old, rest) = postcard::take_from_bytes::<RecordV2>(body)?;
                 (HibernationRecord::from(old), rest)
@@ -226,6 +293,14 @@ impl HibernationRecord {
         };
         if !rest.is_empty() {
             return Err(RecordError::Malformed(postcard::Error::DeserializeBadEncoding));
+        }
+        if let Some(d) = &record.deflate {
+            if d.window.len() > crate::deflate::WINDOW {
+                return Err(RecordError::Invalid("inflate window exceeds 32 KiB"));
+            }
+            if d.input_tail.len() > MAX_DEFLATE_BYTES || d.unsent.len() > MAX_DEFLATE_BYTES {
+                return Err(RecordError::Invalid("compressed bytes exceed the limit"));
+            }
         }
         if record.pending_input.len() > MAX_PENDING_INPUT {
             return Err(RecordError::Invalid("pending input exceeds the limit"));
@@ -299,6 +374,7 @@ mod tests {
                 }],
                 ..Default::default()
             }),
+            deflate: None,
         }
     }
 
@@ -392,5 +468,28 @@ mod tests {
         let bytes = [&marked_bytes[..at], raw.as_slice(), &marked_bytes[at + marker.len()..]].concat();
         let decoded = HibernationRecord::decode(&bytes).unwrap();
         assert_eq!(decoded.selected.unwrap().uids.to_imap_string(), "5:12");
+    }
+
+    #[test]
+    fn deflate_state_travels_and_is_bounded() {
+        let mut r = sample();
+        r.deflate = Some(DeflateState { window: vec![b'w'; 32 * 1024], input_tail: vec![1, 2, 3], unsent: vec![0, 1, 0, 0xfe, 0xff, b'x'] });
+        assert_eq!(HibernationRecord::decode(&r.encode().unwrap()).unwrap(), r);
+        r.deflate.as_mut().unwrap().window.push(b'w');
+        assert!(matches!(HibernationRecord::decode(&r.encode().unwrap()), Err(RecordError::Invalid(_))));
+        r.deflate = Some(DeflateState { window: Vec::new(), input_tail: vec![0; MAX_DEFLATE_BYTES + 1], unsent: Vec::new() });
+        assert!(matches!(HibernationRecord::decode(&r.encode().unwrap()), Err(RecordError::Invalid(_))));
+    }
+
+    #[test]
+    fn version_3_records_still_decode() {
+        // Version 3 is version 4 without the last field (postcard writes
+        // `None` as one 0 byte).
+        let r = sample();
+        let v4 = r.encode().unwrap();
+        assert_eq!(v4.last(), Some(&0));
+        let mut v3 = v4[..v4.len() - 1].to_vec();
+        v3[0] = 3;
+        assert_eq!(HibernationRecord::decode(&v3).unwrap(), r);
     }
 }

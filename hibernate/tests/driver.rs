@@ -107,6 +107,7 @@ impl Fixture {
             pending_input: pending.to_vec(),
             tls: None,
             notify: None,
+            deflate: None,
         };
         channel::send(worker, &record.encode().unwrap(), Some(server_side.as_fd())).unwrap();
         client

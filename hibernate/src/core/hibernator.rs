@@ -1120,9 +1120,11 @@ impl<S: StateSource, H> Hibernator<S, H> {
             idle_tag: s.idle_tag.as_ref().map(|t| t.as_str().to_string()),
             selected,
             pending_input,
-            // The TLS state lives in the driver's handle; it adds it.
+            // The TLS and compression states live in the driver's handle;
+            // it adds them.
             tls: None,
             notify: s.notify().cloned(),
+            deflate: None,
         });
         if let Some((handle, unsubscribe)) = self.remove(key) {
             self.counters.hand_back(reason);

@@ -135,6 +135,7 @@ fn record(idle: bool, n: u32, modseq: u64, input: &[u8]) -> HibernationRecord {
         pending_input: input.to_vec(),
         tls: None,
         notify: None,
+        deflate: None,
     }
 }
 

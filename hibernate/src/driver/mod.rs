@@ -20,6 +20,7 @@ pub mod bus_bridge;
 pub mod channel;
 pub mod control;
 pub mod storage_source;
+mod deflate_io;
 mod tls_io;
 
 use std::io;
@@ -34,6 +35,7 @@ use rustix::event::epoll::{self, CreateFlags, Event, EventData, EventFlags};
 
 use crate::core::{Action, Hibernator, SessionKey, Settings, WatchChange};
 use crate::record::HibernationRecord;
+use deflate_io::DeflateIo;
 use bus_bridge::{BridgeItem, BusBridge};
 use channel::{ChannelError, MAX_MESSAGE};
 use control::{ControlReply, ControlRequest, CONTROL_VERSION, MAX_WHO};
@@ -75,9 +77,91 @@ pub struct ClientHandle {
     worker: u32,
     /// Master session id (for the observers' [`ControlReply::Ended`]).
     session_id: u64,
+    /// TLS and compression of the client's stream; `None` (no allocation)
+    /// for a plain, uncompressed session.
+    layers: Option<Box<Layers>>,
+}
+
+/// What sits between the socket and the IMAP bytes: TCP -> TLS -> deflate.
+#[derive(Debug, Default)]
+struct Layers {
     /// The TLS session's state for [`crate::record::ClientTransport::Tls`]:
     /// this process owns it while it holds the session.
-    tls: Option<Box<tls_record::TlsState>>,
+    tls: Option<tls_record::TlsState>,
+    /// COMPRESS=DEFLATE is active.
+    deflate: Option<DeflateIo>,
+}
+
+impl ClientHandle {
+    fn new(fd: OwnedFd, worker: u32, session_id: u64, tls: Option<tls_record::TlsState>, deflate: Option<DeflateIo>) -> Self {
+        let layers = (tls.is_some() || deflate.is_some()).then(|| Box::new(Layers { tls, deflate }));
+        ClientHandle { fd, worker, session_id, layers }
+    }
+
+    fn has_tls(&self) -> bool {
+        self.layers.as_ref().is_some_and(|l| l.tls.is_some())
+    }
+
+    /// The TLS state's slot (callers check [`Self::has_tls`] first, so a
+    /// plain session never allocates here).
+    fn tls_slot(&mut self) -> &mut Option<tls_record::TlsState> {
+        &mut self.layers.get_or_insert_with(Box::default).tls
+    }
+
+    fn deflate(&mut self) -> Option<&mut DeflateIo> {
+        self.layers.as_mut().and_then(|l| l.deflate.as_mut())
+    }
+
+    /// Bytes for the socket are queued in a layer (sealed records, or
+    /// compressed bytes the socket did not take).
+    fn has_transmit(&self) -> bool {
+        self.layers.as_ref().is_some_and(|l| {
+            tls_io::has_transmit(&l.tls) || l.deflate.as_ref().is_some_and(|d| d.unsent_len() > 0)
+        })
+    }
+
+    /// `plain` as it goes on the wire: compressed (stored blocks) if
+    /// COMPRESS is active, then sealed over TLS.
+    fn wire_bytes(&mut self, plain: &[u8]) -> Vec<u8> {
+        let framed = match self.deflate() {
+            Some(d) if !plain.is_empty() || d.unsent_len() > 0 => Some(d.frame(plain)),
+            _ => None,
+        };
+        let plain = framed.as_deref().unwrap_or(plain);
+        if self.has_tls() {
+            tls_io::seal(self.tls_slot(), plain)
+        } else {
+            plain.to_vec()
+        }
+    }
+
+    /// The last words: `bye` through the layers, then close_notify over TLS.
+    fn farewell_bytes(&mut self, bye: &[u8]) -> Vec<u8> {
+        let framed = match self.deflate() {
+            Some(d) => d.frame(bye),
+            None => bye.to_vec(),
+        };
+        if self.has_tls() {
+            tls_io::farewell(self.tls_slot(), &framed)
+        } else {
+            framed
+        }
+    }
+
+    /// Moves the layers' states into a record (the receiver owns them).
+    fn layers_into(&mut self, record: &mut HibernationRecord) {
+        if let Some(layers) = self.layers.take() {
+            record.tls = layers.tls;
+            record.deflate = layers.deflate.map(DeflateIo::into_record);
+        }
+    }
+
+    /// Takes the layers' states back from a record nobody took.
+    fn layers_from(&mut self, record: &mut HibernationRecord) {
+        let deflate = record.deflate.take().and_then(|d| DeflateIo::from_record(d).ok());
+        let tls = record.tls.take();
+        self.layers = (tls.is_some() || deflate.is_some()).then(|| Box::new(Layers { tls, deflate }));
+    }
 }
 
 const LISTENER: u64 = u64::MAX;
@@ -131,7 +215,7 @@ fn say_bye_and_close(handle: ClientHandle) {
 /// Writes `bye` (sealed, then close_notify, for a TLS session) and closes,
 /// as [`say_bye_and_close`] does.
 fn say_and_close(mut handle: ClientHandle, bye: &[u8]) {
-    let bytes = if handle.tls.is_some() { tls_io::farewell(&mut handle.tls, bye) } else { bye.to_vec() };
+    let bytes = handle.farewell_bytes(bye);
     let fd = handle.fd;
     let _ = rustix::io::write(&fd, &bytes);
     let _ = rustix::net::shutdown(&fd, rustix::net::Shutdown::Write);
@@ -351,8 +435,11 @@ impl Driver {
                 if send_blocking(ch.as_fd(), &payload, fd.as_fd()).is_err() {
                     // Not sent back: the state in the record is ours to
                     // seal the BYE with (a TLS client reads only records).
-                    let tls = HibernationRecord::decode(&payload).ok().and_then(|r| r.tls).map(Box::new);
-                    say_and_close(ClientHandle { fd, worker: w, session_id: 0, tls }, b"* BYE Server is busy, please reconnect.\r\n");
+                    let mut handle = ClientHandle::new(fd, w, 0, None, None);
+                    if let Ok(mut record) = HibernationRecord::decode(&payload) {
+                        handle.layers_from(&mut record);
+                    }
+                    say_and_close(handle, b"* BYE Server is busy, please reconnect.\r\n");
                 }
             }
             return;
@@ -370,8 +457,15 @@ impl Driver {
             return;
         }
         let session_id = record.session_id;
-        let tls = record.tls.take().map(Box::new);
-        let key = self.core.admit(record, ClientHandle { fd, worker: w, session_id, tls }, now_ms());
+        let tls = record.tls.take();
+        let deflate = match record.deflate.take().map(DeflateIo::from_record).transpose() {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(worker = w, session = session_id, error = %e, "unusable compression state; closing the client");
+                return;
+            }
+        };
+        let key = self.core.admit(record, ClientHandle::new(fd, w, session_id, tls, deflate), now_ms());
         if let Some(h) = self.core.handle(key) {
             let flags = EventFlags::IN | EventFlags::OUT | EventFlags::RDHUP | EventFlags::ET;
             if let Err(e) = epoll::add(&self.epoll, &h.fd, EventData::new_u64(key.to_u64()), flags) {
@@ -409,7 +503,7 @@ impl Driver {
 
     fn client_ready(&mut self, key: SessionKey, flags: EventFlags) {
         if flags.intersects(EventFlags::OUT)
-            && (self.core.has_output(key) || self.core.handle(key).is_some_and(|h| tls_io::has_transmit(&h.tls)))
+            && (self.core.has_output(key) || self.core.handle(key).is_some_and(ClientHandle::has_transmit))
         {
             self.write_out(key);
         }
@@ -424,13 +518,15 @@ impl Driver {
                     self.drop_client(key);
                     return;
                 }
-                Ok(n) if h.tls.is_some() => {
+                Ok(n) if h.has_tls() => {
                     if !self.tls_input(key, &chunk[..n]) {
                         return;
                     }
                 }
                 Ok(n) => {
-                    self.core.on_input(key, &chunk[..n]);
+                    if !self.plain_input(key, &chunk[..n]) {
+                        return;
+                    }
                     self.flush();
                 }
                 Err(rustix::io::Errno::AGAIN) => return,
@@ -448,12 +544,12 @@ impl Driver {
     /// with our close_notify or the alert).
     fn tls_input(&mut self, key: SessionKey, raw: &[u8]) -> bool {
         let Some(h) = self.core.handle_mut(key) else { return false };
-        let Some(opened) = tls_io::open(&mut h.tls, raw) else {
+        let Some(opened) = tls_io::open(h.tls_slot(), raw) else {
             self.drop_client(key);
             return false;
         };
-        if !opened.plain.is_empty() {
-            self.core.on_input(key, &opened.plain);
+        if !opened.plain.is_empty() && !self.plain_input(key, &opened.plain) {
+            return false;
         }
         if opened.peer_closed || opened.failed.is_some() {
             if let Some(e) = &opened.failed {
@@ -461,19 +557,53 @@ impl Driver {
             }
             if let Some(h) = self.core.handle_mut(key) {
                 // The alert is queued already; after close_notify, ours.
-                let bytes = if opened.peer_closed { tls_io::farewell(&mut h.tls, b"") } else { tls_io::seal(&mut h.tls, b"") };
+                let bytes = if opened.peer_closed { tls_io::farewell(h.tls_slot(), b"") } else { tls_io::seal(h.tls_slot(), b"") };
                 let _ = rustix::io::write(&h.fd, &bytes);
             }
             self.drop_client(key);
             self.flush();
             return false;
         }
-        if self.core.handle(key).is_some_and(|h| tls_io::has_transmit(&h.tls)) {
+        if self.core.handle(key).is_some_and(ClientHandle::has_transmit) {
             // A KeyUpdate answer: out now, not with the next update.
             self.write_out(key);
         }
         self.flush();
         true
+    }
+
+    /// Feeds the client's IMAP bytes (decrypted if TLS) to the core,
+    /// inflating them first if COMPRESS is active. False if the session
+    /// ended: invalid compressed data gets a BYE and a close.
+    fn plain_input(&mut self, key: SessionKey, bytes: &[u8]) -> bool {
+        let Some(h) = self.core.handle_mut(key) else { return false };
+        let Some(d) = h.deflate() else {
+            self.core.on_input(key, bytes);
+            return true;
+        };
+        let mut plain = Vec::new();
+        match d.inflate(bytes, &mut plain) {
+            Ok(()) => {
+                if !plain.is_empty() {
+                    self.core.on_input(key, &plain);
+                }
+                true
+            }
+            Err(e) => {
+                let session = h.session_id;
+                tracing::info!(session, error = %e, "bad compressed data from a hibernated client; closing");
+                if let Some(mut handle) = self.core.client_gone(key) {
+                    let _ = epoll::delete(&self.epoll, &handle.fd);
+                    self.ended.push(handle.session_id);
+                    // The layers stay usable for our side of the stream.
+                    let bye = handle.farewell_bytes(b"* BYE Invalid compressed data.\r\n");
+                    let _ = rustix::io::write(&handle.fd, &bye);
+                    let _ = rustix::net::shutdown(&handle.fd, rustix::net::Shutdown::Write);
+                }
+                self.flush();
+                false
+            }
+        }
     }
 
     fn drop_client(&mut self, key: SessionKey) {
@@ -539,8 +669,8 @@ impl Driver {
 
     /// Writes what the session has; keeps the rest for EPOLLOUT.
     fn write_out(&mut self, key: SessionKey) {
-        if self.core.handle(key).is_some_and(|h| h.tls.is_some()) {
-            self.write_out_tls(key);
+        if self.core.handle(key).is_some_and(|h| h.layers.is_some()) {
+            self.write_out_layered(key);
             return;
         }
         let out = self.core.take_output(key);
@@ -561,13 +691,14 @@ impl Driver {
         }
     }
 
-    /// [`Self::write_out`] for a TLS session: the core's plaintext is sealed
-    /// at once; records the socket does not take wait in the state's
-    /// transmit queue (and travel with it on a hand-back).
-    fn write_out_tls(&mut self, key: SessionKey) {
+    /// [`Self::write_out`] for a TLS or compressed session: the core's
+    /// plaintext is compressed and sealed at once; bytes the socket does not
+    /// take wait in the outermost layer's queue (TLS transmit, or the
+    /// compressed bytes) and travel with it on a hand-back.
+    fn write_out_layered(&mut self, key: SessionKey) {
         let plain = self.core.take_output(key);
         let Some(h) = self.core.handle_mut(key) else { return };
-        let out = tls_io::seal(&mut h.tls, &plain);
+        let out = h.wire_bytes(&plain);
         let Ok(written) = write_what_fits(&h.fd, &out) else {
             self.drop_client(key);
             return;
@@ -576,8 +707,14 @@ impl Driver {
             self.core.output_flushed(key);
             return;
         }
-        tls_io::keep_unsent(&mut h.tls, &out[written..]);
-        let unsent = h.tls.as_ref().map_or(0, |s| s.transmit.len());
+        let unsent = if h.has_tls() {
+            tls_io::keep_unsent(h.tls_slot(), &out[written..]);
+            h.tls_slot().as_ref().map_or(0, |s| s.transmit.len())
+        } else {
+            let Some(d) = h.deflate() else { return };
+            d.keep_unsent(&out[written..]);
+            d.unsent_len()
+        };
         if unsent > self.cfg.settings.max_output {
             tracing::info!("client does not read its updates; disconnecting");
             self.drop_client(key);
@@ -605,8 +742,8 @@ impl Driver {
                     Action::Unsubscribe(user) => self.bus.unsubscribe(user),
                     Action::Close { mut handle } => {
                         let _ = epoll::delete(&self.epoll, &handle.fd);
-                        if handle.tls.is_some() {
-                            let bytes = tls_io::farewell(&mut handle.tls, b"");
+                        if handle.layers.is_some() {
+                            let bytes = handle.farewell_bytes(b"");
                             let _ = rustix::io::write(&handle.fd, &bytes);
                         }
                         self.ended.push(handle.session_id);
@@ -641,12 +778,12 @@ impl Driver {
     /// The TLS state goes into the record: the receiver owns it from then
     /// on, and this process never seals with it again.
     fn hand_back(&mut self, mut handle: ClientHandle, mut record: Box<HibernationRecord>, reason: &str) {
-        record.tls = handle.tls.take().map(|s| *s);
+        handle.layers_into(&mut record);
         let payload = match record.encode() {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(session = record.session_id, error = %e, "cannot encode hand-back");
-                handle.tls = record.tls.take().map(Box::new);
+                handle.layers_from(&mut record);
                 say_and_close(handle, b"* BYE Internal server error.\r\n");
                 return;
             }
@@ -668,7 +805,7 @@ impl Driver {
         }
         tracing::error!(session = record.session_id, "no worker to hand the session back to; closing it");
         // Nobody took the state: it is still ours to seal the BYE with.
-        handle.tls = record.tls.take().map(Box::new);
+        handle.layers_from(&mut record);
         self.ended.push(handle.session_id);
         say_and_close(handle, b"* BYE Server is restarting, please reconnect.\r\n");
     }

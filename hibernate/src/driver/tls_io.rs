@@ -18,14 +18,14 @@ pub(super) struct Opened {
 
 /// Runs `f` on a layer built from `tls`, then stores the state back.
 fn with_layer<T>(
-    tls: &mut Option<Box<TlsState>>,
+    tls: &mut Option<TlsState>,
     f: impl FnOnce(&mut RecordLayer) -> T,
 ) -> Option<T> {
     let state = tls.take()?;
-    match RecordLayer::from_state(*state) {
+    match RecordLayer::from_state(state) {
         Ok(mut layer) => {
             let out = f(&mut layer);
-            *tls = Some(Box::new(layer.into_state()));
+            *tls = Some(layer.into_state());
             Some(out)
         }
         // Checked when the record was decoded; a state that cannot run
@@ -39,7 +39,7 @@ fn with_layer<T>(
 
 /// Decrypts `raw`; a KeyUpdate answer or an alert lands in the state's
 /// transmit (see [`seal`]). `None`: the state could not run.
-pub(super) fn open(tls: &mut Option<Box<TlsState>>, raw: &[u8]) -> Option<Opened> {
+pub(super) fn open(tls: &mut Option<TlsState>, raw: &[u8]) -> Option<Opened> {
     with_layer(tls, |layer| {
         layer.enqueue_input(raw);
         let mut opened = Opened::default();
@@ -64,14 +64,14 @@ pub(super) fn open(tls: &mut Option<Box<TlsState>>, raw: &[u8]) -> Option<Opened
 
 /// True if sealed bytes are waiting to be written (a KeyUpdate answer, an
 /// alert, or records the socket did not take).
-pub(super) fn has_transmit(tls: &Option<Box<TlsState>>) -> bool {
+pub(super) fn has_transmit(tls: &Option<TlsState>) -> bool {
     tls.as_ref().is_some_and(|s| !s.transmit.is_empty())
 }
 
 /// Everything to write: queued transmit bytes, then `plain` sealed.
 /// Empty if the session's TLS is over (after an alert or close_notify
 /// only the queued bytes go out).
-pub(super) fn seal(tls: &mut Option<Box<TlsState>>, plain: &[u8]) -> Vec<u8> {
+pub(super) fn seal(tls: &mut Option<TlsState>, plain: &[u8]) -> Vec<u8> {
     with_layer(tls, |layer| {
         if plain.is_empty() {
             return layer.take_transmit();
@@ -85,7 +85,7 @@ pub(super) fn seal(tls: &mut Option<Box<TlsState>>, plain: &[u8]) -> Vec<u8> {
 }
 
 /// Puts ciphertext the socket did not take back in front of the queue.
-pub(super) fn keep_unsent(tls: &mut Option<Box<TlsState>>, rest: &[u8]) {
+pub(super) fn keep_unsent(tls: &mut Option<TlsState>, rest: &[u8]) {
     if let Some(state) = tls.as_mut() {
         let mut joined = rest.to_vec();
         joined.extend_from_slice(&state.transmit);
@@ -94,7 +94,7 @@ pub(super) fn keep_unsent(tls: &mut Option<Box<TlsState>>, rest: &[u8]) {
 }
 
 /// The last words to a TLS client: queued bytes, `bye` sealed, close_notify.
-pub(super) fn farewell(tls: &mut Option<Box<TlsState>>, bye: &[u8]) -> Vec<u8> {
+pub(super) fn farewell(tls: &mut Option<TlsState>, bye: &[u8]) -> Vec<u8> {
     with_layer(tls, |layer| {
         let mut out = if bye.is_empty() {
             layer.take_transmit()

@@ -5,6 +5,7 @@ mod append;
 pub(crate) mod capabilities;
 mod auth;
 mod close;
+mod compress;
 mod copy_move;
 pub(crate) mod create_special_use;
 mod enable;

@@ -27,6 +27,7 @@ use hibernate::record::{ClientTransport, Extensions, HibernationRecord, Selected
 use crate::fd_passing::FdChannel;
 use crate::handover::Transport;
 use super::client_stream::ClientStream;
+use super::deflate_layer::DeflateLayer;
 use crate::session::{Session, EnabledExtensions, HibernatedView, HibernationState, NotHibernatable};
 
 /// How long a worker skips a hibernate process that said it is full
@@ -94,16 +95,26 @@ pub fn record_from_state(state: HibernationState, facts: &ConnectionFacts) -> Hi
             highest_modseq_seen: v.highest_modseq_seen,
         }),
         pending_input: state.pending_input,
-        // Set by the parker, which owns the stream.
+        // Set by the parker, which owns the streams.
         tls: None,
         notify: state.notify,
+        deflate: None,
     }
 }
 
+/// What a handed-back record holds for the connection's layers.
+#[derive(Debug)]
+pub struct Layers {
+    /// The TLS state (for [`Transport::Tls`]).
+    pub tls: Option<tls_record::TlsState>,
+    /// The compressed streams' state, if COMPRESS is active.
+    pub deflate: Option<hibernate::record::DeflateState>,
+}
+
 /// Splits a handed-back record into the session state, the connection
-/// facts and the TLS state (for [`Transport::Tls`]).
-pub fn state_from_record(mut record: HibernationRecord) -> (HibernationState, ConnectionFacts, Option<tls_record::TlsState>) {
-    let tls = record.tls.take();
+/// facts and the layers' states.
+pub fn state_from_record(mut record: HibernationRecord) -> (HibernationState, ConnectionFacts, Layers) {
+    let layers = Layers { tls: record.tls.take(), deflate: record.deflate.take() };
     let transport = match record.transport {
         ClientTransport::PlainTcp => Transport::PlainTcp,
         ClientTransport::Tls { implicit } => Transport::Tls { implicit },
@@ -131,8 +142,9 @@ pub fn state_from_record(mut record: HibernationRecord) -> (HibernationState, Co
         }),
         pending_input: record.pending_input,
         notify: record.notify,
+        compressed: layers.deflate.is_some(),
     };
-    (state, facts, tls)
+    (state, facts, layers)
 }
 
 /// Why parking failed.
@@ -176,6 +188,12 @@ impl HibernateLinks {
             NotHibernatable::Closed => "closed",
             NotHibernatable::NotifyFetch => "notify-fetch",
         };
+        self.count_refusal_named(name);
+    }
+
+    /// Counts a session that could not be parked for a reason of the
+    /// connection's layers (not the session's).
+    pub fn count_refusal_named(&self, name: &'static str) {
         if let Ok(mut m) = self.refused.lock() {
             *m.entry(name).or_default() += 1;
         }
@@ -341,7 +359,7 @@ impl Parking<'_> {
     /// Parks the session if it is quiescent; the index of the hibernate
     /// process that took it (the caller then drops the session and its
     /// stream), or `None`.
-    pub async fn try_park(&self, session: &Session, stream: &ClientStream) -> Option<u32> {
+    pub async fn try_park(&self, session: &Session, stream: &ClientStream, deflate: Option<&DeflateLayer>) -> Option<u32> {
         let state = match session.hibernation_state() {
             Ok(s) => s,
             Err(reason) => {
@@ -350,6 +368,17 @@ impl Parking<'_> {
             }
         };
         let mut record = record_from_state(state, &self.facts);
+        if let Some(d) = deflate {
+            match d.park_state() {
+                Some(state) => record.deflate = Some(state),
+                None => {
+                    // The client's stream is between two block boundaries:
+                    // only the whole inflater could continue it.
+                    self.links.count_refusal_named("compression-mid-block");
+                    return None;
+                }
+            }
+        }
         let fd = match stream {
             ClientStream::Tcp(s) => s.as_fd(),
             ClientStream::Unix(s) => s.as_fd(),

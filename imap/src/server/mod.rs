@@ -58,6 +58,7 @@ mod admin_socket;
 pub mod client_stream;
 pub mod config;
 pub mod counters;
+pub mod deflate_layer;
 pub mod generation;
 mod hibernate_watch;
 pub mod hibernation;

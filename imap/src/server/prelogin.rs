@@ -75,6 +75,11 @@ fn run_session(session: &mut Session, out: &mut Vec<u8>) -> Next {
             SessionEvent::Authenticated(h) => return Next::HandOver(h),
             SessionEvent::Close => return Next::Close,
             SessionEvent::VerifyLogin(request) => return Next::Verify(request),
+            // COMPRESS needs a login, and a login hands the session over first.
+            SessionEvent::StartCompression { .. } => {
+                tracing::error!("pre-login session asked for COMPRESS; closing");
+                return Next::Close;
+            }
         }
     }
 }

@@ -16,6 +16,7 @@ use crate::session::{Session, SessionEvent};
 
 use super::client_stream::{ClientStream, READ_CHUNK};
 use super::counters::Counters;
+use super::deflate_layer::DeflateLayer;
 use super::hibernation::Parking;
 use super::live_sessions::LiveRegistration;
 use super::shutdown::SHUTDOWN_BYE;
@@ -75,6 +76,9 @@ enum Step {
     WriteThenWait(Vec<u8>, Instant),
     /// Write this, then close.
     WriteThenClose(Vec<u8>),
+    /// Write this (ending with the `OK` to COMPRESS), then compress;
+    /// the bytes are client input received after the command.
+    WriteThenCompress(Vec<u8>, Vec<u8>),
 }
 
 /// Runs the session until it needs input, closes, or has a batch of output.
@@ -94,6 +98,7 @@ fn run_session(session: &mut Session) -> Step {
             }
             SessionEvent::NeedMoreInput { deadline } => return Step::WriteThenWait(out, deadline),
             SessionEvent::Close => return Step::WriteThenClose(out),
+            SessionEvent::StartCompression { compressed_input } => return Step::WriteThenCompress(out, compressed_input),
             SessionEvent::StartTls | SessionEvent::Authenticated(_) | SessionEvent::VerifyLogin(_) => {
                 // Neither can happen after authentication (no STARTTLS is
                 // offered there, and a worker session does not hand over).
@@ -105,23 +110,60 @@ fn run_session(session: &mut Session) -> Step {
     }
 }
 
-/// Reads what is ready into the session; returns bytes read (0 = EOF).
-fn read_into(stream: &mut ClientStream, session: &mut Session) -> io::Result<usize> {
+/// Reads what is ready into the session (inflated if COMPRESS is active);
+/// returns bytes read (0 = EOF). Invalid compressed data is an
+/// `InvalidData` error.
+fn read_into(stream: &mut ClientStream, session: &mut Session, deflate: Option<&mut DeflateLayer>) -> io::Result<usize> {
     let mut buf = [0u8; READ_CHUNK];
     let n = stream.try_read(&mut buf)?;
     if n > 0 {
-        session.enqueue_input(&buf[..n]);
+        enqueue(session, deflate, &buf[..n])?;
     }
     Ok(n)
 }
 
-async fn write(stream: &mut ClientStream, bytes: &[u8], counters: &Counters) -> io::Result<()> {
+/// Gives client bytes to the session, through the inflater if compressed.
+fn enqueue(session: &mut Session, deflate: Option<&mut DeflateLayer>, bytes: &[u8]) -> io::Result<()> {
+    match deflate {
+        None => session.enqueue_input(bytes),
+        Some(d) => {
+            let mut plain = Vec::new();
+            d.inflate(bytes, &mut plain).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            session.enqueue_input(&plain);
+        }
+    }
+    Ok(())
+}
+
+/// The connection's writing side: the stream and, once COMPRESS is
+/// active, its deflater (each burst is sync-flushed).
+struct Writer<'a> {
+    stream: &'a mut ClientStream,
+    deflate: Option<Box<DeflateLayer>>,
+}
+
+async fn write(w: &mut Writer<'_>, bytes: &[u8], counters: &Counters) -> io::Result<()> {
+    let compressed;
+    let bytes = match w.deflate.as_mut() {
+        Some(d) if !bytes.is_empty() || d.has_unsent() => {
+            compressed = d.compress(bytes);
+            &compressed[..]
+        }
+        _ => bytes,
+    };
     if bytes.is_empty() {
         return Ok(());
     }
-    stream.write_all(bytes).await?;
+    w.stream.write_all(bytes).await?;
     counters.add_bytes_out(bytes.len() as u64);
     Ok(())
+}
+
+/// The client's compressed stream is invalid: log, BYE (our direction
+/// still works), close.
+async fn bad_compressed_input(w: &mut Writer<'_>, counters: &Counters, error: &io::Error) -> SessionEnd {
+    tracing::info!(%error, "bad compressed data from the client; closing");
+    say_bye(w, counters, b"* BYE Invalid compressed data.\r\n", SessionEnd::Closed).await
 }
 
 /// What every session of a worker shares: its counters and its slots for
@@ -149,8 +191,14 @@ pub async fn drive(
     parking: Option<Parking<'_>>,
     stopping: Stopping,
     live: &mut LiveRegistration,
+    deflate: Option<Box<DeflateLayer>>,
 ) -> SessionEnd {
     let WorkerResources { counters, slots } = worker;
+    let mut w = Writer { stream: &mut stream, deflate };
+    // Compressed bytes a hibernate process could not write go first.
+    if write(&mut w, b"", counters).await.is_err() {
+        return SessionEnd::IoError;
+    }
     let Stopping { signal: mut stopping, grace, mut detach } = stopping;
     let mut kicked = live.kicked();
     // Set once the stop is seen: when the BYE goes out at the latest.
@@ -162,22 +210,37 @@ pub async fn drive(
         deliver_events(&mut session, &registration);
         let step = slots.run(|| run_session(&mut session)).await;
         counters.add_commands(match &step {
-            Step::Write(b) | Step::WriteThenWait(b, _) | Step::WriteThenClose(b) => count_tagged_responses(b),
+            Step::Write(b) | Step::WriteThenWait(b, _) | Step::WriteThenClose(b) | Step::WriteThenCompress(b, _) => {
+                count_tagged_responses(b)
+            }
         });
         let deadline = match step {
             Step::Write(bytes) => {
-                if write(&mut stream, &bytes, counters).await.is_err() {
+                if write(&mut w, &bytes, counters).await.is_err() {
                     return SessionEnd::IoError;
                 }
                 continue;
             }
             Step::WriteThenClose(bytes) => {
-                let _ = write(&mut stream, &bytes, counters).await;
-                stream.shutdown().await;
+                let _ = write(&mut w, &bytes, counters).await;
+                w.stream.shutdown().await;
                 return SessionEnd::Closed;
             }
+            Step::WriteThenCompress(bytes, compressed_input) => {
+                // The OK itself goes out uncompressed (RFC 4978 §3).
+                if write(&mut w, &bytes, counters).await.is_err() {
+                    return SessionEnd::IoError;
+                }
+                let mut layer = Box::new(DeflateLayer::new());
+                if let Err(e) = enqueue(&mut session, Some(&mut layer), &compressed_input) {
+                    w.deflate = Some(layer);
+                    return bad_compressed_input(&mut w, counters, &e).await;
+                }
+                w.deflate = Some(layer);
+                continue;
+            }
             Step::WriteThenWait(bytes, deadline) => {
-                if write(&mut stream, &bytes, counters).await.is_err() {
+                if write(&mut w, &bytes, counters).await.is_err() {
                     return SessionEnd::IoError;
                 }
                 deadline
@@ -190,16 +253,16 @@ pub async fn drive(
             if !session.command_in_progress() || Instant::now() >= at {
                 // A stop wins: its BYE names the real reason for the client.
                 if kick && !*stopping.borrow() {
-                    return say_bye(&mut stream, counters, KICK_BYE, SessionEnd::Kicked).await;
+                    return say_bye(&mut w, counters, KICK_BYE, SessionEnd::Kicked).await;
                 }
-                return say_bye(&mut stream, counters, SHUTDOWN_BYE, SessionEnd::ShutDown).await;
+                return say_bye(&mut w, counters, SHUTDOWN_BYE, SessionEnd::ShutDown).await;
             }
         }
         let detaching = *detach.borrow();
         if detaching && bye_at.is_none() && !session.command_in_progress() {
             // A restart: this session cannot move with its connection.
             if parking.as_ref().is_some_and(|p| matches!(p.facts.transport, crate::handover::Transport::TlsProxied { .. })) {
-                return say_bye(&mut stream, counters, RESTART_BYE, SessionEnd::CannotMove).await;
+                return say_bye(&mut w, counters, RESTART_BYE, SessionEnd::CannotMove).await;
             }
         }
         let park_at = parking.as_ref().filter(|_| bye_at.is_none()).map(|p| {
@@ -225,24 +288,27 @@ pub async fn drive(
             () = sleep_until_opt(bye_at), if bye_at.is_some() => {}
             () = sleep_until_opt(park_at), if park_at.is_some() => {
                 if let Some(p) = parking.as_ref() {
-                    if let Some(process) = p.try_park(&session, &stream).await {
+                    if let Some(process) = p.try_park(&session, w.stream, w.deflate.as_deref()).await {
                         return SessionEnd::Hibernated { process };
                     }
                     not_before = Instant::now()
                         + if detaching { DETACH_RETRY } else { p.links.settings().timeout.max(Duration::from_secs(1)) };
                 }
             }
-            ready = stream.readable() => {
+            ready = w.stream.readable() => {
                 if ready.is_err() {
                     return SessionEnd::IoError;
                 }
-                match read_into(&mut stream, &mut session) {
+                match read_into(w.stream, &mut session, w.deflate.as_deref_mut()) {
                     Ok(0) => return SessionEnd::ClientGone,
                     Ok(n) => {
                         last_input = Instant::now();
                         counters.add_bytes_in(n as u64);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == io::ErrorKind::InvalidData && w.deflate.is_some() => {
+                        return bad_compressed_input(&mut w, counters, &e).await;
+                    }
                     Err(_) => return SessionEnd::IoError,
                 }
             }
@@ -269,13 +335,13 @@ pub struct Stopping {
 const DETACH_RETRY: Duration = Duration::from_millis(50);
 
 /// Writes `bye` ([`SHUTDOWN_BYE`] or [`KICK_BYE`]) and closes.
-async fn say_bye(stream: &mut ClientStream, counters: &Counters, bye: &[u8], end: SessionEnd) -> SessionEnd {
-    let _ = write(stream, bye, counters).await;
-    stream.shutdown().await;
+async fn say_bye(w: &mut Writer<'_>, counters: &Counters, bye: &[u8], end: SessionEnd) -> SessionEnd {
+    let _ = write(w, bye, counters).await;
+    w.stream.shutdown().await;
     // Unread input would make the close an RST, which can destroy the BYE
     // before the client reads it.
     let mut sink = [0u8; READ_CHUNK];
-    while matches!(stream.try_read(&mut sink), Ok(n) if n > 0) {}
+    while matches!(w.stream.try_read(&mut sink), Ok(n) if n > 0) {}
     end
 }
 

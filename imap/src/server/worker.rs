@@ -28,6 +28,7 @@ use crate::session::{Authenticator, Session};
 use super::client_stream::{ClientStream, TlsClient};
 use super::config::{ImapServerConfig, ImapSettings};
 use super::counters::Counters;
+use super::deflate_layer::DeflateLayer;
 use super::hibernation::{state_from_record, ConnectionFacts, HibernateLinks, HibernationSettings, Parking};
 use super::live_sessions::LiveSessions;
 use super::session_driver::{self, SessionEnd, Stopping, WorkerResources};
@@ -332,7 +333,7 @@ async fn serve_session(shared: Arc<WorkerShared>, record: Handover, mut stream: 
         Ok(session) => {
             tracing::debug!(session = facts.session_id, %user, peer = %facts.peer, "session started in worker");
             let span = session_span(&facts, &user);
-            drive_session(&shared, session, stream, &user, facts).instrument(span).await
+            drive_session(&shared, session, stream, &user, facts, None).instrument(span).await
         }
         Err(e) => {
             tracing::error!(session = facts.session_id, %user, error = %e, "cannot resume session");
@@ -351,6 +352,7 @@ async fn drive_session(
     stream: ClientStream,
     user: &str,
     facts: ConnectionFacts,
+    deflate: Option<Box<DeflateLayer>>,
 ) -> SessionEnd {
     let registration = shared.deps.wakeups.register(user);
     let on_new = {
@@ -367,7 +369,7 @@ async fn drive_session(
         detach: shared.detaching.subscribe(),
     };
     let worker = WorkerResources { counters: &shared.counters, slots: &shared.slots };
-    session_driver::drive(session, stream, registration, worker, parking, stopping, &mut live).await
+    session_driver::drive(session, stream, registration, worker, parking, stopping, &mut live, deflate).await
 }
 
 /// The span every log line of a session's commands carries, so a line such
@@ -455,12 +457,20 @@ fn serve_handed_back(
 }
 
 async fn serve_handed_back_inner(shared: Arc<WorkerShared>, record: hibernate::record::HibernationRecord, fd: OwnedFd) {
-    let (state, facts, tls) = state_from_record(record);
+    let (state, facts, layers) = state_from_record(record);
     let user = state.user.clone();
     // Before anything else: from here this worker holds the session (its
     // death releases the session's counts).
     report(&shared, &WorkerReport::SessionResumed { session_id: facts.session_id }).await;
-    let mut stream = match client_stream(facts.transport, fd, tls) {
+    let mut deflate = match layers.deflate.map(DeflateLayer::from_record).transpose() {
+        Ok(d) => d.map(Box::new),
+        Err(e) => {
+            tracing::error!(session = facts.session_id, error = %e, "unusable compression state in a hand-back; closing the client");
+            report(&shared, &WorkerReport::SessionEnded { session_id: facts.session_id }).await;
+            return;
+        }
+    };
+    let mut stream = match client_stream(facts.transport, fd, layers.tls) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(session = facts.session_id, error = %e, "cannot register a handed-back client");
@@ -478,11 +488,16 @@ async fn serve_handed_back_inner(shared: Arc<WorkerShared>, record: hibernate::r
     let end = match resumed {
         Ok(session) => {
             let span = session_span(&facts, &user);
-            drive_session(&shared, session, stream, &user, facts).instrument(span).await
+            drive_session(&shared, session, stream, &user, facts, deflate).instrument(span).await
         }
         Err(e) => {
             tracing::error!(session = facts.session_id, %user, error = %e, "cannot resume a handed-back session");
-            let _ = stream.write_all(b"* BYE [UNAVAILABLE] Mail store unavailable, try again later.\r\n").await;
+            let bye = b"* BYE [UNAVAILABLE] Mail store unavailable, try again later.\r\n";
+            let bytes = match deflate.as_mut() {
+                Some(d) => d.compress(bye),
+                None => bye.to_vec(),
+            };
+            let _ = stream.write_all(&bytes).await;
             stream.shutdown().await;
             SessionEnd::IoError
         }

@@ -20,6 +20,13 @@ pub enum SessionEvent {
     /// The `OK` to STARTTLS was output: do the TLS handshake, then call
     /// [`crate::session::Session::tls_started`]. Buffered plaintext input was discarded.
     StartTls,
+    /// The `OK` to COMPRESS DEFLATE was output: compress everything written
+    /// from now on and inflate everything read, starting with
+    /// `compressed_input` (bytes the client sent after the command).
+    StartCompression {
+        /// Input already received after the COMPRESS line: compressed.
+        compressed_input: Vec<u8>,
+    },
     /// Master mode only: login succeeded and its `OK` was output; pass this
     /// record to a worker and stop using this session.
     Authenticated(Box<HandOver>),

@@ -55,6 +55,8 @@ pub struct HibernationState {
     pub pending_input: Vec<u8>,
     /// The NOTIFY state (RFC 5465), if NOTIFY SET is in effect.
     pub notify: Option<hibernate::notify::NotifySpec>,
+    /// COMPRESS DEFLATE is active (the streams' state is the driver's).
+    pub compressed: bool,
 }
 
 /// Why a session cannot be parked right now.
@@ -142,6 +144,7 @@ impl Session {
             selected,
             pending_input,
             notify: self.notify.clone(),
+            compressed: self.compressed,
         })
     }
 
@@ -164,6 +167,7 @@ impl Session {
         let store = UserStore::open(&state.user, state.maildir, hooks.clone())?;
         let mut s = Session::new(options, authenticator, hooks, now);
         s.enabled = state.enabled;
+        s.compressed = state.compressed;
         s.phase = Phase::Authenticated;
         if let Some(view) = state.selected {
             match rebuild_view(&store, &view) {

@@ -80,6 +80,8 @@ pub struct Session {
     pub(crate) notify: Option<hibernate::notify::NotifySpec>,
     /// NOTIFY responses for other mailboxes, written between commands.
     pub(crate) notify_out: Vec<u8>,
+    /// COMPRESS DEFLATE is active on the connection.
+    pub(crate) compressed: bool,
 }
 
 impl std::fmt::Debug for Session {
@@ -96,7 +98,7 @@ impl std::fmt::Debug for Session {
 const KNOWN_COMMANDS: &[&str] = &[
     "CAPABILITY", "NOOP", "LOGOUT", "STARTTLS", "AUTHENTICATE", "LOGIN", "SELECT", "EXAMINE", "CREATE", "DELETE",
     "RENAME", "SUBSCRIBE", "UNSUBSCRIBE", "LIST", "LSUB", "STATUS", "APPEND", "CHECK", "CLOSE", "EXPUNGE", "SEARCH",
-    "FETCH", "STORE", "COPY", "MOVE", "UID", "IDLE", "ENABLE", "NAMESPACE", "ID", "UNSELECT", "SORT", "THREAD",
+    "FETCH", "STORE", "COPY", "MOVE", "UID", "IDLE", "ENABLE", "NAMESPACE", "ID", "UNSELECT", "SORT", "THREAD", "COMPRESS",
 ];
 
 /// Opens `user`'s store at login and creates the configured auto mailboxes
@@ -146,6 +148,7 @@ impl Session {
             wall_anchor: (now, std::time::SystemTime::now()),
             notify: None,
             notify_out: Vec::new(),
+            compressed: false,
         }
     }
 
@@ -580,6 +583,7 @@ impl Session {
             }
             CommandBody::Enable { capabilities } => self.op_enable(tag, capabilities.as_ref()),
             CommandBody::Idle => self.op_idle(tag, now),
+            CommandBody::Compress { algorithm } => self.op_compress(tag, algorithm),
             body if self.selected.is_none() => {
                 let name = match &self.ordering {
                     Some(crate::op::sort_syntax::Ordering::Sort { .. }) => "SORT",
@@ -628,7 +632,7 @@ impl Session {
         if authed {
             caps.push_str(
                 " NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE CONDSTORE QRESYNC ESEARCH \
-                 SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES LIST-EXTENDED LIST-STATUS MULTIAPPEND NOTIFY",
+                 SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES LIST-EXTENDED LIST-STATUS MULTIAPPEND NOTIFY COMPRESS=DEFLATE",
             );
             caps.push_str(&crate::op::capabilities::authenticated_extra(&self.options));
         } else {
