@@ -25,7 +25,7 @@ fn login_success_failure_and_lockout() {
     let mut c = w.client();
     c.expect("a LOGIN alice wrong", &["a NO [AUTHENTICATIONFAILED] Authentication failed."]);
     c.expect("b LOGIN nobody secret", &["b NO [AUTHENTICATIONFAILED] Authentication failed."]);
-    c.expect("c LOGIN \"alice\" {6+}\r\nsecret", &["c OK [CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE CONDSTORE QRESYNC ESEARCH SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES LIST-EXTENDED LIST-STATUS MULTIAPPEND WITHIN CREATE-SPECIAL-USE SEARCHRES] Logged in"]);
+    c.expect("c LOGIN \"alice\" {6+}\r\nsecret", &["c OK [CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN SPECIAL-USE CONDSTORE QRESYNC ESEARCH SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES LIST-EXTENDED LIST-STATUS MULTIAPPEND NOTIFY COMPRESS=DEFLATE WITHIN CREATE-SPECIAL-USE SEARCHRES] Logged in"]);
     assert_eq!(c.s.user(), Some("alice"));
     c.expect("d LOGIN alice secret", &["d BAD Already logged in."]);
     // A limit refusal is not a failed attempt.
